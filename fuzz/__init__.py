@@ -1,0 +1,1 @@
+"""Fuzzing the readers, the layouts and the codec: `python -m fuzz TARGET --minutes N`."""

@@ -1,0 +1,162 @@
+"""Fuzz targets. Each takes arbitrary bytes; it may raise MXFP4Error (a clean, typed refusal) and
+nothing else. Any other exception, a hang, or a crash of the interpreter is a bug."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import mxfp4
+from mxfp4 import layout, native
+from mxfp4.convert import open_source
+from mxfp4.convert.names import canonical_tensors
+from mxfp4.convert.sources import Dense
+from mxfp4.convert.store import TensorStore
+from mxfp4.safetensors_io import read_header
+
+WORK = Path(tempfile.mkdtemp(prefix="mxfp4-fuzz-"))
+MAX_READ = 1 << 20  # tensors above this are checked, not read
+
+
+def _file(name: str, data: bytes) -> Path:
+    path = WORK / name
+    path.write_bytes(data)
+    return path
+
+
+def safetensors_reader(data: bytes) -> None:
+    """A safetensors file: header validation, then reading every (small) tensor."""
+    path = _file("fuzz.safetensors", data)
+    entries, _ = read_header(path)
+    store = TensorStore({e.name: path for e in entries}, {e.name: e for e in entries})
+    try:
+        for entry in entries:
+            if entry.nbytes <= MAX_READ:
+                store.get(entry.name)
+    finally:
+        store.close()
+
+
+_SHARD = None
+
+
+def index_reader(data: bytes) -> None:
+    """model.safetensors.index.json beside one valid shard: paths, names, shapes all from the fuzzer."""
+    global _SHARD
+    root = WORK / "index"
+    if _SHARD is None:
+        root.mkdir(exist_ok=True)
+        from safetensors.numpy import save_file
+
+        save_file({"a": np.zeros(4, np.float32), "b": np.ones((2, 3), np.uint8)}, str(root / "model-00001-of-00001.safetensors"))
+        _SHARD = True
+    (root / "model.safetensors.index.json").write_bytes(data)
+    store = TensorStore.open_dir(root)
+    try:
+        for name in store.entries:
+            store.get(name)
+    finally:
+        store.close()
+
+
+def gguf_reader(data: bytes) -> None:
+    """A .gguf file opened as a gpt-oss checkpoint, then every tensor read (experts: the first one)."""
+    source = open_source(_file("fuzz.gguf", data))
+    for tensor in canonical_tensors(source.config):
+        read = source.read(tensor)
+        if isinstance(read, Dense):
+            read.load()
+        else:
+            read.load_expert(0)
+
+
+def layout_round_trip(data: bytes) -> None:
+    """Any bytes as GGUF blocks: to HF and back is the identity, and native equals numpy."""
+    usable = len(data) // 17 * 17
+    raw = np.frombuffer(data[:usable], dtype=np.uint8).reshape(-1, 17)
+    blocks, scales = layout.gguf_to_hf(raw)
+    ref_blocks, ref_scales = layout.gguf_to_hf(raw, backend="numpy")
+    assert np.array_equal(blocks, ref_blocks) and np.array_equal(scales, ref_scales)
+    assert np.array_equal(layout.hf_to_gguf(blocks, scales), raw)
+
+
+RULES, ROUNDINGS = mxfp4.rules.SCALE_RULES, mxfp4.rules.ROUNDINGS
+
+
+def codec(data: bytes) -> None:
+    """Any bytes as float32 / float16 / bfloat16 weights: every rule and rounding, native == numpy,
+    and decoding equals too (bit for bit, NaN scales included)."""
+    if len(data) < 2:
+        return
+    control, body = data[0], data[1:]
+    dtype = (np.float32, np.float16, np.uint16)[control % 3]
+    width = np.dtype(dtype).itemsize
+    n = len(body) // (32 * width) * 32
+    if n == 0:
+        return
+    x = np.frombuffer(body[: n * width], dtype=dtype).reshape(-1, 32)
+    if dtype is np.uint16:
+        x = x.view(mxfp4.dtypes.numpy_dtype("bfloat16"))
+    rule, rounding = RULES[(control >> 2) % 4], ROUNDINGS[(control >> 4) % 2]
+    want = mxfp4.quantize(x, scale_rule=rule, rounding=rounding, nonfinite="nan_scale", backend="numpy")
+    if native.available():
+        got = mxfp4.quantize(x, scale_rule=rule, rounding=rounding, nonfinite="nan_scale", backend="native")
+        assert np.array_equal(got.blocks, want.blocks) and np.array_equal(got.scales, want.scales), (rule, rounding)
+        for out in ("float32", "bfloat16"):
+            a = mxfp4.dequantize(want.blocks, want.scales, out, backend="native").view(np.uint8)
+            b = mxfp4.dequantize(want.blocks, want.scales, out, backend="numpy").view(np.uint8)
+            assert np.array_equal(a, b), out
+
+
+TARGETS = {
+    "safetensors": safetensors_reader,
+    "index": index_reader,
+    "gguf": gguf_reader,
+    "layout": layout_round_trip,
+    "codec": codec,
+}
+
+
+def seeds(target: str) -> list[bytes]:
+    """Small valid inputs for the fuzzer to start from."""
+    if target == "safetensors":
+        header = json.dumps({"__metadata__": {"format": "pt"}, "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                             "q_blocks": {"dtype": "U8", "shape": [1, 1, 16], "data_offsets": [16, 32]}}).encode()
+        header += b" " * (-len(header) % 8)
+        return [len(header).to_bytes(8, "little") + header + bytes(range(32))]
+    if target == "index":
+        return [json.dumps({"metadata": {"total_size": 22}, "weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"}}).encode()]
+    if target == "gguf":
+        from mxfp4.convert import convert, synthetic
+
+        directory = WORK / "seed"
+        if not (directory / "tiny.gguf").exists():
+            config = synthetic.hf_config(num_hidden_layers=2, num_local_experts=2, num_experts_per_tok=1, hidden_size=32, intermediate_size=32,
+                                         head_dim=16, num_attention_heads=2, num_key_value_heads=1, vocab_size=270)
+            synthetic.write_checkpoint(directory / "hf", config)
+            convert(directory / "hf", directory / "tiny.gguf", to="gguf")
+        return [(directory / "tiny.gguf").read_bytes()]
+    if target == "layout":
+        return [bytes(range(256)) * 3]
+    if target == "codec":
+        rng = np.random.default_rng(0)
+        return [bytes([c]) + rng.standard_normal(64).astype(np.float32).tobytes() for c in range(0, 32, 5)]
+    raise KeyError(target)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    return (mxfp4.MXFP4Error,)
+
+
+def run_one(target: str, data: bytes) -> None:
+    try:
+        TARGETS[target](data)
+    except expected_errors():
+        pass
+    finally:
+        for leftover in WORK.glob(".*partial*"):
+            os.remove(leftover)

@@ -1,0 +1,232 @@
+/* MXFP4 CPU kernels. Plain C functions, called from mxfp4/native.py through ctypes (which releases the
+ * GIL, so Python threads run them on every core). They must equal mxfp4/reference.py byte for byte:
+ * the tests compare them exhaustively and on random data.
+ *
+ * Build flags matter for exactness: -ffp-contract=off keeps `total += d * d` from becoming a fused
+ * multiply-add, so the mse rule's float64 sums round exactly as numpy's do.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { IN_F32 = 0, IN_F16 = 1, IN_BF16 = 2 };
+enum { RULE_FLOOR = 0, RULE_ROUND_UP = 1, RULE_EVEN = 2, RULE_MSE = 3 }; /* mxfp4.rules.SCALE_RULES */
+enum { ROUND_RNE = 0, ROUND_GGML = 1 };                                 /* mxfp4.rules.ROUNDINGS */
+
+#define BLOCK 32
+/* Helpers are forced inline so that each target clone of a kernel gets its own vector code. */
+#define INLINE static inline __attribute__((always_inline))
+
+/* On x86-64 with GCC (ELF), each exported kernel is also compiled for AVX2 and the loader picks the
+ * best at run time; elsewhere the portable build runs. Results are identical: no fused or reassociated
+ * float operations are allowed in either. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__)
+#define KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define KERNEL
+#endif
+#define E8M0_NAN 0xFF
+#define E8M0_MAX_FINITE 254
+
+INLINE float f32_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+
+/* 2**(127 - s) as float32; s = 254 needs the subnormal 2**-127. */
+INLINE float inv_pow2_f32(int s) {
+    return s < 254 ? f32_from_bits((uint32_t)(254 - s) << 23) : f32_from_bits(0x00400000u);
+}
+
+/* 2**(s - 127) as float64 (always a normal double). */
+INLINE double pow2_f64(int s) {
+    uint64_t b = (uint64_t)(s - 127 + 1023) << 52; double d; memcpy(&d, &b, 8); return d;
+}
+
+INLINE void load_block(const void *x, int kind, int64_t i, const uint32_t *f16_table, uint32_t bits[BLOCK]) {
+    if (kind == IN_F32) {
+        memcpy(bits, (const uint32_t *)x + i * BLOCK, BLOCK * 4);
+    } else if (kind == IN_BF16) {
+        const uint16_t *p = (const uint16_t *)x + i * BLOCK;
+        for (int j = 0; j < BLOCK; j++) bits[j] = (uint32_t)p[j] << 16;
+    } else {
+        const uint16_t *p = (const uint16_t *)x + i * BLOCK;
+        for (int j = 0; j < BLOCK; j++) bits[j] = f16_table[p[j]];
+    }
+}
+
+/* Magnitude code 0..7 of r = |x| / 2**X: how many midpoints r passes. rne: ties at 0.75, 1.75, 3.5
+ * round up (to the even code); ggml: every tie rounds toward zero. The same comparisons give the
+ * rounded magnitude as a sum of the steps between neighbours (0.5 0.5 0.5 0.5 1 1 2). */
+#define PASSES(r, GE_TIE)                                                                             \
+    int c0 = (r) > 0.25f, c1 = GE_TIE((r), 0.75f), c2 = (r) > 1.25f, c3 = GE_TIE((r), 1.75f);         \
+    int c4 = (r) > 2.5f, c5 = GE_TIE((r), 3.5f), c6 = (r) > 5.0f;
+#define ROUND_BLOCK(NAME, GE_TIE)                                                                     \
+    INLINE void NAME##_codes(const float a[BLOCK], float inv, uint8_t m[BLOCK]) {              \
+        for (int j = 0; j < BLOCK; j++) {                                                             \
+            PASSES(a[j] * inv, GE_TIE)                                                                \
+            m[j] = (uint8_t)(c0 + c1 + c2 + c3 + c4 + c5 + c6);                                        \
+        }                                                                                             \
+    }                                                                                                 \
+    INLINE void NAME##_values(const float a[BLOCK], float inv, uint8_t m[BLOCK], float q[BLOCK]) { \
+        for (int j = 0; j < BLOCK; j++) {                                                             \
+            PASSES(a[j] * inv, GE_TIE)                                                                \
+            m[j] = (uint8_t)(c0 + c1 + c2 + c3 + c4 + c5 + c6);                                        \
+            q[j] = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;           \
+        }                                                                                             \
+    }
+#define GE(r, t) ((r) >= (t))
+#define GT(r, t) ((r) > (t))
+ROUND_BLOCK(round_rne, GE)
+ROUND_BLOCK(round_ggml, GT)
+
+/* Magnitude codes of the block at scale byte s, and (when q is given) the rounded magnitudes. */
+INLINE void round_block(int rounding, const float a[BLOCK], int s, uint8_t m[BLOCK], float *q) {
+    float inv = inv_pow2_f32(s);
+    if (rounding == ROUND_RNE) {
+        if (q) round_rne_values(a, inv, m, q); else round_rne_codes(a, inv, m);
+    } else {
+        if (q) round_ggml_values(a, inv, m, q); else round_ggml_codes(a, inv, m);
+    }
+}
+
+/* Sum over the block of (|x| - q * 2**X)**2. Each difference is exact (as a float32 even) and so is its
+ * square in float64; only the additions round, so their order is fixed: eight lanes j % 8, each
+ * summed in element order, then a pairwise tree. mxfp4/reference.py adds in exactly this order. */
+INLINE double squared_error(const float a[BLOCK], const float q[BLOCK], int s) {
+    double p = pow2_f64(s), sq[BLOCK], lane[8];
+    for (int j = 0; j < BLOCK; j++) {
+        double d = (double)a[j] - (double)q[j] * p;
+        sq[j] = d * d;
+    }
+    for (int k = 0; k < 8; k++) lane[k] = sq[k];
+    for (int i = 1; i < BLOCK / 8; i++)
+        for (int k = 0; k < 8; k++) lane[k] += sq[8 * i + k];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+INLINE int rule_scale(uint32_t amax, int rule) {
+    int s = (int)(amax >> 23) - 2;
+    uint32_t mantissa = amax & 0x7FFFFFu;
+    if (rule == RULE_ROUND_UP) s += mantissa >= 0x400001u;
+    else if (rule == RULE_EVEN) s += mantissa >= 0x600000u;
+    if (s < 0) s = 0;
+    if (s > E8M0_MAX_FINITE) s = E8M0_MAX_FINITE;
+    return s;
+}
+
+/* Chooses the scale and leaves the chosen scale's magnitude codes in m. mse: floor, then floor + 1,
+ * then floor - 1; a candidate must be strictly better to win. */
+INLINE int choose_scale(const float a[BLOCK], uint32_t amax, int rule, int rounding, uint8_t m[BLOCK]) {
+    float q[BLOCK];
+    int s = rule_scale(amax, rule == RULE_MSE ? RULE_FLOOR : rule);
+    round_block(rounding, a, s, m, rule == RULE_MSE ? q : NULL);
+    if (rule != RULE_MSE) return s;
+    double best_error = squared_error(a, q, s);
+    int best = s;
+    const int steps[2] = {1, -1};
+    for (int k = 0; k < 2; k++) {
+        int c = s + steps[k];
+        if (c < 0 || c > E8M0_MAX_FINITE) continue;
+        if (steps[k] < 0) {
+            /* At floor - 1 the largest element saturates to 6 * 2**(c - 127); that one exact term is a
+             * lower bound of the candidate's computed sum (a rounded sum of non-negative terms never
+             * drops below one of them), so when it alone reaches best_error the candidate cannot win.
+             * Skipping it changes no result, only the time. */
+            double d = (double)f32_from_bits(amax) - 6.0 * pow2_f64(c);
+            if (d > 0 && d * d >= best_error) continue;
+        }
+        uint8_t mc[BLOCK];
+        round_block(rounding, a, c, mc, q);
+        double e = squared_error(a, q, c);
+        if (e < best_error) { best_error = e; best = c; memcpy(m, mc, BLOCK); }
+    }
+    return best;
+}
+
+/* x: n_blocks * 32 elements of `kind`; writes blocks_out [n_blocks, 16] and scales_out [n_blocks].
+ * Blocks holding NaN or +-Inf get scale 0xFF and codes 0 (the caller decides whether to raise). */
+KERNEL void mx_encode(const void *x, int kind, int64_t n_blocks, int rule, int rounding, const uint32_t *f16_table,
+               uint8_t *blocks_out, uint8_t *scales_out) {
+    uint32_t bits[BLOCK], mag_bits[BLOCK];
+    float a[BLOCK];
+    uint8_t m[BLOCK], codes[BLOCK];
+    for (int64_t i = 0; i < n_blocks; i++) {
+        load_block(x, kind, i, f16_table, bits);
+        uint32_t amax = 0;
+        for (int j = 0; j < BLOCK; j++) {
+            mag_bits[j] = bits[j] & 0x7FFFFFFFu;
+            amax = mag_bits[j] > amax ? mag_bits[j] : amax;
+        }
+        uint8_t *out = blocks_out + i * (BLOCK / 2);
+        if (amax >= 0x7F800000u) {
+            scales_out[i] = E8M0_NAN;
+            memset(out, 0, BLOCK / 2);
+            continue;
+        }
+        memcpy(a, mag_bits, sizeof a);
+        scales_out[i] = (uint8_t)choose_scale(a, amax, rule, rounding, m);
+        /* Sign bit 3. ggml never writes -0: a zero magnitude keeps code 0. */
+        for (int j = 0; j < BLOCK; j++) {
+            uint8_t sign = (uint8_t)(bits[j] >> 31);
+            if (rounding == ROUND_GGML) sign &= (uint8_t)(m[j] != 0);
+            codes[j] = (uint8_t)(m[j] | (sign << 3));
+        }
+        for (int k = 0; k < BLOCK / 2; k++) out[k] = (uint8_t)(codes[2 * k] | (codes[2 * k + 1] << 4));
+    }
+}
+
+/* Decoding through a table indexed by (scale byte, code byte): one load per packed byte gives both of
+ * its elements. table16 holds two 16-bit outputs per entry (bf16 / f16), table32 two float32s. The
+ * tables are built by mxfp4.native from the numpy reference, so decoding equals it by construction. */
+#define DEFINE_DECODE(NAME, WORD)                                                                     \
+    KERNEL void NAME(const uint8_t *blocks, const uint8_t *scales, int64_t n_blocks, const WORD *table,  \
+                     WORD *out) {                                                                       \
+        for (int64_t i = 0; i < n_blocks; i++) {                                                        \
+            const WORD *row = table + ((size_t)scales[i] << 8);                                         \
+            const uint8_t *b = blocks + i * (BLOCK / 2);                                                \
+            WORD *o = out + i * (BLOCK / 2);                                                            \
+            for (int k = 0; k < BLOCK / 2; k++) o[k] = row[b[k]];                                       \
+        }                                                                                               \
+    }
+DEFINE_DECODE(mx_decode16, uint32_t)
+DEFINE_DECODE(mx_decode32, uint64_t)
+
+/* HF (blocks [n,16], scales [n]) <-> GGUF block_mxfp4 [n,17]; see mxfp4/layout.py for the diagram. */
+KERNEL void mx_hf_to_gguf(const uint8_t *blocks, const uint8_t *scales, int64_t n_blocks, uint8_t *raw) {
+    for (int64_t i = 0; i < n_blocks; i++) {
+        const uint8_t *h = blocks + i * 16;
+        uint8_t *g = raw + i * 17;
+        g[0] = scales[i];
+        for (int k = 0; k < 8; k++) {
+            g[1 + 2 * k] = (uint8_t)((h[k] & 0x0F) | (h[8 + k] << 4));
+            g[2 + 2 * k] = (uint8_t)((h[k] >> 4) | (h[8 + k] & 0xF0));
+        }
+    }
+}
+
+/* hf_to_gguf over rows of blocks_per_row blocks, sending even rows to out_even and odd rows to out_odd
+ * (gpt-oss interleaves gate and up rows; GGUF stores them as two tensors). Row r lands at row r / 2. */
+KERNEL void mx_hf_to_gguf_split_rows(const uint8_t *blocks, const uint8_t *scales, int64_t row_start, int64_t row_stop,
+                                     int64_t blocks_per_row, uint8_t *out_even, uint8_t *out_odd) {
+    for (int64_t r = row_start; r < row_stop; r++) {
+        uint8_t *dest = ((r & 1) ? out_odd : out_even) + (r >> 1) * blocks_per_row * 17;
+        mx_hf_to_gguf(blocks + r * blocks_per_row * 16, scales + r * blocks_per_row, blocks_per_row, dest);
+    }
+}
+
+KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks, uint8_t *scales) {
+    for (int64_t i = 0; i < n_blocks; i++) {
+        const uint8_t *g = raw + i * 17;
+        uint8_t *h = blocks + i * 16;
+        scales[i] = g[0];
+        for (int k = 0; k < 8; k++) {
+            h[k] = (uint8_t)((g[1 + 2 * k] & 0x0F) | (g[2 + 2 * k] << 4));
+            h[8 + k] = (uint8_t)((g[1 + 2 * k] >> 4) | (g[2 + 2 * k] & 0xF0));
+        }
+    }
+}
+
+/* An importable module, so the build system names and places the library; its functions are reached
+ * through ctypes, not the Python C API. */
+static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",
+                                           "MXFP4 C kernels, called through ctypes by mxfp4.native", -1, NULL};
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }

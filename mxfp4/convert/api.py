@@ -1,0 +1,82 @@
+"""convert(): open any source, plan the target, check space, write atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..report import progress_bar
+from ..rules import check_options
+from ..safetensors_io import CheckpointError
+from .engine import total_bytes, write_shards
+from ..atomic import atomic_directory
+from .output import check_free_space, parse_size
+from .sources import open_source
+from .writers import hf_jobs, original_dtypes, original_jobs
+
+TARGETS = ("mxfp4", "bf16", "original", "gguf")
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    output: Path
+    source_kind: str
+    target: str
+    bytes_in: int
+    bytes_out: int
+    files: list[Path]
+
+
+def convert(
+    src,
+    dst,
+    *,
+    to: str,
+    scale_rule: str = "round_up",
+    rounding: str = "rne",
+    dtype: str = "bfloat16",
+    max_shard_size: str | int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> ConvertResult:
+    """Convert checkpoint ``src`` (directory, .gguf or hub id) into ``dst`` in format ``to``.
+
+    Lossless where the target keeps MXFP4 (experts' bytes move, never requantized). scale_rule and
+    rounding apply only when dense experts must become MXFP4; the default round_up matches the
+    quantizer of transformers and OpenAI's triton_kernels. dtype: the dense experts' dtype for bf16.
+    """
+    if to not in TARGETS:
+        raise CheckpointError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
+    check_options(scale_rule, rounding)
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise CheckpointError(f"--dtype {dtype!r} is not one of bfloat16, float16, float32")
+    shard_bytes = parse_size(max_shard_size)
+    source = open_source(src)
+    dst = Path(dst)
+    if dst.resolve() == source.path.resolve() or source.path.resolve() in dst.resolve().parents:
+        raise CheckpointError(f"{dst} is inside the source {source.path}; write the output elsewhere (the source is never modified)")
+    if to == "gguf":
+        from .gguf_writer import write_gguf
+
+        return write_gguf(source, dst, force=force, progress=progress, scale_rule=scale_rule, rounding=rounding)
+    if to == "original":
+        jobs = original_jobs(source, scale_rule=scale_rule, rounding=rounding)
+    else:
+        jobs = hf_jobs(source, mxfp4=(to == "mxfp4"), dtype=dtype, scale_rule=scale_rule, rounding=rounding)
+    size = total_bytes(jobs)
+    check_free_space(dst.resolve().parent, size)
+    metadata = {"format": "pt"}
+    with atomic_directory(dst, force=force) as out, progress_bar(size, progress, f"convert -> {to}") as bar:
+        files = write_shards(out, jobs, max_shard_size=shard_bytes, metadata=metadata, progress=bar)
+        if to == "original":
+            (out / "config.json").write_text(json.dumps(source.config.original_dict(), indent=2) + "\n")
+            (out / "dtypes.json").write_text(json.dumps(original_dtypes(jobs), indent=2) + "\n")
+        else:
+            (out / "config.json").write_text(json.dumps(source.config.hf_dict(mxfp4=(to == "mxfp4")), indent=2) + "\n")
+            for extra in source.extra_files():
+                shutil.copy2(extra, out / extra.name)
+            for name, text in source.generated_files().items():
+                (out / name).write_text(text)
+    return ConvertResult(dst, source.kind, to, source.source_bytes(), size, [dst / f.name for f in files])

@@ -1,0 +1,189 @@
+"""gpt-oss checkpoint -> GGUF for llama.cpp, streamed piece by piece.
+
+Names, storage types and metadata follow llama.cpp's own converter. MXFP4 experts move as bytes into
+GGUF's 17-byte blocks (mxfp4.layout.hf_to_gguf), never requantized; dense experts (a bf16 fine-tune)
+are quantized with the chosen scale rule.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import layout
+from ..atomic import atomic_output
+from .gguf_names import gguf_names, keeps_float32
+from .gguf_vocab import add_tokenizer
+from .names import canonical_tensors
+from .sources import Dense, Expert, Source
+from .engine import bounded_parallel, row_ranges
+from ..dtypes import raw_bytes
+from .transform import packed_expert
+
+FILE_TYPE_MXFP4_MOE = 38  # llama.cpp's LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+
+
+@dataclass
+class Piece:
+    """Part of the tensor data: produce() -> arrays, written at these byte offsets of these tensors."""
+
+    targets: list[tuple[str, int]]  # (GGUF tensor name, byte offset within that tensor)
+    produce: Callable[[], list]
+    nbytes: int
+
+
+def _bytes(array) -> np.ndarray:
+    return array.view(np.uint8).reshape(-1) if isinstance(array, np.ndarray) else raw_bytes(array)
+
+
+def _dense_pieces(name: str, read: Dense):
+    """(byte shape, GGML type, pieces) of a dense tensor, keeping llama.cpp's F32 choices."""
+    import gguf
+
+    as_f32 = keeps_float32(name, len(read.shape)) or read.dtype == "F32"
+    qtype = gguf.GGMLQuantizationType.F32 if as_f32 else {"BF16": gguf.GGMLQuantizationType.BF16, "F16": gguf.GGMLQuantizationType.F16}[read.dtype]
+    itemsize = 4 if as_f32 else 2
+    shape = tuple(read.shape[:-1]) + (read.shape[-1] * itemsize,)
+    total = int(np.prod(shape))
+
+    def convert(part):
+        return part.float() if as_f32 else part
+
+    rows = row_ranges(read, itemsize)
+    if rows is None:
+        return shape, qtype, [Piece([(name, 0)], lambda: [convert(read.load())], total)]
+    row_bytes = total // read.shape[0]
+    return shape, qtype, [Piece([(name, a * row_bytes)], lambda a=a, b=b: [convert(read.rows(a, b))], (b - a) * row_bytes) for a, b in rows]
+
+
+def _bias_pieces(names: tuple[str, str], read: Dense):
+    """gate (columns 0::2) and up (1::2) of an interleaved gate_up bias, as F32."""
+    shape = tuple(read.shape[:-1]) + (read.shape[-1] // 2 * 4,)
+
+    def produce():
+        values = read.load().float()
+        return [values[..., 0::2], values[..., 1::2]]
+
+    return shape, [Piece([(names[0], 0), (names[1], 0)], produce, 2 * int(np.prod(shape)))]
+
+
+def _expert_pieces(names: tuple[str, ...], read: Expert, *, scale_rule: str, rounding: str, label: str):
+    """(byte shape per GGUF tensor, pieces): one piece per expert, writing its rows of every tensor
+    (gate and up are the even and odd rows of gpt-oss's gate_up_proj, repacked in one pass)."""
+    experts, out_rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
+    shape = (experts, out_rows // len(names), cols // 32 * 17)
+    per_expert = int(np.prod(shape[1:]))
+
+    def produce(e: int) -> list:
+        blocks, scales = packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)
+        blocks, scales = blocks.reshape(out_rows, -1, 16), scales.reshape(out_rows, -1)
+        if len(names) == 1:
+            return [layout.hf_to_gguf(blocks, scales)]
+        return list(layout.hf_to_gguf_split_rows(blocks, scales))
+
+    return shape, [Piece([(n, e * per_expert) for n in names], lambda e=e: produce(e), len(names) * per_expert) for e in range(experts)]
+
+
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def write_gguf(source: Source, dst, *, force: bool = False, progress: bool = False, scale_rule: str = "round_up", rounding: str = "rne"):
+    """Write ``source`` as a GGUF file. The header fixes every tensor's place, so the data is written by
+    two threads at their own offsets (each reads, repacks and writes its piece), overlapping reading,
+    repacking and the kernel's copy into the page cache."""
+    import gguf
+
+    from ..report import progress_bar
+    from .api import ConvertResult
+    from .output import check_free_space
+
+    config = source.config
+    dst = Path(dst)
+    infos: list[tuple[str, tuple[int, ...], object]] = []  # (GGUF name, byte shape, GGML type), in file order
+    pieces: list[Piece] = []
+    for tensor in canonical_tensors(config):
+        read = source.read(tensor)
+        names = gguf_names(tensor)
+        if isinstance(read, Expert):
+            shape, parts = _expert_pieces(names, read, scale_rule=scale_rule, rounding=rounding, label=f"{source.path}: {tensor.name}")
+            infos += [(n, shape, gguf.GGMLQuantizationType.MXFP4) for n in names]
+        elif len(names) == 2:
+            shape, parts = _bias_pieces(names, read)
+            infos += [(n, shape, gguf.GGMLQuantizationType.F32) for n in names]
+        else:
+            shape, qtype, parts = _dense_pieces(names[0], read)
+            infos.append((names[0], shape, qtype))
+        pieces += parts
+    total = sum(int(np.prod(shape)) for _, shape, _ in infos)
+    check_free_space(dst.resolve().parent, total)
+    with atomic_output(dst, force=force) as temporary, progress_bar(total, progress, "convert -> gguf") as bar:
+        writer = gguf.GGUFWriter(temporary, "gpt-oss")
+        add_metadata(writer, source)
+        for name, shape, qtype in infos:
+            writer.add_tensor_info(name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        handle = writer.fout[0]
+        handle.flush()
+        align = writer.data_alignment
+        offset = -(-handle.tell() // align) * align  # the data section starts aligned, as write_tensor_data pads
+        places = {}
+        for name, shape, _ in infos:
+            places[name] = offset
+            offset += -(-int(np.prod(shape)) // align) * align  # each tensor is padded to the alignment
+        fd = handle.fileno()
+
+        def run(piece: Piece) -> None:
+            for (name, within), array in zip(piece.targets, piece.produce()):
+                _pwrite_all(fd, _bytes(array), places[name] + within)
+            bar.update(piece.nbytes)
+
+        for _ in bounded_parallel(run, pieces, workers=2):
+            pass
+        os.ftruncate(fd, offset)  # the tail padding after the last tensor
+        os.fsync(fd)  # on disk before the rename makes it visible
+        writer.close()
+    return ConvertResult(dst, source.kind, "gguf", source.source_bytes(), dst.stat().st_size, [dst])
+
+
+def add_metadata(writer, source: Source) -> None:
+    """The gpt-oss.* and general.* keys llama.cpp's converter writes, then the tokenizer."""
+    c = source.config
+    writer.add_type("model")
+    writer.add_name(source.path.name.replace("-", " ").title() if source.path.name else "gpt-oss")
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    rope = c.rope_scaling
+    if rope.get("rope_type") == "yarn" and rope.get("factor") is not None:
+        import gguf
+
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        if rope.get("beta_fast") is not None:
+            writer.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
+        if rope.get("beta_slow") is not None:
+            writer.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
+    writer.add_rope_freq_base(c.rope_theta)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_expert_count(c.num_local_experts)
+    writer.add_expert_used_count(c.num_experts_per_tok)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
+    writer.add_file_type(FILE_TYPE_MXFP4_MOE)
+    writer.add_sliding_window(c.sliding_window)
+    writer.add_expert_feed_forward_length(c.intermediate_size)
+    writer.add_quantization_version(2)
+    add_tokenizer(writer, source.tokenizer_dir(), c.vocab_size)

@@ -1,0 +1,39 @@
+"""What a checkpoint holds, read from headers alone: per tensor kind, its form, count and bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..safetensors_io import DTYPE_SIZES
+from .names import canonical_tensors
+from .sources import Dense, open_source
+
+
+@dataclass(frozen=True)
+class KindRow:
+    tensor: str  # e.g. "mlp.experts.down_proj" (summed over layers)
+    form: str
+    count: int
+    shape: tuple[int, ...]
+    params: int
+    nbytes: int
+
+
+def summarize(path):
+    """(source, rows): one row per tensor kind, bytes as stored (MXFP4 at 4.25 bits per parameter)."""
+    source = open_source(path)
+    rows: dict[str, KindRow] = {}
+    for tensor in canonical_tensors(source.config):
+        read = source.read(tensor)
+        params = int(np.prod(read.shape))
+        if isinstance(read, Dense):
+            form, nbytes = read.dtype, params * DTYPE_SIZES[read.dtype]
+        else:
+            form = "MXFP4" if read.packed else read.dtype
+            nbytes = params * 17 // 32 if read.packed else params * DTYPE_SIZES[read.dtype]
+        key = tensor.short if tensor.layer is not None else tensor.name
+        old = rows.get(key)
+        rows[key] = KindRow(key, form, (old.count if old else 0) + 1, tuple(read.shape), (old.params if old else 0) + params, (old.nbytes if old else 0) + nbytes)
+    return source, list(rows.values())

@@ -1,0 +1,107 @@
+"""Jobs that write a canonical stream as HF safetensors (MXFP4 or dense experts) or as original/."""
+
+from __future__ import annotations
+
+from ..safetensors_io import TensorEntry
+from ..tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from .engine import SAFETENSORS_DTYPES, Job, Outputs, prefetched, row_chunks
+from .names import QKV, Canonical, canonical_tensors, original_name
+from .sources import Dense, Expert, Source
+from ..dtypes import raw_bytes
+from .transform import dense_expert, packed_expert
+
+
+def _dense_job(name: str, read: Dense) -> Job:
+    def run(out: Outputs) -> None:
+        offset = 0
+        for chunk in row_chunks(read):
+            data = raw_bytes(chunk)
+            out.write_part(name, offset, data)
+            offset += data.nbytes
+
+    return Job([TensorEntry(name, read.dtype, read.shape)], run)
+
+
+def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule: str, rounding: str, label: str) -> Job:
+    experts, rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
+    blocks = TensorEntry(blocks_name, "U8", (experts, rows, cols // 32, 16))
+    scales = TensorEntry(scales_name, "U8", (experts, rows, cols // 32))
+    per_blocks, per_scales = blocks.nbytes // experts, scales.nbytes // experts
+
+    def run(out: Outputs) -> None:
+        produce = lambda e: packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)  # noqa: E731
+        for e, (b, s) in enumerate(prefetched(produce, experts)):
+            out.write_part(blocks_name, e * per_blocks, b)
+            out.write_part(scales_name, e * per_scales, s)
+
+    return Job([blocks, scales], run)
+
+
+def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:
+    experts, rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
+    entry = TensorEntry(name, SAFETENSORS_DTYPES[dtype], (experts, cols, rows))  # [E, in, out]
+    per_expert = entry.nbytes // experts
+
+    def run(out: Outputs) -> None:
+        for e, dense in enumerate(prefetched(lambda e: raw_bytes(dense_expert(read, e, dtype, label)), experts)):
+            out.write_part(name, e * per_expert, dense)
+
+    return Job([entry], run)
+
+
+def hf_jobs(source: Source, *, mxfp4: bool, dtype: str, scale_rule: str, rounding: str) -> list[Job]:
+    """HF layout: experts as NAME_blocks/NAME_scales (mxfp4) or dense [E, in, out] of dtype."""
+    jobs = []
+    for tensor in canonical_tensors(source.config):
+        read = source.read(tensor)
+        label = f"{source.path}: {tensor.name}"
+        if isinstance(read, Dense):
+            jobs.append(_dense_job(tensor.name, read))
+        elif mxfp4:
+            jobs.append(_packed_job(tensor.name + BLOCKS_SUFFIX, tensor.name + SCALES_SUFFIX, read, scale_rule=scale_rule, rounding=rounding, label=label))
+        else:
+            jobs.append(_dense_expert_job(tensor.name, read, dtype, label))
+    return jobs
+
+
+def _qkv_job(source: Source, tensor: Canonical) -> Job:
+    import torch
+
+    kind = tensor.short.rsplit(".", 1)[1]  # weight or bias
+    parts = [Canonical(f"model.layers.{tensor.layer}.{p}.{kind}", tensor.layer) for p in QKV]
+    reads = [source.read(p) for p in parts]
+    dtypes = {r.dtype for r in reads}
+    if len(dtypes) != 1:
+        from ..safetensors_io import CheckpointError
+
+        raise CheckpointError(f"{source.path}: q, k and v {kind} of layer {tensor.layer} have different dtypes {sorted(dtypes)}; original/ stacks them into one tensor")
+    name = original_name(tensor)
+    shape = (sum(r.shape[0] for r in reads),) + tuple(reads[0].shape[1:])
+    return Job([TensorEntry(name, reads[0].dtype, shape)], lambda out: out.write(name, raw_bytes(torch.cat([r.load() for r in reads]))))
+
+
+def original_jobs(source: Source, *, scale_rule: str, rounding: str) -> list[Job]:
+    """openai original/ layout: q, k, v stacked as attn.qkv; experts always MXFP4 (.blocks/.scales)."""
+    jobs = []
+    for tensor in canonical_tensors(source.config):
+        if tensor.layer is not None and tensor.short.startswith(QKV[1:]):
+            continue  # k and v travel with q in attn.qkv
+        if tensor.layer is not None and tensor.short.startswith(QKV[0]):
+            jobs.append(_qkv_job(source, tensor))
+            continue
+        read = source.read(tensor)
+        name = original_name(tensor)
+        if isinstance(read, Dense):
+            jobs.append(_dense_job(name, read))
+        else:
+            jobs.append(_packed_job(name + ".blocks", name + ".scales", read, scale_rule=scale_rule, rounding=rounding, label=f"{source.path}: {tensor.name}"))
+    return jobs
+
+
+def original_dtypes(jobs: list[Job]) -> dict[str, str]:
+    """original/dtypes.json: BF16 etc. for plain tensors, FP4 / UE8 for the MXFP4 pairs."""
+    out = {}
+    for job in jobs:
+        for entry in job.entries:
+            out[entry.name] = "FP4" if entry.name.endswith(".blocks") else "UE8" if entry.name.endswith(".scales") else entry.dtype
+    return out

@@ -1,0 +1,27 @@
+"""Typed errors. Each message says what is wrong, the offending value, and what to do."""
+
+from __future__ import annotations
+
+
+class MXFP4Error(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ShapeError(MXFP4Error, ValueError):
+    """A tensor has a shape the MXFP4 format cannot hold (e.g. last axis not a multiple of 32)."""
+
+
+class DTypeError(MXFP4Error, TypeError):
+    """A tensor has a dtype the operation does not accept."""
+
+
+class NonFiniteError(MXFP4Error, ValueError):
+    """The input to quantization holds NaN or +-Inf, which E2M1 cannot represent."""
+
+
+class OptionError(MXFP4Error, ValueError):
+    """An option (scale rule, rounding, backend, ...) has a value that is not one of its choices."""
+
+
+class BackendUnavailableError(MXFP4Error, RuntimeError):
+    """A requested backend cannot run here (missing extra, no GPU, native kernels not built)."""

@@ -1,0 +1,82 @@
+"""Perplexity of a model and the parity of two models on the same tokens.
+
+Sliding-window evaluation: windows of `context` tokens start every `stride` tokens; each window scores
+only the tokens no earlier window scored, each predicted with up to context - 1 tokens before it. So
+every token after the first is scored exactly once, with at least context - stride tokens of history
+once the first window has passed (stride = context: disjoint windows, the fastest; smaller strides give
+more history).
+
+Comparison (the measures llama.cpp's perplexity tool reports; absolute perplexity of a chat model is not
+comparable across tools, its change is): perplexity of A and B, delta = ppl_b - ppl_a, per-token KL(A || B)
+between their next-token distributions (mean and 99th percentile), and top-1 agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def windows(n: int, context: int, stride: int):
+    """(start, stop, first scored index within the window) covering tokens 1..n-1 once each."""
+    if context < 2 or not 1 <= stride <= context:
+        raise ValueError(f"need context >= 2 and 1 <= stride <= context, got context={context}, stride={stride}")
+    scored_until = 1  # token 0 has no history
+    start = 0
+    while scored_until < n:
+        stop = min(start + context, n)
+        yield start, stop, scored_until - start
+        scored_until = stop
+        if stop == n:
+            break
+        start = min(start + stride, stop - 1)
+
+
+@torch.no_grad()
+def _log_probs(model, ids: np.ndarray, context: int, stride: int):
+    """Yield (log-probabilities [k, vocab] float32, targets [k]) for each window's scored tokens."""
+    tokens = torch.from_numpy(ids)
+    for start, stop, first in windows(len(ids), context, stride):
+        logits = model(tokens[start:stop][None])[0].float()  # [T, vocab]
+        yield F.log_softmax(logits[first - 1:-1], dim=-1), tokens[start + first:stop]
+
+
+def perplexity(model, ids: np.ndarray, *, context: int = 1024, stride: int | None = None) -> float:
+    total, count = 0.0, 0
+    for log_probs, targets in _log_probs(model, ids, context, stride or context):
+        total -= float(log_probs.gather(1, targets[:, None]).sum())
+        count += targets.numel()
+    return float(np.exp(total / count))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    tokens: int
+    ppl_a: float
+    ppl_b: float
+    delta_ppl: float
+    kl_mean: float
+    kl_p99: float
+    top1_agreement: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def compare(model_a, model_b, ids: np.ndarray, *, context: int = 1024, stride: int | None = None) -> Comparison:
+    """Both models on the same windows; B is measured against A (the reference)."""
+    nll_a = nll_b = 0.0
+    kls, agree, count = [], 0, 0
+    stride = stride or context
+    for (lp_a, targets), (lp_b, _) in zip(_log_probs(model_a, ids, context, stride), _log_probs(model_b, ids, context, stride)):
+        nll_a -= float(lp_a.gather(1, targets[:, None]).sum())
+        nll_b -= float(lp_b.gather(1, targets[:, None]).sum())
+        kls.append((lp_a.exp() * (lp_a - lp_b)).sum(-1))  # KL(A || B) per token
+        agree += int((lp_a.argmax(-1) == lp_b.argmax(-1)).sum())
+        count += targets.numel()
+    kl = torch.cat(kls).clamp(min=0).numpy()
+    ppl_a, ppl_b = float(np.exp(nll_a / count)), float(np.exp(nll_b / count))
+    return Comparison(count, ppl_a, ppl_b, ppl_b - ppl_a, float(kl.mean()), float(np.percentile(kl, 99)), agree / count)

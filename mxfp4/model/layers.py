@@ -1,0 +1,151 @@
+"""The gpt-oss block: RMSNorm, attention with learned sinks and sliding window, and the MoE whose
+expert weights stay MXFP4 (decoded one routed expert at a time, never all at once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import api
+from ..convert.config import GptOssConfig
+from .rope import apply_rotary
+
+SWIGLU_ALPHA = 1.702
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # in float32, as gpt-oss does
+        return (self.weight * x).to(dtype)  # scale in float32, then cast (transformers' order)
+
+
+@dataclass
+class LayerCache:
+    """Keys and values seen so far [B, kv_heads, S, D]; sliding layers keep only the last `window`."""
+
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    window: int | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = k if self.keys is None else torch.cat([self.keys, k], dim=2)
+        values = v if self.values is None else torch.cat([self.values, v], dim=2)
+        if self.window is not None:
+            self.keys, self.values = keys[:, :, -self.window:], values[:, :, -self.window:]
+        else:
+            self.keys, self.values = keys, values
+        return keys, values
+
+
+class Attention(nn.Module):
+    def __init__(self, c: GptOssConfig, layer: int):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.window = c.sliding_window if c.layer_types[layer] == "sliding_attention" else None
+        self.q_proj = nn.Linear(c.hidden_size, self.heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(c.hidden_size, self.kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(c.hidden_size, self.kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, c.hidden_size, bias=True)
+        self.sinks = nn.Parameter(torch.zeros(self.heads))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        s = k.shape[2]
+        key_positions = positions[-1] - s + 1 + torch.arange(s, device=x.device)  # absolute positions of the keys
+        allowed = key_positions[None, :] <= positions[:, None]  # causal [T, S]
+        if self.window is not None:
+            allowed &= key_positions[None, :] > positions[:, None] - self.window  # keys j with i - W < j <= i
+        groups = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, S, D]
+        logits = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # [B, H, T, S]
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        sinks = self.sinks.to(logits.dtype).view(1, -1, 1, 1).expand(b, -1, t, 1)
+        combined = torch.cat([logits, sinks], dim=-1)  # the sink joins the denominator only
+        combined = combined - combined.max(dim=-1, keepdim=True).values
+        weights = F.softmax(combined, dim=-1)[..., :-1]
+        out = (weights.to(v.dtype) @ v).transpose(1, 2).reshape(b, t, -1)  # [B, T, H * D]
+        return self.o_proj(out)
+
+
+class Experts(nn.Module):
+    """E experts. Weights are MXFP4 buffers ([E, out, in/32, 16] blocks + [E, out, in/32] scales), or dense
+    [E, out, in] when loaded from a dense (fine-tuned) checkpoint."""
+
+    def __init__(self, c: GptOssConfig):
+        super().__init__()
+        e, h, i = c.num_local_experts, c.hidden_size, c.intermediate_size
+        self.limit = c.swiglu_limit
+        self.gate_up_bias = nn.Parameter(torch.zeros(e, 2 * i))
+        self.down_bias = nn.Parameter(torch.zeros(e, h))
+        self.weights: dict[str, object] = {}  # name -> (blocks, scales) or dense [E, out, in]
+
+    def set_weight(self, name: str, value) -> None:
+        """name: 'gate_up' or 'down'; value: (blocks, scales) uint8 tensors, or a dense [E, out, in] tensor."""
+        if isinstance(value, tuple):
+            self.register_buffer(f"{name}_blocks", value[0], persistent=False)
+            self.register_buffer(f"{name}_scales", value[1], persistent=False)
+        else:
+            self.register_buffer(f"{name}_dense", value, persistent=False)
+        self.weights[name] = "packed" if isinstance(value, tuple) else "dense"
+
+    def weight(self, name: str, e: int, dtype) -> torch.Tensor:
+        """Expert e's [out, in] matrix, decoded now if packed (transient: one expert at a time)."""
+        if self.weights[name] == "packed":
+            return api.dequantize(getattr(self, f"{name}_blocks")[e], getattr(self, f"{name}_scales")[e], dtype)
+        return getattr(self, f"{name}_dense")[e].to(dtype)
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """x [N, H], top-k indices and routing weights [N, k] -> [N, H]."""
+        out = torch.zeros_like(x)
+        for e in indices.unique().tolist():
+            tokens, slot = torch.where(indices == e)
+            h = x[tokens] @ self.weight("gate_up", e, x.dtype).T + self.gate_up_bias[e]  # [n, 2I]
+            gate, up = h[:, 0::2].clamp(max=self.limit), h[:, 1::2].clamp(-self.limit, self.limit)
+            act = gate * torch.sigmoid(SWIGLU_ALPHA * gate) * (up + 1)  # clamped SwiGLU
+            y = act @ self.weight("down", e, x.dtype).T + self.down_bias[e]  # [n, H]
+            out.index_add_(0, tokens, y * scores[tokens, slot, None])
+        return out
+
+
+class MoE(nn.Module):
+    def __init__(self, c: GptOssConfig):
+        super().__init__()
+        self.top_k = c.num_experts_per_tok
+        self.router = nn.Linear(c.hidden_size, c.num_local_experts, bias=True)
+        self.experts = Experts(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, h = x.shape
+        flat = x.reshape(-1, h)
+        top, indices = self.router(flat).topk(self.top_k, dim=-1)  # [N, k]
+        scores = F.softmax(top, dim=-1)  # softmax over the selected logits only
+        return self.experts(flat, indices, scores).reshape(b, t, h)
+
+
+class Block(nn.Module):
+    def __init__(self, c: GptOssConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = Attention(c, layer)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.mlp = MoE(c)
+
+    def forward(self, x, cos, sin, positions, cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))

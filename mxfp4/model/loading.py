@@ -1,0 +1,59 @@
+"""load(): any checkpoint the converters read (HF MXFP4 or bf16, original/, GGUF, hub id) as a GptOss
+module, built on the meta device and filled one tensor at a time. MXFP4 experts stay packed."""
+
+from __future__ import annotations
+
+import torch
+
+from ..convert import open_source
+from ..convert.names import canonical_tensors
+from ..convert.sources import Dense
+from ..errors import OptionError
+from .model import GptOss
+
+# canonical name (after 'model.layers.N.') -> the module attribute path that holds it
+EXPERT_BIASES = {"mlp.experts.gate_up_proj_bias": "mlp.experts.gate_up_bias", "mlp.experts.down_proj_bias": "mlp.experts.down_bias"}
+EXPERT_WEIGHTS = {"mlp.experts.gate_up_proj": "gate_up", "mlp.experts.down_proj": "down"}
+GLOBALS = {"model.embed_tokens.weight": "embed_tokens.weight", "model.norm.weight": "norm.weight", "lm_head.weight": "lm_head.weight"}
+
+
+def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
+    """The model of checkpoint ``path`` on ``device`` (default CPU) in ``dtype`` (default float32 on the
+    CPU, bfloat16 on a GPU). backend: 'torch' (the reference path)."""
+    if backend != "torch":
+        raise OptionError(f"backend={backend!r}: only 'torch' is available in this version")
+    device = torch.device(device or "cpu")
+    dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    source = open_source(path)
+    with torch.device("meta"):
+        model = GptOss(source.config)
+    model = model.to_empty(device=device)
+    from .rope import yarn_inv_freq
+
+    model.inv_freq = yarn_inv_freq(source.config.head_dim, source.config.rope_theta, source.config.rope_scaling)[0].to(device)
+    for tensor in canonical_tensors(source.config):
+        read = source.read(tensor)
+        if tensor.layer is None:
+            _assign(model, GLOBALS[tensor.name], read.load(), dtype, device)
+            continue
+        block = model.layers[tensor.layer]
+        if tensor.short in EXPERT_WEIGHTS:
+            experts = block.mlp.experts
+            if read.packed:  # keep MXFP4: the whole [E, ...] blocks and scales, 4.25 bits per weight
+                parts = [read.load_expert(e) for e in range(read.shape[0])]
+                value = (torch.stack([p[0] for p in parts]).to(device), torch.stack([p[1] for p in parts]).to(device))
+            else:  # a dense fine-tune: [E, in, out] -> [E, out, in]
+                value = torch.stack([read.load_expert(e).to(dtype).transpose(0, 1) for e in range(read.shape[0])]).to(device)
+            experts.set_weight(EXPERT_WEIGHTS[tensor.short], value)
+            continue
+        target = EXPERT_BIASES.get(tensor.short, tensor.short.replace("mlp.router.", "mlp.router."))
+        assert isinstance(read, Dense)
+        _assign(block, target, read.load(), dtype, device)
+    return model.eval()
+
+
+def _assign(module: torch.nn.Module, dotted: str, value: torch.Tensor, dtype, device) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        module = getattr(module, part)
+    getattr(module, leaf).data = value.to(device=device, dtype=dtype)

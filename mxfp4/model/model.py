@@ -1,0 +1,50 @@
+"""The gpt-oss model: embeddings, L blocks, final RMSNorm, untied unembedding; prefill and decode with
+a KV cache, and a greedy generation helper."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..convert.config import GptOssConfig
+from .layers import Block, LayerCache, RMSNorm
+from .rope import rotary_tables, yarn_inv_freq
+
+
+class GptOss(nn.Module):
+    def __init__(self, config: GptOssConfig):
+        super().__init__()
+        c = self.config = config
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList(Block(c, i) for i in range(c.num_hidden_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        inv_freq, self.attention_factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def new_cache(self) -> list[LayerCache]:
+        return [LayerCache(window=layer.self_attn.window) for layer in self.layers]
+
+    def forward(self, ids: torch.Tensor, cache: list[LayerCache] | None = None, start: int = 0) -> torch.Tensor:
+        """ids [B, T] (LongTensor) -> logits [B, T, vocab]. With a cache, positions continue from `start`."""
+        x = self.embed_tokens(ids)  # [B, T, H]
+        positions = start + torch.arange(ids.shape[1], device=ids.device)
+        cos, sin = rotary_tables(self.inv_freq, self.attention_factor, positions, x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, positions, cache[i] if cache is not None else None)
+        return self.lm_head(self.norm(x))
+
+    @torch.no_grad()
+    def generate(self, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        """Greedy decoding: prefill ids [B, T], then one token at a time from the KV cache."""
+        cache = self.new_cache()
+        logits = self(ids, cache)
+        out = [ids]
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        for step in range(new_tokens):
+            out.append(token)
+            if step + 1 == new_tokens:
+                break
+            logits = self(token, cache, start=ids.shape[1] + step)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+        return torch.cat(out, dim=1)

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from mxfp4 import native
+
+CPU_BACKENDS = ["numpy", "torch"] + (["native"] if native.available() else [])
+
+
+def block(*values: float, fill: float = 0.0) -> np.ndarray:
+    """One block of 32 float32: the given leading values, the rest ``fill``."""
+    out = np.full((1, 32), fill, dtype=np.float32)
+    out[0, : len(values)] = values
+    return out
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
