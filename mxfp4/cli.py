@@ -19,13 +19,46 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so every cleanup (temporary outputs, locks) runs as for Ctrl-C."""
 
 
-def _install_signal_handlers() -> None:
-    def terminated(signum, frame):
-        raise Terminated()
+# A signal that lands while a module is being imported is held back until the import is over: raising
+# inside an import that C++ started (torch's extension imports Python modules while it initialises)
+# makes the C++ side abort the process (SIGABRT) instead of unwinding, and the cleanup never runs.
+_RECHECK_SECONDS = 0.02
+_held: list[type[BaseException]] = []
 
-    signal.signal(signal.SIGTERM, terminated)
+
+def _inside_import(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_when_safe(exception: type[BaseException], frame) -> None:
+    if _inside_import(frame):
+        if not _held:
+            _held.append(exception)
+        signal.setitimer(signal.ITIMER_REAL, _RECHECK_SECONDS)  # look again soon (SIGALRM below)
+        return
+    _held.clear()
+    raise exception()
+
+
+def _install_signal_handlers() -> None:
+    signal.signal(signal.SIGINT, lambda signum, frame: _raise_when_safe(KeyboardInterrupt, frame))
+    signal.signal(signal.SIGTERM, lambda signum, frame: _raise_when_safe(Terminated, frame))
+    signal.signal(signal.SIGALRM, lambda signum, frame: _raise_when_safe(_held[0], frame) if _held else None)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails the write (EFBIG) instead of killing us
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _ignore_late_signals() -> None:
+    """The work is done and reported: a signal from now on (or one still held back) must not turn
+    success into a failure."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    _held.clear()
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _leave(what: str, code: int) -> None:
@@ -50,15 +83,13 @@ def clean_errors(command):
     def wrapper(*args, **kwargs):
         _install_signal_handlers()
         try:
-            result = command(*args, **kwargs)
-            # The work is done and reported: a signal from now on must not turn success into a failure.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            return result
+            return command(*args, **kwargs)
         except MXFP4Error as error:
+            _ignore_late_signals()  # before reporting, so nothing interrupts the report
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
         except OSError as error:
+            _ignore_late_signals()
             where = f" ({error.filename})" if error.filename else ""
             click.echo(f"error: {error.strerror or error}{where}; the output was not written", err=True)
             sys.exit(1)
@@ -66,6 +97,8 @@ def clean_errors(command):
             _leave("terminated", 143)
         except KeyboardInterrupt:
             _leave("interrupted", 130)
+        finally:  # success, or an error that is what happened: a signal held back now would only hide it
+            _ignore_late_signals()
 
     return wrapper
 

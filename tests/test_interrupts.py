@@ -160,3 +160,29 @@ def test_interrupt_inside_the_swap_restores_the_previous_output(tmp_path, monkey
         assert (out / "old.txt").read_text() == "previous" and atomic.COMMITTED == []
     else:
         assert (out / "new.txt").read_text() == "new" and atomic.COMMITTED == [out]
+
+
+HELD_SIGNAL_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from mxfp4 import cli
+cli._install_signal_handlers()
+try:
+    import signals_itself  # sends the signal from inside its own import, then finishes importing
+    time.sleep(5)
+    print("never raised")
+except cli.Terminated:
+    print("Terminated" if signals_itself.finished else "raised inside the import")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt" if signals_itself.finished else "raised inside the import")
+"""
+
+
+@pytest.mark.parametrize("sig, raised", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_signal_during_an_import_is_raised_once_the_import_is_over(tmp_path, sig, raised):
+    # Raising inside an import that C++ code started (torch's) aborts the process: the CLI holds it back.
+    (tmp_path / "signals_itself.py").write_text(
+        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(0.3)\nfinished = True\n")
+    result = subprocess.run([sys.executable, "-c", HELD_SIGNAL_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                            timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.stdout.strip() == raised, (result.stdout, result.stderr)
