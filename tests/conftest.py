@@ -1,7 +1,15 @@
+import os
+
 import numpy as np
 import pytest
+import torch
 
 from mxfp4 import native
+
+# Without a GPU the Triton kernels run under Triton's interpreter (numpy on the CPU). It is chosen when a
+# kernel is defined, so it must be set before anything imports triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 CPU_BACKENDS = ["numpy", "torch"] + (["native"] if native.available() else [])
 
@@ -19,8 +27,6 @@ def backend(request) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    import torch
-
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:

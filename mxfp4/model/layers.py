@@ -1,5 +1,5 @@
 """The gpt-oss block: RMSNorm, attention with learned sinks and sliding window, and the MoE whose
-expert weights stay MXFP4 (decoded one routed expert at a time, never all at once)."""
+expert weights stay MXFP4. The arithmetic of attention and experts is in the kernel pairs (kernels.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import api
 from ..convert.config import GptOssConfig
+from .kernels import kernels
 from .rope import apply_rotary
-
-SWIGLU_ALPHA = 1.702
 
 
 class RMSNorm(nn.Module):
@@ -57,8 +55,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.hidden_size, self.kv_heads * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.heads * self.head_dim, c.hidden_size, bias=True)
         self.sinks = nn.Parameter(torch.zeros(self.heads))
+        self.kernels = kernels("torch", None)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, cache: LayerCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int, cache: LayerCache | None) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
@@ -66,21 +65,8 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.extend(k, v)
-        s = k.shape[2]
-        key_positions = positions[-1] - s + 1 + torch.arange(s, device=x.device)  # absolute positions of the keys
-        allowed = key_positions[None, :] <= positions[:, None]  # causal [T, S]
-        if self.window is not None:
-            allowed &= key_positions[None, :] > positions[:, None] - self.window  # keys j with i - W < j <= i
-        groups = self.heads // self.kv_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, S, D]
-        logits = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # [B, H, T, S]
-        logits = logits.masked_fill(~allowed, float("-inf"))
-        sinks = self.sinks.to(logits.dtype).view(1, -1, 1, 1).expand(b, -1, t, 1)
-        combined = torch.cat([logits, sinks], dim=-1)  # the sink joins the denominator only
-        combined = combined - combined.max(dim=-1, keepdim=True).values
-        weights = F.softmax(combined, dim=-1)[..., :-1]
-        out = (weights.to(v.dtype) @ v).transpose(1, 2).reshape(b, t, -1)  # [B, T, H * D]
-        return self.o_proj(out)
+        out = self.kernels.attention(q, k, v, self.sinks, q_start=start, window=self.window)  # [B, H, T, D]
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
 class Experts(nn.Module):
@@ -89,38 +75,31 @@ class Experts(nn.Module):
 
     def __init__(self, c: GptOssConfig):
         super().__init__()
-        e, h, i = c.num_local_experts, c.hidden_size, c.intermediate_size
+        e = c.num_local_experts
         self.limit = c.swiglu_limit
-        self.gate_up_bias = nn.Parameter(torch.zeros(e, 2 * i))
-        self.down_bias = nn.Parameter(torch.zeros(e, h))
-        self.weights: dict[str, object] = {}  # name -> (blocks, scales) or dense [E, out, in]
+        self.gate_up_bias = nn.Parameter(torch.zeros(e, 2 * c.intermediate_size))
+        self.down_bias = nn.Parameter(torch.zeros(e, c.hidden_size))
+        self.weights: dict[str, str] = {}  # name -> 'packed' or 'dense'
+        self.kernels = kernels("torch", None)
 
     def set_weight(self, name: str, value) -> None:
         """name: 'gate_up' or 'down'; value: (blocks, scales) uint8 tensors, or a dense [E, out, in] tensor."""
         if isinstance(value, tuple):
-            self.register_buffer(f"{name}_blocks", value[0], persistent=False)
-            self.register_buffer(f"{name}_scales", value[1], persistent=False)
+            self.register_buffer(f"{name}_blocks", value[0].contiguous(), persistent=False)
+            self.register_buffer(f"{name}_scales", value[1].contiguous(), persistent=False)
         else:
             self.register_buffer(f"{name}_dense", value, persistent=False)
         self.weights[name] = "packed" if isinstance(value, tuple) else "dense"
 
-    def weight(self, name: str, e: int, dtype) -> torch.Tensor:
-        """Expert e's [out, in] matrix, decoded now if packed (transient: one expert at a time)."""
+    def weight(self, name: str):
+        """(blocks, scales) when packed, else the dense [E, out, in] tensor."""
         if self.weights[name] == "packed":
-            return api.dequantize(getattr(self, f"{name}_blocks")[e], getattr(self, f"{name}_scales")[e], dtype)
-        return getattr(self, f"{name}_dense")[e].to(dtype)
+            return getattr(self, f"{name}_blocks"), getattr(self, f"{name}_scales")
+        return getattr(self, f"{name}_dense")
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """x [N, H], top-k indices and routing weights [N, k] -> [N, H]."""
-        out = torch.zeros_like(x)
-        for e in indices.unique().tolist():
-            tokens, slot = torch.where(indices == e)
-            h = x[tokens] @ self.weight("gate_up", e, x.dtype).T + self.gate_up_bias[e]  # [n, 2I]
-            gate, up = h[:, 0::2].clamp(max=self.limit), h[:, 1::2].clamp(-self.limit, self.limit)
-            act = gate * torch.sigmoid(SWIGLU_ALPHA * gate) * (up + 1)  # clamped SwiGLU
-            y = act @ self.weight("down", e, x.dtype).T + self.down_bias[e]  # [n, H]
-            out.index_add_(0, tokens, y * scores[tokens, slot, None])
-        return out
+        return self.kernels.experts(x, indices, scores, self.weight("gate_up"), self.gate_up_bias, self.weight("down"), self.down_bias, self.limit)
 
 
 class MoE(nn.Module):
@@ -146,6 +125,6 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.mlp = MoE(c)
 
-    def forward(self, x, cos, sin, positions, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, cache)
+    def forward(self, x, cos, sin, start: int, cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, start, cache)
         return x + self.mlp(self.post_attention_layernorm(x))

@@ -8,7 +8,7 @@ import torch
 from ..convert import open_source
 from ..convert.names import canonical_tensors
 from ..convert.sources import Dense
-from ..errors import OptionError
+from .kernels import kernels
 from .model import GptOss
 
 # canonical name (after 'model.layers.N.') -> the module attribute path that holds it
@@ -19,10 +19,10 @@ GLOBALS = {"model.embed_tokens.weight": "embed_tokens.weight", "model.norm.weigh
 
 def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
     """The model of checkpoint ``path`` on ``device`` (default CPU) in ``dtype`` (default float32 on the
-    CPU, bfloat16 on a GPU). backend: 'torch' (the reference path)."""
-    if backend != "torch":
-        raise OptionError(f"backend={backend!r}: only 'torch' is available in this version")
+    CPU, bfloat16 on a GPU). backend: 'torch' (the reference path, any device) or 'triton' (kernels that
+    decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1)."""
     device = torch.device(device or "cpu")
+    kernels(backend, device)  # refuse an unusable backend before reading anything
     dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
     source = open_source(path)
     with torch.device("meta"):
@@ -49,7 +49,7 @@ def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
         target = EXPERT_BIASES.get(tensor.short, tensor.short.replace("mlp.router.", "mlp.router."))
         assert isinstance(read, Dense)
         _assign(block, target, read.load(), dtype, device)
-    return model.eval()
+    return model.use_backend(backend).eval()
 
 
 def _assign(module: torch.nn.Module, dotted: str, value: torch.Tensor, dtype, device) -> None:

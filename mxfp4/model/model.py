@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..convert.config import GptOssConfig
+from .kernels import kernels
 from .layers import Block, LayerCache, RMSNorm
 from .rope import rotary_tables, yarn_inv_freq
 
@@ -19,8 +20,17 @@ class GptOss(nn.Module):
         self.layers = nn.ModuleList(Block(c, i) for i in range(c.num_hidden_layers))
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.backend = "torch"
         inv_freq, self.attention_factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def use_backend(self, backend: str) -> "GptOss":
+        """Run attention and experts on backend 'torch' or 'triton' (see kernels.py)."""
+        chosen = kernels(backend, self.lm_head.weight.device)
+        for layer in self.layers:
+            layer.self_attn.kernels = layer.mlp.experts.kernels = chosen
+        self.backend = backend
+        return self
 
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache(window=layer.self_attn.window) for layer in self.layers]
@@ -31,7 +41,7 @@ class GptOss(nn.Module):
         positions = start + torch.arange(ids.shape[1], device=ids.device)
         cos, sin = rotary_tables(self.inv_freq, self.attention_factor, positions, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, positions, cache[i] if cache is not None else None)
+            x = layer(x, cos, sin, start, cache[i] if cache is not None else None)
         return self.lm_head(self.norm(x))
 
     @torch.no_grad()

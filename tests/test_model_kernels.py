@@ -1,0 +1,218 @@
+"""The model's Triton kernels (MoE experts with MXFP4 decoded in registers; attention with sinks, window
+and GQA) against their torch twins, and the model's two backends against each other. Without a GPU the
+kernels run under TRITON_INTERPRET=1 (set in conftest), so shapes are small; with one they run on it."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mxfp4
+import mxfp4.model
+from mxfp4.model import attention_torch, moe_torch, routing
+
+pytest.importorskip("triton", reason="Triton is installed by .ci/run (the 'triton' extra)")
+from mxfp4.model import attention_triton, moe_triton  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+EXAMPLES = "examples"
+
+
+# --- routing: the tiles of the grouped matmul --------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 4), st.integers(1, 12), st.sampled_from([16, 32, 64]), st.randoms(use_true_random=False))
+def test_tiles_cover_every_slot_once_within_one_expert(n, k, experts, block_m, rnd):
+    k = min(k, experts)
+    indices = torch.tensor([rnd.sample(range(experts), k) for _ in range(n)])
+    r = routing.route(indices, experts, block_m)
+    flat = indices.reshape(-1)
+    assert r.tiles == routing.max_tiles(n * k, experts, block_m)
+    covered = []
+    for e, start, end in zip(r.tile_expert.tolist(), r.tile_row_start.tolist(), r.tile_row_end.tolist()):
+        if e == experts:  # a spare tile
+            assert start == end == 0
+            continue
+        assert 0 < end - start <= block_m
+        slots = r.order[start:end].long()
+        assert (flat[slots] == e).all()  # one expert per tile
+        assert (slots.diff() > 0).all()  # token order kept within an expert
+        covered += slots.tolist()
+    assert sorted(covered) == list(range(n * k))  # every slot exactly once
+
+
+# --- MoE experts ---------------------------------------------------------------------------------------
+
+def _experts(e, hidden, inter, device, seed=0, nan_scale=False):
+    g = torch.Generator().manual_seed(seed)
+    def packed(rows, cols):
+        t = mxfp4.quantize(torch.randn(e, rows, cols, generator=g) * 0.2)
+        scales = t.scales.clone()
+        if nan_scale:
+            scales[e - 1, 3, 0] = 255  # one NaN block in the last expert's row 3
+        return t.blocks.to(device), scales.to(device)
+    gate_up, down = packed(2 * inter, hidden), packed(hidden, inter)
+    return gate_up, (torch.randn(e, 2 * inter, generator=g) * 0.5).to(device), down, (torch.randn(e, hidden, generator=g) * 0.5).to(device)
+
+
+def _route(n, e, k, seed, device, only=None):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, e, generator=g)
+    if only is not None:
+        logits[:, only] += 100  # every token picks these experts
+    top, indices = logits.topk(k, dim=-1)
+    return indices.to(device), top.softmax(-1).to(device)
+
+
+MOE_CASES = {  # name: (tokens, experts, top-k, hidden, intermediate, forced experts)
+    "decode, 4 of 32 experts": (1, 32, 4, 64, 64, None),
+    "prefill, ragged tiles and K tails": (40, 8, 4, 96, 160, None),
+    "every token on the same two experts": (37, 6, 2, 64, 96, [1, 4]),
+    "top-1": (9, 4, 1, 32, 32, None),
+}
+
+
+@pytest.mark.parametrize("case", MOE_CASES)
+def test_moe_kernel_matches_its_torch_twin(case):
+    n, e, k, hidden, inter, only = MOE_CASES[case]
+    gate_up, gate_up_bias, down, down_bias = _experts(e, hidden, inter, DEVICE)
+    indices, scores = _route(n, e, k, seed=n, device=DEVICE, only=only)
+    x = torch.randn(n, hidden, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid of a very negative gate: 0, as it should
+def test_moe_kernel_clamps_like_the_twin():
+    # Large weights push the gate and linear halves past the limit on both sides.
+    gate_up, gate_up_bias, down, down_bias = _experts(4, 64, 64, DEVICE)
+    gate_up = (gate_up[0], (gate_up[1].long() + 4).to(torch.uint8))  # every gate/up weight x16
+    indices, scores = _route(12, 4, 2, seed=3, device=DEVICE)
+    x = torch.randn(12, 64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    h = x @ mxfp4.dequantize(gate_up[0][0], gate_up[1][0], torch.float32).T
+    assert (h > 7).any() and (h < -7).any()  # the clamp is exercised
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_moe_kernel_propagates_a_nan_scale_like_the_twin():
+    gate_up, gate_up_bias, down, down_bias = _experts(4, 64, 64, DEVICE, nan_scale=True)
+    g = torch.Generator().manual_seed(5)
+    indices = torch.stack([torch.randperm(4, generator=g)[:2] for _ in range(10)]).to(DEVICE)  # some tokens miss expert 3
+    scores = torch.rand(10, 2, generator=g).softmax(-1).to(DEVICE)
+    x = torch.randn(10, 64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    assert want.isnan().any() and not want.isnan().all()
+    assert torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=1e-5, atol=1e-4)
+
+
+def test_moe_kernel_never_decodes_an_expert_to_memory(monkeypatch):
+    gate_up, gate_up_bias, down, down_bias = _experts(8, 64, 64, DEVICE)
+    indices, scores = _route(5, 8, 2, seed=0, device=DEVICE)
+    x = torch.randn(5, 64).to(DEVICE)
+
+    def no_dense_weights(*args, **kwargs):
+        raise AssertionError("an expert was decoded to a dense tensor")
+
+    monkeypatch.setattr(mxfp4.api, "dequantize", no_dense_weights)
+    with pytest.raises(AssertionError, match="decoded to a dense"):  # the twin does decode (one expert at a time)
+        moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    assert moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0).isfinite().all()
+
+
+def test_moe_kernel_takes_dense_experts_through_the_twin():
+    gate_up, gate_up_bias, down, down_bias = _experts(4, 32, 32, DEVICE)
+    dense = [mxfp4.dequantize(*w, torch.float32) for w in (gate_up, down)]
+    indices, scores = _route(6, 4, 2, seed=1, device=DEVICE)
+    x = torch.randn(6, 32).to(DEVICE)
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x, indices, scores, dense[0], gate_up_bias, dense[1], down_bias, limit=7.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --- attention -----------------------------------------------------------------------------------------
+
+ATTENTION_CASES = {  # name: (batch, heads, kv heads, queries, keys, head dim, first position, window, splits)
+    "prefill, full": (2, 4, 2, 7, 7, 16, 0, None, None),
+    "prefill, window 3, GQA 4": (1, 8, 2, 21, 21, 64, 0, 3, None),
+    "prefill longer than a tile, GQA 8": (1, 16, 2, 40, 40, 32, 0, None, None),
+    "prefill after a cache, window": (2, 6, 3, 9, 20, 16, 11, 4, None),
+    "decode, full cache": (1, 8, 2, 1, 40, 64, 39, None, None),
+    "decode, keys split across programs": (1, 8, 2, 1, 300, 64, 299, None, 3),
+    "decode, window cache, split": (2, 4, 1, 1, 8, 32, 100, 8, 2),
+    "head dim not a power of two": (1, 4, 2, 5, 5, 48, 0, None, None),
+    "multi-head (no GQA)": (1, 3, 3, 6, 6, 16, 0, 2, None),
+}
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES)
+def test_attention_kernel_matches_its_torch_twin(case):
+    b, h, kv, t, s, d, start, window, splits = ATTENTION_CASES[case]
+    g = torch.Generator().manual_seed(t * 1000 + s)
+    q, k, v = (torch.randn(*shape, generator=g).to(DEVICE) for shape in ((b, h, t, d), (b, kv, s, d), (b, kv, s, d)))
+    sinks = (torch.randn(h, generator=g) * 2).to(DEVICE)
+    want = attention_torch.attention(q, k, v, sinks, q_start=start, window=window)
+    got = attention_triton.attention(q, k, v, sinks, q_start=start, window=window, splits=splits)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_sink_takes_probability_mass():
+    # One key, equal to the query's direction: without a sink the output is that value; a sink of
+    # logit L leaves it weight 1 / (1 + exp(L - key logit)).
+    q = torch.ones(1, 1, 1, 16).to(DEVICE)
+    k, v = torch.ones(1, 1, 1, 16).to(DEVICE), torch.full((1, 1, 1, 16), 2.0).to(DEVICE)
+    key_logit = 16 * 16**-0.5
+    for sink in (-30.0, 0.0, key_logit):
+        out = attention_triton.attention(q, k, v, torch.tensor([sink]).to(DEVICE), q_start=0, window=None)
+        expected = 2.0 / (1 + math.exp(sink - key_logit))
+        torch.testing.assert_close(out, torch.full_like(out, expected), rtol=1e-5, atol=1e-6)
+
+
+# --- the model on both backends ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("checkpoint", ["tiny-gpt-oss", "tiny-gpt-oss-trained/mxfp4"])
+def test_model_triton_backend_matches_torch_in_prefill_and_decode(checkpoint):
+    path = f"{EXAMPLES}/{checkpoint}"
+    ref = mxfp4.model.load(path, device=DEVICE, dtype=torch.float32)
+    tri = mxfp4.model.load(path, backend="triton", device=DEVICE, dtype=torch.float32)
+    assert tri.backend == "triton" and ref.backend == "torch"
+    window = ref.config.sliding_window
+    ids = torch.randint(0, ref.config.vocab_size, (2, window + 5), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    caches = ref.new_cache(), tri.new_cache()
+    with torch.no_grad():
+        want, got = ref(ids, caches[0]), tri(ids, caches[1])  # the prompt runs past the sliding window
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        token = want[:, -1:].argmax(-1)
+        for step in range(3):  # decode against the caches
+            start = ids.shape[1] + step
+            want, got = ref(token, caches[0], start=start), tri(token, caches[1], start=start)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            token = want[:, -1:].argmax(-1)
+
+
+def test_unknown_or_unusable_model_backend_is_refused_before_reading(monkeypatch, tmp_path):
+    with pytest.raises(mxfp4.OptionError, match="backend='cuda'"):
+        mxfp4.model.load(tmp_path / "absent", backend="cuda")
+    if DEVICE == "cpu":
+        monkeypatch.delenv("TRITON_INTERPRET")
+        with pytest.raises(mxfp4.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+            mxfp4.model.load(tmp_path / "absent", backend="triton")
+
+
+@pytest.mark.gpu
+def test_moe_kernel_in_bfloat16_on_the_gpu():
+    gate_up, gate_up_bias, down, down_bias = _experts(32, 2880, 2880, "cuda")
+    indices, scores = _route(64, 32, 4, seed=0, device="cuda")
+    x = torch.randn(64, 2880, device="cuda")
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x.bfloat16(), indices, scores.bfloat16(), gate_up, gate_up_bias.bfloat16(), down, down_bias.bfloat16(), limit=7.0)
+    rel = (got.float() - want).norm() / want.norm()
+    assert rel < 1e-2, rel
