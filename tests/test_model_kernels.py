@@ -216,3 +216,65 @@ def test_moe_kernel_in_bfloat16_on_the_gpu():
     got = moe_triton.experts(x.bfloat16(), indices, scores.bfloat16(), gate_up, gate_up_bias.bfloat16(), down, down_bias.bfloat16(), limit=7.0)
     rel = (got.float() - want).norm() / want.norm()
     assert rel < 1e-2, rel
+
+
+# --- the static (CUDA-graph) cache ---------------------------------------------------------------------
+
+RING_CASES = {  # name: (batch, heads, kv heads, head dim, positions so far, new queries, slots, window, splits)
+    "decode, ring wrapped": (1, 4, 2, 16, 20, 1, 12, 8, None),
+    "3 queries, ring wrapped": (2, 8, 2, 32, 30, 3, 12, 8, None),
+    "ring not yet full": (1, 4, 2, 16, 9, 2, 12, 8, None),
+    "full layer, slots to spare": (1, 4, 1, 16, 50, 1, 64, None, None),
+    "full layer, split decode": (1, 4, 2, 16, 200, 1, 256, None, 2),
+    "wrapped many times, split": (1, 4, 2, 16, 300, 1, 16, 8, 2),
+}
+
+
+@pytest.mark.parametrize("case", RING_CASES)
+def test_ring_attention_equals_attention_over_the_same_keys(case):
+    b, h, kv, d, total, t, slots, window, splits = RING_CASES[case]
+    g = torch.Generator().manual_seed(total)
+    keys, values = torch.randn(b, kv, total, d, generator=g), torch.randn(b, kv, total, d, generator=g)
+    q, sinks = torch.randn(b, h, t, d, generator=g), torch.randn(h, generator=g)
+    want = attention_torch.attention(q, keys, values, sinks, q_start=total - t, window=window)
+    ring_k, ring_v = torch.full((b, kv, slots, d), 1e4), torch.full((b, kv, slots, d), 1e4)  # unwritten: loud
+    for p in range(max(0, total - slots), total):
+        ring_k[:, :, p % slots], ring_v[:, :, p % slots] = keys[:, :, p], values[:, :, p]
+    start = torch.tensor(total - t)
+    twin = attention_torch.ring_attention(q, ring_k, ring_v, sinks, q_start=start, window=window)
+    torch.testing.assert_close(twin, want, rtol=1e-5, atol=1e-5)
+    args = [x.to(DEVICE) for x in (q, ring_k, ring_v, sinks)]
+    got = attention_triton.ring_attention(*args, q_start=start.to(DEVICE), window=window, splits=splits)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_static_cache_decodes_the_same_tokens_and_logits(backend):
+    from mxfp4.model.graphs import generate_static
+    from mxfp4.model.static_cache import StaticCache
+
+    model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss", backend=backend, device=DEVICE)
+    ids = torch.randint(0, 300, (2, 11), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    want = model.generate(ids, 14)
+    assert torch.equal(model.generate(ids, 14, static=True), want)
+    assert torch.equal(generate_static(model, ids, 14, chunk=4), want)  # window 8 in a ring of 11 slots: wraps
+    with torch.no_grad():  # logits too, chunk by chunk against one pass over the whole sequence
+        whole = model(want)
+        cache = StaticCache(model, 2, want.shape[1], chunk=4)
+        parts = [model(want[:, s:s + 4], cache) for s in range(0, want.shape[1], 4)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=1e-4, atol=1e-4)
+    with pytest.raises(mxfp4.OptionError, match="at most 4 tokens"):
+        model(want[:, :5], StaticCache(model, 2, 8, chunk=4))
+
+
+def test_cuda_graph_needs_cuda():
+    model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss")
+    with pytest.raises(mxfp4.OptionError, match="CUDA"):
+        model.generate(torch.zeros(1, 3, dtype=torch.long), 2, cuda_graph=True)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decode_gives_the_eager_tokens():
+    model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss-trained/mxfp4", backend="triton", device="cuda", dtype=torch.float32)
+    ids = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(0)).cuda()
+    assert torch.equal(model.generate(ids, 40, cuda_graph=True), model.generate(ids, 40))

@@ -20,9 +20,10 @@ NO_WINDOW = 1 << 62
 
 @triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
-                      T, S, q_start, window, scale_log2, keys_per_split,
+                      T, S, q_start, q_start_ptr, window, scale_log2, keys_per_split,
                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FINAL: tl.constexpr, PRECISION: tl.constexpr):
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FINAL: tl.constexpr, RING: tl.constexpr,
+                      PRECISION: tl.constexpr):
     G: tl.constexpr = HEADS // KV_HEADS
     batch_kv = tl.program_id(1)
     b, kv = batch_kv // KV_HEADS, batch_kv % KV_HEADS
@@ -35,13 +36,21 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
     d_mask = d < D
     q_rows = ((b * HEADS + head).to(tl.int64) * T + t) * D
     q = tl.load(q_ptr + q_rows[:, None] + d[None, :], mask=row_mask[:, None] & d_mask[None, :], other=0.0)
+    if RING:  # a static cache: position from device memory (CUDA-graph replays), key p in slot p % S
+        q_start = tl.load(q_start_ptr)
+        key_start = q_start * 0  # until the ring wraps, slot j holds position j
+    else:  # the keys are the latest S positions, the last being the last query's
+        key_start = q_start + T - S
     position = q_start + t  # absolute position of each row's query
-    key_start = q_start + T - S  # absolute position of key 0
+    last = q_start + T - 1
     # The band of keys any row of this block may see, intersected with this program's split.
     first_t = tl.program_id(0) * BLOCK_M // G
     last_t = tl.minimum((tl.program_id(0) * BLOCK_M + BLOCK_M - 1) // G, T - 1)
     lo = tl.maximum(q_start + first_t - window + 1 - key_start, 0)
     hi = tl.minimum(q_start + last_t - key_start + 1, S)
+    if RING:  # once wrapped, positions are scattered over the slots: visit them all, mask by position
+        lo = tl.where(last >= S, 0, lo)
+        hi = tl.where(last >= S, S, hi)
     lo, hi = tl.maximum(lo, split * keys_per_split), tl.minimum(hi, (split + 1) * keys_per_split)
     if FINAL:  # the sink opens the running softmax: max = sink, sum = exp(0) = 1
         m = tl.load(sinks_ptr + head).to(tl.float32) * 1.4426950408889634
@@ -56,7 +65,11 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
         j_mask = (j >= lo) & (j < hi)
         keys = tl.load(k_ptr + kv_base + j.to(tl.int64)[:, None] * D + d[None, :], mask=j_mask[:, None] & d_mask[None, :], other=0.0)
         logits = tl.dot(q, tl.trans(keys), input_precision=PRECISION) * scale_log2  # base-2 logits
-        key_position = key_start + j
+        if RING:
+            key_position = last - (last - j) % S  # the latest position written to slot j (< 0: not yet)
+            j_mask &= key_position >= 0
+        else:
+            key_position = key_start + j
         allowed = j_mask[None, :] & (key_position[None, :] <= position[:, None]) & (key_position[None, :] > position[:, None] - window)
         logits = tl.where(allowed, logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
@@ -89,6 +102,18 @@ def _splits(t: int, s: int, window: int | None, programs: int, device) -> int:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: int, window: int | None,
               splits: int | None = None) -> torch.Tensor:
     """attention_torch.attention as a kernel. splits: key-range programs per row block (None: chosen)."""
+    return _launch(q, k, v, sinks, q_start, None, window, splits)
+
+
+def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: torch.Tensor, window: int | None,
+                   splits: int | None = None) -> torch.Tensor:
+    """attention_torch.ring_attention as a kernel: q_start is read on the device, so a CUDA graph that
+    captured this call stays right when the position moves on."""
+    return _launch(q, k, v, sinks, 0, q_start, window, splits)
+
+
+def _launch(q, k, v, sinks, q_start: int, q_start_tensor, window, splits):
+    ring = q_start_tensor is not None
     b, heads, t, d = q.shape
     kv_heads, s = k.shape[1], k.shape[2]
     groups = heads // kv_heads
@@ -100,17 +125,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Te
     keys_per_split = triton.cdiv(s, splits) if splits > 1 else s
     keys_per_split = triton.cdiv(keys_per_split, block_n) * block_n
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    common = dict(HEADS=heads, KV_HEADS=kv_heads, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=precision)
+    start_ptr = q_start_tensor if ring else sinks  # an unused pointer when the start is an int
+    common = dict(RING=ring, HEADS=heads, KV_HEADS=kv_heads, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=precision)
     scale_log2 = d**-0.5 * LOG2E
     win = window if window is not None else NO_WINDOW
     if splits == 1:
         out = torch.empty_like(q)
-        _attention_kernel[(row_blocks, b * kv_heads, 1)](q, k, v, sinks, out, out, out, t, s, q_start, win, scale_log2, keys_per_split, FINAL=True, **common)
+        _attention_kernel[(row_blocks, b * kv_heads, 1)](q, k, v, sinks, out, out, out, t, s, q_start, start_ptr, win, scale_log2, keys_per_split, FINAL=True, **common)
         return out
     acc = torch.empty((splits, b, heads, t, d), dtype=torch.float32, device=q.device)
     m = torch.empty((splits, b, heads, t), dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
-    _attention_kernel[(row_blocks, b * kv_heads, splits)](q, k, v, sinks, acc, m, l, t, s, q_start, win, scale_log2, keys_per_split, FINAL=False, **common)
+    _attention_kernel[(row_blocks, b * kv_heads, splits)](q, k, v, sinks, acc, m, l, t, s, q_start, start_ptr, win, scale_log2, keys_per_split, FINAL=False, **common)
     sink = sinks.float().view(1, -1, 1) * LOG2E  # merge the splits with the sink, all in base 2
     top = torch.maximum(m.amax(0), sink)
     weight = torch.exp2(m - top)  # [splits, B, H, T]

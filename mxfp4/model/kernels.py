@@ -1,6 +1,6 @@
 """The two compute paths of the model: 'torch' (the reference, any device) and 'triton' (kernels; a GPU,
-or the CPU under TRITON_INTERPRET=1 for tests). Each names an attention and an experts function with
-the signatures of attention_torch.attention and moe_torch.experts."""
+or the CPU under TRITON_INTERPRET=1 for tests). Each names its attention (growing cache), ring attention
+(static cache) and experts functions, with the signatures of the torch twins."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ MODEL_BACKENDS = ("torch", "triton")
 class Kernels:
     name: str
     attention: Callable
+    ring_attention: Callable
     experts: Callable
 
 
@@ -26,8 +27,8 @@ def kernels(backend: str, device) -> Kernels:
     if backend == "torch":
         from . import attention_torch, moe_torch
 
-        return Kernels("torch", attention_torch.attention, moe_torch.experts)
+        return Kernels("torch", attention_torch.attention, attention_torch.ring_attention, moe_torch.experts)
     resolve_backend("triton", on_cuda=getattr(device, "type", device) == "cuda")  # a clear error when it can't run
     from . import attention_triton, moe_triton
 
-    return Kernels("triton", attention_triton.attention, moe_triton.experts)
+    return Kernels("triton", attention_triton.attention, attention_triton.ring_attention, moe_triton.experts)

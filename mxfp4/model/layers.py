@@ -12,6 +12,7 @@ from torch import nn
 from ..convert.config import GptOssConfig
 from .kernels import kernels
 from .rope import apply_rotary
+from .static_cache import RingCache
 
 
 class RMSNorm(nn.Module):
@@ -63,9 +64,13 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is not None:
-            k, v = cache.extend(k, v)
-        out = self.kernels.attention(q, k, v, self.sinks, q_start=start, window=self.window)  # [B, H, T, D]
+        if isinstance(cache, RingCache):  # the static cache: start is cache.position, a device tensor
+            cache.write(k, v)
+            out = self.kernels.ring_attention(q, cache.keys, cache.values, self.sinks, q_start=cache.position, window=self.window)
+        else:
+            if cache is not None:
+                k, v = cache.extend(k, v)
+            out = self.kernels.attention(q, k, v, self.sinks, q_start=start, window=self.window)  # [B, H, T, D]
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 

@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from ..convert.config import GptOssConfig
+from ..errors import OptionError
 from .kernels import kernels
 from .layers import Block, LayerCache, RMSNorm
+from .static_cache import StaticCache
 from .rope import rotary_tables, yarn_inv_freq
 
 
@@ -35,20 +37,36 @@ class GptOss(nn.Module):
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache(window=layer.self_attn.window) for layer in self.layers]
 
-    def forward(self, ids: torch.Tensor, cache: list[LayerCache] | None = None, start: int = 0) -> torch.Tensor:
-        """ids [B, T] (LongTensor) -> logits [B, T, vocab]. With a cache, positions continue from `start`."""
+    def forward(self, ids: torch.Tensor, cache: list[LayerCache] | None = None, start: int = 0, last_only: bool = False) -> torch.Tensor:
+        """ids [B, T] (LongTensor) -> logits [B, T, vocab]. With a cache, positions continue from `start`.
+        last_only: logits of the last position only, [B, 1, vocab] (a long prefill's [T, vocab] logits
+        would dwarf everything else: 64k tokens x 201k vocab is 26 GB in bf16)."""
         x = self.embed_tokens(ids)  # [B, T, H]
+        if isinstance(cache, StaticCache):  # positions continue from the cache's own (device) counter
+            if ids.shape[1] > cache.chunk:
+                raise OptionError(f"a static cache takes at most {cache.chunk} tokens a call, not {ids.shape[1]}: feed the prompt in chunks")
+            start = cache.position
         positions = start + torch.arange(ids.shape[1], device=ids.device)
         cos, sin = rotary_tables(self.inv_freq, self.attention_factor, positions, x.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, start, cache[i] if cache is not None else None)
+        if isinstance(cache, StaticCache):
+            cache.advance(ids.shape[1])
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.norm(x))
 
     @torch.no_grad()
-    def generate(self, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
-        """Greedy decoding: prefill ids [B, T], then one token at a time from the KV cache."""
+    def generate(self, ids: torch.Tensor, new_tokens: int, *, static: bool = False, cuda_graph: bool = False) -> torch.Tensor:
+        """Greedy decoding: prefill ids [B, T], then one token at a time from the KV cache. static: a
+        fixed-shape cache (StaticCache); cuda_graph: that, with each decode step replayed from one
+        captured CUDA graph (no per-kernel launch cost; CUDA only)."""
+        if static or cuda_graph:
+            from .graphs import generate_static
+
+            return generate_static(self, ids, new_tokens, cuda_graph=cuda_graph)
         cache = self.new_cache()
-        logits = self(ids, cache)
+        logits = self(ids, cache, last_only=True)
         out = [ids]
         token = logits[:, -1].argmax(-1, keepdim=True)
         for step in range(new_tokens):

@@ -38,7 +38,7 @@ def route(indices: torch.Tensor, num_experts: int, block_m: int) -> Routing:
     n, k = indices.shape
     flat = indices.reshape(-1).long()
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=num_experts)
+    counts = torch.zeros(num_experts, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))  # bincount syncs on CUDA
     tiles_per_expert = (counts + block_m - 1) // block_m
     tile_ends = torch.cumsum(tiles_per_expert, 0)  # inclusive
     row_ends = torch.cumsum(counts, 0)

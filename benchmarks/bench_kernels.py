@@ -1,0 +1,167 @@
+"""GPU kernels at gpt-oss shapes, each against a peer in the same process (issue 4's targets).
+
+    python benchmarks/bench_kernels.py                 # gpt-oss-20b shapes, on the GPU
+    python benchmarks/bench_kernels.py --model 120b
+    python benchmarks/bench_kernels.py --smoke         # tiny shapes on the CPU under TRITON_INTERPRET=1:
+                                                       # checks the script runs; its times mean nothing
+
+Prints, with the device name:
+- codec: Triton dequantize / quantize throughput in TB/s (bytes read + written) and % of the device's HBM
+  bandwidth; the torch twin on the same GPU as the peer;
+- MoE layer at batch 1 (top-k of E experts, MXFP4 decoded in registers) against the same layer with
+  bf16 weights (dense matmuls of the routed experts), and at prefill (2048 tokens) against a bf16
+  grouped GEMM (one matmul per expert over its routed tokens);
+- whole-model batch-1 greedy decode tokens/s (decode steps only), Triton backend eager and with a CUDA
+  graph against the torch backend, and the peak GPU memory with a 4k (20b) / 64k (120b) context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if "--smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+
+import torch
+
+import mxfp4
+from mxfp4.convert import synthetic
+from mxfp4.convert.config import GptOssConfig
+from mxfp4.model import moe_torch, moe_triton
+from mxfp4.model.random_weights import random_model
+
+HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # SXM parts, the vendors' figures
+SHAPES = {
+    "20b": dict(synthetic.GPT_OSS_20B, hidden_size=2880, intermediate_size=2880, num_experts_per_tok=4),
+    "120b": dict(synthetic.GPT_OSS_120B, hidden_size=2880, intermediate_size=2880, num_experts_per_tok=4),
+    "smoke": dict(num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=4, hidden_size=64, intermediate_size=64, vocab_size=256),
+}
+
+
+def seconds(fn, smoke: bool) -> float:
+    if smoke:
+        import time
+
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=200) / 1e3  # median of CUDA-event timings, L2 flushed
+
+
+def peak_bandwidth(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((bw for key, bw in HBM_BYTES_PER_S.items() if key in name), None)
+
+
+def codec(device, smoke: bool) -> None:
+    rows, cols = (64, 256) if smoke else (32 * 5760, 2880)  # one layer's gate_up of gpt-oss-20b
+    x = (torch.randn(rows, cols, device=device) * 0.02).bfloat16()
+    packed = mxfp4.quantize(x, backend="triton")
+    out = torch.empty_like(x)
+    n = rows * cols
+    peak = peak_bandwidth(device)
+    print(f"\ncodec ({rows}x{cols} bf16)           TB/s   % of HBM   vs torch twin")
+    for name, bytes_moved, ours, twin in (
+        ("dequantize -> bf16", n // 2 + n // 32 + 2 * n,
+         lambda: mxfp4.dequantize(packed.blocks, packed.scales, torch.bfloat16, backend="triton", out=out),
+         lambda: mxfp4.dequantize(packed.blocks, packed.scales, torch.bfloat16, backend="torch", out=out)),
+        ("quantize bf16 (floor)", 2 * n + n // 2 + n // 32,
+         lambda: mxfp4.quantize(x, backend="triton"), lambda: mxfp4.quantize(x, backend="torch")),
+    ):
+        t_ours, t_twin = seconds(ours, smoke), seconds(twin, smoke)
+        rate = bytes_moved / t_ours
+        share = f"{100 * rate / peak:9.1f}%" if peak else "        -"
+        print(f"  {name:30s} {rate / 1e12:6.3f} {share}   {t_twin / t_ours:10.2f}x")
+
+
+def moe_layer(config: GptOssConfig, device, smoke: bool) -> None:
+    e, h, i, k = config.num_local_experts, config.hidden_size, config.intermediate_size, config.num_experts_per_tok
+    g = torch.Generator(device=device).manual_seed(0)
+    gate_up = (torch.randint(0, 256, (e, 2 * i, h // 32, 16), dtype=torch.uint8, device=device, generator=g),
+               torch.randint(119, 123, (e, 2 * i, h // 32), dtype=torch.uint8, device=device, generator=g))
+    down = (torch.randint(0, 256, (e, h, i // 32, 16), dtype=torch.uint8, device=device, generator=g),
+            torch.randint(119, 123, (e, h, i // 32), dtype=torch.uint8, device=device, generator=g))
+    dtype = torch.float32 if smoke else torch.bfloat16
+    gate_up_bias, down_bias = torch.zeros(e, 2 * i, dtype=dtype, device=device), torch.zeros(e, h, dtype=dtype, device=device)
+    dense = [mxfp4.dequantize(*w, dtype) for w in (gate_up, down)]  # the bf16 peer's weights
+    expert_bytes = k * (2 * i * h + h * i) * 17 // 32
+    print(f"\nMoE layer ({e} experts, top {k}, hidden {h}, intermediate {i}; {expert_bytes / 1e6:.1f} MB of MXFP4 expert bytes per token)")
+    for tokens in ((1, 64) if smoke else (1, 2048)):
+        x = torch.randn(tokens, h, dtype=dtype, device=device)
+        top, indices = torch.randn(tokens, e, device=device).topk(k, dim=-1)
+        scores = top.softmax(-1).to(dtype)
+        ours = seconds(lambda: moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0), smoke)
+        peer = seconds(lambda: moe_torch.experts(x, indices, scores, dense[0], gate_up_bias, dense[1], down_bias, 7.0), smoke)
+        label = "batch 1 (decode)" if tokens == 1 else f"{tokens} tokens (prefill)"
+        print(f"  {label:24s} MXFP4 kernel {ours * 1e6:9.1f} us   bf16 weights {peer * 1e6:9.1f} us   bf16/MXFP4 time {peer / ours:6.2f}x")
+
+
+def decode(config: GptOssConfig, device, smoke: bool, context: int) -> None:
+    dtype = torch.float32 if smoke else torch.bfloat16
+    new_tokens = 4 if smoke else 64
+    print(f"\nwhole model, batch-1 greedy decode ({config.num_hidden_layers} layers, {config.num_local_experts} experts)")
+    for backend in ("triton", "torch"):
+        model = random_model(config, device=device, dtype=dtype, backend=backend)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
+        model.generate(prompt, 2)  # warm-up (kernel compilation)
+        elapsed = seconds(lambda: model.generate(prompt, new_tokens), True) if smoke else _timed_generate(model, prompt, new_tokens)
+        print(f"  backend {backend:7s} eager       {new_tokens / elapsed:9.1f} tokens/s")
+        if device.type == "cuda" and backend == "triton":
+            graphed = _timed_generate(model, prompt, new_tokens, cuda_graph=True)
+            print(f"  backend {backend:7s} CUDA graph  {new_tokens / graphed:9.1f} tokens/s")
+        if device.type == "cuda" and backend == "triton":
+            cache, chunk = model.new_cache(), 4096
+            with torch.no_grad():  # prefill in chunks, as a server would: the cache holds the whole context
+                for start in range(0, context, chunk):
+                    model(torch.randint(0, config.vocab_size, (1, min(chunk, context - start)), device=device), cache, start=start, last_only=True)
+            print(f"  peak GPU memory with a {context}-token context (chunked prefill): {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+            del cache
+        del model
+
+
+def _timed_generate(model, prompt, new_tokens: int, cuda_graph: bool = False) -> float:
+    """Seconds for new_tokens decode steps alone: the time of 2N tokens minus that of N (best of 3
+    each), so the prefill and the graph capture, paid once per call, cancel out."""
+    def best(n: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(3):
+            start.record()
+            model.generate(prompt, n, cuda_graph=cuda_graph)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return min(times)
+
+    return best(2 * new_tokens) - best(new_tokens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["20b", "120b"], default="20b")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--skip-model", action="store_true", help="Only the codec and MoE-layer figures.")
+    args = parser.parse_args()
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU (or --smoke to check the script on the CPU)")
+    device = torch.device("cpu" if args.smoke else "cuda")
+    config = GptOssConfig.from_hf_dict(synthetic.hf_config(**SHAPES["smoke" if args.smoke else args.model]))
+    name = "CPU (Triton interpreter: times mean nothing)" if args.smoke else torch.cuda.get_device_name(device)
+    print(f"device: {name}; torch {torch.__version__}")
+    codec(device, args.smoke)
+    moe_layer(config, device, args.smoke)
+    if not args.skip_model:
+        decode(config, device, args.smoke, context=64 if args.smoke else (4096 if args.model == "20b" else 65536))
+
+
+if __name__ == "__main__":
+    main()
