@@ -21,10 +21,9 @@ NO_WINDOW = 1 << 62
 @triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
                       T, S, q_start, q_start_ptr, window, scale_log2, keys_per_split,
-                      HEADS: tl.constexpr, KV_HEADS: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                      HEADS: tl.constexpr, KV_HEADS: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FINAL: tl.constexpr, RING: tl.constexpr,
                       PRECISION: tl.constexpr):
-    G: tl.constexpr = HEADS // KV_HEADS
     batch_kv = tl.program_id(1)
     b, kv = batch_kv // KV_HEADS, batch_kv % KV_HEADS
     split = tl.program_id(2)
@@ -126,7 +125,7 @@ def _launch(q, k, v, sinks, q_start: int, q_start_tensor, window, splits):
     keys_per_split = triton.cdiv(keys_per_split, block_n) * block_n
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     start_ptr = q_start_tensor if ring else sinks  # an unused pointer when the start is an int
-    common = dict(RING=ring, HEADS=heads, KV_HEADS=kv_heads, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=precision)
+    common = dict(RING=ring, HEADS=heads, KV_HEADS=kv_heads, G=groups, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=precision)
     scale_log2 = d**-0.5 * LOG2E
     win = window if window is not None else NO_WINDOW
     if splits == 1:

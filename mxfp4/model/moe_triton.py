@@ -20,11 +20,10 @@ from .routing import Routing, route
 
 
 @triton.jit
-def _decode_tile(blocks_ptr, scales_ptr, rows, row_mask, k0, K, BLOCK_K: tl.constexpr):
+def _decode_tile(blocks_ptr, scales_ptr, rows, row_mask, k0, K, BN: tl.constexpr, BLOCK_K: tl.constexpr):
     """Rows `rows` (int64 [BN], indices into the [E * out] rows) of an MXFP4 matrix, elements
     [k0, k0 + BLOCK_K) -> float32 [BN, BLOCK_K]. A row's K/2 bytes hold element 2i in the low nibble
     and 2i + 1 in the high nibble; its K/32 scales are E8M0 (0xFF: the block is NaN)."""
-    BN: tl.constexpr = rows.shape[0]
     byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     packed = tl.load(blocks_ptr + rows[:, None] * (K // 2) + byte[None, :],
                      mask=row_mask[:, None] & (byte < K // 2)[None, :], other=0).to(tl.int32)
@@ -60,8 +59,8 @@ def _gate_up_kernel(x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_
     for k0 in range(0, H, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         xs = tl.load(x_ptr + token[:, None] * H + k[None, :], mask=row_mask[:, None] & (k < H)[None, :], other=0.0)
-        w_gate = _decode_tile(blocks_ptr, scales_ptr, gate_rows, n_mask, k0, H, BLOCK_K).to(xs.dtype)
-        w_up = _decode_tile(blocks_ptr, scales_ptr, gate_rows + 1, n_mask, k0, H, BLOCK_K).to(xs.dtype)
+        w_gate = _decode_tile(blocks_ptr, scales_ptr, gate_rows, n_mask, k0, H, BLOCK_N, BLOCK_K).to(xs.dtype)
+        w_up = _decode_tile(blocks_ptr, scales_ptr, gate_rows + 1, n_mask, k0, H, BLOCK_N, BLOCK_K).to(xs.dtype)
         acc_gate = tl.dot(xs, tl.trans(w_gate), acc_gate, input_precision=PRECISION)
         acc_up = tl.dot(xs, tl.trans(w_up), acc_up, input_precision=PRECISION)
     bias_row = bias_ptr + e.to(tl.int64) * (2 * I)
@@ -91,7 +90,7 @@ def _down_kernel(act_ptr, order_ptr, scores_ptr, tile_expert_ptr, tile_start_ptr
     for k0 in range(0, I, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(act_ptr + r.to(tl.int64)[:, None] * I + k[None, :], mask=row_mask[:, None] & (k < I)[None, :], other=0.0)
-        w = _decode_tile(blocks_ptr, scales_ptr, rows, n_mask, k0, I, BLOCK_K).to(a.dtype)
+        w = _decode_tile(blocks_ptr, scales_ptr, rows, n_mask, k0, I, BLOCK_N, BLOCK_K).to(a.dtype)
         acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
     acc += tl.load(bias_ptr + e.to(tl.int64) * H + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     weight = tl.load(scores_ptr + slot, mask=row_mask, other=0.0).to(tl.float32)
