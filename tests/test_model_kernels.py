@@ -278,3 +278,32 @@ def test_cuda_graph_decode_gives_the_eager_tokens():
     model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss-trained/mxfp4", backend="triton", device="cuda", dtype=torch.float32)
     ids = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(0)).cuda()
     assert torch.equal(model.generate(ids, 40, cuda_graph=True), model.generate(ids, 40))
+
+
+@settings(max_examples=12, deadline=None)
+@given(tokens=st.integers(1, 40), experts=st.integers(1, 9), top_k=st.integers(1, 4), hidden_blocks=st.integers(1, 4),
+       inter_blocks=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_moe_kernel_matches_its_twin_on_any_shape(tokens, experts, top_k, hidden_blocks, inter_blocks, seed):
+    top_k = min(top_k, experts)
+    hidden, inter = 32 * hidden_blocks, 32 * inter_blocks
+    gate_up, gate_up_bias, down, down_bias = _experts(experts, hidden, inter, DEVICE, seed=seed)
+    indices, scores = _route(tokens, experts, top_k, seed=seed, device=DEVICE)
+    x = torch.randn(tokens, hidden, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(1.0, want.abs().max().item()))
+
+
+@settings(max_examples=12, deadline=None)
+@given(batch=st.integers(1, 2), kv_heads=st.integers(1, 3), groups=st.sampled_from([1, 2, 4, 8]), queries=st.integers(1, 20),
+       cached=st.integers(0, 30), head_dim=st.sampled_from([16, 32, 48, 64]), window=st.one_of(st.none(), st.integers(1, 24)),
+       splits=st.sampled_from([None, 2, 3]), seed=st.integers(0, 2**16))
+def test_attention_kernel_matches_its_twin_on_any_shape(batch, kv_heads, groups, queries, cached, head_dim, window, splits, seed):
+    g = torch.Generator().manual_seed(seed)
+    heads, keys = kv_heads * groups, cached + queries
+    q = torch.randn(batch, heads, queries, head_dim, generator=g).to(DEVICE)
+    k, v = (torch.randn(batch, kv_heads, keys, head_dim, generator=g).to(DEVICE) for _ in range(2))
+    sinks = torch.randn(heads, generator=g).to(DEVICE)
+    want = attention_torch.attention(q, k, v, sinks, q_start=cached, window=window)
+    got = attention_triton.attention(q, k, v, sinks, q_start=cached, window=window, splits=splits)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
