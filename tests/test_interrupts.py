@@ -105,7 +105,10 @@ def test_disk_full_while_replacing_keeps_the_previous_output(source, tmp_path):
 def test_two_writers_to_one_destination(source, tmp_path):
     dst = tmp_path / "out"
     first = start(source, dst)
-    time.sleep(1.5)  # past start-up: the first holds the lock
+    deadline = time.monotonic() + 60  # past start-up (slow on a loaded machine): the first holds the lock
+    while not (tmp_path / ".out.lock").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (tmp_path / ".out.lock").exists(), "the first conversion never took the lock"
     second = start(source, dst)
     _, err2 = second.communicate(timeout=120)
     _, err1 = first.communicate(timeout=120)
