@@ -101,6 +101,39 @@ def moe_layer(config: GptOssConfig, device, smoke: bool) -> None:
         print(f"  {label:24s} MXFP4 kernel {ours * 1e6:9.1f} us   bf16 weights {peer * 1e6:9.1f} us   bf16/MXFP4 time {peer / ours:6.2f}x")
 
 
+def sweep(config: GptOssConfig, device, smoke: bool) -> None:
+    """Time the MoE kernels over tile shapes at decode and prefill sizes: the data for
+    moe_triton.block_sizes, whose defaults are not yet tuned on a GPU."""
+    import itertools
+
+    from mxfp4.model.moe_triton import block_sizes
+
+    e, h, i, k = config.num_local_experts, config.hidden_size, config.intermediate_size, config.num_experts_per_tok
+    g = torch.Generator(device=device).manual_seed(0)
+    weights = [(torch.randint(0, 256, (e, rows, cols // 32, 16), dtype=torch.uint8, device=device, generator=g),
+                torch.randint(119, 123, (e, rows, cols // 32), dtype=torch.uint8, device=device, generator=g)) for rows, cols in ((2 * i, h), (h, i))]
+    dtype = torch.float32 if smoke else torch.bfloat16
+    biases = torch.zeros(e, 2 * i, dtype=dtype, device=device), torch.zeros(e, h, dtype=dtype, device=device)
+    print("\nMoE tile sweep (BLOCK_M, BLOCK_N, BLOCK_K): us, fastest first; * = block_sizes()' current choice")
+    for tokens in ((1, 64) if smoke else (1, 8, 64, 2048)):
+        x = torch.randn(tokens, h, dtype=dtype, device=device)
+        top, indices = torch.randn(tokens, e, device=device).topk(k, dim=-1)
+        scores = top.softmax(-1).to(dtype)
+        chosen = block_sizes(tokens * k, e)
+        results = []
+        for block_n, block_k in itertools.product((16, 32, 64, 128), (32, 64, 128, 256)):
+            tiles = (chosen[0], block_n, block_k)
+            try:
+                t = seconds(lambda: moe_triton.experts(x, indices, scores, weights[0], biases[0], weights[1], biases[1], 7.0, tiles=tiles), smoke)
+            except Exception as error:  # a tile that does not fit the GPU's shared memory or registers
+                print(f"  {tiles}: failed ({type(error).__name__})")
+                continue
+            results.append((t, tiles))
+        results.sort()
+        line = ", ".join(f"{tiles}{'*' if tiles == chosen else ''} {t * 1e6:.1f}" for t, tiles in results[:6])
+        print(f"  {tokens:5d} tokens: {line}")
+
+
 def decode(config: GptOssConfig, device, smoke: bool, context: int) -> None:
     dtype = torch.float32 if smoke else torch.bfloat16
     new_tokens = 4 if smoke else 64
@@ -153,6 +186,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["20b", "120b"], default="20b")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--skip-model", action="store_true", help="Only the codec and MoE-layer figures.")
+    parser.add_argument("--sweep", action="store_true", help="Also time the MoE kernels over tile shapes.")
     args = parser.parse_args()
     if not args.smoke and not torch.cuda.is_available():
         parser.error("needs a CUDA GPU (or --smoke to check the script on the CPU)")
@@ -163,6 +197,8 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}")
     codec(device, args.smoke)
     moe_layer(config, device, args.smoke)
+    if args.sweep:
+        sweep(config, device, args.smoke)
     if not args.skip_model:
         decode(config, device, args.smoke, context=64 if args.smoke else (4096 if args.model == "20b" else 65536))
 

@@ -307,3 +307,14 @@ def test_attention_kernel_matches_its_twin_on_any_shape(batch, kv_heads, groups,
     want = attention_torch.attention(q, k, v, sinks, q_start=cached, window=window)
     got = attention_triton.attention(q, k, v, sinks, q_start=cached, window=window, splits=splits)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tiles", [(16, 32, 32), (32, 128, 128), (64, 16, 256), (16, 64, 64)])
+def test_moe_kernel_gives_the_same_result_with_every_tile_shape(tiles):
+    # The GPU sweep (benchmarks/bench_kernels.py --sweep) may pick any of these: each must be right.
+    gate_up, gate_up_bias, down, down_bias = _experts(8, 96, 160, DEVICE)
+    indices, scores = _route(40, 8, 4, seed=2, device=DEVICE)
+    x = torch.randn(40, 96, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
+    got = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0, tiles=tiles)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())

@@ -117,9 +117,11 @@ def block_sizes(slots: int, num_experts: int) -> tuple[int, int, int]:
 
 
 def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_up, gate_up_bias: torch.Tensor,
-            down, down_bias: torch.Tensor, limit: float, routing: Routing | None = None) -> torch.Tensor:
+            down, down_bias: torch.Tensor, limit: float, routing: Routing | None = None,
+            tiles: tuple[int, int, int] | None = None) -> torch.Tensor:
     """moe_torch.experts with MXFP4 weights decoded in registers. Dense (fine-tuned) expert weights have
-    no kernel here and run through the torch path."""
+    no kernel here and run through the torch path. tiles: (BLOCK_M, BLOCK_N, BLOCK_K) instead of
+    block_sizes()' choice (BLOCK_M >= 16, BLOCK_K in 32..256; powers of two); for tests and sweeps."""
     if not (isinstance(gate_up, tuple) and isinstance(down, tuple)):
         return moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit)
     (gu_blocks, gu_scales), (d_blocks, d_scales) = gate_up, down
@@ -127,7 +129,9 @@ def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_u
     num_experts, two_i = gu_blocks.shape[0], gu_blocks.shape[1]
     inter = two_i // 2
     top_k = indices.shape[1]
-    block_m, block_n, block_k = block_sizes(n * top_k, num_experts)
+    block_m, block_n, block_k = tiles or block_sizes(n * top_k, num_experts)
+    if routing is not None and routing.block_m != block_m:
+        raise ValueError(f"routing was built for BLOCK_M {routing.block_m}, the kernels use {block_m}")
     routing = routing or route(indices, num_experts, block_m)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # float32 stays float32; bf16/f16 ignore it
     x = x.contiguous()

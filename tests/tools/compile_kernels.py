@@ -28,12 +28,14 @@ def variants():
     routing = dict(order_ptr="*i32", tile_expert_ptr="*i32", tile_start_ptr="*i32", tile_end_ptr="*i32", blocks_ptr="*u8", scales_ptr="*u8")
     for dt in ("bf16", "fp32"):
         precision = "ieee" if dt == "fp32" else "tf32"
-        for block_m in (16, 32, 64):  # every BLOCK_M moe_triton.block_sizes can choose
-            tiles = dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=64, PRECISION=precision)
-            yield (f"moe gate_up {dt} BLOCK_M {block_m}", moe_triton._gate_up_kernel,
+        moe_tiles = [(16, 64, 64), (32, 64, 64), (64, 64, 64)]  # every BLOCK_M moe_triton.block_sizes can choose
+        moe_tiles += [(64, 128, 256)] if dt == "bf16" else []  # the largest tile bench_kernels --sweep tries
+        for block_m, block_n, block_k in moe_tiles:
+            tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision)
+            yield (f"moe gate_up {dt} tile {block_m}x{block_n}x{block_k}", moe_triton._gate_up_kernel,
                    dict(x_ptr=f"*{dt}", **routing, bias_ptr=f"*{dt}", act_ptr=f"*{dt}", H="i32", I="i32", num_experts="i32", limit="fp32",
                         TOPK=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PRECISION=C), dict(tiles, TOPK=4))
-            yield (f"moe down {dt} BLOCK_M {block_m}", moe_triton._down_kernel,
+            yield (f"moe down {dt} tile {block_m}x{block_n}x{block_k}", moe_triton._down_kernel,
                    dict(act_ptr=f"*{dt}", order_ptr="*i32", scores_ptr=f"*{dt}", tile_expert_ptr="*i32", tile_start_ptr="*i32", tile_end_ptr="*i32",
                         blocks_ptr="*u8", scales_ptr="*u8", bias_ptr=f"*{dt}", y_ptr="*fp32", H="i32", I="i32", num_experts="i32",
                         BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PRECISION=C), tiles)
