@@ -234,3 +234,13 @@ def test_metadata_claiming_more_layers_than_the_file_holds(ours, tmp_path):
     (tmp_path / "more.gguf").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="describes 5 layers .* but the file holds 79"):
         open_source(tmp_path / "more.gguf")
+
+
+def test_inspect_counts_the_formats_and_bytes_the_gguf_stores(ours):
+    # llama.cpp keeps norms, biases and sinks in F32: the summary reports those, not the bf16 they read as.
+    from mxfp4.convert.summary import summarize
+
+    source, rows = summarize(ours)
+    assert sum(r.nbytes for r in rows) == sum(int(t.n_bytes) for t in GGUFReader(ours).tensors)
+    forms = {r.tensor: r.form for r in rows}
+    assert forms["input_layernorm.weight"] == "F32" and forms["mlp.experts.down_proj"] == "MXFP4"

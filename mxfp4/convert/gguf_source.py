@@ -186,6 +186,7 @@ class GGUFSource(Source):
             def load():
                 return self._dense(names[0], shape)
         kinds = {self.tensors[n].tensor_type.name for n in names}
+        stored = ("/".join(sorted(kinds)), sum(int(self.tensors[n].n_bytes) for n in names))
         if kinds <= {"BF16", "F16"} and len(kinds) == 1 and len(names) == 1:
             wide = torch.bfloat16 if kinds == {"BF16"} else torch.float16
             row_bytes = int(np.prod(shape[1:])) * 2
@@ -194,13 +195,13 @@ class GGUFSource(Source):
                 part = self._bytes(names[0], start * row_bytes, (stop - start) * row_bytes)
                 return torch.from_numpy(part).view(wide).reshape((stop - start,) + tuple(shape[1:]))
 
-            return Dense("BF16" if kinds == {"BF16"} else "F16", shape, load, rows if len(shape) == 2 else None)
+            return Dense("BF16" if kinds == {"BF16"} else "F16", shape, load, rows if len(shape) == 2 else None, stored)
         # F32: bf16 when every value fits exactly (small tensors only; large F32 stays F32)
         if int(np.prod(shape)) > 1 << 22:
-            return Dense("F32", shape, lambda: load().float())
+            return Dense("F32", shape, lambda: load().float(), stored=stored)
         sample = load()
         dtype = {torch.bfloat16: "BF16", torch.float32: "F32"}[sample.dtype]
-        return Dense(dtype, shape, lambda s=sample: s)
+        return Dense(dtype, shape, lambda s=sample: s, stored=stored)
 
     def source_bytes(self) -> int:
         return sum(int(t.n_bytes) for t in self.reader.tensors)

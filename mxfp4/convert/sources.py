@@ -29,6 +29,7 @@ class Dense:
     shape: tuple[int, ...]
     load: Callable[[], object]  # -> torch tensor
     rows: Callable[[int, int], object] | None = None  # (start, stop) -> tensor[start:stop], for large tensors
+    stored: tuple[str, int] | None = None  # (format, bytes) in the file when not dtype's (GGUF keeps small tensors in F32)
 
 
 @dataclass(frozen=True)

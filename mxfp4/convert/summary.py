@@ -29,7 +29,7 @@ def summarize(path):
         read = source.read(tensor)
         params = int(np.prod(read.shape))
         if isinstance(read, Dense):
-            form, nbytes = read.dtype, params * DTYPE_SIZES[read.dtype]
+            form, nbytes = read.stored or (read.dtype, params * DTYPE_SIZES[read.dtype])
         else:
             form = "MXFP4" if read.packed else read.dtype
             nbytes = params * 17 // 32 if read.packed else params * DTYPE_SIZES[read.dtype]
