@@ -27,7 +27,7 @@ def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
     source = open_source(path)
     with torch.device("meta"):
         model = GptOss(source.config)
-    model = model.to_empty(device=device)
+    model = model.to(dtype).to_empty(device=device)  # allocated once, in the final dtype (not float32 first)
     from .rope import yarn_inv_freq
 
     model.inv_freq = yarn_inv_freq(source.config.head_dim, source.config.rope_theta, source.config.rope_scaling)[0].to(device)

@@ -15,7 +15,7 @@ def random_model(config: GptOssConfig, *, device="cuda", dtype=torch.bfloat16, b
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.device("meta"):
         model = GptOss(config)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)
     for name, parameter in model.named_parameters():
         with torch.no_grad():
             if name.endswith("layernorm.weight") or name == "norm.weight":
