@@ -265,6 +265,10 @@ def test_static_cache_decodes_the_same_tokens_and_logits(backend):
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=1e-4, atol=1e-4)
     with pytest.raises(mxfp4.OptionError, match="at most 4 tokens"):
         model(want[:, :5], StaticCache(model, 2, 8, chunk=4))
+    full = StaticCache(model, 2, 6, chunk=4)
+    model(want[:, :4], full)
+    with pytest.raises(mxfp4.OptionError, match="holds 6 positions; 4 are used and 3 more do not fit"):
+        model(want[:, 4:7], full)  # would overwrite the oldest keys of the full-attention layers
 
 
 def test_cuda_graph_needs_cuda():

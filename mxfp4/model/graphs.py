@@ -30,6 +30,7 @@ def generate_static(model, ids: torch.Tensor, new_tokens: int, *, cuda_graph: bo
 
     if cuda_graph and new_tokens > 1:
         graph = _capture(step, cache)
+        cache.used += new_tokens - 1  # the replays below write these positions without passing forward()
         for _ in range(new_tokens - 1):
             graph.replay()
             out.append(token.clone())
@@ -45,7 +46,7 @@ def _capture(step, cache: StaticCache) -> "torch.cuda.CUDAGraph":
     restore the position and the token: the warm-up runs must not count as decoded tokens. Their cache
     writes land in slots of later positions (rewritten before use) or of positions already outside
     every window (a ring holds window + chunk - 1 >= window + 2 slots)."""
-    position, token = cache.position.clone(), step.token.clone()
+    position, token, used = cache.position.clone(), step.token.clone(), cache.used
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -56,5 +57,6 @@ def _capture(step, cache: StaticCache) -> "torch.cuda.CUDAGraph":
     with torch.cuda.graph(graph):
         step()
     cache.position.copy_(position)
+    cache.used = used
     step.token.copy_(token)
     return graph

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from ..convert.config import GptOssConfig
-from ..errors import OptionError
 from .kernels import kernels
 from .layers import Block, LayerCache, RMSNorm
 from .static_cache import StaticCache
@@ -43,8 +42,7 @@ class GptOss(nn.Module):
         would dwarf everything else: 64k tokens x 201k vocab is 26 GB in bf16)."""
         x = self.embed_tokens(ids)  # [B, T, H]
         if isinstance(cache, StaticCache):  # positions continue from the cache's own (device) counter
-            if ids.shape[1] > cache.chunk:
-                raise OptionError(f"a static cache takes at most {cache.chunk} tokens a call, not {ids.shape[1]}: feed the prompt in chunks")
+            cache.reserve(ids.shape[1])
             start = cache.position
         positions = start + torch.arange(ids.shape[1], device=ids.device)
         cos, sin = rotary_tables(self.inv_freq, self.attention_factor, positions, x.dtype)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import OptionError
+
 
 @dataclass
 class RingCache:
@@ -31,6 +33,7 @@ class StaticCache:
         device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
         self.max_positions, self.chunk = max_positions, chunk
         self.position = torch.zeros((), dtype=torch.long, device=device)
+        self.used = 0  # the host's count of positions written by eager calls (graph replays bypass it)
         self.layers = []
         for layer in model.layers:
             window = layer.self_attn.window
@@ -40,6 +43,15 @@ class StaticCache:
 
     def __getitem__(self, layer: int) -> RingCache:
         return self.layers[layer]
+
+    def reserve(self, tokens: int) -> None:
+        """Refuse a call that would run past max_positions: full layers would silently overwrite the
+        oldest keys. (Checked on the host: reading the device counter would stall a CUDA graph.)"""
+        if tokens > self.chunk:
+            raise OptionError(f"a static cache takes at most {self.chunk} tokens a call, not {tokens}: feed the prompt in chunks")
+        if self.used + tokens > self.max_positions:
+            raise OptionError(f"the static cache holds {self.max_positions} positions; {self.used} are used and {tokens} more do not fit")
+        self.used += tokens
 
     def advance(self, tokens: int) -> None:
         self.position += tokens  # in place: a captured graph advances it on every replay
