@@ -308,11 +308,19 @@ def _with_token_options(command):
     return command
 
 
+def _with_model_options(command):
+    """--device and --backend: where the models run (a GPU makes a real model's evaluation practical)."""
+    command = click.option("--backend", type=click.Choice(["torch", "triton"]), default="torch", show_default=True,
+                           help="Model compute path (triton: a GPU, or the CPU under TRITON_INTERPRET=1).")(command)
+    return click.option("--device", default="cpu", show_default=True, help="torch device for the models, e.g. cuda.")(command)
+
+
 @eval_group.command(name="ppl")
 @click.argument("checkpoint")
 @_with_token_options
+@_with_model_options
 @clean_errors
-def eval_ppl(checkpoint, tokens, text, context, stride, as_json) -> None:
+def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend) -> None:
     """Perplexity of CHECKPOINT on the given tokens (sliding windows; see mxfp4.eval.parity)."""
     import json
 
@@ -321,7 +329,7 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json) -> None:
     from .model import load
 
     ids = _tokens(checkpoint, tokens, text)
-    model = load(checkpoint)
+    model = load(checkpoint, device=device, backend=backend)
     check_ids(ids, model.config.vocab_size, checkpoint)
     value = perplexity(model, ids, context=context, stride=stride)
     click.echo(json.dumps({"perplexity": value, "tokens": int(ids.size)}) if as_json else f"perplexity {value:.4f} over {ids.size - 1} scored tokens")
@@ -331,8 +339,9 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json) -> None:
 @click.argument("reference")
 @click.argument("candidate")
 @_with_token_options
+@_with_model_options
 @clean_errors
-def eval_compare(reference, candidate, tokens, text, context, stride, as_json) -> None:
+def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend) -> None:
     """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
     import json
 
@@ -342,7 +351,7 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json) -
     from .report import format_table
 
     ids = _tokens(reference, tokens, text)
-    a, b = load(reference), load(candidate)
+    a, b = load(reference, device=device, backend=backend), load(candidate, device=device, backend=backend)
     check_ids(ids, a.config.vocab_size, reference)
     result = compare(a, b, ids, context=context, stride=stride)
     if as_json:
@@ -357,13 +366,14 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json) -
 @eval_group.command(name="gate")
 @click.argument("checkpoint")
 @click.option("--baseline", required=True, type=click.Path(exists=True, dir_okay=False), help="quality.json with tokens and thresholds.")
+@_with_model_options
 @clean_errors
-def eval_gate(checkpoint, baseline) -> None:
+def eval_gate(checkpoint, baseline, device, backend) -> None:
     """Exit 1 when CHECKPOINT regresses past the thresholds in --baseline (for CI)."""
     from .eval.gate import gate
     from .report import format_table
 
-    _, checks = gate(checkpoint, baseline)
+    _, checks = gate(checkpoint, baseline, device=device, backend=backend)
     rows = [[c.measure, f"{c.value:.6g}", f"{'<=' if c.direction == 'max' else '>='} {c.limit:.6g}", "pass" if c.passed else "FAIL"] for c in checks]
     click.echo(format_table(["measure", "value", "threshold", "result"], rows))
     failed = [c for c in checks if not c.passed]
@@ -379,12 +389,14 @@ def eval_gate(checkpoint, baseline) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write quality.json.")
 @click.option("--context", type=int, default=256, show_default=True)
 @click.option("--margin", type=float, default=0.1, show_default=True, help="Relative slack allowed on each measure.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@_with_model_options
 @clean_errors
-def eval_baseline(checkpoint, tokens, reference, out, context, margin) -> None:
+def eval_baseline(checkpoint, tokens, reference, out, context, margin, force, device, backend) -> None:
     """Measure CHECKPOINT once and write a baseline (quality.json) for `mxfp4 eval gate`."""
     from .eval.gate import make_baseline
 
-    data = make_baseline(checkpoint, tokens, out, reference=reference, context=context, margin=margin)
+    data = make_baseline(checkpoint, tokens, out, reference=reference, context=context, margin=margin, force=force, device=device, backend=backend)
     click.echo(f"wrote {out}: " + ", ".join(f"{k} {v:.6g}" for k, v in data["thresholds"].items()))
 
 
@@ -394,8 +406,9 @@ def eval_baseline(checkpoint, tokens, reference, out, context, margin) -> None:
 @click.option("--tokens", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--context", type=int, default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@_with_model_options
 @clean_errors
-def eval_rules(dense, tokens, context, as_json) -> None:
+def eval_rules(dense, tokens, context, as_json, device, backend) -> None:
     """Compare the scale rules on DENSE (bf16 experts): weight SQNR, delta perplexity, KL, top-1."""
     import json
 
@@ -403,7 +416,7 @@ def eval_rules(dense, tokens, context, as_json) -> None:
     from .eval.tokens import read_token_file
     from .report import format_table
 
-    base, results = compare_rules(dense, read_token_file(tokens), context=context)
+    base, results = compare_rules(dense, read_token_file(tokens), context=context, device=device, backend=backend)
     if as_json:
         click.echo(json.dumps({"dense_perplexity": base, "rules": [r.to_json() for r in results]}, indent=2))
         return

@@ -124,3 +124,30 @@ def test_error_report_and_plot(ckpts, tmp_path):
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     same = CliRunner().invoke(main, ["eval", "report", str(ckpts / "round_up"), str(ckpts / "round_up")])
     assert same.exit_code == 1 and "must hold dense experts" in same.output
+
+
+def test_baseline_is_not_overwritten_without_force(ckpts, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "quality.json"
+    out.write_text("{}")
+    args = ["eval", "baseline", str(ckpts / "round_up"), "--tokens", str(ckpts / "tokens.txt"), "--out", str(out), "--context", "48"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1 and "--force" in refused.output and out.read_text() == "{}"
+    replaced = runner.invoke(main, args + ["--force"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "perplexity_max" in json.loads(out.read_text())["thresholds"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.json"]  # no temporary or lock left
+
+
+def test_eval_on_the_triton_backend_measures_what_the_torch_path_does(ckpts):
+    # --backend/--device reach the models (the GPU case); here the kernels run in Triton's interpreter.
+    pytest.importorskip("triton")
+    runner = CliRunner()
+    args = ["eval", "compare", str(ckpts / "dense"), str(ckpts / "round_up"), "--tokens", str(ckpts / "tokens.txt"), "--context", "48", "--json"]
+    torch_path = json.loads(runner.invoke(main, args).output)
+    triton = runner.invoke(main, args + ["--backend", "triton", "--device", "cpu"])
+    assert triton.exit_code == 0, triton.output
+    triton_path = json.loads(triton.output)
+    for measure in ("ppl_a", "ppl_b", "kl_mean"):
+        assert triton_path[measure] == pytest.approx(torch_path[measure], rel=1e-4), measure
+    assert triton_path["top1_agreement"] == torch_path["top1_agreement"]

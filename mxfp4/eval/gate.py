@@ -44,9 +44,13 @@ class Check:
         return self.value <= self.limit if self.direction == "max" else self.value >= self.limit
 
 
-def measure(checkpoint, tokens, *, reference=None, context: int = 256, stride: int | None = None) -> dict[str, float]:
-    """perplexity of checkpoint; with a reference also delta_ppl, kl_mean, kl_p99, top1_agreement."""
-    from ..model import load
+def measure(checkpoint, tokens, *, reference=None, context: int = 256, stride: int | None = None, device=None, backend: str = "torch") -> dict[str, float]:
+    """perplexity of checkpoint; with a reference also delta_ppl, kl_mean, kl_p99, top1_agreement.
+    device, backend: where and how the models run (mxfp4.model.load's arguments)."""
+    from ..model import load as load_model
+
+    def load(path):
+        return load_model(path, device=device, backend=backend)
 
     model = load(checkpoint)
     check_ids(tokens, model.config.vocab_size, str(checkpoint))
@@ -67,23 +71,27 @@ def _baseline(path: Path) -> tuple[dict, Path]:
     return data, path.parent
 
 
-def gate(checkpoint, baseline_path) -> tuple[dict[str, float], list[Check]]:
+def gate(checkpoint, baseline_path, *, device=None, backend: str = "torch") -> tuple[dict[str, float], list[Check]]:
     data, folder = _baseline(Path(baseline_path))
     tokens = read_token_file(folder / data["tokens"])
     reference = folder / data["reference"] if data.get("reference") else None
     needs_reference = any(LIMITS[k][0] != "perplexity" for k in data["thresholds"])
     if needs_reference and reference is None:
         raise CheckpointError(f"{baseline_path}: thresholds on KL, top-1 or delta need a 'reference' checkpoint")
-    values = measure(checkpoint, tokens, reference=reference, context=data.get("context", 256), stride=data.get("stride"))
+    values = measure(checkpoint, tokens, reference=reference, context=data.get("context", 256), stride=data.get("stride"), device=device, backend=backend)
     checks = [Check(LIMITS[k][0], values[LIMITS[k][0]], float(limit), LIMITS[k][1]) for k, limit in data["thresholds"].items()]
     return values, checks
 
 
-def make_baseline(checkpoint, tokens_path, out_path, *, reference=None, context: int = 256, margin: float = 0.1) -> dict:
-    """Measure checkpoint once and write a baseline whose thresholds allow `margin` (relative) of slack."""
+def make_baseline(checkpoint, tokens_path, out_path, *, reference=None, context: int = 256, margin: float = 0.1, force: bool = False,
+                  device=None, backend: str = "torch") -> dict:
+    """Measure checkpoint once and write a baseline whose thresholds allow `margin` (relative) of slack.
+    The file appears only when complete, and replaces an existing one only with force."""
+    from ..atomic import atomic_output
+
     out_path = Path(out_path)
     tokens = read_token_file(tokens_path)
-    values = measure(checkpoint, tokens, reference=reference, context=context)
+    values = measure(checkpoint, tokens, reference=reference, context=context, device=device, backend=backend)
     thresholds = {"perplexity_max": values["perplexity"] * (1 + margin)}
     if reference is not None:
         thresholds.update({
@@ -96,7 +104,8 @@ def make_baseline(checkpoint, tokens_path, out_path, *, reference=None, context:
     data = {"tokens": _relative(tokens_path, folder), "context": context, "stride": context, "measured": values, "thresholds": thresholds}
     if reference is not None:
         data["reference"] = _relative(reference, folder)
-    out_path.write_text(json.dumps(data, indent=2) + "\n")
+    with atomic_output(out_path, force=force) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
     return data
 
 

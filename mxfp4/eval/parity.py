@@ -38,7 +38,8 @@ def windows(n: int, context: int, stride: int):
 @torch.no_grad()
 def _log_probs(model, ids: np.ndarray, context: int, stride: int):
     """Yield (log-probabilities [k, vocab] float32, targets [k]) for each window's scored tokens."""
-    tokens = torch.from_numpy(ids)
+    device = next(model.parameters()).device
+    tokens = torch.from_numpy(ids).to(device)
     for start, stop, first in windows(len(ids), context, stride):
         logits = model(tokens[start:stop][None])[0].float()  # [T, vocab]
         yield F.log_softmax(logits[first - 1:-1], dim=-1), tokens[start + first:stop]
@@ -74,7 +75,7 @@ def compare(model_a, model_b, ids: np.ndarray, *, context: int = 1024, stride: i
     for (lp_a, targets), (lp_b, _) in zip(_log_probs(model_a, ids, context, stride), _log_probs(model_b, ids, context, stride)):
         nll_a -= float(lp_a.gather(1, targets[:, None]).sum())
         nll_b -= float(lp_b.gather(1, targets[:, None]).sum())
-        kls.append((lp_a.exp() * (lp_a - lp_b)).sum(-1))  # KL(A || B) per token
+        kls.append((lp_a.exp() * (lp_a - lp_b)).sum(-1).cpu())  # KL(A || B) per token
         agree += int((lp_a.argmax(-1) == lp_b.argmax(-1)).sum())
         count += targets.numel()
     kl = torch.cat(kls).clamp(min=0).numpy()

@@ -23,9 +23,13 @@ class RuleResult:
         return {"scale_rule": self.scale_rule, "weight_sqnr_db": self.weight_sqnr_db, **self.parity.to_json()}
 
 
-def compare_rules(dense_path, tokens, *, rules=SCALE_RULES, rounding: str = "rne", context: int = 256) -> tuple[float, list[RuleResult]]:
-    """(perplexity of the dense model, one result per rule)."""
-    from ..model import load
+def compare_rules(dense_path, tokens, *, rules=SCALE_RULES, rounding: str = "rne", context: int = 256, device=None,
+                  backend: str = "torch") -> tuple[float, list[RuleResult]]:
+    """(perplexity of the dense model, one result per rule). device, backend: as for mxfp4.model.load."""
+    from ..model import load as load_model
+
+    def load(path):
+        return load_model(path, device=device, backend=backend)
 
     reference = load(dense_path)
     results, base_ppl = [], None
