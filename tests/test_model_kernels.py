@@ -322,3 +322,11 @@ def test_moe_kernel_gives_the_same_result_with_every_tile_shape(tiles):
     want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
     got = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0, tiles=tiles)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_moe_kernel_refuses_routing_built_for_other_tiles():
+    gate_up, gate_up_bias, down, down_bias = _experts(4, 32, 32, DEVICE)
+    indices, scores = _route(3, 4, 2, seed=0, device=DEVICE)
+    with pytest.raises(mxfp4.OptionError, match="routing was built for BLOCK_M 16, the kernels use 32"):
+        moe_triton.experts(torch.randn(3, 32).to(DEVICE), indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0,
+                           routing=routing.route(indices, 4, 16), tiles=(32, 64, 64))

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..errors import OptionError
 from . import moe_torch
 from .routing import Routing, route
 
@@ -131,7 +132,7 @@ def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_u
     top_k = indices.shape[1]
     block_m, block_n, block_k = tiles or block_sizes(n * top_k, num_experts)
     if routing is not None and routing.block_m != block_m:
-        raise ValueError(f"routing was built for BLOCK_M {routing.block_m}, the kernels use {block_m}")
+        raise OptionError(f"routing was built for BLOCK_M {routing.block_m}, the kernels use {block_m}: pass tiles with that BLOCK_M")
     routing = routing or route(indices, num_experts, block_m)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # float32 stays float32; bf16/f16 ignore it
     x = x.contiguous()
