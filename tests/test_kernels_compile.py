@@ -18,6 +18,6 @@ def test_every_kernel_compiles_for_sm90():
     result = subprocess.run([sys.executable, "-W", "ignore", "tests/tools/compile_kernels.py", "90"], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == 36 and all(": compiled," in line for line in lines), result.stdout
+    assert len(lines) == 40 and all(": compiled," in line for line in lines), result.stdout
     shared = [int(line.split(", ")[1].split()[0]) for line in lines]
     assert max(shared) <= H100_SHARED_BYTES_PER_BLOCK, result.stdout  # else it would not launch there

@@ -313,7 +313,7 @@ def test_attention_kernel_matches_its_twin_on_any_shape(batch, kv_heads, groups,
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("tiles", [(16, 32, 32), (32, 128, 128), (64, 16, 256), (16, 64, 64)])
+@pytest.mark.parametrize("tiles", [(16, 32, 32), (32, 128, 128), (64, 16, 256), (16, 64, 64), (128, 64, 64)])
 def test_moe_kernel_gives_the_same_result_with_every_tile_shape(tiles):
     # The GPU sweep (benchmarks/bench_kernels.py --sweep) may pick any of these: each must be right.
     gate_up, gate_up_bias, down, down_bias = _experts(8, 96, 160, DEVICE)

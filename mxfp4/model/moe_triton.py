@@ -111,9 +111,12 @@ def _top_k_sum_kernel(y_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK: tl.constexpr
 
 def block_sizes(slots: int, num_experts: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K). BLOCK_M follows the expected rows per expert: 16 (tl.dot's minimum)
-    for decode, larger for prefill so each decoded weight tile serves more tokens. Not tuned on a GPU yet."""
+    for decode, up to 128 for prefill. Why large: each weight element costs ~10 ALU operations to decode
+    per M-tile against 2 * BLOCK_M tensor-core FLOPs, and an H100 has ~15x more tensor than ALU
+    throughput, so below ~128 rows the decoding, not the matmul, would bound prefill. Not yet tuned on a
+    GPU: benchmarks/bench_kernels.py --sweep measures the alternatives."""
     per_expert = slots / num_experts
-    block_m = 16 if per_expert <= 16 else 32 if per_expert <= 32 else 64
+    block_m = 16 if per_expert <= 16 else 32 if per_expert <= 32 else 64 if per_expert <= 64 else 128
     return block_m, 64, 64
 
 

@@ -28,7 +28,7 @@ def variants():
     routing = dict(order_ptr="*i32", tile_expert_ptr="*i32", tile_start_ptr="*i32", tile_end_ptr="*i32", blocks_ptr="*u8", scales_ptr="*u8")
     for dt in ("bf16", "fp32"):
         precision = "ieee" if dt == "fp32" else "tf32"
-        moe_tiles = [(16, 64, 64), (32, 64, 64), (64, 64, 64)]  # every BLOCK_M moe_triton.block_sizes can choose
+        moe_tiles = [(16, 64, 64), (32, 64, 64), (64, 64, 64), (128, 64, 64)]  # every BLOCK_M moe_triton.block_sizes can choose
         moe_tiles += [(64, 128, 256)] if dt == "bf16" else []  # the largest tile bench_kernels --sweep tries
         for block_m, block_n, block_k in moe_tiles:
             tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision)
