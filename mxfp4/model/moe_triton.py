@@ -19,10 +19,14 @@ from ..errors import OptionError
 from . import moe_torch
 from .routing import Routing, route
 
+# 8 warps: with 4, the sm_90 build of the matmul kernels spills registers to local memory (ptxas
+# resource usage, checked by tests/test_kernels_compile.py for every tile block_sizes chooses)
+NUM_WARPS = 8
+
 
 @triton.jit
 def _decode_tile(blocks_ptr, scales_ptr, rows, row_mask, k0, K, BN: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Rows `rows` (int64 [BN], indices into the [E * out] rows) of an MXFP4 matrix, elements
+    """Rows `rows` (int32 [BN], of the expert whose bytes start at blocks_ptr / scales_ptr), elements
     [k0, k0 + BLOCK_K) -> float32 [BN, BLOCK_K]. A row's K/2 bytes hold element 2i in the low nibble
     and 2i + 1 in the high nibble; its K/32 scales are E8M0 (0xFF: the block is NaN)."""
     byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
@@ -54,7 +58,9 @@ def _gate_up_kernel(x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_
     token = (tl.load(order_ptr + r, mask=row_mask, other=0) // TOPK).to(tl.int64)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = n < I
-    gate_rows = e.to(tl.int64) * (2 * I) + 2 * n
+    gate_rows = 2 * n  # int32 offsets inside the expert; the expert's base pointers carry the 64-bit part
+    blocks_ptr += e.to(tl.int64) * (2 * I) * (H // 2)
+    scales_ptr += e.to(tl.int64) * (2 * I) * (H // 32)
     acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, H, BLOCK_K):
@@ -86,7 +92,9 @@ def _down_kernel(act_ptr, order_ptr, scores_ptr, tile_expert_ptr, tile_start_ptr
     slot = tl.load(order_ptr + r, mask=row_mask, other=0).to(tl.int64)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = n < H
-    rows = e.to(tl.int64) * H + n
+    rows = n
+    blocks_ptr += e.to(tl.int64) * H * (I // 2)
+    scales_ptr += e.to(tl.int64) * H * (I // 32)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, I, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -116,8 +124,9 @@ def block_sizes(slots: int, num_experts: int) -> tuple[int, int, int]:
     throughput, so below ~128 rows the decoding, not the matmul, would bound prefill. Not yet tuned on a
     GPU: benchmarks/bench_kernels.py --sweep measures the alternatives."""
     per_expert = slots / num_experts
-    block_m = 16 if per_expert <= 16 else 32 if per_expert <= 32 else 64 if per_expert <= 64 else 128
-    return block_m, 64, 64
+    if per_expert > 64:
+        return 128, 32, 64  # a narrower N keeps the 128-row accumulators in registers (no spills on sm_90)
+    return (16 if per_expert <= 16 else 32 if per_expert <= 32 else 64), 64, 64
 
 
 def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_up, gate_up_bias: torch.Tensor,
@@ -144,12 +153,12 @@ def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_u
     _gate_up_kernel[tiles + (triton.cdiv(inter, block_n),)](
         x, routing.order, routing.tile_expert, routing.tile_row_start, routing.tile_row_end, gu_blocks, gu_scales,
         gate_up_bias.contiguous(), act, hidden, inter, num_experts, float(limit),
-        TOPK=top_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision)
+        TOPK=top_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=NUM_WARPS)
     per_slot = torch.empty((n * top_k, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[tiles + (triton.cdiv(hidden, block_n),)](
         act, routing.order, scores.contiguous().reshape(-1), routing.tile_expert, routing.tile_row_start, routing.tile_row_end,
         d_blocks, d_scales, down_bias.contiguous(), per_slot, hidden, inter, num_experts,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision)
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=NUM_WARPS)
     out = torch.empty_like(x)
     _top_k_sum_kernel[(n, triton.cdiv(hidden, 256))](per_slot, out, hidden, TOPK=top_k, BLOCK=256)
     return out
