@@ -33,7 +33,7 @@ from mxfp4.convert import synthetic
 from mxfp4.convert.config import GptOssConfig
 memory_fit = importlib.import_module("mxfp4.eval.fit")  # the module (mxfp4.eval.fit is also the name of its function)
 from mxfp4.model import moe_torch, moe_triton
-from mxfp4.model.random_weights import random_model
+from mxfp4.model.random_weights import random_experts, random_model
 
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # SXM parts, the vendors' figures
 SMOKE_SHAPE = dict(num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=4, hidden_size=64, intermediate_size=64, vocab_size=256)
@@ -81,11 +81,7 @@ def codec(device, smoke: bool) -> None:
 
 def moe_layer(config: GptOssConfig, device, smoke: bool) -> None:
     e, h, i, k = config.num_local_experts, config.hidden_size, config.intermediate_size, config.num_experts_per_tok
-    g = torch.Generator(device=device).manual_seed(0)
-    gate_up = (torch.randint(0, 256, (e, 2 * i, h // 32, 16), dtype=torch.uint8, device=device, generator=g),
-               torch.randint(119, 123, (e, 2 * i, h // 32), dtype=torch.uint8, device=device, generator=g))
-    down = (torch.randint(0, 256, (e, h, i // 32, 16), dtype=torch.uint8, device=device, generator=g),
-            torch.randint(119, 123, (e, h, i // 32), dtype=torch.uint8, device=device, generator=g))
+    gate_up, down = random_experts(config, device, torch.Generator(device=device).manual_seed(0))
     dtype = torch.float32 if smoke else torch.bfloat16
     gate_up_bias, down_bias = torch.zeros(e, 2 * i, dtype=dtype, device=device), torch.zeros(e, h, dtype=dtype, device=device)
     dense = [mxfp4.dequantize(*w, dtype) for w in (gate_up, down)]  # the bf16 peer's weights
@@ -96,34 +92,14 @@ def moe_layer(config: GptOssConfig, device, smoke: bool) -> None:
         top, indices = torch.randn(tokens, e, device=device).topk(k, dim=-1)
         scores = top.softmax(-1).to(dtype)
         ours = seconds(lambda: moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0), smoke)
-        groups = _groups(indices, scores)  # routing resolved before the clock starts: the peer pays only for its matmuls
-        peer = seconds(lambda: _bf16_grouped(x, groups, dense, gate_up_bias, down_bias), smoke)
+        groups = moe_torch.expert_groups(indices, scores)  # resolved before the clock starts: the peer pays only for its matmuls
+        peer = seconds(lambda: moe_torch.grouped_experts(x, groups, dense[0], gate_up_bias, dense[1], down_bias, 7.0), smoke)
         a = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0).float()
-        b = _bf16_grouped(x, groups, dense, gate_up_bias, down_bias).float()
+        b = moe_torch.grouped_experts(x, groups, dense[0], gate_up_bias, dense[1], down_bias, 7.0).float()
         agreement = float((a - b).norm() / b.norm())  # the two compute the same layer: a check that the race is fair
         label = "batch 1 (decode)" if tokens == 1 else f"{tokens} tokens (prefill)"
         print(f"  {label:24s} MXFP4 kernel {ours * 1e6:9.1f} us   bf16 weights {peer * 1e6:9.1f} us   bf16/MXFP4 time {peer / ours:6.2f}x"
               f"   (outputs differ by {agreement:.1e} relative)")
-
-
-def _groups(indices: torch.Tensor, scores: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(expert, token ids, routing weights) for every expert hit, computed once on the host."""
-    out = []
-    for e in indices.unique().tolist():
-        tokens, slot = torch.where(indices == e)
-        out.append((e, tokens, scores[tokens, slot, None]))
-    return out
-
-
-def _bf16_grouped(x, groups, dense, gate_up_bias, down_bias) -> torch.Tensor:
-    """The peer: the same layer with bf16 weights, one matmul per expert over its tokens (a grouped GEMM
-    as cuBLAS runs it), the same clamped SwiGLU, routing weights and top-k sum."""
-    out = torch.zeros_like(x)
-    for e, tokens, weight in groups:
-        h = torch.nn.functional.linear(x[tokens], dense[0][e], gate_up_bias[e])
-        y = torch.nn.functional.linear(moe_torch.clamped_swiglu(h, 7.0), dense[1][e], down_bias[e])
-        out.index_add_(0, tokens, y * weight)
-    return out
 
 
 def sweep(config: GptOssConfig, device, smoke: bool) -> None:
@@ -134,9 +110,7 @@ def sweep(config: GptOssConfig, device, smoke: bool) -> None:
     from mxfp4.model.moe_triton import block_sizes
 
     e, h, i, k = config.num_local_experts, config.hidden_size, config.intermediate_size, config.num_experts_per_tok
-    g = torch.Generator(device=device).manual_seed(0)
-    weights = [(torch.randint(0, 256, (e, rows, cols // 32, 16), dtype=torch.uint8, device=device, generator=g),
-                torch.randint(119, 123, (e, rows, cols // 32), dtype=torch.uint8, device=device, generator=g)) for rows, cols in ((2 * i, h), (h, i))]
+    weights = random_experts(config, device, torch.Generator(device=device).manual_seed(0))
     dtype = torch.float32 if smoke else torch.bfloat16
     biases = torch.zeros(e, 2 * i, dtype=dtype, device=device), torch.zeros(e, h, dtype=dtype, device=device)
     print("\nMoE tile sweep (BLOCK_M, BLOCK_N, BLOCK_K): us, fastest first; * = block_sizes()' current choice")

@@ -14,6 +14,7 @@ A measure passes when it is within its threshold; any failure makes `mxfp4 eval 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,7 @@ def measure(checkpoint, tokens, *, reference=None, context: int = 256, stride: i
     device, backend: where and how the models run (mxfp4.model.load's arguments)."""
     from ..model import load as load_model
 
-    def load(path):
-        return load_model(path, device=device, backend=backend)
+    load = functools.partial(load_model, device=device, backend=backend)
 
     model = load(checkpoint)
     check_ids(tokens, model.config.vocab_size, str(checkpoint))

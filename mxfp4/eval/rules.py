@@ -3,6 +3,7 @@ weight SQNR and, against the dense model on the same tokens, delta perplexity, K
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,7 @@ def compare_rules(dense_path, tokens, *, rules=SCALE_RULES, rounding: str = "rne
     """(perplexity of the dense model, one result per rule). device, backend: as for mxfp4.model.load."""
     from ..model import load as load_model
 
-    def load(path):
-        return load_model(path, device=device, backend=backend)
+    load = functools.partial(load_model, device=device, backend=backend)
 
     reference = load(dense_path)
     results, base_ppl = [], None

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)  # the same number for the kernel (a kernel reads only constexpr globals)
 NO_WINDOW = 1 << 62
 # 8 warps: with 4, the sm_90 build spills registers to local memory (ptxas resource usage, checked by
 # tests/test_kernels_compile.py for every tile the launcher uses)
@@ -55,7 +56,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
         hi = tl.where(last >= S, S, hi)
     lo, hi = tl.maximum(lo, split * keys_per_split), tl.minimum(hi, (split + 1) * keys_per_split)
     if FINAL:  # the sink opens the running softmax: max = sink, sum = exp(0) = 1
-        m = tl.load(sinks_ptr + head).to(tl.float32) * 1.4426950408889634
+        m = tl.load(sinks_ptr + head).to(tl.float32) * _LOG2E
         l = tl.full((BLOCK_M,), 1.0, tl.float32)
     else:  # a partial result; the sink joins when the splits are merged
         m = tl.full((BLOCK_M,), -1.0e30, tl.float32)

@@ -26,10 +26,8 @@ def generate_static(model, ids: torch.Tensor, new_tokens: int, *, cuda_graph: bo
     def step() -> None:  # reads and writes `token` in place, so a graph replays it as is
         token.copy_(model(token, cache)[:, -1].argmax(-1, keepdim=True))
 
-    step.token = token
-
     if cuda_graph and new_tokens > 1:
-        graph = _capture(step, cache)
+        graph = _capture(step, cache, token)
         cache.used += new_tokens - 1  # the replays below write these positions without passing forward()
         for _ in range(new_tokens - 1):
             graph.replay()
@@ -41,12 +39,12 @@ def generate_static(model, ids: torch.Tensor, new_tokens: int, *, cuda_graph: bo
     return torch.cat(out, dim=1)
 
 
-def _capture(step, cache: StaticCache) -> "torch.cuda.CUDAGraph":
+def _capture(step, cache: StaticCache, token: torch.Tensor) -> "torch.cuda.CUDAGraph":
     """Warm up (compiles the Triton kernels; allocator pools settle) on a side stream, capture, and
     restore the position and the token: the warm-up runs must not count as decoded tokens. Their cache
     writes land in slots of later positions (rewritten before use) or of positions already outside
     every window (a ring holds window + chunk - 1 >= window + 2 slots)."""
-    position, token, used = cache.position.clone(), step.token.clone(), cache.used
+    position, first_token, used = cache.position.clone(), token.clone(), cache.used
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -58,5 +56,5 @@ def _capture(step, cache: StaticCache) -> "torch.cuda.CUDAGraph":
         step()
     cache.position.copy_(position)
     cache.used = used
-    step.token.copy_(token)
+    token.copy_(first_token)
     return graph

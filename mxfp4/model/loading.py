@@ -25,12 +25,7 @@ def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
     kernels(backend, device)  # refuse an unusable backend before reading anything
     dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
     source = open_source(path)
-    with torch.device("meta"):
-        model = GptOss(source.config)
-    model = model.to(dtype).to_empty(device=device)  # allocated once, in the final dtype (not float32 first)
-    from .rope import yarn_inv_freq
-
-    model.inv_freq = yarn_inv_freq(source.config.head_dim, source.config.rope_theta, source.config.rope_scaling)[0].to(device)
+    model = GptOss.empty(source.config, device=device, dtype=dtype)
     for tensor in canonical_tensors(source.config):
         read = source.read(tensor)
         if tensor.layer is None:

@@ -25,6 +25,16 @@ class GptOss(nn.Module):
         inv_freq, self.attention_factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    @classmethod
+    def empty(cls, config: GptOssConfig, *, device, dtype) -> "GptOss":
+        """A model with uninitialised weights, allocated once on `device` in `dtype` (built on the meta
+        device: nothing is allocated in float32 first), its rotary frequencies computed in float32."""
+        with torch.device("meta"):
+            model = cls(config)
+        model = model.to(dtype).to_empty(device=device)
+        model.inv_freq = yarn_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)[0].to(device)
+        return model
+
     def use_backend(self, backend: str) -> "GptOss":
         """Run attention and experts on backend 'torch' or 'triton' (see kernels.py)."""
         chosen = kernels(backend, self.lm_head.weight.device)

@@ -29,10 +29,23 @@ def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_u
             down, down_bias: torch.Tensor, limit: float) -> torch.Tensor:
     """x [N, H]; top-k expert ids and routing weights [N, k]; gate_up / down as (blocks, scales) or dense
     [E, out, in]; biases [E, 2I] and [E, H] -> sum over the k choices of weight * expert(x), [N, H]."""
-    out = torch.zeros_like(x)
+    return grouped_experts(x, expert_groups(indices, scores), gate_up, gate_up_bias, down, down_bias, limit)
+
+
+def expert_groups(indices: torch.Tensor, scores: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(expert, token ids [n], routing weights [n, 1]) for every expert hit (asks the host which)."""
+    groups = []
     for e in indices.unique().tolist():
         tokens, slot = torch.where(indices == e)
+        groups.append((e, tokens, scores[tokens, slot, None]))
+    return groups
+
+
+def grouped_experts(x: torch.Tensor, groups, gate_up, gate_up_bias: torch.Tensor, down, down_bias: torch.Tensor, limit: float) -> torch.Tensor:
+    """experts() with the routing already grouped: one matmul per expert over its tokens."""
+    out = torch.zeros_like(x)
+    for e, tokens, weight in groups:
         h = x[tokens] @ expert_matrix(gate_up, e, x.dtype).T + gate_up_bias[e]  # [n, 2I]
         y = clamped_swiglu(h, limit) @ expert_matrix(down, e, x.dtype).T + down_bias[e]  # [n, H]
-        out.index_add_(0, tokens, y * scores[tokens, slot, None])
+        out.index_add_(0, tokens, y * weight)
     return out

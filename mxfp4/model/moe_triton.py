@@ -47,7 +47,7 @@ def _decode_tile(blocks_ptr, scales_ptr, rows, row_mask, k0, K, BN: tl.constexpr
 
 @triton.jit
 def _gate_up_kernel(x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr,
-                    H, I, num_experts, limit, TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    H, I, num_experts, limit, ALPHA: tl.constexpr, TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     tile = tl.program_id(0)
     e = tl.load(tile_expert_ptr + tile)
@@ -76,7 +76,7 @@ def _gate_up_kernel(x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_
     # NaN (from a 0xFF scale) must survive the clamp, as in torch: Triton's min/max drop it by default.
     gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
     up = tl.minimum(tl.maximum(up, -limit, propagate_nan=tl.PropagateNan.ALL), limit, propagate_nan=tl.PropagateNan.ALL)
-    act = gate * tl.sigmoid(1.702 * gate) * (up + 1.0)
+    act = gate * tl.sigmoid(ALPHA * gate) * (up + 1.0)
     tl.store(act_ptr + r.to(tl.int64)[:, None] * I + n[None, :], act.to(act_ptr.dtype.element_ty), mask=row_mask[:, None] & n_mask[None, :])
 
 
@@ -92,14 +92,13 @@ def _down_kernel(act_ptr, order_ptr, scores_ptr, tile_expert_ptr, tile_start_ptr
     slot = tl.load(order_ptr + r, mask=row_mask, other=0).to(tl.int64)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = n < H
-    rows = n
     blocks_ptr += e.to(tl.int64) * H * (I // 2)
     scales_ptr += e.to(tl.int64) * H * (I // 32)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, I, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(act_ptr + r.to(tl.int64)[:, None] * I + k[None, :], mask=row_mask[:, None] & (k < I)[None, :], other=0.0)
-        w = _decode_tile(blocks_ptr, scales_ptr, rows, n_mask, k0, I, BLOCK_N, BLOCK_K).to(a.dtype)
+        w = _decode_tile(blocks_ptr, scales_ptr, n, n_mask, k0, I, BLOCK_N, BLOCK_K).to(a.dtype)
         acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
     acc += tl.load(bias_ptr + e.to(tl.int64) * H + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     weight = tl.load(scores_ptr + slot, mask=row_mask, other=0.0).to(tl.float32)
@@ -153,7 +152,7 @@ def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_u
     _gate_up_kernel[tiles + (triton.cdiv(inter, block_n),)](
         x, routing.order, routing.tile_expert, routing.tile_row_start, routing.tile_row_end, gu_blocks, gu_scales,
         gate_up_bias.contiguous(), act, hidden, inter, num_experts, float(limit),
-        TOPK=top_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=NUM_WARPS)
+        ALPHA=moe_torch.SWIGLU_ALPHA, TOPK=top_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=NUM_WARPS)
     per_slot = torch.empty((n * top_k, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[tiles + (triton.cdiv(hidden, block_n),)](
         act, routing.order, scores.contiguous().reshape(-1), routing.tile_expert, routing.tile_row_start, routing.tile_row_end,

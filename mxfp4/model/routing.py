@@ -19,7 +19,6 @@ class Routing:
     tile_expert: torch.Tensor  # int32 [tiles]
     tile_row_start: torch.Tensor  # int32 [tiles]
     tile_row_end: torch.Tensor  # int32 [tiles]
-    top_k: int
     block_m: int
 
     @property
@@ -51,4 +50,4 @@ def route(indices: torch.Tensor, num_experts: int, block_m: int) -> Routing:
     end = torch.minimum(start + block_m, row_ends[e])
     as_int = dict(dtype=torch.int32)
     return Routing(order.to(**as_int), expert.to(**as_int), torch.where(real, start, 0).to(**as_int),
-                   torch.where(real, end, 0).to(**as_int), k, block_m)
+                   torch.where(real, end, 0).to(**as_int), block_m)

@@ -22,7 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mxfp4 import triton_codec
-from mxfp4.model import attention_triton, moe_triton
+from mxfp4.model import attention_triton, moe_torch, moe_triton
 
 C = "constexpr"
 
@@ -39,7 +39,8 @@ def variants():
             tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision)
             yield (f"moe gate_up {dt} tile {block_m}x{block_n}x{block_k}", moe_triton._gate_up_kernel,
                    dict(x_ptr=f"*{dt}", **routing, bias_ptr=f"*{dt}", act_ptr=f"*{dt}", H="i32", I="i32", num_experts="i32", limit="fp32",
-                        TOPK=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PRECISION=C), dict(tiles, TOPK=4), moe_triton.NUM_WARPS, launched)
+                        ALPHA=C, TOPK=C, BLOCK_M=C, BLOCK_N=C, BLOCK_K=C, PRECISION=C), dict(tiles, ALPHA=moe_torch.SWIGLU_ALPHA, TOPK=4),
+                   moe_triton.NUM_WARPS, launched)
             yield (f"moe down {dt} tile {block_m}x{block_n}x{block_k}", moe_triton._down_kernel,
                    dict(act_ptr=f"*{dt}", order_ptr="*i32", scores_ptr=f"*{dt}", tile_expert_ptr="*i32", tile_start_ptr="*i32", tile_end_ptr="*i32",
                         blocks_ptr="*u8", scales_ptr="*u8", bias_ptr=f"*{dt}", y_ptr="*fp32", H="i32", I="i32", num_experts="i32",
