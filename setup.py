@@ -5,8 +5,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "mxfp4._native",
-            sources=["mxfp4/_native.c"],
+            "mxfp4.codec._native",
+            sources=["mxfp4/codec/_native.c"],
             # -ffp-contract=off: no fused multiply-add, so float64 error sums round as numpy's do.
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
             optional=True,

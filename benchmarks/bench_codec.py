@@ -22,7 +22,7 @@ from gguf import quants as gguf_quants
 
 import mxfp4
 from timing import best_time
-from mxfp4 import layout, native
+from mxfp4.codec import layout, native
 
 PEER_QUANT_ELEMENTS = 1 << 21
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from mxfp4.convert import synthetic
+from mxfp4.testing import synthetic
 
 
 def run_measured(args: list[str]) -> tuple[float, float]:

@@ -29,10 +29,10 @@ if "--smoke" in sys.argv:
 import torch
 
 import mxfp4
-from mxfp4.convert import synthetic
-from mxfp4.convert.config import GptOssConfig
-memory_fit = importlib.import_module("mxfp4.eval.fit")  # the module (mxfp4.eval.fit is also the name of its function)
-from mxfp4.model import moe_torch, moe_triton
+from mxfp4.testing import synthetic
+from mxfp4.gpt_oss.config import GptOssConfig
+memory_fit = importlib.import_module("mxfp4.eval.memory_fit")
+from mxfp4.model.kernels import moe_torch, moe_triton
 from mxfp4.model.random_weights import random_experts, random_model
 
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # SXM parts, the vendors' figures
@@ -107,7 +107,7 @@ def sweep(config: GptOssConfig, device, smoke: bool) -> None:
     moe_triton.block_sizes, whose defaults are not yet tuned on a GPU."""
     import itertools
 
-    from mxfp4.model.moe_triton import block_sizes
+    from mxfp4.model.kernels.moe_triton import block_sizes
 
     e, h, i, k = config.num_local_experts, config.hidden_size, config.intermediate_size, config.num_experts_per_tok
     weights = random_experts(config, device, torch.Generator(device=device).manual_seed(0))

@@ -18,7 +18,7 @@ import torch
 
 import mxfp4.model
 from timing import best_time
-from mxfp4.convert import synthetic
+from mxfp4.testing import synthetic
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Run: python examples/make_tiny_gpt_oss.py
 import shutil
 from pathlib import Path
 
-from mxfp4.convert import synthetic
+from mxfp4.testing import synthetic
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def train_tokenizer(texts: list[str]):
 
 
 def config(vocab: int) -> dict:
-    from mxfp4.convert import synthetic
+    from mxfp4.testing import synthetic
 
     c = synthetic.hf_config(num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=2, hidden_size=128, intermediate_size=128,
                             head_dim=32, num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab, sliding_window=64)

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 
 import mxfp4
-from mxfp4 import layout, native
+from mxfp4.codec import layout, native
 from mxfp4.convert import open_source
-from mxfp4.convert.names import canonical_tensors
+from mxfp4.gpt_oss.tensors import canonical_tensors
 from mxfp4.convert.sources import Dense
-from mxfp4.convert.store import TensorStore
-from mxfp4.safetensors_io import read_header
+from mxfp4.storage.store import TensorStore
+from mxfp4.storage.safetensors_io import read_header
 
 WORK = Path(tempfile.mkdtemp(prefix="mxfp4-fuzz-"))
 MAX_READ = 1 << 20  # tensors above this are checked, not read
@@ -131,7 +131,8 @@ def seeds(target: str) -> list[bytes]:
     if target == "index":
         return [json.dumps({"metadata": {"total_size": 22}, "weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"}}).encode()]
     if target == "gguf":
-        from mxfp4.convert import convert, synthetic
+        from mxfp4.convert import convert
+        from mxfp4.testing import synthetic
 
         directory = WORK / "seed"
         if not (directory / "tiny.gguf").exists():

@@ -7,18 +7,11 @@ and torch, in the gpt-oss / Hugging Face and GGUF layouts.
     ((2, 1, 16), (2, 1), 4.25)
 """
 
-from . import layout, rules
-from .api import dequantize, quantize
-from .constants import BITS_PER_PARAM, BLOCK_SIZE
-from .errors import (
-    BackendUnavailableError,
-    DTypeError,
-    MXFP4Error,
-    NonFiniteError,
-    OptionError,
-    ShapeError,
-)
-from .tensor import MXFP4Tensor
+from .codec import layout, rules
+from .codec.api import dequantize, quantize
+from .codec.constants import BITS_PER_PARAM, BLOCK_SIZE
+from .errors import BackendUnavailableError, DTypeError, MXFP4Error, NonFiniteError, OptionError, ShapeError
+from .codec.tensor import MXFP4Tensor
 
 __version__ = "0.1.0"
 

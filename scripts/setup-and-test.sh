@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # torch first, pinned to the CPU wheel: any other torch request can pull gigabytes of CUDA packages.
 python3 -m pip install --quiet "torch==2.13.0"
 python3 -m pip install --quiet -e ".[dev,triton]"
-python3 -c "import mxfp4.native as n; assert n.available(), 'native kernels failed to build'; print('native kernels: built')"
+python3 -c "import mxfp4.codec.native as n; assert n.available(), 'native kernels failed to build'; print('native kernels: built')"
 
 # llama.cpp, the GGUF reference: its converter (tests compare our GGUF with what it writes) and its
 # runtime (tests run our GGUF in it) both come from llama-cpp-python's source distribution on PyPI.

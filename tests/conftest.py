@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mxfp4 import native
+from mxfp4.codec import native
 
 # Without a GPU the Triton kernels run under Triton's interpreter (numpy on the CPU). It is chosen when a
 # kernel is defined, so it must be set before anything imports triton.

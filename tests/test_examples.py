@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mxfp4.cli import main
+from mxfp4.cli.commands import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

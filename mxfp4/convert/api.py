@@ -7,12 +7,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..report import progress_bar
-from ..rules import check_options
-from ..safetensors_io import CheckpointError
+from ..codec.measure import progress_bar
+from ..codec.rules import check_options
+from ..storage.safetensors_io import CheckpointError
 from .engine import total_bytes, write_shards
-from ..atomic import atomic_directory
-from .output import check_free_space, parse_size
+from ..storage.atomic import atomic_directory
+from ..storage.space import check_free_space, parse_size
 from .sources import open_source
 from .writers import hf_jobs, original_dtypes, original_jobs
 

@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..safetensors_io import SafetensorsWriter, TensorEntry
-from .store import INDEX_NAME
+from ..storage.safetensors_io import SafetensorsWriter, TensorEntry
+from ..storage.store import INDEX_NAME
 
 SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 

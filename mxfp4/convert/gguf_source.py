@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import layout
-from ..safetensors_io import CheckpointError
-from .config import LAYER_TYPES, GptOssConfig
-from .gguf_names import gguf_names
+from ..codec import layout
+from ..storage.safetensors_io import CheckpointError
+from ..gpt_oss.config import LAYER_TYPES, GptOssConfig
+from ..gpt_oss.gguf_names import gguf_names
 from .gguf_vocab import CONTROL, UNUSED, USER_DEFINED
-from .names import LAYER_TENSORS, Canonical, canonical_tensors, dense_shape, mxfp4_shape
+from ..gpt_oss.tensors import LAYER_TENSORS, Canonical, canonical_tensors, dense_shape, mxfp4_shape
 from .sources import Dense, Expert, Source
 
 ARCH = "gpt-oss"
@@ -44,7 +44,7 @@ class GGUFSource(Source):
     def __init__(self, path: Path):
         from gguf import GGUFReader
 
-        from .gguf_check import validate_gguf
+        from ..storage.gguf_check import validate_gguf
 
         self.path = path
         self._handle = None

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from ..safetensors_io import CheckpointError
+from ..storage.safetensors_io import CheckpointError
 
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 LOOKS_SPECIAL = re.compile(r"^<\|.*\|>$")

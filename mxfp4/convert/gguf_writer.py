@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from .. import layout
-from ..atomic import atomic_output
-from .gguf_names import gguf_names, keeps_float32
+from ..codec import layout
+from ..storage.atomic import atomic_output
+from ..gpt_oss.gguf_names import gguf_names, keeps_float32
 from .gguf_vocab import add_tokenizer
-from .names import canonical_tensors
+from ..gpt_oss.tensors import canonical_tensors
 from .sources import Dense, Expert, Source
 from .engine import bounded_parallel, row_ranges
 from ..dtypes import raw_bytes
@@ -100,9 +100,9 @@ def write_gguf(source: Source, dst, *, force: bool = False, progress: bool = Fal
     repacking and the kernel's copy into the page cache."""
     import gguf
 
-    from ..report import progress_bar
+    from ..codec.measure import progress_bar
     from .api import ConvertResult
-    from .output import check_free_space
+    from ..storage.space import check_free_space
 
     config = source.config
     dst = Path(dst)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..safetensors_io import CheckpointError, refuse_pickle
-from ..tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
-from .config import GptOssConfig, read_json
-from .hub import resolve
-from .names import QKV, Canonical, canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape, original_name
-from .store import TensorStore
+from ..storage.safetensors_io import CheckpointError, refuse_pickle
+from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ..gpt_oss.config import GptOssConfig, read_json
+from ..storage.hub import resolve
+from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape, original_name
+from ..storage.store import TensorStore
 
 FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf")
 EXTRA_FILE_SKIP = {"config.json", "model.safetensors.index.json", "dtypes.json"}

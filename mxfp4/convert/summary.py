@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..safetensors_io import DTYPE_SIZES
-from .names import canonical_tensors
+from ..storage.safetensors_io import DTYPE_SIZES
+from ..gpt_oss.tensors import canonical_tensors
 from .sources import Dense, open_source
 
 

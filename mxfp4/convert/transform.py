@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import api
-from ..constants import E8M0_NAN
+from ..codec import api
+from ..codec.constants import E8M0_NAN
 from ..dtypes import raw_bytes
-from ..safetensors_io import CheckpointError
+from ..storage.safetensors_io import CheckpointError
 from .sources import Expert
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import api
-from ..safetensors_io import CheckpointError
-from .names import canonical_tensors
+from ..codec import api
+from ..storage.safetensors_io import CheckpointError
+from ..gpt_oss.tensors import canonical_tensors
 from .sources import Dense, Expert, open_source
 
 HYPER_PARAMETERS = ("num_hidden_layers", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size",

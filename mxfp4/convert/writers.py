@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..safetensors_io import TensorEntry
-from ..tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ..storage.safetensors_io import TensorEntry
+from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from .engine import SAFETENSORS_DTYPES, Job, Outputs, prefetched, row_chunks
-from .names import QKV, Canonical, canonical_tensors, original_name
+from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, original_name
 from .sources import Dense, Expert, Source
 from ..dtypes import raw_bytes
 from .transform import dense_expert, packed_expert
@@ -72,7 +72,7 @@ def _qkv_job(source: Source, tensor: Canonical) -> Job:
     reads = [source.read(p) for p in parts]
     dtypes = {r.dtype for r in reads}
     if len(dtypes) != 1:
-        from ..safetensors_io import CheckpointError
+        from ..storage.safetensors_io import CheckpointError
 
         raise CheckpointError(f"{source.path}: q, k and v {kind} of layer {tensor.layer} have different dtypes {sorted(dtypes)}; original/ stacks them into one tensor")
     name = original_name(tensor)

@@ -1,6 +1,6 @@
 """Evaluation: memory fit per hardware target (more to come: perplexity / KL parity, quality gates)."""
 
-from .fit import FitReport, fit
+from .memory_fit import FitReport, fit
 from .targets import TARGETS
 
 __all__ = ["TARGETS", "FitReport", "fit"]

@@ -12,9 +12,9 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..convert import open_source
-from ..convert.names import canonical_tensors
-from ..safetensors_io import CheckpointError
-from ..report import measure
+from ..gpt_oss.tensors import canonical_tensors
+from ..storage.safetensors_io import CheckpointError
+from ..codec.measure import measure
 
 
 @dataclass

@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..convert.config import read_json
-from ..safetensors_io import CheckpointError
+from ..gpt_oss.config import read_json
+from ..storage.safetensors_io import CheckpointError
 from .parity import compare, perplexity
 from .tokens import check_ids, read_token_file
 
@@ -87,7 +87,7 @@ def make_baseline(checkpoint, tokens_path, out_path, *, reference=None, context:
                   device=None, backend: str = "torch") -> dict:
     """Measure checkpoint once and write a baseline whose thresholds allow `margin` (relative) of slack.
     The file appears only when complete, and replaces an existing one only with force."""
-    from ..atomic import atomic_output
+    from ..storage.atomic import atomic_output
 
     out_path = Path(out_path)
     tokens = read_token_file(tokens_path)

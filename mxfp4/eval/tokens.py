@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..safetensors_io import CheckpointError
+from ..storage.safetensors_io import CheckpointError
 
 
 def read_token_file(path) -> np.ndarray:

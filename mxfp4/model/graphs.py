@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import OptionError
-from .static_cache import StaticCache
+from .cache import StaticCache
 
 
 def generate_static(model, ids: torch.Tensor, new_tokens: int, *, cuda_graph: bool = False, chunk: int = 128) -> torch.Tensor:

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..convert.config import GptOssConfig
-from .kernels import kernels
+from ..gpt_oss.config import GptOssConfig
+from .kernels.select import kernels
 from .rope import apply_rotary
-from .static_cache import RingCache
+from .cache import RingCache
 
 
 class RMSNorm(nn.Module):

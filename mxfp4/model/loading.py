@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from ..convert import open_source
-from ..convert.names import canonical_tensors
+from ..gpt_oss.tensors import canonical_tensors
 from ..convert.sources import Dense
-from .kernels import kernels
+from .kernels.select import kernels
 from .model import GptOss
 
 # canonical name (after 'model.layers.N.') -> the module attribute path that holds it

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..convert.config import GptOssConfig
-from .kernels import kernels
+from ..gpt_oss.config import GptOssConfig
+from .kernels.select import kernels
 from .layers import Block, LayerCache, RMSNorm
-from .static_cache import StaticCache
+from .cache import StaticCache
 from .rope import rotary_tables, yarn_inv_freq
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..convert.config import GptOssConfig
+from ..gpt_oss.config import GptOssConfig
 from .model import GptOss
 
 

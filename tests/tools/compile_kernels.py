@@ -21,8 +21,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mxfp4 import triton_codec
-from mxfp4.model import attention_triton, moe_torch, moe_triton
+from mxfp4.codec import triton_codec
+from mxfp4.model.kernels import attention_triton, moe_torch, moe_triton
 
 C = "constexpr"
 

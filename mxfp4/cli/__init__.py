@@ -1,0 +1,5 @@
+"""The ``mxfp4`` command line."""
+
+from .commands import main
+
+__all__ = ["main"]

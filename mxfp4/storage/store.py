@@ -1,0 +1,130 @@
+"""A directory of safetensors files (one file, or shards listed by an index), validated on open and
+read one tensor, one expert or a few rows at a time.
+
+Reads are positioned file reads straight into the destination buffer rather than memory maps: pages
+of a mapped 13 GB checkpoint stay resident in the process once touched, so a mapped conversion's memory
+grows with the source, while read() keeps it at the size of the slice in hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .safetensors_io import CheckpointError, TensorEntry, read_header
+
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def _inside(root: Path, relative: str, index_path: Path) -> Path:
+    """The shard path an index names, refused when it leaves the checkpoint directory."""
+    try:
+        if "\0" in relative or os.path.isabs(relative) or Path(relative).drive:
+            raise CheckpointError(f"{index_path}: shard {relative[:200]!r} is an absolute path or holds a NUL byte; shards must lie inside {root}")
+        candidate = root / relative
+        resolved = candidate.resolve()
+        if root.resolve() not in resolved.parents:
+            raise CheckpointError(f"{index_path}: shard {relative[:200]!r} points outside the checkpoint directory {root}")
+        if not candidate.is_file():
+            raise CheckpointError(f"{index_path}: shard {relative[:200]!r} is listed but missing from {root}")
+    except (OSError, ValueError, RuntimeError) as error:  # name too long, symlink loop, ...
+        raise CheckpointError(f"{index_path}: shard {relative[:200]!r} cannot be opened ({type(error).__name__}: {error})") from None
+    return candidate
+
+
+class TensorStore:
+    """Tensor name -> (file, header entry) over one or more safetensors files, with lazy readers."""
+
+    def __init__(self, files: dict[str, Path], entries: dict[str, TensorEntry]):
+        self.files = files
+        self.entries = entries
+        self._handles: dict[Path, object] = {}  # open files, one per shard
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open_dir(cls, root: Path, pattern: str = "*.safetensors") -> "TensorStore":
+        index_path = root / INDEX_NAME
+        if index_path.is_file():
+            try:
+                index = json.loads(index_path.read_text())
+                weight_map = index["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+                raise CheckpointError(f"{index_path}: not a safetensors index (needs a 'weight_map' object)") from None
+            if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+                raise CheckpointError(f"{index_path}: 'weight_map' must map tensor names to shard file names (strings)")
+            shards = {rel: _inside(root, rel, index_path) for rel in sorted(set(weight_map.values()))}
+        else:
+            shards = {p.name: p for p in sorted(root.glob(pattern)) if p.is_file()}
+            if not shards:
+                raise CheckpointError(f"{root}: no {pattern} files and no {INDEX_NAME}")
+            weight_map = None
+        files, entries = {}, {}
+        for rel, path in shards.items():
+            for entry in read_header(path)[0]:
+                if entry.name in entries:
+                    raise CheckpointError(f"{path}: tensor {entry.name!r} is also in {files[entry.name]}")
+                files[entry.name], entries[entry.name] = path, entry
+        if weight_map is not None:
+            for name, rel in weight_map.items():
+                if name not in entries or files[name] != shards[rel]:
+                    raise CheckpointError(f"{index_path}: tensor {name!r} is mapped to {rel!r} but that shard does not hold it")
+            unlisted = sorted(set(entries) - set(weight_map))
+            if unlisted:
+                raise CheckpointError(f"{index_path}: tensor {unlisted[0]!r} is in {files[unlisted[0]].name} but not in the index")
+        return cls(files, entries)
+
+    def _read(self, name: str, start: int, count: int) -> np.ndarray:
+        """count bytes of tensor name from byte start, as a fresh uint8 array. Positioned reads
+        (preadv) share no file offset, so several threads may read at once."""
+        path, entry = self.files[name], self.entries[name]
+        handle = self._handles.get(path)
+        if handle is None:
+            handle = self._handles.setdefault(path, open(path, "rb", buffering=0))
+        buffer = np.empty(count, dtype=np.uint8)
+        view, done = memoryview(buffer), 0
+        while done < count:
+            if hasattr(os, "preadv"):
+                n = os.preadv(handle.fileno(), [view[done:]], entry.offset + start + done)
+            else:  # no positioned reads here: serialise seek + read
+                with self._lock:
+                    handle.seek(entry.offset + start + done)
+                    n = handle.readinto(view[done:])
+            if not n:
+                raise CheckpointError(f"{path}: file ended inside tensor {name!r}; it is truncated")
+            done += n
+        return buffer
+
+    def _tensor(self, name: str, start: int, shape: tuple[int, ...]):
+        import torch
+
+        from ..convert.engine import torch_dtype
+
+        dtype = torch_dtype(self.entries[name].dtype)
+        count = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        return torch.from_numpy(self._read(name, start, count)).view(dtype).reshape(shape)
+
+    def get(self, name: str):
+        """The whole tensor as a CPU torch tensor."""
+        return self._tensor(name, 0, self.entries[name].shape)
+
+    def get_rows(self, name: str, start: int, stop: int):
+        """tensor[start:stop] along the first axis, reading only those rows."""
+        shape = self.entries[name].shape
+        row_bytes = self.entries[name].nbytes // shape[0]
+        return self._tensor(name, start * row_bytes, (stop - start,) + tuple(shape[1:]))
+
+    def get_first(self, name: str, index: int):
+        """tensor[index] along the first axis, reading only that slice."""
+        return self.get_rows(name, index, index + 1)[0]
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def source_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values())

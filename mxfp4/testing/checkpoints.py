@@ -1,0 +1,31 @@
+"""Shared helpers for the converter tests: tiny gpt-oss checkpoints and tensor comparisons."""
+
+import hashlib
+from pathlib import Path
+
+from safetensors import safe_open
+
+from . import synthetic
+
+
+def make_checkpoint(root: Path, name="hf", *, shard=None, dense=False, **config):
+    return synthetic.write_checkpoint(root / name, synthetic.hf_config(**config), max_shard_size=shard, dense_experts=dense)
+
+
+def all_tensors(directory: Path) -> dict:
+    out = {}
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():
+                out[name] = f.get_tensor(name)
+    return out
+
+
+def tree_digest(directory: Path) -> dict:
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    import torch
+
+    return set(a) == set(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k].view(-1).view(torch.uint8), b[k].view(-1).view(torch.uint8)) for k in a)

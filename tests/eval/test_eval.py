@@ -1,0 +1,153 @@
+"""Perplexity and parity (mxfp4.eval.parity), quality gates (mxfp4.eval.gate) and the `mxfp4 eval` commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import mxfp4.model
+from mxfp4.testing.checkpoints import make_checkpoint
+from mxfp4.cli.commands import main
+from mxfp4.convert import convert
+from mxfp4.eval.parity import compare, perplexity, windows
+
+TOKENS = np.random.default_rng(0).integers(0, 370, size=120)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """A dense (fine-tune-like) reference and its MXFP4 quantizations with two scale rules."""
+    root = tmp_path_factory.mktemp("eval")
+    dense = make_checkpoint(root, "dense", dense=True)
+    for rule in ("round_up", "mse"):
+        convert(dense, root / rule, to="mxfp4", scale_rule=rule)
+    np.savetxt(root / "tokens.txt", TOKENS[None], fmt="%d")
+    return root
+
+
+@given(st.integers(2, 60), st.integers(2, 16), st.data())
+def test_windows_score_every_token_once(n, context, data):
+    stride = data.draw(st.integers(1, context))
+    scored = [i for start, stop, first in windows(n, context, stride) for i in range(start + first, stop)]
+    assert scored == list(range(1, n))
+    assert all(stop - start <= context and first >= 1 for start, stop, first in windows(n, context, stride))
+
+
+def test_perplexity_equals_transformers_loss(ckpts):
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    ids = torch.from_numpy(TOKENS[:64])[None]
+    with torch.no_grad():
+        loss = AutoModelForCausalLM.from_pretrained(ckpts / "dense", dtype=torch.float32)(ids, labels=ids).loss
+    ours = perplexity(mxfp4.model.load(ckpts / "dense"), TOKENS[:64], context=64)
+    assert ours == pytest.approx(float(torch.exp(loss)), rel=1e-5)
+
+
+
+
+def test_compare_measures(ckpts):
+    reference = mxfp4.model.load(ckpts / "dense")
+    same = compare(reference, reference, TOKENS, context=48)
+    assert same.kl_mean == pytest.approx(0, abs=1e-6) and same.top1_agreement == 1 and same.delta_ppl == 0
+    assert same.tokens == len(TOKENS) - 1
+    quantized = compare(reference, mxfp4.model.load(ckpts / "round_up"), TOKENS, context=48)
+    assert quantized.kl_mean > 1e-6 and quantized.kl_p99 >= quantized.kl_mean and 0 < quantized.top1_agreement <= 1
+
+
+def test_gate_passes_its_baseline_and_fails_a_regression(ckpts, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "quality.json"
+    made = runner.invoke(main, ["eval", "baseline", str(ckpts / "round_up"), "--tokens", str(ckpts / "tokens.txt"),
+                                "--reference", str(ckpts / "dense"), "--out", str(out), "--context", "48"])
+    assert made.exit_code == 0, made.output
+    baseline = json.loads(out.read_text())
+    assert set(baseline["thresholds"]) == {"perplexity_max", "delta_ppl_max", "kl_mean_max", "kl_p99_max", "top1_agreement_min"}
+    passed = runner.invoke(main, ["eval", "gate", str(ckpts / "round_up"), "--baseline", str(out)])
+    assert passed.exit_code == 0 and "5 of 5 checks passed" in passed.output
+    # A regression: the same checkpoint with its unembedding disturbed.
+    broken = tmp_path / "broken"
+    convert(ckpts / "round_up", broken, to="mxfp4")
+    tensors = load_file(str(broken / "model.safetensors"))
+    tensors["lm_head.weight"] = (tensors["lm_head.weight"].float() + torch.randn_like(tensors["lm_head.weight"].float()) * 2).bfloat16()
+    save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    failed = runner.invoke(main, ["eval", "gate", str(broken), "--baseline", str(out)])
+    assert failed.exit_code == 1 and "FAIL" in failed.output
+
+
+def test_cli_ppl_and_compare_json(ckpts):
+    runner = CliRunner()
+    ppl = runner.invoke(main, ["eval", "ppl", str(ckpts / "dense"), "--tokens", str(ckpts / "tokens.txt"), "--context", "48", "--json"])
+    assert ppl.exit_code == 0, ppl.output
+    assert set(json.loads(ppl.output)) >= {"perplexity"}
+    result = runner.invoke(main, ["eval", "compare", str(ckpts / "dense"), str(ckpts / "mse"), "--tokens", str(ckpts / "tokens.txt"), "--context", "48", "--json"])
+    data = json.loads(result.output)
+    assert {"ppl_a", "ppl_b", "delta_ppl", "kl_mean", "kl_p99", "top1_agreement"} <= set(data)
+
+
+def test_text_goes_through_the_checkpoints_tokenizer(ckpts, tmp_path):
+    (tmp_path / "t.txt").write_text("the return of self if else print import def and the " * 5)
+    result = CliRunner().invoke(main, ["eval", "ppl", str(ckpts / "dense"), "--text", str(tmp_path / "t.txt"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["tokens"] > 10
+
+
+@pytest.mark.parametrize("content, message", [("1 2 x", "whitespace-separated integers"), ("5", "need at least 2 tokens"), ("1 99999", "must lie in 0..")])
+def test_bad_token_files(ckpts, tmp_path, content, message):
+    (tmp_path / "bad.txt").write_text(content)
+    result = CliRunner().invoke(main, ["eval", "ppl", str(ckpts / "dense"), "--tokens", str(tmp_path / "bad.txt")])
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_scale_rules_table(ckpts):
+    from mxfp4.eval.rule_comparison import compare_rules
+
+    base, results = compare_rules(ckpts / "dense", TOKENS, context=48)
+    by_rule = {r.scale_rule: r for r in results}
+    assert set(by_rule) == {"floor", "round_up", "even", "mse"} and base > 1
+    # mse is never worse than floor block by block, so its weight SQNR is at least floor's.
+    assert by_rule["mse"].weight_sqnr_db >= by_rule["floor"].weight_sqnr_db
+    assert all(r.parity.kl_mean > 0 and 0 < r.parity.top1_agreement <= 1 for r in results)
+
+
+def test_error_report_and_plot(ckpts, tmp_path):
+    result = CliRunner().invoke(main, ["eval", "report", str(ckpts / "dense"), str(ckpts / "round_up"), "--plot", str(tmp_path / "e.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert len(data["tensors"]) == 8 and 10 < data["weight_sqnr_db"] < 30  # 4 layers x (gate_up, down); ~4.25-bit SQNR
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    same = CliRunner().invoke(main, ["eval", "report", str(ckpts / "round_up"), str(ckpts / "round_up")])
+    assert same.exit_code == 1 and "must hold dense experts" in same.output
+
+
+def test_baseline_is_not_overwritten_without_force(ckpts, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "quality.json"
+    out.write_text("{}")
+    args = ["eval", "baseline", str(ckpts / "round_up"), "--tokens", str(ckpts / "tokens.txt"), "--out", str(out), "--context", "48"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1 and "--force" in refused.output and out.read_text() == "{}"
+    replaced = runner.invoke(main, args + ["--force"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "perplexity_max" in json.loads(out.read_text())["thresholds"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.json"]  # no temporary or lock left
+
+
+def test_eval_on_the_triton_backend_measures_what_the_torch_path_does(ckpts):
+    # --backend/--device reach the models (the GPU case); here the kernels run in Triton's interpreter.
+    pytest.importorskip("triton")
+    runner = CliRunner()
+    args = ["eval", "compare", str(ckpts / "dense"), str(ckpts / "round_up"), "--tokens", str(ckpts / "tokens.txt"), "--context", "48", "--json"]
+    torch_path = json.loads(runner.invoke(main, args).output)
+    triton = runner.invoke(main, args + ["--backend", "triton", "--device", "cpu"])
+    assert triton.exit_code == 0, triton.output
+    triton_path = json.loads(triton.output)
+    for measure in ("ppl_a", "ppl_b", "kl_mean"):
+        assert triton_path[measure] == pytest.approx(torch_path[measure], rel=1e-4), measure
+    assert triton_path["top1_agreement"] == torch_path["top1_agreement"]
