@@ -19,10 +19,11 @@ import tracemalloc
 import torch
 from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
+from timing import best_time
 
 import mxfp4
-from timing import best_time
-from mxfp4.codec import layout, native
+from mxfp4 import layout
+from mxfp4.codec import native
 
 PEER_QUANT_ELEMENTS = 1 << 21
 
@@ -50,8 +51,10 @@ def main() -> None:
     q = mxfp4.quantize(x_bf16)
     blocks, scales = q.blocks.numpy(), q.scales.numpy()
     raw_rows = layout.hf_to_gguf(blocks, scales).reshape(rows, -1)
-    print(f"mxfp4 {mxfp4.__version__}, native kernels: {native.available()}, threads: {native.thread_count()}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(
+        f"mxfp4 {mxfp4.__version__}, native kernels: {native.available()}, threads: {native.thread_count()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
     print(f"input: {rows}x4096 = {n / 2**20:.0f} Mi elements ({args.mib} MiB bf16, {2 * args.mib} MiB f32)\n")
 
     results = []
@@ -71,7 +74,14 @@ def main() -> None:
     t = best_time(lambda: mxfp4.dequantize(q.blocks, q.scales, torch.bfloat16, out=out_bf16), args.repeat)
     record("dequantize -> bf16 (out= reused)", t, n, t_peer, n)
     t = best_time(lambda: mxfp4.dequantize(blocks, scales, "float32"), args.repeat)
-    record("dequantize -> f32 (new array)", t, n, t_peer, n, temporary_bytes(lambda: mxfp4.dequantize(blocks, scales), n * 4))
+    record(
+        "dequantize -> f32 (new array)",
+        t,
+        n,
+        t_peer,
+        n,
+        temporary_bytes(lambda: mxfp4.dequantize(blocks, scales), n * 4),
+    )
 
     # --- quantize ---
     peer_x = x_f32.numpy()[: PEER_QUANT_ELEMENTS // 4096]
@@ -86,7 +96,10 @@ def main() -> None:
         ("quantize f32 floor/rne", x_f32, "floor", "rne"),
     ]:
         t = best_time(lambda: mxfp4.quantize(x, scale_rule=rule, rounding=rounding), args.repeat)
-        temp = temporary_bytes(lambda: mxfp4.quantize(x.numpy() if x.dtype == torch.float32 else x, scale_rule=rule, rounding=rounding), out_bytes)
+        temp = temporary_bytes(
+            lambda: mxfp4.quantize(x.numpy() if x.dtype == torch.float32 else x, scale_rule=rule, rounding=rounding),
+            out_bytes,
+        )
         record(label, t, n, t_peer, PEER_QUANT_ELEMENTS, temp)
 
     floor_rate = next(r for w, r, *_ in results if w == "quantize bf16 floor/rne")

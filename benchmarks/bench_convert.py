@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from mxfp4.gpt_oss.presets import GPT_OSS_20B, GPT_OSS_120B
 from mxfp4.testing import synthetic
 
 
@@ -67,7 +68,9 @@ def write_speed(path: Path, gib: int = 4) -> float:
 
 
 def convert(src: Path, dst: Path, target: str) -> dict:
-    seconds, rss = run_measured([sys.executable, "-m", "mxfp4.cli", "convert", str(src), str(dst), "--to", target, "--quiet", "--force"])
+    seconds, rss = run_measured(
+        [sys.executable, "-m", "mxfp4.cli", "convert", str(src), str(dst), "--to", target, "--quiet", "--force"]
+    )
     out_bytes = size_of(dst)
     shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
     return {"seconds": seconds, "peak_rss_gib": rss, "bytes_out": out_bytes, "write_gb_s": out_bytes / seconds / 1e9}
@@ -78,7 +81,9 @@ def median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
-def alternate(src: Path, dst: Path, target: str, rounds: int, work: Path) -> tuple[float, dict, list[tuple[float, float]]]:
+def alternate(
+    src: Path, dst: Path, target: str, rounds: int, work: Path
+) -> tuple[float, dict, list[tuple[float, float]]]:
     """Copy and conversion timed in alternation (the disk's speed drifts); medians of each, and the pairs."""
     pairs, runs = [], []
     for _ in range(rounds):
@@ -88,7 +93,11 @@ def alternate(src: Path, dst: Path, target: str, rounds: int, work: Path) -> tup
         runs.append(run)
     med = median([r["seconds"] for r in runs])
     chosen = next(r for r in runs if r["seconds"] == med)
-    chosen = {**chosen, "peak_rss_gib": max(r["peak_rss_gib"] for r in runs), "all_seconds": [r["seconds"] for r in runs]}
+    chosen = {
+        **chosen,
+        "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+        "all_seconds": [r["seconds"] for r in runs],
+    }
     return median([c for c, _ in pairs]), chosen, pairs
 
 
@@ -98,7 +107,9 @@ def main() -> None:
     parser.add_argument("--skip-120b", action="store_true")
     parser.add_argument("--layers-120b", type=int, default=2)
     parser.add_argument("--only", choices=["gguf", "bf16"], help="convert to this target only")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating copy / GGUF rounds for the 20b ratio (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating copy / GGUF rounds for the 20b ratio (default 3)"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -109,15 +120,17 @@ def main() -> None:
     src = args.work / "gpt-oss-20b-synthetic"
     if not (src / "config.json").exists():
         start = time.perf_counter()
-        synthetic.write_checkpoint(src, synthetic.hf_config(hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64,
-                                                           num_key_value_heads=8, sliding_window=128, num_experts_per_tok=4, **synthetic.GPT_OSS_20B),
-                                   max_shard_size=5 * 10**9)
+        synthetic.write_checkpoint(src, synthetic.hf_config(**GPT_OSS_20B), max_shard_size=5 * 10**9)
         print(f"built {src} ({size_of(src) / 2**30:.2f} GiB) in {time.perf_counter() - start:.0f} s", flush=True)
     source_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
     copy = None
     if args.only in (None, "gguf"):
         copy, results["20b -> gguf"], pairs = alternate(src, args.work / "20b.gguf", "gguf", args.rounds, args.work)
-        print("copy / gguf seconds per round:", ", ".join(f"{c:.1f} / {g:.1f} ({g / c:.2f}x)" for c, g in pairs), flush=True)
+        print(
+            "copy / gguf seconds per round:",
+            ", ".join(f"{c:.1f} / {g:.1f} ({g / c:.2f}x)" for c, g in pairs),
+            flush=True,
+        )
     if copy is None:
         copy = copy_time(src, args.work / "copy")
     results = {"20b copy": {"seconds": copy, "bytes_out": source_bytes}, **results}
@@ -129,19 +142,28 @@ def main() -> None:
     if not args.skip_120b:
         src120 = args.work / "gpt-oss-120b-layers"
         if not (src120 / "config.json").exists():
-            config = synthetic.hf_config(hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64, num_key_value_heads=8,
-                                         sliding_window=128, num_experts_per_tok=4, **{**synthetic.GPT_OSS_120B, "num_hidden_layers": args.layers_120b})
+            config = synthetic.hf_config(**{**GPT_OSS_120B, "num_hidden_layers": args.layers_120b})
             synthetic.write_checkpoint(src120, config, max_shard_size=5 * 10**9)
-        for target, out in [t for t in (("gguf", args.work / "120b.gguf"), ("bf16", args.work / "120b-bf16")) if args.only in (None, t[0])]:
+        for target, out in [
+            t
+            for t in (("gguf", args.work / "120b.gguf"), ("bf16", args.work / "120b-bf16"))
+            if args.only in (None, t[0])
+        ]:
             results[f"120b ({args.layers_120b} layers) -> {target}"] = convert(src120, out, target)
             print(target, json.dumps(results[f"120b ({args.layers_120b} layers) -> {target}"]), flush=True)
 
-    print(f"\n{'conversion':28s} {'seconds':>8s} {'vs copy':>8s} {'peak RSS GiB':>13s} {'written GB/s':>13s} {'of disk speed':>14s}")
+    print(
+        f"\n{'conversion':28s} {'seconds':>8s} {'vs copy':>8s} {'peak RSS GiB':>13s} {'written GB/s':>13s} "
+        f"{'of disk speed':>14s}"
+    )
     for name, r in results.items():
         vs_copy = f"{r['seconds'] / copy:7.2f}x" if name.startswith("20b") else ""
         rss = f"{r['peak_rss_gib']:13.2f}" if "peak_rss_gib" in r else ""
         speed = f"{r['bytes_out'] / r['seconds'] / 1e9:13.2f}"
-        print(f"{name:28s} {r['seconds']:8.1f} {vs_copy:>8s} {rss:>13s} {speed} {r['bytes_out'] / r['seconds'] / 1e9 / disk:13.0%}")
+        print(
+            f"{name:28s} {r['seconds']:8.1f} {vs_copy:>8s} {rss:>13s} {speed} "
+            f"{r['bytes_out'] / r['seconds'] / 1e9 / disk:13.0%}"
+        )
     (args.work / "results.json").write_text(json.dumps({"disk_write_gb_s": disk, **results}, indent=2))
 
 

@@ -19,7 +19,6 @@ Prints, with the device name:
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -29,14 +28,21 @@ if "--smoke" in sys.argv:
 import torch
 
 import mxfp4
-from mxfp4.testing import synthetic
+from mxfp4.eval import memory_fit
 from mxfp4.gpt_oss.config import GptOssConfig
-memory_fit = importlib.import_module("mxfp4.eval.memory_fit")
 from mxfp4.model.kernels import moe_torch, moe_triton
 from mxfp4.model.random_weights import random_experts, random_model
+from mxfp4.testing import synthetic
 
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # SXM parts, the vendors' figures
-SMOKE_SHAPE = dict(num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=4, hidden_size=64, intermediate_size=64, vocab_size=256)
+SMOKE_SHAPE = dict(
+    num_hidden_layers=2,
+    num_local_experts=8,
+    num_experts_per_tok=4,
+    hidden_size=64,
+    intermediate_size=64,
+    vocab_size=256,
+)
 
 
 def seconds(fn, smoke: bool) -> float:
@@ -67,11 +73,18 @@ def codec(device, smoke: bool) -> None:
     peak = peak_bandwidth(device)
     print(f"\ncodec ({rows}x{cols} bf16)           TB/s   % of HBM   vs torch twin")
     for name, bytes_moved, ours, twin in (
-        ("dequantize -> bf16", n // 2 + n // 32 + 2 * n,
-         lambda: mxfp4.dequantize(packed.blocks, packed.scales, torch.bfloat16, backend="triton", out=out),
-         lambda: mxfp4.dequantize(packed.blocks, packed.scales, torch.bfloat16, backend="torch", out=out)),
-        ("quantize bf16 (floor)", 2 * n + n // 2 + n // 32,
-         lambda: mxfp4.quantize(x, backend="triton"), lambda: mxfp4.quantize(x, backend="torch")),
+        (
+            "dequantize -> bf16",
+            n // 2 + n // 32 + 2 * n,
+            lambda: mxfp4.dequantize(packed.blocks, packed.scales, torch.bfloat16, backend="triton", out=out),
+            lambda: mxfp4.dequantize(packed.blocks, packed.scales, torch.bfloat16, backend="torch", out=out),
+        ),
+        (
+            "quantize bf16 (floor)",
+            2 * n + n // 2 + n // 32,
+            lambda: mxfp4.quantize(x, backend="triton"),
+            lambda: mxfp4.quantize(x, backend="torch"),
+        ),
     ):
         t_ours, t_twin = seconds(ours, smoke), seconds(twin, smoke)
         rate = bytes_moved / t_ours
@@ -83,23 +96,38 @@ def moe_layer(config: GptOssConfig, device, smoke: bool) -> None:
     e, h, i, k = config.num_local_experts, config.hidden_size, config.intermediate_size, config.num_experts_per_tok
     gate_up, down = random_experts(config, device, torch.Generator(device=device).manual_seed(0))
     dtype = torch.float32 if smoke else torch.bfloat16
-    gate_up_bias, down_bias = torch.zeros(e, 2 * i, dtype=dtype, device=device), torch.zeros(e, h, dtype=dtype, device=device)
+    gate_up_bias, down_bias = (
+        torch.zeros(e, 2 * i, dtype=dtype, device=device),
+        torch.zeros(e, h, dtype=dtype, device=device),
+    )
     dense = [mxfp4.dequantize(*w, dtype) for w in (gate_up, down)]  # the bf16 peer's weights
     expert_bytes = k * (2 * i * h + h * i) * 17 // 32
-    print(f"\nMoE layer ({e} experts, top {k}, hidden {h}, intermediate {i}; {expert_bytes / 1e6:.1f} MB of MXFP4 expert bytes per token)")
-    for tokens in ((1, 64) if smoke else (1, 2048)):
+    print(
+        f"\nMoE layer ({e} experts, top {k}, hidden {h}, intermediate {i}; {expert_bytes / 1e6:.1f} MB of MXFP4 "
+        "expert bytes per token)"
+    )
+    for tokens in (1, 64) if smoke else (1, 2048):
         x = torch.randn(tokens, h, dtype=dtype, device=device)
         top, indices = torch.randn(tokens, e, device=device).topk(k, dim=-1)
         scores = top.softmax(-1).to(dtype)
-        ours = seconds(lambda: moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0), smoke)
-        groups = moe_torch.expert_groups(indices, scores)  # resolved before the clock starts: the peer pays only for its matmuls
-        peer = seconds(lambda: moe_torch.grouped_experts(x, groups, dense[0], gate_up_bias, dense[1], down_bias, 7.0), smoke)
+        ours = seconds(
+            lambda: moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0), smoke
+        )
+        groups = moe_torch.expert_groups(
+            indices, scores
+        )  # resolved before the clock starts: the peer pays only for its matmuls
+        peer = seconds(
+            lambda: moe_torch.grouped_experts(x, groups, dense[0], gate_up_bias, dense[1], down_bias, 7.0), smoke
+        )
         a = moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0).float()
         b = moe_torch.grouped_experts(x, groups, dense[0], gate_up_bias, dense[1], down_bias, 7.0).float()
         agreement = float((a - b).norm() / b.norm())  # the two compute the same layer: a check that the race is fair
         label = "batch 1 (decode)" if tokens == 1 else f"{tokens} tokens (prefill)"
-        print(f"  {label:24s} MXFP4 kernel {ours * 1e6:9.1f} us   bf16 weights {peer * 1e6:9.1f} us   bf16/MXFP4 time {peer / ours:6.2f}x"
-              f"   (outputs differ by {agreement:.1e} relative)")
+        print(
+            f"  {label:24s} MXFP4 kernel {ours * 1e6:9.1f} us   bf16 weights {peer * 1e6:9.1f} us   bf16/MXFP4 time "
+            f"{peer / ours:6.2f}x"
+            f"   (outputs differ by {agreement:.1e} relative)"
+        )
 
 
 def sweep(config: GptOssConfig, device, smoke: bool) -> None:
@@ -114,7 +142,7 @@ def sweep(config: GptOssConfig, device, smoke: bool) -> None:
     dtype = torch.float32 if smoke else torch.bfloat16
     biases = torch.zeros(e, 2 * i, dtype=dtype, device=device), torch.zeros(e, h, dtype=dtype, device=device)
     print("\nMoE tile sweep (BLOCK_M, BLOCK_N, BLOCK_K): us, fastest first; * = block_sizes()' current choice")
-    for tokens in ((1, 64) if smoke else (1, 8, 64, 2048)):
+    for tokens in (1, 64) if smoke else (1, 8, 64, 2048):
         x = torch.randn(tokens, h, dtype=dtype, device=device)
         top, indices = torch.randn(tokens, e, device=device).topk(k, dim=-1)
         scores = top.softmax(-1).to(dtype)
@@ -123,7 +151,12 @@ def sweep(config: GptOssConfig, device, smoke: bool) -> None:
         for block_n, block_k in itertools.product((16, 32, 64, 128), (32, 64, 128, 256)):
             tiles = (chosen[0], block_n, block_k)
             try:
-                t = seconds(lambda: moe_triton.experts(x, indices, scores, weights[0], biases[0], weights[1], biases[1], 7.0, tiles=tiles), smoke)
+                t = seconds(
+                    lambda: moe_triton.experts(
+                        x, indices, scores, weights[0], biases[0], weights[1], biases[1], 7.0, tiles=tiles
+                    ),
+                    smoke,
+                )
             except Exception as error:  # a tile that does not fit the GPU's shared memory or registers
                 print(f"  {tiles}: failed ({type(error).__name__})")
                 continue
@@ -136,7 +169,9 @@ def sweep(config: GptOssConfig, device, smoke: bool) -> None:
 def decode(config: GptOssConfig, device, smoke: bool, context: int) -> None:
     dtype = torch.float32 if smoke else torch.bfloat16
     new_tokens = 4 if smoke else 64
-    print(f"\nwhole model, batch-1 greedy decode ({config.num_hidden_layers} layers, {config.num_local_experts} experts)")
+    print(
+        f"\nwhole model, batch-1 greedy decode ({config.num_hidden_layers} layers, {config.num_local_experts} experts)"
+    )
     for backend in ("triton", "torch"):
         model = random_model(config, device=device, dtype=dtype, backend=backend)
         if device.type == "cuda":
@@ -144,7 +179,11 @@ def decode(config: GptOssConfig, device, smoke: bool, context: int) -> None:
             torch.cuda.reset_peak_memory_stats()
         prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
         model.generate(prompt, 2)  # warm-up (kernel compilation)
-        elapsed = seconds(lambda: model.generate(prompt, new_tokens), True) if smoke else _timed_generate(model, prompt, new_tokens)
+        elapsed = (
+            seconds(lambda m=model: m.generate(prompt, new_tokens), True)
+            if smoke
+            else _timed_generate(model, prompt, new_tokens)
+        )
         print(f"  backend {backend:7s} eager       {new_tokens / elapsed:9.1f} tokens/s")
         if device.type == "cuda" and backend == "triton":
             graphed = _timed_generate(model, prompt, new_tokens, cuda_graph=True)
@@ -153,12 +192,22 @@ def decode(config: GptOssConfig, device, smoke: bool, context: int) -> None:
             cache, chunk = model.new_cache(), memory_fit.PREFILL_CHUNK
             with torch.no_grad():  # prefill in chunks, as mxfp4 fit assumes: the cache holds the whole context
                 for start in range(0, context, chunk):
-                    model(torch.randint(0, config.vocab_size, (1, min(chunk, context - start)), device=device), cache, start=start, last_only=True)
+                    model(
+                        torch.randint(0, config.vocab_size, (1, min(chunk, context - start)), device=device),
+                        cache,
+                        start=start,
+                        last_only=True,
+                    )
             measured = torch.cuda.max_memory_allocated()
             weights = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers()))
-            predicted = weights + memory_fit.kv_bytes(config, context, 1) + memory_fit.activation_bytes(config, context, 1)
-            print(f"  peak GPU memory, {context}-token context (chunked prefill): {measured / 2**30:.2f} GiB; "
-                  f"mxfp4 fit predicts {predicted / 2**30:.2f} GiB without the runtime reserve (measured/predicted {measured / predicted:.3f})")
+            predicted = (
+                weights + memory_fit.kv_bytes(config, context, 1) + memory_fit.activation_bytes(config, context, 1)
+            )
+            print(
+                f"  peak GPU memory, {context}-token context (chunked prefill): {measured / 2**30:.2f} GiB; "
+                f"mxfp4 fit predicts {predicted / 2**30:.2f} GiB without the runtime reserve (measured/predicted "
+                f"{measured / predicted:.3f})"
+            )
             del cache
         del model
 
@@ -166,6 +215,7 @@ def decode(config: GptOssConfig, device, smoke: bool, context: int) -> None:
 def _timed_generate(model, prompt, new_tokens: int, cuda_graph: bool = False) -> float:
     """Seconds for new_tokens decode steps alone: the time of 2N tokens minus that of N (best of 3
     each), so the prefill and the graph capture, paid once per call, cancel out."""
+
     def best(n: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         times = []
@@ -191,7 +241,11 @@ def main() -> None:
         parser.error("needs a CUDA GPU (or --smoke to check the script on the CPU)")
     device = torch.device("cpu" if args.smoke else "cuda")
     # The full shapes are mxfp4 fit's presets, so the memory figure is compared with its prediction.
-    config = GptOssConfig.from_hf_dict(synthetic.hf_config(**SMOKE_SHAPE)) if args.smoke else memory_fit.load_model_facts(f"gpt-oss-{args.model}")[1]
+    config = (
+        GptOssConfig.from_hf_dict(synthetic.hf_config(**SMOKE_SHAPE))
+        if args.smoke
+        else memory_fit.load_model_facts(f"gpt-oss-{args.model}")[1]
+    )
     name = "CPU (Triton interpreter: times mean nothing)" if args.smoke else torch.cuda.get_device_name(device)
     print(f"device: {name}; torch {torch.__version__}")
     codec(device, args.smoke)

@@ -54,7 +54,9 @@ def train_tokenizer(texts: list[str]):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB - len(SPECIAL), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB - len(SPECIAL), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tokenizer.train_from_iterator(texts, trainer)
     tokenizer.add_special_tokens(SPECIAL)
     return tokenizer
@@ -63,8 +65,18 @@ def train_tokenizer(texts: list[str]):
 def config(vocab: int) -> dict:
     from mxfp4.testing import synthetic
 
-    c = synthetic.hf_config(num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=2, hidden_size=128, intermediate_size=128,
-                            head_dim=32, num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab, sliding_window=64)
+    c = synthetic.hf_config(
+        num_hidden_layers=4,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        hidden_size=128,
+        intermediate_size=128,
+        head_dim=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab,
+        sliding_window=64,
+    )
     c.pop("quantization_config")
     c["rope_scaling"]["factor"] = 4.0  # YaRN over a 4x longer context than trained on, as gpt-oss does (32x)
     c["rope_scaling"]["original_max_position_embeddings"] = SEQUENCE
@@ -87,7 +99,10 @@ def main() -> None:
     eos = tokenizer.token_to_id("<|endoftext|>")
     ids = np.concatenate([np.array(tokenizer.encode(t).ids + [eos]) for t in train_texts]).astype(np.int64)
     heldout = np.concatenate([np.array(tokenizer.encode(t).ids + [eos]) for t in heldout_texts]).astype(np.int64)
-    print(f"{len(train_texts)} train files ({ids.size:,} tokens), {len(heldout_texts)} held-out files ({heldout.size:,} tokens)")
+    print(
+        f"{len(train_texts)} train files ({ids.size:,} tokens), {len(heldout_texts)} held-out files ({heldout.size:,} "
+        "tokens)"
+    )
 
     cfg = config(VOCAB)
     model = GptOssForCausalLM(GptOssConfig(**cfg)).float().train()
@@ -97,7 +112,7 @@ def main() -> None:
     start = time.time()
     for step in range(args.steps):
         offsets = rng.integers(0, ids.size - SEQUENCE - 1, size=BATCH)
-        batch = torch.from_numpy(np.stack([ids[o:o + SEQUENCE] for o in offsets]))
+        batch = torch.from_numpy(np.stack([ids[o : o + SEQUENCE] for o in offsets]))
         loss = model(batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -111,9 +126,20 @@ def main() -> None:
     (OUT / "bf16").mkdir(parents=True)
     model.eval().to(torch.bfloat16).save_pretrained(OUT / "bf16", safe_serialization=True)
     tokenizer.save(str(OUT / "bf16" / "tokenizer.json"))
-    (OUT / "bf16" / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "model_max_length": 4 * SEQUENCE, "clean_up_tokenization_spaces": False}, indent=2) + "\n")
+    (OUT / "bf16" / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "model_max_length": 4 * SEQUENCE,
+                "clean_up_tokenization_spaces": False,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     np.savetxt(OUT / "heldout.tokens", heldout[:4096][None], fmt="%d")
 
     from mxfp4.convert import convert

@@ -22,13 +22,29 @@ from .targets import TARGETS
 def run_atheris(target: str, seconds: int, out: Path, rss_limit_mb: int = 4096) -> tuple[int, int]:
     corpus = out / f"corpus-{target}"
     corpus.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "fuzz.atheris_entry", target, str(corpus), f"-max_total_time={seconds}", "-print_final_stats=1",
-               "-max_len=65536", f"-rss_limit_mb={rss_limit_mb}", "-timeout=60", f"-artifact_prefix={out}/{target}-", "-close_fd_mask=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "fuzz.atheris_entry",
+        target,
+        str(corpus),
+        f"-max_total_time={seconds}",
+        "-print_final_stats=1",
+        "-max_len=65536",
+        f"-rss_limit_mb={rss_limit_mb}",
+        "-timeout=60",
+        f"-artifact_prefix={out}/{target}-",
+        "-close_fd_mask=1",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     log = result.stdout + result.stderr
     (out / f"{target}.log").write_text(log)
     executions = int(m.group(1)) if (m := re.search(r"stat::number_of_executed_units:\s*(\d+)", log)) else 0
-    crashes = len(list(out.glob(f"{target}-crash-*"))) + len(list(out.glob(f"{target}-timeout-*"))) + len(list(out.glob(f"{target}-oom-*")))
+    crashes = (
+        len(list(out.glob(f"{target}-crash-*")))
+        + len(list(out.glob(f"{target}-timeout-*")))
+        + len(list(out.glob(f"{target}-oom-*")))
+    )
     if result.returncode != 0 and crashes == 0:
         crashes = 1  # died without an artifact: still a failure
     return executions, crashes
@@ -45,7 +61,12 @@ def run_hypothesis(target: str, seconds: float) -> tuple[int, int]:
     count = 0
 
     @settings(max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(st.binary(max_size=4096) | st.sampled_from(seeds(target)).flatmap(lambda s: st.binary(max_size=64).map(lambda p: s[: len(s) // 2] + p + s[len(s) // 2 + len(p):])))
+    @given(
+        st.binary(max_size=4096)
+        | st.sampled_from(seeds(target)).flatmap(
+            lambda s: st.binary(max_size=64).map(lambda p: s[: len(s) // 2] + p + s[len(s) // 2 + len(p) :])
+        )
+    )
     def check(data):
         nonlocal count
         count += 1
@@ -62,13 +83,17 @@ def run_hypothesis(target: str, seconds: float) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m fuzz", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--minutes", type=float)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--engine", choices=["atheris", "hypothesis"], default="atheris")
     parser.add_argument("--out", type=Path, default=Path("fuzz-out"))
-    parser.add_argument("--rss-limit-mb", type=int, default=4096, help="libFuzzer's memory limit for the atheris child (default 4096)")
+    parser.add_argument(
+        "--rss-limit-mb", type=int, default=4096, help="libFuzzer's memory limit for the atheris child (default 4096)"
+    )
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else (args.minutes or 1) * 60
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +102,9 @@ def main() -> None:
         executions, crashes = run_atheris(args.target, max(1, int(seconds)), args.out, args.rss_limit_mb)
     else:
         executions, crashes = run_hypothesis(args.target, seconds)
-    print(f"{args.target}: {executions} executions in {time.monotonic() - start:.0f} s, {crashes} crashes ({args.engine})")
+    print(
+        f"{args.target}: {executions} executions in {time.monotonic() - start:.0f} s, {crashes} crashes ({args.engine})"
+    )
     sys.exit(1 if crashes else 0)
 
 

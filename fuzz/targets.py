@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 
 import mxfp4
-from mxfp4.codec import layout, native
+from mxfp4 import layout
+from mxfp4.codec import native
 from mxfp4.convert import open_source
+from mxfp4.convert.stream import Dense
 from mxfp4.gpt_oss.tensors import canonical_tensors
-from mxfp4.convert.sources import Dense
-from mxfp4.storage.store import TensorStore
 from mxfp4.storage.safetensors_io import read_header
+from mxfp4.storage.store import TensorStore
 
 WORK = Path(tempfile.mkdtemp(prefix="mxfp4-fuzz-"))
 MAX_READ = 1 << 20  # tensors above this are checked, not read
@@ -52,7 +53,10 @@ def index_reader(data: bytes) -> None:
         root.mkdir(exist_ok=True)
         from safetensors.numpy import save_file
 
-        save_file({"a": np.zeros(4, np.float32), "b": np.ones((2, 3), np.uint8)}, str(root / "model-00001-of-00001.safetensors"))
+        save_file(
+            {"a": np.zeros(4, np.float32), "b": np.ones((2, 3), np.uint8)},
+            str(root / "model-00001-of-00001.safetensors"),
+        )
         _SHARD = True
     (root / "model.safetensors.index.json").write_bytes(data)
     store = TensorStore.open_dir(root)
@@ -124,20 +128,41 @@ TARGETS = {
 def seeds(target: str) -> list[bytes]:
     """Small valid inputs for the fuzzer to start from."""
     if target == "safetensors":
-        header = json.dumps({"__metadata__": {"format": "pt"}, "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
-                             "q_blocks": {"dtype": "U8", "shape": [1, 1, 16], "data_offsets": [16, 32]}}).encode()
+        header = json.dumps(
+            {
+                "__metadata__": {"format": "pt"},
+                "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                "q_blocks": {"dtype": "U8", "shape": [1, 1, 16], "data_offsets": [16, 32]},
+            }
+        ).encode()
         header += b" " * (-len(header) % 8)
         return [len(header).to_bytes(8, "little") + header + bytes(range(32))]
     if target == "index":
-        return [json.dumps({"metadata": {"total_size": 22}, "weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"}}).encode()]
+        return [
+            json.dumps(
+                {
+                    "metadata": {"total_size": 22},
+                    "weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"},
+                }
+            ).encode()
+        ]
     if target == "gguf":
         from mxfp4.convert import convert
         from mxfp4.testing import synthetic
 
         directory = WORK / "seed"
         if not (directory / "tiny.gguf").exists():
-            config = synthetic.hf_config(num_hidden_layers=2, num_local_experts=2, num_experts_per_tok=1, hidden_size=32, intermediate_size=32,
-                                         head_dim=16, num_attention_heads=2, num_key_value_heads=1, vocab_size=270)
+            config = synthetic.hf_config(
+                num_hidden_layers=2,
+                num_local_experts=2,
+                num_experts_per_tok=1,
+                hidden_size=32,
+                intermediate_size=32,
+                head_dim=16,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                vocab_size=270,
+            )
             synthetic.write_checkpoint(directory / "hf", config)
             convert(directory / "hf", directory / "tiny.gguf", to="gguf")
         return [(directory / "tiny.gguf").read_bytes()]

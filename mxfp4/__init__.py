@@ -7,11 +7,23 @@ and torch, in the gpt-oss / Hugging Face and GGUF layouts.
     ((2, 1, 16), (2, 1), 4.25)
 """
 
-from .codec import layout, rules
-from .codec.api import dequantize, quantize
+from .codec import repack as layout
+from .codec import rules
 from .codec.constants import BITS_PER_PARAM, BLOCK_SIZE
-from .errors import BackendUnavailableError, DTypeError, MXFP4Error, NonFiniteError, OptionError, ShapeError
+from .codec.decode import dequantize
+from .codec.encode import quantize
 from .codec.tensor import MXFP4Tensor
+from .errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    ConfigError,
+    DTypeError,
+    MissingDependencyError,
+    MXFP4Error,
+    NonFiniteError,
+    OptionError,
+    ShapeError,
+)
 
 __version__ = "0.1.0"
 
@@ -19,9 +31,12 @@ __all__ = [
     "BITS_PER_PARAM",
     "BLOCK_SIZE",
     "BackendUnavailableError",
+    "CheckpointError",
+    "ConfigError",
     "DTypeError",
     "MXFP4Error",
     "MXFP4Tensor",
+    "MissingDependencyError",
     "NonFiniteError",
     "OptionError",
     "ShapeError",

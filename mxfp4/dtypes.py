@@ -10,6 +10,30 @@ from .errors import DTypeError
 
 FLOAT_NAMES = ("float32", "float16", "bfloat16")
 
+# safetensors dtype codes: bytes per element, and the torch dtype holding the same bits.
+SAFETENSORS_CODES = {
+    "F64": (8, "float64"),
+    "F32": (4, "float32"),
+    "F16": (2, "float16"),
+    "BF16": (2, "bfloat16"),
+    "I64": (8, "int64"),
+    "I32": (4, "int32"),
+    "I16": (2, "int16"),
+    "I8": (1, "int8"),
+    "U8": (1, "uint8"),
+    "BOOL": (1, "bool"),
+    "U16": (2, "uint16"),
+    "U32": (4, "uint32"),
+    "U64": (8, "uint64"),
+    "F8_E4M3": (1, "float8_e4m3fn"),
+    "F8_E5M2": (1, "float8_e5m2"),
+}
+DTYPE_SIZES = {code: size for code, (size, _) in SAFETENSORS_CODES.items()}
+"""Bytes per element of each safetensors dtype code."""
+
+SAFETENSORS_CODE_OF = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+"""The safetensors code of each float dtype name the converters write."""
+
 
 def is_torch_tensor(value: Any) -> bool:
     module = type(value).__module__
@@ -21,14 +45,18 @@ def name_of(dtype: Any) -> str:
     if isinstance(dtype, str):
         return dtype
     text = str(dtype)
-    return text[len("torch."):] if text.startswith("torch.") else np.dtype(dtype).name
+    return text[len("torch.") :] if text.startswith("torch.") else np.dtype(dtype).name
 
 
 def float_name(value: Any, *, what: str) -> str:
     """The dtype name of a float input tensor, or a DTypeError saying what is accepted."""
     name = name_of(value.dtype)
     if name not in FLOAT_NAMES:
-        hint = " (convert with .astype(np.float32) first; float64 is refused so no value is rounded twice)" if name == "float64" else ""
+        hint = (
+            " (convert with .astype(np.float32) first; float64 is refused so no value is rounded twice)"
+            if name == "float64"
+            else ""
+        )
         raise DTypeError(f"{what} has dtype {name}; MXFP4 quantizes float32, float16 or bfloat16{hint}")
     return name
 
@@ -49,9 +77,15 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 def torch_dtype(name: str):
+    """A dtype name ('bfloat16', 'uint8', ...) -> the torch dtype."""
     import torch
 
     return getattr(torch, name)
+
+
+def torch_dtype_of_code(code: str):
+    """A safetensors dtype code ('BF16', 'U8', ...) -> the torch dtype holding the same bits."""
+    return torch_dtype(SAFETENSORS_CODES[code][1])
 
 
 def raw_numpy_view(x: np.ndarray, name: str) -> np.ndarray:

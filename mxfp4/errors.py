@@ -25,3 +25,15 @@ class OptionError(MXFP4Error, ValueError):
 
 class BackendUnavailableError(MXFP4Error, RuntimeError):
     """A requested backend cannot run here (missing extra, no GPU, native kernels not built)."""
+
+
+class CheckpointError(MXFP4Error):
+    """A checkpoint file is malformed, or an output cannot be written safely."""
+
+
+class ConfigError(MXFP4Error):
+    """config.json is missing, unreadable, or describes an impossible gpt-oss model."""
+
+
+class MissingDependencyError(MXFP4Error, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra to install."""

@@ -28,4 +28,8 @@ if ! python3 -c "import llama_cpp" 2>/dev/null; then
     python3 -m pip install --quiet "$SDIST"
 fi
 
+# Lint and formatting are part of passing (ruff, from the dev extra; configured in pyproject.toml).
+python3 -m ruff check .
+python3 -m ruff format --check .
+
 python3 -m pytest -q "$@"

@@ -5,22 +5,36 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mxfp4.cli.commands import main
+from mxfp4.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("target, name", [("gguf", "tiny.gguf"), ("bf16", "bf16"), ("original", "original"), ("mxfp4", "mx")])
+@pytest.mark.parametrize(
+    "target, name", [("gguf", "tiny.gguf"), ("bf16", "bf16"), ("original", "original"), ("mxfp4", "mx")]
+)
 def test_bundled_gpt_oss_converts_losslessly(tmp_path, target, name):
     runner = CliRunner()
     out = tmp_path / name
-    assert runner.invoke(main, ["convert", str(EXAMPLES / "tiny-gpt-oss"), str(out), "--to", target, "--force"]).exit_code == 0
+    assert (
+        runner.invoke(main, ["convert", str(EXAMPLES / "tiny-gpt-oss"), str(out), "--to", target, "--force"]).exit_code
+        == 0
+    )
     result = runner.invoke(main, ["verify", str(EXAMPLES / "tiny-gpt-oss"), str(out)])
     assert result.exit_code == 0 and "0 mismatched" in result.output
 
 
 def test_bundled_experts_quantize(tmp_path):
-    result = CliRunner().invoke(main, ["quantize", str(EXAMPLES / "tiny-experts.safetensors"), str(tmp_path / "q.safetensors"), "--include", r"experts\.(gate_up|down)_proj$"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "quantize",
+            str(EXAMPLES / "tiny-experts.safetensors"),
+            str(tmp_path / "q.safetensors"),
+            "--include",
+            r"experts\.(gate_up|down)_proj$",
+        ],
+    )
     assert result.exit_code == 0 and "2 tensors packed" in result.output
 
 
@@ -45,13 +59,18 @@ def test_trained_model_matches_transformers():
 
 def test_repo_quality_gate_passes():
     # The repo gates its own bundled model: the MXFP4 form against the bf16 one on held-out tokens.
-    result = CliRunner().invoke(main, ["eval", "gate", str(TRAINED / "mxfp4"), "--baseline", str(TRAINED / "quality.json")])
+    result = CliRunner().invoke(
+        main, ["eval", "gate", str(TRAINED / "mxfp4"), "--baseline", str(TRAINED / "quality.json")]
+    )
     assert result.exit_code == 0, result.output
     assert "5 of 5 checks passed" in result.output
 
 
 def test_trained_model_to_gguf_and_back(tmp_path):
     runner = CliRunner()
-    assert runner.invoke(main, ["convert", str(TRAINED / "mxfp4"), str(tmp_path / "t.gguf"), "--to", "gguf"]).exit_code == 0
+    assert (
+        runner.invoke(main, ["convert", str(TRAINED / "mxfp4"), str(tmp_path / "t.gguf"), "--to", "gguf"]).exit_code
+        == 0
+    )
     result = runner.invoke(main, ["verify", str(TRAINED / "mxfp4"), str(tmp_path / "t.gguf")])
     assert result.exit_code == 0 and "0 mismatched" in result.output

@@ -1,5 +1,6 @@
-"""The ``mxfp4`` command line."""
+"""The ``mxfp4`` command line: parse, call one library function, print."""
 
-from .commands import main
+from . import codec_commands, convert_commands, eval_commands
+from .group import main
 
-__all__ = ["main"]
+__all__ = ["codec_commands", "convert_commands", "eval_commands", "main"]

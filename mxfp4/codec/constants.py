@@ -47,7 +47,7 @@ E2M1_VALUES = np.array(
 E2M1_MAGNITUDES = E2M1_VALUES[:8]
 """Magnitudes of codes 0..7, in increasing order, so a magnitude code is its index here."""
 
-# Midpoints between neighbouring magnitudes: |r| beyond THRESHOLDS[i] rounds to a magnitude code > i.
+# Midpoints between neighbouring magnitudes: |r| beyond E2M1_MIDPOINTS[i] rounds to a magnitude code > i.
 # Which midpoints round up is the tie rule; see mxfp4.rules.
 E2M1_MIDPOINTS = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], dtype=np.float32)
 """Exact midpoints between the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6."""

@@ -1,4 +1,5 @@
-"""Where MXFP4 bits sit in memory: pure byte moves, no rounding. Every function has its inverse here.
+"""Where MXFP4 bits sit in memory: pure byte moves in numpy, no rounding, the executable spec of the
+layouts (mxfp4.codec.repack runs the same moves in C when built). Every function has its inverse here.
 
 gpt-oss / Hugging Face layout (also torchao, triton_kernels, ModelOpt), per block of 32 codes c[0..31]:
 
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import BLOCK_SIZE, GGUF_BYTES_PER_BLOCK, PACKED_BYTES_PER_BLOCK
 from ..dtypes import name_of
 from ..errors import DTypeError, ShapeError
+from .constants import BLOCK_SIZE, GGUF_BYTES_PER_BLOCK, PACKED_BYTES_PER_BLOCK
 
 _LO = np.uint8(0x0F)
 _HI = np.uint8(0xF0)
@@ -103,58 +104,49 @@ def gguf_to_hf_nibbles(qs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _native():
-    """The C kernels when built (imported late: mxfp4.native itself builds on this module)."""
-    from . import native
-
-    return native if native.available() else None
-
-
-def hf_to_gguf(blocks: np.ndarray, scales: np.ndarray, *, backend: str = "auto") -> np.ndarray:
-    """HF ``(blocks [..., n, 16], scales [..., n])`` -> GGUF ``block_mxfp4`` bytes [..., n, 17].
-
-    backend: 'auto' uses the C kernel when built, 'numpy' this module's reference; same bytes.
-    """
+def hf_to_gguf(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """HF ``(blocks [..., n, 16], scales [..., n])`` -> GGUF ``block_mxfp4`` bytes [..., n, 17]."""
     check_blocks_scales(blocks, scales)
-    kernels = _native() if backend == "auto" else None
-    if kernels is not None:
-        flat = kernels.hf_to_gguf(np.ascontiguousarray(blocks).reshape(-1, PACKED_BYTES_PER_BLOCK), np.ascontiguousarray(scales).reshape(-1))
-        return flat.reshape(blocks.shape[:-1] + (GGUF_BYTES_PER_BLOCK,))
     raw = np.empty(blocks.shape[:-1] + (GGUF_BYTES_PER_BLOCK,), dtype=np.uint8)
     raw[..., 0] = scales
     _hf_nibbles_to_gguf(blocks, raw[..., 1:])
     return raw
 
 
-def hf_to_gguf_split_rows(blocks: np.ndarray, scales: np.ndarray, *, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def check_interleaved_rows(blocks: np.ndarray) -> None:
+    """Raise unless blocks is [rows, n_blocks, 16] with an even number of rows (gate/up pairs)."""
+    if blocks.ndim != 3 or blocks.shape[0] % 2:
+        raise ShapeError(
+            f"blocks has shape {tuple(blocks.shape)}; expected [rows, n_blocks, 16] with an even number of rows"
+        )
+
+
+def hf_to_gguf_split_rows(blocks: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """HF (blocks [R, n, 16], scales [R, n]) with R even -> GGUF bytes of rows 0, 2, 4, ... and of rows
     1, 3, 5, ... ([R/2, n, 17] each): gpt-oss's interleaved gate/up rows as llama.cpp's two tensors."""
     check_blocks_scales(blocks, scales)
-    if blocks.ndim != 3 or blocks.shape[0] % 2:
-        raise ShapeError(f"blocks has shape {tuple(blocks.shape)}; expected [rows, n_blocks, 16] with an even number of rows")
-    kernels = _native() if backend == "auto" else None
-    if kernels is not None:
-        return kernels.hf_to_gguf_split_rows(np.ascontiguousarray(blocks), np.ascontiguousarray(scales))
-    raw = hf_to_gguf(blocks, scales, backend=backend)
+    check_interleaved_rows(blocks)
+    raw = hf_to_gguf(blocks, scales)
     return np.ascontiguousarray(raw[0::2]), np.ascontiguousarray(raw[1::2])
 
 
-def gguf_to_hf(raw: np.ndarray, *, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """GGUF ``block_mxfp4`` bytes [..., n, 17] -> HF ``(blocks [..., n, 16], scales [..., n])``.
-
-    The gguf package stores a tensor as flat rows [..., n * 17]: pass them through
-    ``gguf_rows_to_blocks`` first. backend as for hf_to_gguf.
-    """
+def check_gguf_blocks(raw: np.ndarray) -> None:
+    """Raise unless raw is uint8 [..., n_blocks, 17]."""
     _require_uint8("raw", raw)
     if raw.ndim < 1 or raw.shape[-1] != GGUF_BYTES_PER_BLOCK:
         raise ShapeError(
             f"GGUF MXFP4 data has shape {tuple(raw.shape)}; expected [..., n_blocks, 17] "
             f"(1 scale byte + 16 code bytes per block); use gguf_rows_to_blocks for flat rows"
         )
-    kernels = _native() if backend == "auto" else None
-    if kernels is not None:
-        blocks, scales = kernels.gguf_to_hf(np.ascontiguousarray(raw).reshape(-1, GGUF_BYTES_PER_BLOCK))
-        return blocks.reshape(raw.shape[:-1] + (PACKED_BYTES_PER_BLOCK,)), scales.reshape(raw.shape[:-1])
+
+
+def gguf_to_hf(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GGUF ``block_mxfp4`` bytes [..., n, 17] -> HF ``(blocks [..., n, 16], scales [..., n])``.
+
+    The gguf package stores a tensor as flat rows [..., n * 17]: pass them through
+    ``gguf_rows_to_blocks`` first.
+    """
+    check_gguf_blocks(raw)
     scales = np.ascontiguousarray(raw[..., 0])
     blocks = np.empty(raw.shape[:-1] + (PACKED_BYTES_PER_BLOCK,), dtype=np.uint8)
     _gguf_nibbles_to_hf(raw[..., 1:], blocks)
@@ -175,3 +167,14 @@ def gguf_rows_to_blocks(raw_rows: np.ndarray) -> np.ndarray:
 def logical_shape(blocks_shape: tuple[int, ...]) -> tuple[int, ...]:
     """[..., n, 16] -> the logical element shape [..., n * 32]."""
     return tuple(blocks_shape[:-2]) + (blocks_shape[-2] * BLOCK_SIZE,)
+
+
+def packed_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Logical [..., K] (K a multiple of 32) -> the shapes of its blocks [..., K/32, 16] and scales [..., K/32]."""
+    *lead, k = shape
+    return (*lead, k // BLOCK_SIZE, PACKED_BYTES_PER_BLOCK), (*lead, k // BLOCK_SIZE)
+
+
+def packed_nbytes(numel: int) -> int:
+    """Bytes of blocks plus scales for numel elements (a multiple of 32): 17 per block of 32."""
+    return numel // BLOCK_SIZE * GGUF_BYTES_PER_BLOCK

@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from .constants import BLOCK_SIZE, PACKED_BYTES_PER_BLOCK
 from ..dtypes import numpy_dtype
 from ..errors import BackendUnavailableError
+from .constants import BLOCK_SIZE, PACKED_BYTES_PER_BLOCK
 from .reference import decode_blocks
 from .rules import ROUNDING_IDS, RULE_IDS
 
@@ -46,7 +46,14 @@ def _library() -> ctypes.CDLL | None:
     lib.mx_hf_to_gguf.argtypes = [_P, _P, _I64, _P]
     lib.mx_gguf_to_hf.argtypes = [_P, _I64, _P, _P]
     lib.mx_hf_to_gguf_split_rows.argtypes = [_P, _P, _I64, _I64, _I64, _P, _P]
-    for fn in (lib.mx_encode, lib.mx_decode16, lib.mx_decode32, lib.mx_hf_to_gguf, lib.mx_gguf_to_hf, lib.mx_hf_to_gguf_split_rows):
+    for fn in (
+        lib.mx_encode,
+        lib.mx_decode16,
+        lib.mx_decode32,
+        lib.mx_hf_to_gguf,
+        lib.mx_gguf_to_hf,
+        lib.mx_hf_to_gguf_split_rows,
+    ):
         fn.restype = None
     return lib
 
@@ -110,8 +117,14 @@ def encode(x_raw: np.ndarray, kind: str, scale_rule: str, rounding: str) -> tupl
 
     def task(start: int, stop: int) -> None:
         lib.mx_encode(
-            _address(x_raw, start * BLOCK_SIZE * element_bytes), kind_id, stop - start, rule_id, rounding_id,
-            table_address, _address(blocks, start * PACKED_BYTES_PER_BLOCK), _address(scales, start),
+            _address(x_raw, start * BLOCK_SIZE * element_bytes),
+            kind_id,
+            stop - start,
+            rule_id,
+            rounding_id,
+            table_address,
+            _address(blocks, start * PACKED_BYTES_PER_BLOCK),
+            _address(scales, start),
         )
 
     _run_chunked(n_blocks, task)
@@ -142,8 +155,11 @@ def decode_into(blocks: np.ndarray, scales: np.ndarray, dtype_name: str, out: np
 
     def task(start: int, stop: int) -> None:
         kernel(
-            _address(blocks, start * PACKED_BYTES_PER_BLOCK), _address(scales, start), stop - start,
-            _address(table), _address(out, start * PACKED_BYTES_PER_BLOCK * word_bytes),
+            _address(blocks, start * PACKED_BYTES_PER_BLOCK),
+            _address(scales, start),
+            stop - start,
+            _address(table),
+            _address(out, start * PACKED_BYTES_PER_BLOCK * word_bytes),
         )
 
     _run_chunked(blocks.shape[0], task)
@@ -155,7 +171,9 @@ def hf_to_gguf(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     raw = np.empty((blocks.shape[0], PACKED_BYTES_PER_BLOCK + 1), dtype=np.uint8)
 
     def task(start: int, stop: int) -> None:
-        lib.mx_hf_to_gguf(_address(blocks, start * 16), _address(scales, start), stop - start, _address(raw, start * 17))
+        lib.mx_hf_to_gguf(
+            _address(blocks, start * 16), _address(scales, start), stop - start, _address(raw, start * 17)
+        )
 
     _run_chunked(blocks.shape[0], task)
     return raw
@@ -171,7 +189,9 @@ def hf_to_gguf_split_rows(blocks: np.ndarray, scales: np.ndarray) -> tuple[np.nd
     step = max(2, (CHUNK_BLOCKS // max(per_row, 1)) // 2 * 2)  # whole row pairs per task
 
     def task(start: int, stop: int) -> None:
-        lib.mx_hf_to_gguf_split_rows(_address(blocks), _address(scales), start, stop, per_row, _address(even), _address(odd))
+        lib.mx_hf_to_gguf_split_rows(
+            _address(blocks), _address(scales), start, stop, per_row, _address(even), _address(odd)
+        )
 
     _run_chunked(rows, task, step)
     return even, odd
@@ -185,7 +205,9 @@ def gguf_to_hf(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scales = np.empty(n_blocks, dtype=np.uint8)
 
     def task(start: int, stop: int) -> None:
-        lib.mx_gguf_to_hf(_address(raw, start * 17), stop - start, _address(blocks, start * 16), _address(scales, start))
+        lib.mx_gguf_to_hf(
+            _address(raw, start * 17), stop - start, _address(blocks, start * 16), _address(scales, start)
+        )
 
     _run_chunked(n_blocks, task)
     return blocks, scales

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import BLOCK_SIZE, E2M1_MAGNITUDES, E2M1_MIDPOINTS, E2M1_SIGN_BIT, E2M1_VALUES, E8M0_BIAS, E8M0_MAX_FINITE, E8M0_NAN
+from .constants import (
+    BLOCK_SIZE,
+    E2M1_MAGNITUDES,
+    E2M1_MIDPOINTS,
+    E2M1_SIGN_BIT,
+    E2M1_VALUES,
+    E8M0_BIAS,
+    E8M0_MAX_FINITE,
+    E8M0_NAN,
+)
 from .layout import pack_codes, unpack_codes
 from .rules import MANTISSA_BUMP_AT, TIE_ROUNDS_UP
 

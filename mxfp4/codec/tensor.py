@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .constants import BITS_PER_PARAM, BLOCK_SIZE
 from ..dtypes import is_torch_tensor
 from ..errors import MXFP4Error, OptionError
+from . import repack
+from .constants import BITS_PER_PARAM, BLOCK_SIZE
+from .decode import dequantize
 from .layout import check_blocks_scales, logical_shape
 
 BLOCKS_SUFFIX = "_blocks"
@@ -54,8 +56,6 @@ class MXFP4Tensor:
         return self.nbytes * 8 / self.numel if self.numel else BITS_PER_PARAM
 
     def dequantize(self, dtype: Any = None, *, backend: str = "auto") -> Any:
-        from .api import dequantize
-
         return dequantize(self.blocks, self.scales, dtype, backend=backend)
 
     def to_state_dict(self, name: str) -> dict[str, Any]:
@@ -78,16 +78,12 @@ class MXFP4Tensor:
 
     def to_gguf(self) -> Any:
         """GGUF block_mxfp4 bytes [..., K/32, 17] (numpy), a lossless byte move."""
-        from .layout import hf_to_gguf
-
-        return hf_to_gguf(_numpy(self.blocks), _numpy(self.scales))
+        return repack.hf_to_gguf(_numpy(self.blocks), _numpy(self.scales))
 
     @classmethod
     def from_gguf(cls, raw: Any) -> "MXFP4Tensor":
         """From GGUF block_mxfp4 bytes [..., n, 17]; the inverse of to_gguf."""
-        from .layout import gguf_to_hf
-
-        return cls(*gguf_to_hf(_numpy(raw)))
+        return cls(*repack.gguf_to_hf(_numpy(raw)))
 
     def __repr__(self) -> str:
         kind = "torch" if is_torch_tensor(self.blocks) else "numpy"

@@ -11,7 +11,15 @@ from functools import lru_cache
 import torch
 
 from . import reference
-from .constants import BLOCK_SIZE, CANONICAL_NAN_BITS, E2M1_MIDPOINTS, E2M1_SIGN_BIT, E2M1_VALUES, E8M0_MAX_FINITE, E8M0_NAN
+from .constants import (
+    BLOCK_SIZE,
+    CANONICAL_NAN_BITS,
+    E2M1_MIDPOINTS,
+    E2M1_SIGN_BIT,
+    E2M1_VALUES,
+    E8M0_MAX_FINITE,
+    E8M0_NAN,
+)
 from .rules import MANTISSA_BUMP_AT, TIE_ROUNDS_UP
 
 _ABS_MASK = 0x7FFFFFFF
@@ -85,7 +93,9 @@ def unpack_codes(blocks: torch.Tensor) -> torch.Tensor:
     return torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).flatten(-2)
 
 
-def encode_blocks(x: torch.Tensor, scale_rule: str = "floor", rounding: str = "rne") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_blocks(
+    x: torch.Tensor, scale_rule: str = "floor", rounding: str = "rne"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 [N, 32] -> (packed uint8 [N, 16], scales uint8 [N]); non-finite blocks get 0xFF."""
     assert x.dtype == torch.float32 and x.dim() == 2 and x.shape[1] == BLOCK_SIZE
     signed_bits = x.view(torch.int32)

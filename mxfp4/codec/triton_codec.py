@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from .constants import CANONICAL_NAN_BITS
-from .rules import RULE_IDS, ROUNDING_IDS
+from .rules import ROUNDING_IDS, RULE_IDS
+from .triton_decode import e2m1_values, e8m0_values
 
 BLOCKS_PER_PROGRAM = 64
 RULE_FLOOR, RULE_ROUND_UP, RULE_EVEN = RULE_IDS["floor"], RULE_IDS["round_up"], RULE_IDS["even"]
@@ -21,7 +22,9 @@ ROUND_RNE = ROUNDING_IDS["rne"]
 
 
 @triton.jit
-def _encode_kernel(x_ptr, blocks_ptr, scales_ptr, n_blocks, RULE: tl.constexpr, ROUNDING: tl.constexpr, BPP: tl.constexpr):
+def _encode_kernel(
+    x_ptr, blocks_ptr, scales_ptr, n_blocks, RULE: tl.constexpr, ROUNDING: tl.constexpr, BPP: tl.constexpr
+):
     rows = tl.program_id(0) * BPP + tl.arange(0, BPP)  # [BPP] block indices
     valid = rows < n_blocks
     cols = tl.arange(0, 32)
@@ -40,12 +43,26 @@ def _encode_kernel(x_ptr, blocks_ptr, scales_ptr, n_blocks, RULE: tl.constexpr, 
     inv_bits = tl.where(s < 254, (254 - s) << 23, 0x00400000)  # 2**(127 - s); 2**-127 is subnormal
     r = magnitude_bits.to(tl.float32, bitcast=True) * inv_bits.to(tl.float32, bitcast=True)[:, None]
     if ROUNDING == 0:  # rne: ties at 0.75, 1.75, 3.5 go up to the even code
-        m = (r > 0.25).to(tl.int32) + (r >= 0.75).to(tl.int32) + (r > 1.25).to(tl.int32) + (r >= 1.75).to(tl.int32) \
-            + (r > 2.5).to(tl.int32) + (r >= 3.5).to(tl.int32) + (r > 5.0).to(tl.int32)
+        m = (
+            (r > 0.25).to(tl.int32)
+            + (r >= 0.75).to(tl.int32)
+            + (r > 1.25).to(tl.int32)
+            + (r >= 1.75).to(tl.int32)
+            + (r > 2.5).to(tl.int32)
+            + (r >= 3.5).to(tl.int32)
+            + (r > 5.0).to(tl.int32)
+        )
         sign = (bits < 0).to(tl.int32)
     else:  # ggml: ties toward zero, and zero is always +0
-        m = (r > 0.25).to(tl.int32) + (r > 0.75).to(tl.int32) + (r > 1.25).to(tl.int32) + (r > 1.75).to(tl.int32) \
-            + (r > 2.5).to(tl.int32) + (r > 3.5).to(tl.int32) + (r > 5.0).to(tl.int32)
+        m = (
+            (r > 0.25).to(tl.int32)
+            + (r > 0.75).to(tl.int32)
+            + (r > 1.25).to(tl.int32)
+            + (r > 1.75).to(tl.int32)
+            + (r > 2.5).to(tl.int32)
+            + (r > 3.5).to(tl.int32)
+            + (r > 5.0).to(tl.int32)
+        )
         sign = ((bits < 0) & (m != 0)).to(tl.int32)
     codes = tl.where(nonfinite[:, None], 0, m | (sign << 3))  # [BPP, 32]
     low, high = tl.split(tl.reshape(codes, (BPP, 16, 2)))  # elements 2j and 2j + 1
@@ -55,17 +72,16 @@ def _encode_kernel(x_ptr, blocks_ptr, scales_ptr, n_blocks, RULE: tl.constexpr, 
 
 
 @triton.jit
-def _decode_kernel(blocks_ptr, scales_ptr, out_ptr, n_blocks, NAN_BITS: tl.constexpr, OUT_BF16: tl.constexpr, BPP: tl.constexpr):
+def _decode_kernel(
+    blocks_ptr, scales_ptr, out_ptr, n_blocks, NAN_BITS: tl.constexpr, OUT_BF16: tl.constexpr, BPP: tl.constexpr
+):
     rows = tl.program_id(0) * BPP + tl.arange(0, BPP)
     valid = rows < n_blocks
-    packed = tl.load(blocks_ptr + rows[:, None] * 16 + tl.arange(0, 16)[None, :], mask=valid[:, None], other=0).to(tl.int32)
+    packed = tl.load(blocks_ptr + rows[:, None] * 16 + tl.arange(0, 16)[None, :], mask=valid[:, None], other=0).to(
+        tl.int32
+    )
     s = tl.load(scales_ptr + rows, mask=valid, other=0).to(tl.int32)
-    codes = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BPP, 32))  # element 2j low nibble, 2j + 1 high
-    m = codes & 7
-    magnitude = tl.where(m < 4, m.to(tl.float32) * 0.5, tl.where(m < 7, (m - 2).to(tl.float32), 6.0))
-    value = tl.where((codes & 8) != 0, -magnitude, magnitude)
-    scale_bits = tl.where(s > 0, s << 23, 0x00400000)  # 2**(s - 127); 2**-127 is subnormal
-    value = value * scale_bits.to(tl.float32, bitcast=True)[:, None]  # exact, or +-inf past float32
+    value = e2m1_values(packed, BPP, 32) * e8m0_values(s)[:, None]  # exact, or +-inf past float32
     if OUT_BF16:
         # Round to nearest even on the bit pattern: bfloat16 is float32's top half, so this is exact for
         # normals, subnormals and infinities alike (not every backend's conversion keeps subnormals).
@@ -85,7 +101,9 @@ def _grid(n_blocks: int):
     return (triton.cdiv(n_blocks, BLOCKS_PER_PROGRAM),)
 
 
-def encode_blocks(x: torch.Tensor, scale_rule: str = "floor", rounding: str = "rne") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_blocks(
+    x: torch.Tensor, scale_rule: str = "floor", rounding: str = "rne"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 / float16 / bfloat16 [N, 32] -> (packed uint8 [N, 16], scales uint8 [N])."""
     if scale_rule == "mse":
         from . import torch_codec
@@ -96,7 +114,9 @@ def encode_blocks(x: torch.Tensor, scale_rule: str = "floor", rounding: str = "r
     blocks = torch.empty((n, 16), dtype=torch.uint8, device=x.device)
     scales = torch.empty((n,), dtype=torch.uint8, device=x.device)
     if n:
-        _encode_kernel[_grid(n)](x, blocks, scales, n, RULE=RULE_IDS[scale_rule], ROUNDING=ROUNDING_IDS[rounding], BPP=BLOCKS_PER_PROGRAM)
+        _encode_kernel[_grid(n)](
+            x, blocks, scales, n, RULE=RULE_IDS[scale_rule], ROUNDING=ROUNDING_IDS[rounding], BPP=BLOCKS_PER_PROGRAM
+        )
     return blocks, scales
 
 
@@ -106,5 +126,13 @@ def decode_blocks(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype
     out = torch.empty((n, 32), dtype=dtype, device=blocks.device)
     if n:
         nan_bits = CANONICAL_NAN_BITS[str(dtype).removeprefix("torch.")]
-        _decode_kernel[_grid(n)](blocks.contiguous(), scales.contiguous(), out, n, NAN_BITS=nan_bits, OUT_BF16=dtype == torch.bfloat16, BPP=BLOCKS_PER_PROGRAM)
+        _decode_kernel[_grid(n)](
+            blocks.contiguous(),
+            scales.contiguous(),
+            out,
+            n,
+            NAN_BITS=nan_bits,
+            OUT_BF16=dtype == torch.bfloat16,
+            BPP=BLOCKS_PER_PROGRAM,
+        )
     return out

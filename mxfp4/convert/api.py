@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..codec.measure import progress_bar
 from ..codec.rules import check_options
-from ..storage.safetensors_io import CheckpointError
-from .engine import total_bytes, write_shards
+from ..dtypes import FLOAT_NAMES
+from ..errors import CheckpointError
+from ..progress import progress_bar
 from ..storage.atomic import atomic_directory
+from ..storage.shards import total_bytes, write_shards
 from ..storage.space import check_free_space, parse_size
+from .gguf_writer import write_gguf
+from .result import ConvertResult
 from .sources import open_source
 from .writers import hf_jobs, original_dtypes, original_jobs
 
 TARGETS = ("mxfp4", "bf16", "original", "gguf")
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    output: Path
-    source_kind: str
-    target: str
-    bytes_in: int
-    bytes_out: int
-    files: list[Path]
 
 
 def convert(
@@ -50,16 +42,16 @@ def convert(
     if to not in TARGETS:
         raise CheckpointError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
     check_options(scale_rule, rounding)
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise CheckpointError(f"--dtype {dtype!r} is not one of bfloat16, float16, float32")
+    if dtype not in FLOAT_NAMES:
+        raise CheckpointError(f"--dtype {dtype!r} is not one of {', '.join(FLOAT_NAMES)}")
     shard_bytes = parse_size(max_shard_size)
     source = open_source(src)
     dst = Path(dst)
     if dst.resolve() == source.path.resolve() or source.path.resolve() in dst.resolve().parents:
-        raise CheckpointError(f"{dst} is inside the source {source.path}; write the output elsewhere (the source is never modified)")
+        raise CheckpointError(
+            f"{dst} is inside the source {source.path}; write the output elsewhere (the source is never modified)"
+        )
     if to == "gguf":
-        from .gguf_writer import write_gguf
-
         return write_gguf(source, dst, force=force, progress=progress, scale_rule=scale_rule, rounding=rounding)
     if to == "original":
         jobs = original_jobs(source, scale_rule=scale_rule, rounding=rounding)

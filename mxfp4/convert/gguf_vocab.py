@@ -7,10 +7,39 @@ import json
 import re
 from pathlib import Path
 
-from ..storage.safetensors_io import CheckpointError
+import gguf
+from gguf import TokenType
 
-NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
+from ..errors import CheckpointError
+from .gguf_fields import read_field
+
 LOOKS_SPECIAL = re.compile(r"^<\|.*\|>$")
+
+
+def byte_level_bpe(vocab: dict[str, int], merges: list, added: list[dict]) -> dict:
+    """A tokenizer.json for a byte-level BPE vocabulary (GPT-2 / o200k style), as the tokenizers library writes it."""
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": merges,
+        },
+    }
 
 
 def vocab_tokens(tokenizer_json: Path, vocab_size: int) -> tuple[list[str], list[int]]:
@@ -27,21 +56,21 @@ def vocab_tokens(tokenizer_json: Path, vocab_size: int) -> tuple[list[str], list
     for i in range(vocab_size):
         if i not in by_id:
             tokens.append(f"[PAD{i}]")
-            types.append(UNUSED)
+            types.append(TokenType.UNUSED)
         elif i in added:
             token = by_id[i]
             tokens.append(token)
-            types.append(CONTROL if added[i].get("special") or LOOKS_SPECIAL.match(token) else USER_DEFINED)
+            types.append(
+                TokenType.CONTROL if added[i].get("special") or LOOKS_SPECIAL.match(token) else TokenType.USER_DEFINED
+            )
         else:
             tokens.append(by_id[i])
-            types.append(NORMAL)
+            types.append(TokenType.NORMAL)
     return tokens, types
 
 
 def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
     """tokenizer.ggml.* keys: tokens, types, merges, special ids, chat template."""
-    import gguf
-
     tokenizer_json = directory / "tokenizer.json"
     if not tokenizer_json.is_file():
         raise CheckpointError(f"{directory}: no tokenizer.json; llama.cpp needs the tokenizer inside the GGUF")
@@ -53,3 +82,56 @@ def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
     # Merges, bos/eos/pad ids and the chat template: the gguf package's SpecialVocab reads
     # tokenizer.json, tokenizer_config.json and config.json exactly as llama.cpp's converter does.
     gguf.SpecialVocab(directory, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
+
+
+def tokenizer_files(reader, path: Path) -> dict[str, str]:
+    """tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from a GGUF's vocabulary
+    (``reader``: a gguf.GGUFReader of ``path``): the inverse of add_tokenizer. {} when it holds none."""
+    r, p = reader, path
+    tokens = read_field(r, "tokenizer.ggml.tokens", p, default=[], required=False)
+    if not tokens:
+        return {}
+    types = read_field(r, "tokenizer.ggml.token_type", p, default=[TokenType.NORMAL] * len(tokens), required=False)
+    merges = read_field(r, "tokenizer.ggml.merges", p, default=[], required=False)
+    vocab, added = {}, []
+    for i, (token, kind) in enumerate(zip(tokens, types)):
+        if kind == TokenType.UNUSED:
+            continue
+        if kind in (TokenType.CONTROL, TokenType.USER_DEFINED):
+            added.append(
+                {
+                    "id": i,
+                    "content": token,
+                    "single_word": False,
+                    "lstrip": False,
+                    "rstrip": False,
+                    "normalized": False,
+                    "special": kind == TokenType.CONTROL,
+                }
+            )
+        else:
+            vocab[token] = i
+    tokenizer = byte_level_bpe(vocab, list(merges), added)
+    special = {k: read_field(r, f"tokenizer.ggml.{k}_token_id", p, required=False) for k in ("bos", "eos", "padding")}
+    names = {"bos": "bos_token", "eos": "eos_token", "padding": "pad_token"}
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        **{names[k]: tokens[int(v)] for k, v in special.items() if v is not None},
+    }
+    template = read_field(r, "tokenizer.chat_template", p, required=False)
+    if template:
+        tokenizer_config["chat_template"] = template
+    generation = {
+        k + "_token_id": int(v)
+        for k, v in (("bos", special["bos"]), ("eos", special["eos"]), ("pad", special["padding"]))
+        if v is not None
+    }
+    return {
+        name: json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+        for name, content in {
+            "tokenizer.json": tokenizer,
+            "tokenizer_config.json": tokenizer_config,
+            "generation_config.json": generation,
+        }.items()
+    }

@@ -14,14 +14,18 @@ from typing import Callable
 
 import numpy as np
 
-from ..codec import layout
-from ..storage.atomic import atomic_output
-from ..gpt_oss.gguf_names import gguf_names, keeps_float32
-from .gguf_vocab import add_tokenizer
-from ..gpt_oss.tensors import canonical_tensors
-from .sources import Dense, Expert, Source
-from .engine import bounded_parallel, row_ranges
+from ..codec import repack
+from ..codec.constants import PACKED_BYTES_PER_BLOCK
+from ..codec.layout import packed_nbytes
 from ..dtypes import raw_bytes
+from ..gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
+from ..progress import progress_bar
+from ..storage.atomic import atomic_output
+from ..storage.space import check_free_space
+from .gguf_vocab import add_tokenizer
+from .readahead import bounded_parallel, row_ranges
+from .result import ConvertResult
+from .stream import Dense, Expert, Source
 from .transform import packed_expert
 
 FILE_TYPE_MXFP4_MOE = 38  # llama.cpp's LLAMA_FTYPE_MOSTLY_MXFP4_MOE
@@ -45,7 +49,11 @@ def _dense_pieces(name: str, read: Dense):
     import gguf
 
     as_f32 = keeps_float32(name, len(read.shape)) or read.dtype == "F32"
-    qtype = gguf.GGMLQuantizationType.F32 if as_f32 else {"BF16": gguf.GGMLQuantizationType.BF16, "F16": gguf.GGMLQuantizationType.F16}[read.dtype]
+    qtype = (
+        gguf.GGMLQuantizationType.F32
+        if as_f32
+        else {"BF16": gguf.GGMLQuantizationType.BF16, "F16": gguf.GGMLQuantizationType.F16}[read.dtype]
+    )
     itemsize = 4 if as_f32 else 2
     shape = tuple(read.shape[:-1]) + (read.shape[-1] * itemsize,)
     total = int(np.prod(shape))
@@ -57,7 +65,14 @@ def _dense_pieces(name: str, read: Dense):
     if rows is None:
         return shape, qtype, [Piece([(name, 0)], lambda: [convert(read.load())], total)]
     row_bytes = total // read.shape[0]
-    return shape, qtype, [Piece([(name, a * row_bytes)], lambda a=a, b=b: [convert(read.rows(a, b))], (b - a) * row_bytes) for a, b in rows]
+    return (
+        shape,
+        qtype,
+        [
+            Piece([(name, a * row_bytes)], lambda a=a, b=b: [convert(read.rows(a, b))], (b - a) * row_bytes)
+            for a, b in rows
+        ],
+    )
 
 
 def _bias_pieces(names: tuple[str, str], read: Dense):
@@ -75,17 +90,20 @@ def _expert_pieces(names: tuple[str, ...], read: Expert, *, scale_rule: str, rou
     """(byte shape per GGUF tensor, pieces): one piece per expert, writing its rows of every tensor
     (gate and up are the even and odd rows of gpt-oss's gate_up_proj, repacked in one pass)."""
     experts, out_rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
-    shape = (experts, out_rows // len(names), cols // 32 * 17)
+    shape = (experts, out_rows // len(names), packed_nbytes(cols))
     per_expert = int(np.prod(shape[1:]))
 
     def produce(e: int) -> list:
         blocks, scales = packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)
-        blocks, scales = blocks.reshape(out_rows, -1, 16), scales.reshape(out_rows, -1)
+        blocks, scales = blocks.reshape(out_rows, -1, PACKED_BYTES_PER_BLOCK), scales.reshape(out_rows, -1)
         if len(names) == 1:
-            return [layout.hf_to_gguf(blocks, scales)]
-        return list(layout.hf_to_gguf_split_rows(blocks, scales))
+            return [repack.hf_to_gguf(blocks, scales)]
+        return list(repack.hf_to_gguf_split_rows(blocks, scales))
 
-    return shape, [Piece([(n, e * per_expert) for n in names], lambda e=e: produce(e), len(names) * per_expert) for e in range(experts)]
+    return shape, [
+        Piece([(n, e * per_expert) for n in names], lambda e=e: produce(e), len(names) * per_expert)
+        for e in range(experts)
+    ]
 
 
 def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
@@ -94,15 +112,19 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
         done += os.pwrite(fd, view[done:], offset + done)
 
 
-def write_gguf(source: Source, dst, *, force: bool = False, progress: bool = False, scale_rule: str = "round_up", rounding: str = "rne"):
+def write_gguf(
+    source: Source,
+    dst,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    scale_rule: str = "round_up",
+    rounding: str = "rne",
+):
     """Write ``source`` as a GGUF file. The header fixes every tensor's place, so the data is written by
     two threads at their own offsets (each reads, repacks and writes its piece), overlapping reading,
     repacking and the kernel's copy into the page cache."""
     import gguf
-
-    from ..codec.measure import progress_bar
-    from .api import ConvertResult
-    from ..storage.space import check_free_space
 
     config = source.config
     dst = Path(dst)
@@ -112,7 +134,9 @@ def write_gguf(source: Source, dst, *, force: bool = False, progress: bool = Fal
         read = source.read(tensor)
         names = gguf_names(tensor)
         if isinstance(read, Expert):
-            shape, parts = _expert_pieces(names, read, scale_rule=scale_rule, rounding=rounding, label=f"{source.path}: {tensor.name}")
+            shape, parts = _expert_pieces(
+                names, read, scale_rule=scale_rule, rounding=rounding, label=f"{source.path}: {tensor.name}"
+            )
             infos += [(n, shape, gguf.GGMLQuantizationType.MXFP4) for n in names]
         elif len(names) == 2:
             shape, parts = _bias_pieces(names, read)

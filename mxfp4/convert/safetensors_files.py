@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..codec.constants import BLOCK_SIZE, PACKED_BYTES_PER_BLOCK
-from ..dtypes import raw_bytes
-from ..codec.measure import ErrorReport, measure, progress_bar
-from ..storage.atomic import atomic_output
-from ..storage.safetensors_io import CheckpointError, SafetensorsWriter, TensorEntry, read_header
+from ..codec.quantization_error import ErrorReport, measure_error
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ..dtypes import raw_bytes
+from ..errors import CheckpointError
+from ..progress import progress_bar
+from ..storage.atomic import atomic_output
+from ..storage.safetensors_io import SafetensorsWriter, TensorEntry, read_header
 
 FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 DEFAULT_EXCLUDE = r"bias$"  # biases stay in high precision, as in gpt-oss checkpoints
@@ -35,7 +37,10 @@ def quantizable(entry: TensorEntry, include: str | None, exclude: str | None) ->
 
 def _packed_entries(entry: TensorEntry) -> list[TensorEntry]:
     blocks_shape = entry.shape[:-1] + (entry.shape[-1] // BLOCK_SIZE, PACKED_BYTES_PER_BLOCK)
-    return [TensorEntry(entry.name + BLOCKS_SUFFIX, "U8", blocks_shape), TensorEntry(entry.name + SCALES_SUFFIX, "U8", blocks_shape[:-1])]
+    return [
+        TensorEntry(entry.name + BLOCKS_SUFFIX, "U8", blocks_shape),
+        TensorEntry(entry.name + SCALES_SUFFIX, "U8", blocks_shape[:-1]),
+    ]
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def quantize_file(
     """Write ``dst``: every quantizable tensor of ``src`` as NAME_blocks + NAME_scales, the rest as is."""
     from safetensors import safe_open
 
-    from ..codec.api import quantize
+    from ..codec.encode import quantize
     from ..codec.rules import check_options
 
     check_options(scale_rule, rounding)
@@ -82,23 +87,36 @@ def quantize_file(
         produced = _packed_entries(entry) if pack else [entry]
         clash = [p.name for p in produced if pack and p.name in names]
         if clash:
-            raise CheckpointError(f"{src}: tensor {entry.name!r} cannot be packed: {clash[0]!r} already exists in the file")
+            raise CheckpointError(
+                f"{src}: tensor {entry.name!r} cannot be packed: {clash[0]!r} already exists in the file"
+            )
         plan.append((entry, pack))
         out_entries += produced
     if not any(pack for _, pack in plan):
-        raise CheckpointError(f"{src}: no tensor to quantize (float, 2+ axes, last axis a multiple of 32{', matching the patterns' if include or exclude else ''})")
-    metadata = {**metadata, "format": metadata.get("format", "pt"), "mxfp4.scale_rule": scale_rule, "mxfp4.rounding": rounding}
+        raise CheckpointError(
+            f"{src}: no tensor to quantize (float, 2+ axes, last axis a multiple of "
+            f"32{', matching the patterns' if include or exclude else ''})"
+        )
+    metadata = {
+        **metadata,
+        "format": metadata.get("format", "pt"),
+        "mxfp4.scale_rule": scale_rule,
+        "mxfp4.rounding": rounding,
+    }
     reports, copied = [], []
-    with atomic_output(dst, force=force) as temporary, safe_open(str(src), framework="pt") as reader, \
-            SafetensorsWriter(temporary, out_entries, metadata) as writer, \
-            progress_bar(sum(e.nbytes for e in entries), progress, "quantize") as bar:
+    with (
+        atomic_output(dst, force=force) as temporary,
+        safe_open(str(src), framework="pt") as reader,
+        SafetensorsWriter(temporary, out_entries, metadata) as writer,
+        progress_bar(sum(e.nbytes for e in entries), progress, "quantize") as bar,
+    ):
         for entry, pack in plan:
             tensor = reader.get_tensor(entry.name)
             if pack:
                 q = quantize(tensor, scale_rule=scale_rule, rounding=rounding, name=f"{src.name}:{entry.name}")
                 writer.write(entry.name + BLOCKS_SUFFIX, q.blocks.numpy())
                 writer.write(entry.name + SCALES_SUFFIX, q.scales.numpy())
-                reports.append(measure(entry.name, tensor, q.blocks, q.scales))
+                reports.append(measure_error(entry.name, tensor, q.blocks, q.scales))
             else:
                 writer.write(entry.name, raw_bytes(tensor))
                 copied.append(entry.name)
@@ -106,12 +124,19 @@ def quantize_file(
     return PackResult(dst, reports, copied, sum(e.nbytes for e in entries), sum(e.nbytes for e in out_entries))
 
 
-def dequantize_file(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str = "bfloat16", force: bool = False, progress: bool = False) -> Path:
+def dequantize_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    dtype: str = "bfloat16",
+    force: bool = False,
+    progress: bool = False,
+) -> Path:
     """Write ``dst`` with every NAME_blocks + NAME_scales pair of ``src`` decoded to a dense NAME tensor."""
     import torch
     from safetensors import safe_open
 
-    from ..codec.api import dequantize
+    from ..codec.decode import dequantize
     from ..dtypes import output_name
 
     dtype = output_name(dtype)
@@ -130,7 +155,12 @@ def dequantize_file(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: st
             scales = by_name.get(base + SCALES_SUFFIX)
             if scales is None:
                 raise CheckpointError(f"{src}: tensor {entry.name!r} has no {base + SCALES_SUFFIX!r} partner")
-            if entry.dtype != "U8" or scales.dtype != "U8" or entry.shape[-1:] != (16,) or entry.shape[:-1] != scales.shape:
+            if (
+                entry.dtype != "U8"
+                or scales.dtype != "U8"
+                or entry.shape[-1:] != (16,)
+                or entry.shape[:-1] != scales.shape
+            ):
                 raise CheckpointError(
                     f"{src}: MXFP4 pair {base!r} is malformed: blocks {entry.dtype} {list(entry.shape)}, scales "
                     f"{scales.dtype} {list(scales.shape)} (expected U8 [..., n, 16] and U8 [..., n])"
@@ -139,16 +169,25 @@ def dequantize_file(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: st
             out_entries.append(TensorEntry(base, safetensors_dtype, entry.shape[:-2] + (entry.shape[-2] * BLOCK_SIZE,)))
         else:
             if entry.name.endswith(SCALES_SUFFIX):
-                raise CheckpointError(f"{src}: tensor {entry.name!r} has no {entry.name[: -len(SCALES_SUFFIX)] + BLOCKS_SUFFIX!r} partner")
+                raise CheckpointError(
+                    f"{src}: tensor {entry.name!r} has no {entry.name[: -len(SCALES_SUFFIX)] + BLOCKS_SUFFIX!r} partner"
+                )
             plan.append((entry.name, False))
             out_entries.append(entry)
     metadata = {k: v for k, v in metadata.items() if not k.startswith("mxfp4.")}
-    with atomic_output(dst, force=force) as temporary, safe_open(str(src), framework="pt") as reader, \
-            SafetensorsWriter(temporary, out_entries, metadata or {"format": "pt"}) as writer, \
-            progress_bar(sum(e.nbytes for e in out_entries), progress, "dequantize") as bar:
+    with (
+        atomic_output(dst, force=force) as temporary,
+        safe_open(str(src), framework="pt") as reader,
+        SafetensorsWriter(temporary, out_entries, metadata or {"format": "pt"}) as writer,
+        progress_bar(sum(e.nbytes for e in out_entries), progress, "dequantize") as bar,
+    ):
         for (name, paired), out_entry in zip(plan, out_entries):
             if paired:
-                values = dequantize(reader.get_tensor(name + BLOCKS_SUFFIX), reader.get_tensor(name + SCALES_SUFFIX), getattr(torch, dtype))
+                values = dequantize(
+                    reader.get_tensor(name + BLOCKS_SUFFIX),
+                    reader.get_tensor(name + SCALES_SUFFIX),
+                    getattr(torch, dtype),
+                )
                 writer.write(name, raw_bytes(values))
             else:
                 writer.write(name, raw_bytes(reader.get_tensor(name)))
@@ -181,7 +220,11 @@ def inspect_file(path: str | os.PathLike) -> list[InspectRow]:
         if entry.name.endswith(BLOCKS_SUFFIX) and entry.name[: -len(BLOCKS_SUFFIX)] + SCALES_SUFFIX in by_name:
             base = entry.name[: -len(BLOCKS_SUFFIX)]
             scales = by_name[base + SCALES_SUFFIX]
-            rows.append(InspectRow(base, "MXFP4", entry.shape[:-2] + (entry.shape[-2] * BLOCK_SIZE,), entry.nbytes + scales.nbytes))
+            rows.append(
+                InspectRow(
+                    base, "MXFP4", entry.shape[:-2] + (entry.shape[-2] * BLOCK_SIZE,), entry.nbytes + scales.nbytes
+                )
+            )
         elif entry.name.endswith(SCALES_SUFFIX) and entry.name[: -len(SCALES_SUFFIX)] + BLOCKS_SUFFIX in by_name:
             continue
         else:

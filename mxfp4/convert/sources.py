@@ -1,81 +1,40 @@
-"""Opening a gpt-oss checkpoint in any supported format as one stream of canonical tensors.
-
-Each canonical tensor (mxfp4.convert.names) is read as a Dense (any non-expert tensor, expert biases)
-or an Expert weight, which is either packed MXFP4 ([E, out, in] as blocks/scales) or dense ([E, in, out],
-transformers' layout). Experts are read one expert at a time, so no more than one expert's slice of a
-weight is ever in memory.
-"""
+"""Opening a gpt-oss checkpoint in any supported format (HF, original/, GGUF, hub id) as a
+mxfp4.convert.stream.Source of canonical tensors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from ..storage.safetensors_io import CheckpointError, refuse_pickle
+from ..codec.layout import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ..errors import CheckpointError
 from ..gpt_oss.config import GptOssConfig, read_json
+from ..gpt_oss.tensors import (
+    QKV,
+    Canonical,
+    canonical_tensors,
+    dense_expert_shape,
+    dense_shape,
+    mxfp4_shape,
+    original_name,
+)
 from ..storage.hub import resolve
-from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape, original_name
+from ..storage.safetensors_io import refuse_pickle
 from ..storage.store import TensorStore
+from .gguf_source import GGUFSource
+from .stream import Dense, Expert, Source, carried_files
 
 FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf")
-EXTRA_FILE_SKIP = {"config.json", "model.safetensors.index.json", "dtypes.json"}
-
-
-@dataclass(frozen=True)
-class Dense:
-    dtype: str  # safetensors dtype string
-    shape: tuple[int, ...]
-    load: Callable[[], object]  # -> torch tensor
-    rows: Callable[[int, int], object] | None = None  # (start, stop) -> tensor[start:stop], for large tensors
-    stored: tuple[str, int] | None = None  # (format, bytes) in the file when not dtype's (GGUF keeps small tensors in F32)
-
-
-@dataclass(frozen=True)
-class Expert:
-    packed: bool
-    shape: tuple[int, int, int]  # packed: [E, out, in]; dense: [E, in, out]
-    dtype: str  # "MXFP4" when packed
-    load_expert: Callable[[int], object]  # packed -> (blocks [out, in/32, 16], scales [out, in/32]); dense -> [in, out]
-
-
-class Source:
-    kind: str
-    path: Path
-    config: GptOssConfig
-
-    def read(self, tensor: Canonical) -> Dense | Expert:
-        raise NotImplementedError
-
-    def extra_files(self) -> list[Path]:
-        """Files to carry along (tokenizer, generation config, chat template)."""
-        return _carried_files(self.path) if self.path.is_dir() else []
-
-    def source_bytes(self) -> int:
-        raise NotImplementedError
-
-    def generated_files(self) -> dict[str, str]:
-        """Files the target needs that this source holds only implicitly (GGUF's tokenizer)."""
-        return {}
-
-    def tokenizer_dir(self) -> Path:
-        """The directory whose tokenizer.json / tokenizer_config.json describe this model."""
-        if self.path.name == "original" and (self.path.parent / "tokenizer.json").is_file():
-            return self.path.parent  # an original/ folder inside an HF repo
-        return self.path
-
-
-def _carried_files(directory: Path) -> list[Path]:
-    """A checkpoint directory's non-weight files (tokenizer, generation config, chat template)."""
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.name not in EXTRA_FILE_SKIP and p.suffix != ".safetensors")
 
 
 def _check_shape(store: TensorStore, name: str, dtype: set[str] | None, shape: tuple[int, ...]) -> None:
     entry = store.entries[name]
     if tuple(entry.shape) != tuple(shape) or (dtype is not None and entry.dtype not in dtype):
         want = f"{'/'.join(sorted(dtype))} " if dtype else ""
-        raise CheckpointError(f"{store.files[name]}: tensor {name!r} is {entry.dtype} {list(entry.shape)}; the config implies {want}{list(shape)}")
+        raise CheckpointError(
+            f"{store.files[name]}: tensor {name!r} is {entry.dtype} {list(entry.shape)}; the config implies "
+            f"{want}{list(shape)}"
+        )
 
 
 def _check_names(store: TensorStore, expected: set[str], root: Path) -> None:
@@ -85,7 +44,9 @@ def _check_names(store: TensorStore, expected: set[str], root: Path) -> None:
         hint = ""
         if name.endswith(BLOCKS_SUFFIX) or name.endswith(SCALES_SUFFIX):
             hint = "; an MXFP4 weight needs both its _blocks and its _scales"
-        raise CheckpointError(f"{store.files[name]}: unknown tensor {name!r}: not part of a gpt-oss model with this config{hint}")
+        raise CheckpointError(
+            f"{store.files[name]}: unknown tensor {name!r}: not part of a gpt-oss model with this config{hint}"
+        )
     missing = sorted(expected - set(store.entries))
     if missing:
         raise CheckpointError(f"{root}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
@@ -101,7 +62,9 @@ class HFSource(Source):
         packed = [t.name + BLOCKS_SUFFIX in store.entries or t.name + SCALES_SUFFIX in store.entries for t in experts]
         self.packed = all(packed)
         if any(packed) and not self.packed:
-            raise CheckpointError(f"{path}: some expert weights are MXFP4 and some dense; convert needs one form throughout")
+            raise CheckpointError(
+                f"{path}: some expert weights are MXFP4 and some dense; convert needs one form throughout"
+            )
         self.kind = "hf-mxfp4" if self.packed else "hf-dense"
         expected = set()
         for t in tensors:
@@ -109,9 +72,9 @@ class HFSource(Source):
         _check_names(store, expected, path)
         for t in tensors:
             if t.expert and self.packed:
-                e, out, inp = mxfp4_shape(config, t.short)
-                _check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, (e, out, inp // 32, 16))
-                _check_shape(store, t.name + SCALES_SUFFIX, {"U8"}, (e, out, inp // 32))
+                blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
+                _check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
+                _check_shape(store, t.name + SCALES_SUFFIX, {"U8"}, scales_shape)
             else:
                 shape = dense_expert_shape(config, t.short) if t.expert else dense_shape(config, t.short)
                 _check_shape(store, t.name, {"BF16", "F16", "F32"}, shape)
@@ -120,8 +83,12 @@ class HFSource(Source):
         store, name = self.store, tensor.name
         if tensor.expert and self.packed:
             blocks, scales = name + BLOCKS_SUFFIX, name + SCALES_SUFFIX
-            return Expert(True, mxfp4_shape(self.config, tensor.short), "MXFP4",
-                          lambda e: (store.get_first(blocks, e), store.get_first(scales, e)))
+            return Expert(
+                True,
+                mxfp4_shape(self.config, tensor.short),
+                "MXFP4",
+                lambda e: (store.get_first(blocks, e), store.get_first(scales, e)),
+            )
         entry = store.entries[name]
         if tensor.expert:
             return Expert(False, tuple(entry.shape), entry.dtype, lambda e: store.get_first(name, e))
@@ -148,9 +115,9 @@ class OriginalSource(Source):
         for t in canonical_tensors(config):
             base = original_name(t)
             if t.expert:
-                e, out, inp = mxfp4_shape(config, t.short)
-                _check_shape(store, base + ".blocks", {"U8"}, (e, out, inp // 32, 16))
-                _check_shape(store, base + ".scales", {"U8"}, (e, out, inp // 32))
+                blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
+                _check_shape(store, base + ".blocks", {"U8"}, blocks_shape)
+                _check_shape(store, base + ".scales", {"U8"}, scales_shape)
             elif base.endswith("attn.qkv.weight"):
                 _check_shape(store, base, None, (q + 2 * kv, c.hidden_size))
             elif base.endswith("attn.qkv.bias"):
@@ -161,12 +128,18 @@ class OriginalSource(Source):
     def read(self, tensor: Canonical) -> Dense | Expert:
         store, base = self.store, original_name(tensor)
         if tensor.expert:
-            return Expert(True, mxfp4_shape(self.config, tensor.short), "MXFP4",
-                          lambda e: (store.get_first(base + ".blocks", e), store.get_first(base + ".scales", e)))
+            return Expert(
+                True,
+                mxfp4_shape(self.config, tensor.short),
+                "MXFP4",
+                lambda e: (store.get_first(base + ".blocks", e), store.get_first(base + ".scales", e)),
+            )
         entry = store.entries[base]
         part = next((i for i, p in enumerate(QKV) if tensor.short.startswith(p)), None)
         if part is None:
-            return Dense(entry.dtype, tuple(entry.shape), lambda: store.get(base), lambda a, b: store.get_rows(base, a, b))
+            return Dense(
+                entry.dtype, tuple(entry.shape), lambda: store.get(base), lambda a, b: store.get_rows(base, a, b)
+            )
         c = self.config
         q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
         start, stop = [(0, q), (q, q + kv), (q + kv, q + 2 * kv)][part]
@@ -176,7 +149,7 @@ class OriginalSource(Source):
     def extra_files(self) -> list[Path]:
         """original/ holds no tokenizer; take the enclosing HF repo's when there is one."""
         directory = self.tokenizer_dir()
-        return [] if directory == self.path else _carried_files(directory)
+        return [] if directory == self.path else carried_files(directory)
 
     def source_bytes(self) -> int:
         return self.store.source_bytes()
@@ -188,8 +161,6 @@ def open_source(spec) -> Source:
     refuse_pickle(path)
     if path.is_file():
         if path.suffix == ".gguf":
-            from .gguf_source import GGUFSource
-
             return GGUFSource(path)
         raise CheckpointError(f"{path}: give the checkpoint directory (with config.json), or a .gguf file")
     config_path = path / "config.json"
@@ -197,5 +168,7 @@ def open_source(spec) -> Source:
     if "num_experts" in raw and "num_local_experts" not in raw:
         return OriginalSource(path, GptOssConfig.from_original_dict(raw, str(config_path)), TensorStore.open_dir(path))
     if raw.get("model_type", "gpt_oss") != "gpt_oss":
-        raise CheckpointError(f"{config_path}: model_type is {raw.get('model_type')!r}; mxfp4 convert handles gpt_oss checkpoints")
+        raise CheckpointError(
+            f"{config_path}: model_type is {raw.get('model_type')!r}; mxfp4 convert handles gpt_oss checkpoints"
+        )
     return HFSource(path, GptOssConfig.from_hf_dict(raw, str(config_path)), TensorStore.open_dir(path))

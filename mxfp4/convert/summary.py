@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..storage.safetensors_io import DTYPE_SIZES
+from ..codec.layout import packed_nbytes
 from ..gpt_oss.tensors import canonical_tensors
-from .sources import Dense, open_source
+from ..storage.safetensors_io import DTYPE_SIZES
+from .sources import open_source
+from .stream import Dense
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,15 @@ def summarize(path):
             form, nbytes = read.stored or (read.dtype, params * DTYPE_SIZES[read.dtype])
         else:
             form = "MXFP4" if read.packed else read.dtype
-            nbytes = params * 17 // 32 if read.packed else params * DTYPE_SIZES[read.dtype]
+            nbytes = packed_nbytes(params) if read.packed else params * DTYPE_SIZES[read.dtype]
         key = tensor.short if tensor.layer is not None else tensor.name
         old = rows.get(key)
-        rows[key] = KindRow(key, form, (old.count if old else 0) + 1, tuple(read.shape), (old.params if old else 0) + params, (old.nbytes if old else 0) + nbytes)
+        rows[key] = KindRow(
+            key,
+            form,
+            (old.count if old else 0) + 1,
+            tuple(read.shape),
+            (old.params if old else 0) + params,
+            (old.nbytes if old else 0) + nbytes,
+        )
     return source, list(rows.values())

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codec import api
+from ..codec import decode, encode
 from ..codec.constants import E8M0_NAN
 from ..dtypes import raw_bytes
-from ..storage.safetensors_io import CheckpointError
-from .sources import Expert
+from ..errors import CheckpointError
+from .stream import Expert
 
 
 def check_scales(scales: np.ndarray, name: str, e: int) -> None:
@@ -34,8 +34,8 @@ def packed_expert(read: Expert, e: int, *, scale_rule: str, rounding: str, name:
         scales = raw_bytes(scales).reshape(tuple(scales.shape))
         check_scales(scales, name, e)
         return raw_bytes(blocks), scales.reshape(-1)
-    dense = read.load_expert(e)  # [in, out]
-    q = api.quantize(dense.transpose(0, 1).contiguous(), scale_rule=scale_rule, rounding=rounding, name=f"{name}, expert {e}, as [out, in]")
+    dense = read.load_out_in(e).contiguous()
+    q = encode.quantize(dense, scale_rule=scale_rule, rounding=rounding, name=f"{name}, expert {e}, as [out, in]")
     return q.blocks.numpy(), q.scales.numpy()
 
 
@@ -47,5 +47,5 @@ def dense_expert(read: Expert, e: int, dtype: str, name: str = "expert weight"):
         return read.load_expert(e).to(getattr(torch, dtype))
     blocks, scales = read.load_expert(e)
     check_scales(raw_bytes(scales).reshape(tuple(scales.shape)), name, e)
-    values = api.dequantize(blocks, scales, getattr(torch, dtype))  # [out, in]
+    values = decode.dequantize(blocks, scales, getattr(torch, dtype))  # [out, in]
     return values.transpose(0, 1).contiguous()

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codec import api
-from ..storage.safetensors_io import CheckpointError
+from ..codec import decode
+from ..errors import CheckpointError
 from ..gpt_oss.tensors import canonical_tensors
-from .sources import Dense, Expert, open_source
+from .sources import open_source
+from .stream import Dense, Expert
 
-HYPER_PARAMETERS = ("num_hidden_layers", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size",
-                    "head_dim", "num_attention_heads", "num_key_value_heads", "vocab_size", "sliding_window", "layer_types")
+HYPER_PARAMETERS = (
+    "num_hidden_layers",
+    "num_local_experts",
+    "num_experts_per_tok",
+    "hidden_size",
+    "intermediate_size",
+    "head_dim",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "sliding_window",
+    "layer_types",
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,9 @@ def _compare(a, b) -> tuple[str, float]:
     """Two torch tensors of one shape -> (verdict, max |a - b|)."""
     import torch
 
-    if a.dtype == b.dtype and torch.equal(a.contiguous().view(-1).view(torch.uint8), b.contiguous().view(-1).view(torch.uint8)):
+    if a.dtype == b.dtype and torch.equal(
+        a.contiguous().view(-1).view(torch.uint8), b.contiguous().view(-1).view(torch.uint8)
+    ):
         return "exact", 0.0
     fa, fb = _as_float(a), _as_float(b)
     both_nan = torch.isnan(fa) & torch.isnan(fb)
@@ -59,8 +73,8 @@ def _expert_slice(read: Expert, e: int, dtype):
     """Expert e as dense [out, in] values (for comparing across forms)."""
     if read.packed:
         blocks, scales = read.load_expert(e)
-        return api.dequantize(blocks, scales, dtype)
-    return read.load_expert(e).transpose(0, 1).to(dtype)
+        return decode.dequantize(blocks, scales, dtype)
+    return read.load_out_in(e).to(dtype)
 
 
 def _compare_expert(a: Expert, b: Expert) -> tuple[str, float]:
@@ -86,7 +100,10 @@ def verify(path_a, path_b) -> VerifyResult:
     a, b = open_source(path_a), open_source(path_b)
     for key in HYPER_PARAMETERS:
         if getattr(a.config, key) != getattr(b.config, key):
-            raise CheckpointError(f"{a.path} and {b.path} describe different models: {key} is {getattr(a.config, key)!r} vs {getattr(b.config, key)!r}")
+            raise CheckpointError(
+                f"{a.path} and {b.path} describe different models: {key} is {getattr(a.config, key)!r} vs "
+                f"{getattr(b.config, key)!r}"
+            )
     verdicts = []
     for tensor in canonical_tensors(a.config):
         ra, rb = a.read(tensor), b.read(tensor)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from ..storage.safetensors_io import TensorEntry
+from ..codec.layout import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
-from .engine import SAFETENSORS_DTYPES, Job, Outputs, prefetched, row_chunks
+from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, original_name
-from .sources import Dense, Expert, Source
-from ..dtypes import raw_bytes
+from ..storage.safetensors_io import TensorEntry
+from ..storage.shards import Job, Outputs
+from .readahead import prefetched, row_chunks
+from .stream import Dense, Expert, Source
 from .transform import dense_expert, packed_expert
 
 
@@ -24,8 +26,9 @@ def _dense_job(name: str, read: Dense) -> Job:
 
 def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule: str, rounding: str, label: str) -> Job:
     experts, rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
-    blocks = TensorEntry(blocks_name, "U8", (experts, rows, cols // 32, 16))
-    scales = TensorEntry(scales_name, "U8", (experts, rows, cols // 32))
+    blocks_shape, scales_shape = packed_shapes((experts, rows, cols))
+    blocks = TensorEntry(blocks_name, "U8", blocks_shape)
+    scales = TensorEntry(scales_name, "U8", scales_shape)
     per_blocks, per_scales = blocks.nbytes // experts, scales.nbytes // experts
 
     def run(out: Outputs) -> None:
@@ -39,7 +42,7 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
 
 def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:
     experts, rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
-    entry = TensorEntry(name, SAFETENSORS_DTYPES[dtype], (experts, cols, rows))  # [E, in, out]
+    entry = TensorEntry(name, SAFETENSORS_CODE_OF[dtype], (experts, cols, rows))  # [E, in, out]
     per_expert = entry.nbytes // experts
 
     def run(out: Outputs) -> None:
@@ -58,7 +61,16 @@ def hf_jobs(source: Source, *, mxfp4: bool, dtype: str, scale_rule: str, roundin
         if isinstance(read, Dense):
             jobs.append(_dense_job(tensor.name, read))
         elif mxfp4:
-            jobs.append(_packed_job(tensor.name + BLOCKS_SUFFIX, tensor.name + SCALES_SUFFIX, read, scale_rule=scale_rule, rounding=rounding, label=label))
+            jobs.append(
+                _packed_job(
+                    tensor.name + BLOCKS_SUFFIX,
+                    tensor.name + SCALES_SUFFIX,
+                    read,
+                    scale_rule=scale_rule,
+                    rounding=rounding,
+                    label=label,
+                )
+            )
         else:
             jobs.append(_dense_expert_job(tensor.name, read, dtype, label))
     return jobs
@@ -72,12 +84,18 @@ def _qkv_job(source: Source, tensor: Canonical) -> Job:
     reads = [source.read(p) for p in parts]
     dtypes = {r.dtype for r in reads}
     if len(dtypes) != 1:
-        from ..storage.safetensors_io import CheckpointError
+        from ..errors import CheckpointError
 
-        raise CheckpointError(f"{source.path}: q, k and v {kind} of layer {tensor.layer} have different dtypes {sorted(dtypes)}; original/ stacks them into one tensor")
+        raise CheckpointError(
+            f"{source.path}: q, k and v {kind} of layer {tensor.layer} have different dtypes {sorted(dtypes)}; "
+            "original/ stacks them into one tensor"
+        )
     name = original_name(tensor)
     shape = (sum(r.shape[0] for r in reads),) + tuple(reads[0].shape[1:])
-    return Job([TensorEntry(name, reads[0].dtype, shape)], lambda out: out.write(name, raw_bytes(torch.cat([r.load() for r in reads]))))
+    return Job(
+        [TensorEntry(name, reads[0].dtype, shape)],
+        lambda out: out.write(name, raw_bytes(torch.cat([r.load() for r in reads]))),
+    )
 
 
 def original_jobs(source: Source, *, scale_rule: str, rounding: str) -> list[Job]:
@@ -94,7 +112,16 @@ def original_jobs(source: Source, *, scale_rule: str, rounding: str) -> list[Job
         if isinstance(read, Dense):
             jobs.append(_dense_job(name, read))
         else:
-            jobs.append(_packed_job(name + ".blocks", name + ".scales", read, scale_rule=scale_rule, rounding=rounding, label=f"{source.path}: {tensor.name}"))
+            jobs.append(
+                _packed_job(
+                    name + ".blocks",
+                    name + ".scales",
+                    read,
+                    scale_rule=scale_rule,
+                    rounding=rounding,
+                    label=f"{source.path}: {tensor.name}",
+                )
+            )
     return jobs
 
 
@@ -103,5 +130,7 @@ def original_dtypes(jobs: list[Job]) -> dict[str, str]:
     out = {}
     for job in jobs:
         for entry in job.entries:
-            out[entry.name] = "FP4" if entry.name.endswith(".blocks") else "UE8" if entry.name.endswith(".scales") else entry.dtype
+            out[entry.name] = (
+                "FP4" if entry.name.endswith(".blocks") else "UE8" if entry.name.endswith(".scales") else entry.dtype
+            )
     return out

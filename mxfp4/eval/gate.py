@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CheckpointError
 from ..gpt_oss.config import read_json
-from ..storage.safetensors_io import CheckpointError
 from .parity import compare, perplexity
 from .tokens import check_ids, read_token_file
 
@@ -45,7 +45,16 @@ class Check:
         return self.value <= self.limit if self.direction == "max" else self.value >= self.limit
 
 
-def measure(checkpoint, tokens, *, reference=None, context: int = 256, stride: int | None = None, device=None, backend: str = "torch") -> dict[str, float]:
+def measure_checkpoint(
+    checkpoint,
+    tokens,
+    *,
+    reference=None,
+    context: int = 256,
+    stride: int | None = None,
+    device=None,
+    backend: str = "torch",
+) -> dict[str, float]:
     """perplexity of checkpoint; with a reference also delta_ppl, kl_mean, kl_p99, top1_agreement.
     device, backend: where and how the models run (mxfp4.model.load's arguments)."""
     from ..model import load as load_model
@@ -57,8 +66,14 @@ def measure(checkpoint, tokens, *, reference=None, context: int = 256, stride: i
     if reference is None:
         return {"perplexity": perplexity(model, tokens, context=context, stride=stride)}
     result = compare(load(reference), model, tokens, context=context, stride=stride)
-    return {"perplexity": result.ppl_b, "reference_perplexity": result.ppl_a, "delta_ppl": result.delta_ppl,
-            "kl_mean": result.kl_mean, "kl_p99": result.kl_p99, "top1_agreement": result.top1_agreement}
+    return {
+        "perplexity": result.ppl_b,
+        "reference_perplexity": result.ppl_a,
+        "delta_ppl": result.delta_ppl,
+        "kl_mean": result.kl_mean,
+        "kl_p99": result.kl_p99,
+        "top1_agreement": result.top1_agreement,
+    }
 
 
 def _baseline(path: Path) -> tuple[dict, Path]:
@@ -78,30 +93,60 @@ def gate(checkpoint, baseline_path, *, device=None, backend: str = "torch") -> t
     needs_reference = any(LIMITS[k][0] != "perplexity" for k in data["thresholds"])
     if needs_reference and reference is None:
         raise CheckpointError(f"{baseline_path}: thresholds on KL, top-1 or delta need a 'reference' checkpoint")
-    values = measure(checkpoint, tokens, reference=reference, context=data.get("context", 256), stride=data.get("stride"), device=device, backend=backend)
-    checks = [Check(LIMITS[k][0], values[LIMITS[k][0]], float(limit), LIMITS[k][1]) for k, limit in data["thresholds"].items()]
+    values = measure_checkpoint(
+        checkpoint,
+        tokens,
+        reference=reference,
+        context=data.get("context", 256),
+        stride=data.get("stride"),
+        device=device,
+        backend=backend,
+    )
+    checks = [
+        Check(LIMITS[k][0], values[LIMITS[k][0]], float(limit), LIMITS[k][1]) for k, limit in data["thresholds"].items()
+    ]
     return values, checks
 
 
-def make_baseline(checkpoint, tokens_path, out_path, *, reference=None, context: int = 256, margin: float = 0.1, force: bool = False,
-                  device=None, backend: str = "torch") -> dict:
+def make_baseline(
+    checkpoint,
+    tokens_path,
+    out_path,
+    *,
+    reference=None,
+    context: int = 256,
+    margin: float = 0.1,
+    force: bool = False,
+    device=None,
+    backend: str = "torch",
+) -> dict:
     """Measure checkpoint once and write a baseline whose thresholds allow `margin` (relative) of slack.
     The file appears only when complete, and replaces an existing one only with force."""
     from ..storage.atomic import atomic_output
 
     out_path = Path(out_path)
     tokens = read_token_file(tokens_path)
-    values = measure(checkpoint, tokens, reference=reference, context=context, device=device, backend=backend)
+    values = measure_checkpoint(
+        checkpoint, tokens, reference=reference, context=context, device=device, backend=backend
+    )
     thresholds = {"perplexity_max": values["perplexity"] * (1 + margin)}
     if reference is not None:
-        thresholds.update({
-            "delta_ppl_max": max(values["delta_ppl"], 0.0) * (1 + margin) + 1e-3,
-            "kl_mean_max": values["kl_mean"] * (1 + margin) + 1e-6,
-            "kl_p99_max": values["kl_p99"] * (1 + margin) + 1e-6,
-            "top1_agreement_min": values["top1_agreement"] * (1 - margin),
-        })
+        thresholds.update(
+            {
+                "delta_ppl_max": max(values["delta_ppl"], 0.0) * (1 + margin) + 1e-3,
+                "kl_mean_max": values["kl_mean"] * (1 + margin) + 1e-6,
+                "kl_p99_max": values["kl_p99"] * (1 + margin) + 1e-6,
+                "top1_agreement_min": values["top1_agreement"] * (1 - margin),
+            }
+        )
     folder = out_path.resolve().parent
-    data = {"tokens": _relative(tokens_path, folder), "context": context, "stride": context, "measured": values, "thresholds": thresholds}
+    data = {
+        "tokens": _relative(tokens_path, folder),
+        "context": context,
+        "stride": context,
+        "measured": values,
+        "thresholds": thresholds,
+    }
     if reference is not None:
         data["reference"] = _relative(reference, folder)
     with atomic_output(out_path, force=force) as temporary:

@@ -14,15 +14,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..codec.layout import packed_nbytes
+from ..errors import CheckpointError
 from ..gpt_oss.config import GptOssConfig, read_json
+from ..gpt_oss.presets import PRESETS, preset_config
 from ..gpt_oss.tensors import canonical_tensors, dense_shape, mxfp4_shape
-from ..storage.safetensors_io import CheckpointError
 from .targets import TARGETS, Target
 
 KV_BYTES_PER_VALUE = 2  # bf16 cache
 ACTIVATION_BUFFERS = 16
 PREFILL_CHUNK = 2048
-PRESETS = {"gpt-oss-20b": dict(num_hidden_layers=24, num_local_experts=32), "gpt-oss-120b": dict(num_hidden_layers=36, num_local_experts=128)}
 
 
 @dataclass(frozen=True)
@@ -52,28 +53,37 @@ def released_weight_bytes(config: GptOssConfig, *, dense_dtype_bytes: int = 2, e
     for tensor in canonical_tensors(config):
         if tensor.expert:
             params = int(np.prod(mxfp4_shape(config, tensor.short)))
-            total += params * 17 // 32 if experts_mxfp4 else params * dense_dtype_bytes
+            total += packed_nbytes(params) if experts_mxfp4 else params * dense_dtype_bytes
         else:
             total += int(np.prod(dense_shape(config, tensor.short))) * dense_dtype_bytes
     return total
 
 
+def _holds_only_a_config(directory) -> bool:
+    """A directory with a config.json and no weights (neither safetensors nor an index of them)."""
+    has_weights = any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json"))
+    return (directory / "config.json").is_file() and not has_weights
+
+
 def load_model_facts(spec: str, weights: str | None = None) -> tuple[str, GptOssConfig, int]:
-    """(label, config, weight bytes) for a preset name, a config.json, or any checkpoint (headers only).
+    """(label, config, weight bytes) for a preset name, a config.json (or a directory holding only one),
+    or any checkpoint (headers only).
     weights: None = as stored; 'mxfp4' or 'bf16' = that form of the model."""
     from pathlib import Path
 
     if spec in PRESETS:
-        from ..testing.synthetic import hf_config
-
-        config = GptOssConfig.from_hf_dict(hf_config(hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64,
-                                                     num_key_value_heads=8, sliding_window=128, num_experts_per_tok=4, vocab_size=201088,
-                                                     **PRESETS[spec]), spec)
+        config = preset_config(spec)
         return spec, config, released_weight_bytes(config, experts_mxfp4=weights != "bf16")
     path = Path(spec)
+    if path.is_dir() and _holds_only_a_config(path):
+        path = path / "config.json"  # what fetching just the config of a hub model leaves: plan from it
     if path.is_file() and path.name.endswith(".json"):
         raw = read_json(path)
-        config = GptOssConfig.from_original_dict(raw, str(path)) if "num_experts" in raw and "num_local_experts" not in raw else GptOssConfig.from_hf_dict(raw, str(path))
+        config = (
+            GptOssConfig.from_original_dict(raw, str(path))
+            if "num_experts" in raw and "num_local_experts" not in raw
+            else GptOssConfig.from_hf_dict(raw, str(path))
+        )
         return str(path), config, released_weight_bytes(config, experts_mxfp4=weights != "bf16")
     from ..convert.summary import summarize
 
@@ -85,7 +95,9 @@ def load_model_facts(spec: str, weights: str | None = None) -> tuple[str, GptOss
 
 def kv_bytes(config: GptOssConfig, context: int, batch: int) -> int:
     per_token_layer = 2 * config.num_key_value_heads * config.head_dim * KV_BYTES_PER_VALUE
-    tokens = sum(min(context, config.sliding_window) if kind == "sliding_attention" else context for kind in config.layer_types)
+    tokens = sum(
+        min(context, config.sliding_window) if kind == "sliding_attention" else context for kind in config.layer_types
+    )
     return per_token_layer * tokens * batch
 
 
@@ -95,7 +107,12 @@ def activation_bytes(config: GptOssConfig, context: int, batch: int) -> int:
 
 
 def _total(config, weights, target: Target, context, batch) -> int:
-    return weights + kv_bytes(config, context, batch) + activation_bytes(config, context, batch) + target.runtime_reserve_bytes
+    return (
+        weights
+        + kv_bytes(config, context, batch)
+        + activation_bytes(config, context, batch)
+        + target.runtime_reserve_bytes
+    )
 
 
 def _largest(fits, high: int) -> int:
@@ -118,7 +135,23 @@ def fit(spec: str, target: str, *, context: int = 4096, batch: int = 1, weights:
     label, config, weights_bytes = load_model_facts(spec, weights)
     budget = int(t.memory_bytes * t.usable_fraction)
     total = _total(config, weights_bytes, t, context, batch)
-    max_context = _largest(lambda n: _total(config, weights_bytes, t, n, batch) <= budget, config.max_position_embeddings)
+    max_context = _largest(
+        lambda n: _total(config, weights_bytes, t, n, batch) <= budget, config.max_position_embeddings
+    )
     max_batch = _largest(lambda n: _total(config, weights_bytes, t, context, n) <= budget, 1 << 16)
-    return FitReport(label, target, context, batch, weights_bytes, kv_bytes(config, context, batch), activation_bytes(config, context, batch),
-                     t.runtime_reserve_bytes, total, budget, budget - total, total <= budget, max_context, max_batch)
+    return FitReport(
+        label,
+        target,
+        context,
+        batch,
+        weights_bytes,
+        kv_bytes(config, context, batch),
+        activation_bytes(config, context, batch),
+        t.runtime_reserve_bytes,
+        total,
+        budget,
+        budget - total,
+        total <= budget,
+        max_context,
+        max_batch,
+    )

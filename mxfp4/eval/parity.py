@@ -19,11 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import OptionError
+
 
 def windows(n: int, context: int, stride: int):
     """(start, stop, first scored index within the window) covering tokens 1..n-1 once each."""
     if context < 2 or not 1 <= stride <= context:
-        raise ValueError(f"need context >= 2 and 1 <= stride <= context, got context={context}, stride={stride}")
+        raise OptionError(f"need context >= 2 and 1 <= stride <= context, got context={context}, stride={stride}")
     scored_until = 1  # token 0 has no history
     start = 0
     while scored_until < n:
@@ -42,7 +44,7 @@ def _log_probs(model, ids: np.ndarray, context: int, stride: int):
     tokens = torch.from_numpy(ids).to(device)
     for start, stop, first in windows(len(ids), context, stride):
         logits = model(tokens[start:stop][None])[0].float()  # [T, vocab]
-        yield F.log_softmax(logits[first - 1:-1], dim=-1), tokens[start + first:stop]
+        yield F.log_softmax(logits[first - 1 : -1], dim=-1), tokens[start + first : stop]
 
 
 def perplexity(model, ids: np.ndarray, *, context: int = 1024, stride: int | None = None) -> float:
@@ -72,7 +74,9 @@ def compare(model_a, model_b, ids: np.ndarray, *, context: int = 1024, stride: i
     nll_a = nll_b = 0.0
     kls, agree, count = [], 0, 0
     stride = stride or context
-    for (lp_a, targets), (lp_b, _) in zip(_log_probs(model_a, ids, context, stride), _log_probs(model_b, ids, context, stride)):
+    for (lp_a, targets), (lp_b, _) in zip(
+        _log_probs(model_a, ids, context, stride), _log_probs(model_b, ids, context, stride)
+    ):
         nll_a -= float(lp_a.gather(1, targets[:, None]).sum())
         nll_b -= float(lp_b.gather(1, targets[:, None]).sum())
         kls.append((lp_a.exp() * (lp_a - lp_b)).sum(-1).cpu())  # KL(A || B) per token

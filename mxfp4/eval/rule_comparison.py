@@ -8,8 +8,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..convert import convert
 from ..codec.rules import SCALE_RULES
+from ..convert import convert
 from .errors_report import aggregate_sqnr, expert_errors
 from .parity import Comparison, compare
 
@@ -24,8 +24,16 @@ class RuleResult:
         return {"scale_rule": self.scale_rule, "weight_sqnr_db": self.weight_sqnr_db, **self.parity.to_json()}
 
 
-def compare_rules(dense_path, tokens, *, rules=SCALE_RULES, rounding: str = "rne", context: int = 256, device=None,
-                  backend: str = "torch") -> tuple[float, list[RuleResult]]:
+def compare_rules(
+    dense_path,
+    tokens,
+    *,
+    rules=SCALE_RULES,
+    rounding: str = "rne",
+    context: int = 256,
+    device=None,
+    backend: str = "torch",
+) -> tuple[float, list[RuleResult]]:
     """(perplexity of the dense model, one result per rule). device, backend: as for mxfp4.model.load."""
     from ..model import load as load_model
 

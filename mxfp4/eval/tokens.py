@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage.safetensors_io import CheckpointError
+from ..errors import CheckpointError
 
 
 def read_token_file(path) -> np.ndarray:
@@ -32,7 +32,9 @@ def tokenize_text(text_path, tokenizer_dir) -> np.ndarray:
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise CheckpointError("tokenizing text needs the 'tokenizers' package: pip install tokenizers (or pass --tokens)") from None
+        raise CheckpointError(
+            "tokenizing text needs the 'tokenizers' package: pip install tokenizers (or pass --tokens)"
+        ) from None
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
     return np.array(tokenizer.encode(Path(text_path).read_text(), add_special_tokens=False).ids, dtype=np.int64)
 
@@ -41,4 +43,6 @@ def check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
     if ids.size < 2:
         raise CheckpointError(f"{where}: need at least 2 tokens to score, got {ids.size}")
     if ids.min() < 0 or ids.max() >= vocab_size:
-        raise CheckpointError(f"{where}: token ids must lie in 0..{vocab_size - 1}, found {int(ids.min())}..{int(ids.max())}")
+        raise CheckpointError(
+            f"{where}: token ids must lie in 0..{vocab_size - 1}, found {int(ids.min())}..{int(ids.max())}"
+        )

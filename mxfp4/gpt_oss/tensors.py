@@ -1,16 +1,152 @@
-"""Tensor name maps, built from the config: the canonical (HF) names and their original/ counterparts.
+"""Every tensor of gpt-oss, one row each: its HF name, original/ name, GGUF name(s), the attribute of
+mxfp4.model that holds it, and its shape rule. Name maps are built from this table and the config;
+tensors are paired by name through them, never by position, and a tensor found in a file but not here is
+an error that names it.
 
-Every tensor is paired by name through these tables, never by position; a tensor found in a file but
-not in the table is an error that names it.
+GGUF names and storage types follow llama.cpp's convert_hf_to_gguf.py (GptOssModel): gate_up_proj is
+split into ffn_gate_exps (even rows) and ffn_up_exps (odd rows), its bias likewise by columns. original/
+(openai/gpt-oss) stacks q, k and v into one qkv tensor (rows q, then k, then v).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .config import GptOssConfig
 
-EXPERT_WEIGHTS = ("gate_up_proj", "down_proj")  # MXFP4 in the released checkpoints
+Shape = Callable[[GptOssConfig], tuple[int, ...]]
+
+
+def _q(c: GptOssConfig) -> int:
+    return c.num_attention_heads * c.head_dim
+
+
+def _kv(c: GptOssConfig) -> int:
+    return c.num_key_value_heads * c.head_dim
+
+
+def _hidden(c: GptOssConfig) -> tuple[int, ...]:
+    return (c.hidden_size,)
+
+
+@dataclass(frozen=True)
+class TensorRow:
+    hf: str  # the full name for a global tensor; the name after 'model.layers.N.' for a layer's
+    original: str  # original/ name (after 'block.N.'); q/k/v share 'attn.qkv'
+    gguf: tuple[str, ...]  # GGUF name(s) (after 'blk.N.'); two when llama.cpp splits gate and up
+    module: str  # attribute path in mxfp4.model (after 'layers.N.' for a layer's)
+    shape: Shape  # non-expert tensors and expert biases: the shape; expert weights: [E, out, in]
+    expert: bool = False  # an MoE weight: MXFP4 in the released checkpoints, dense in a fine-tune
+
+
+GLOBAL_ROWS = (
+    TensorRow(
+        "model.embed_tokens.weight",
+        "embedding.weight",
+        ("token_embd.weight",),
+        "embed_tokens.weight",
+        lambda c: (c.vocab_size, c.hidden_size),
+    ),
+    TensorRow("model.norm.weight", "norm.scale", ("output_norm.weight",), "norm.weight", _hidden),
+    TensorRow(
+        "lm_head.weight",
+        "unembedding.weight",
+        ("output.weight",),
+        "lm_head.weight",
+        lambda c: (c.vocab_size, c.hidden_size),
+    ),
+)
+
+LAYER_ROWS = (
+    TensorRow("input_layernorm.weight", "attn.norm.scale", ("attn_norm.weight",), "input_layernorm.weight", _hidden),
+    TensorRow(
+        "self_attn.q_proj.weight",
+        "attn.qkv.weight",
+        ("attn_q.weight",),
+        "self_attn.q_proj.weight",
+        lambda c: (_q(c), c.hidden_size),
+    ),
+    TensorRow("self_attn.q_proj.bias", "attn.qkv.bias", ("attn_q.bias",), "self_attn.q_proj.bias", lambda c: (_q(c),)),
+    TensorRow(
+        "self_attn.k_proj.weight",
+        "attn.qkv.weight",
+        ("attn_k.weight",),
+        "self_attn.k_proj.weight",
+        lambda c: (_kv(c), c.hidden_size),
+    ),
+    TensorRow("self_attn.k_proj.bias", "attn.qkv.bias", ("attn_k.bias",), "self_attn.k_proj.bias", lambda c: (_kv(c),)),
+    TensorRow(
+        "self_attn.v_proj.weight",
+        "attn.qkv.weight",
+        ("attn_v.weight",),
+        "self_attn.v_proj.weight",
+        lambda c: (_kv(c), c.hidden_size),
+    ),
+    TensorRow("self_attn.v_proj.bias", "attn.qkv.bias", ("attn_v.bias",), "self_attn.v_proj.bias", lambda c: (_kv(c),)),
+    TensorRow(
+        "self_attn.o_proj.weight",
+        "attn.out.weight",
+        ("attn_output.weight",),
+        "self_attn.o_proj.weight",
+        lambda c: (c.hidden_size, _q(c)),
+    ),
+    TensorRow("self_attn.o_proj.bias", "attn.out.bias", ("attn_output.bias",), "self_attn.o_proj.bias", _hidden),
+    TensorRow(
+        "self_attn.sinks", "attn.sinks", ("attn_sinks.weight",), "self_attn.sinks", lambda c: (c.num_attention_heads,)
+    ),
+    TensorRow(
+        "post_attention_layernorm.weight",
+        "mlp.norm.scale",
+        ("post_attention_norm.weight",),
+        "post_attention_layernorm.weight",
+        _hidden,
+    ),
+    TensorRow(
+        "mlp.router.weight",
+        "mlp.gate.weight",
+        ("ffn_gate_inp.weight",),
+        "mlp.router.weight",
+        lambda c: (c.num_local_experts, c.hidden_size),
+    ),
+    TensorRow(
+        "mlp.router.bias", "mlp.gate.bias", ("ffn_gate_inp.bias",), "mlp.router.bias", lambda c: (c.num_local_experts,)
+    ),
+    TensorRow(
+        "mlp.experts.gate_up_proj",
+        "mlp.mlp1_weight",
+        ("ffn_gate_exps.weight", "ffn_up_exps.weight"),
+        "gate_up",
+        lambda c: (c.num_local_experts, 2 * c.intermediate_size, c.hidden_size),
+        expert=True,
+    ),
+    TensorRow(
+        "mlp.experts.gate_up_proj_bias",
+        "mlp.mlp1_bias",
+        ("ffn_gate_exps.bias", "ffn_up_exps.bias"),
+        "mlp.experts.gate_up_bias",
+        lambda c: (c.num_local_experts, 2 * c.intermediate_size),
+    ),
+    TensorRow(
+        "mlp.experts.down_proj",
+        "mlp.mlp2_weight",
+        ("ffn_down_exps.weight",),
+        "down",
+        lambda c: (c.num_local_experts, c.hidden_size, c.intermediate_size),
+        expert=True,
+    ),
+    TensorRow(
+        "mlp.experts.down_proj_bias",
+        "mlp.mlp2_bias",
+        ("ffn_down_exps.bias",),
+        "mlp.experts.down_bias",
+        lambda c: (c.num_local_experts, c.hidden_size),
+    ),
+)
+
+ROWS = {row.hf: row for row in GLOBAL_ROWS + LAYER_ROWS}
+LAYER_TENSORS = tuple(row.hf for row in LAYER_ROWS)
+QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 
 
 @dataclass(frozen=True)
@@ -25,38 +161,25 @@ class Canonical:
     def short(self) -> str:
         """The name without 'model.layers.N.' (e.g. 'mlp.experts.down_proj')."""
         prefix = f"model.layers.{self.layer}."
-        return self.name[len(prefix):] if self.layer is not None else self.name
+        return self.name[len(prefix) :] if self.layer is not None else self.name
 
-
-LAYER_TENSORS = (
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight", "self_attn.q_proj.bias",
-    "self_attn.k_proj.weight", "self_attn.k_proj.bias",
-    "self_attn.v_proj.weight", "self_attn.v_proj.bias",
-    "self_attn.o_proj.weight", "self_attn.o_proj.bias",
-    "self_attn.sinks",
-    "post_attention_layernorm.weight",
-    "mlp.router.weight", "mlp.router.bias",
-    "mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj_bias",
-    "mlp.experts.down_proj", "mlp.experts.down_proj_bias",
-)
+    @property
+    def row(self) -> TensorRow:
+        return ROWS[self.short]
 
 
 def canonical_tensors(config: GptOssConfig) -> list[Canonical]:
     """Every tensor of the model, in a fixed order: embeddings, layers 0..L-1, final norm, lm_head."""
-    out = [Canonical("model.embed_tokens.weight", None)]
+    out = [Canonical(GLOBAL_ROWS[0].hf, None)]
     for layer in range(config.num_hidden_layers):
-        for short in LAYER_TENSORS:
-            expert = short.rsplit(".", 1)[-1] in EXPERT_WEIGHTS
-            out.append(Canonical(f"model.layers.{layer}.{short}", layer, expert))
-    out += [Canonical("model.norm.weight", None), Canonical("lm_head.weight", None)]
+        out += [Canonical(f"model.layers.{layer}.{row.hf}", layer, row.expert) for row in LAYER_ROWS]
+    out += [Canonical(row.hf, None) for row in GLOBAL_ROWS[1:]]
     return out
 
 
 def mxfp4_shape(config: GptOssConfig, short: str) -> tuple[int, int, int]:
     """Logical [E, out, in] of an expert weight as MXFP4 stores it (blocks along the input axis)."""
-    e, h, i = config.num_local_experts, config.hidden_size, config.intermediate_size
-    return (e, 2 * i, h) if short.endswith("gate_up_proj") else (e, h, i)
+    return ROWS[short].shape(config)
 
 
 def dense_expert_shape(config: GptOssConfig, short: str) -> tuple[int, int, int]:
@@ -67,42 +190,35 @@ def dense_expert_shape(config: GptOssConfig, short: str) -> tuple[int, int, int]
 
 def dense_shape(config: GptOssConfig, short: str) -> tuple[int, ...]:
     """Shape of a non-expert tensor (or an expert bias)."""
-    h, e, v = config.hidden_size, config.num_local_experts, config.vocab_size
-    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
-    shapes = {
-        "model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h),
-        "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
-        "self_attn.q_proj.weight": (q, h), "self_attn.q_proj.bias": (q,),
-        "self_attn.k_proj.weight": (kv, h), "self_attn.k_proj.bias": (kv,),
-        "self_attn.v_proj.weight": (kv, h), "self_attn.v_proj.bias": (kv,),
-        "self_attn.o_proj.weight": (h, q), "self_attn.o_proj.bias": (h,),
-        "self_attn.sinks": (config.num_attention_heads,),
-        "mlp.router.weight": (e, h), "mlp.router.bias": (e,),
-        "mlp.experts.gate_up_proj_bias": (e, 2 * config.intermediate_size), "mlp.experts.down_proj_bias": (e, h),
-    }
-    return shapes[short]
-
-
-# original/ (openai/gpt-oss) names. q, k and v are stacked into one qkv tensor (rows q, then k, then v).
-ORIGINAL_GLOBAL = {"model.embed_tokens.weight": "embedding.weight", "model.norm.weight": "norm.scale", "lm_head.weight": "unembedding.weight"}
-ORIGINAL_LAYER = {
-    "input_layernorm.weight": "attn.norm.scale",
-    "self_attn.o_proj.weight": "attn.out.weight", "self_attn.o_proj.bias": "attn.out.bias",
-    "self_attn.sinks": "attn.sinks",
-    "post_attention_layernorm.weight": "mlp.norm.scale",
-    "mlp.router.weight": "mlp.gate.weight", "mlp.router.bias": "mlp.gate.bias",
-    "mlp.experts.gate_up_proj": "mlp.mlp1_weight", "mlp.experts.gate_up_proj_bias": "mlp.mlp1_bias",
-    "mlp.experts.down_proj": "mlp.mlp2_weight", "mlp.experts.down_proj_bias": "mlp.mlp2_bias",
-}
-QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    return ROWS[short].shape(config)
 
 
 def original_name(tensor: Canonical) -> str:
     """original/ name of a canonical tensor (q/k/v map to the shared 'attn.qkv'; experts get no suffix)."""
     if tensor.layer is None:
-        return ORIGINAL_GLOBAL[tensor.name]
-    short = tensor.short
-    for part in QKV:
-        if short.startswith(part):
-            return f"block.{tensor.layer}.attn.qkv.{short.rsplit('.', 1)[1]}"
-    return f"block.{tensor.layer}.{ORIGINAL_LAYER[short]}"
+        return tensor.row.original
+    return f"block.{tensor.layer}.{tensor.row.original}"
+
+
+def gguf_names(tensor: Canonical) -> tuple[str, ...]:
+    """GGUF name(s) of a canonical tensor: two for gate_up (gate part, up part: rows or columns 0::2, 1::2)."""
+    if tensor.layer is None:
+        return tensor.row.gguf
+    return tuple(f"blk.{tensor.layer}.{name}" for name in tensor.row.gguf)
+
+
+def module_path(tensor: Canonical) -> str:
+    """Attribute path in mxfp4.model's GptOss: global ones from the model, a layer's from its block;
+    expert weights name the Experts slot ('gate_up', 'down')."""
+    return tensor.row.module
+
+
+def keeps_float32(gguf_name: str, n_dims: int) -> bool:
+    """llama.cpp stores these in F32 whatever the source dtype: 1-D tensors, norms, anything that is not
+    a '.weight' (biases), and the router (ffn_gate_inp)."""
+    return (
+        n_dims <= 1
+        or gguf_name.endswith("_norm.weight")
+        or not gguf_name.endswith(".weight")
+        or ".ffn_gate_inp." in gguf_name
+    )

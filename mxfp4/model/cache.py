@@ -39,7 +39,14 @@ class StaticCache:
             window = layer.self_attn.window
             capacity = min(max_positions, window + chunk - 1) if window else max_positions
             shape = (batch, c.num_key_value_heads, capacity, c.head_dim)
-            self.layers.append(RingCache(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device), self.position, window))
+            self.layers.append(
+                RingCache(
+                    torch.zeros(shape, dtype=dtype, device=device),
+                    torch.zeros(shape, dtype=dtype, device=device),
+                    self.position,
+                    window,
+                )
+            )
 
     def __getitem__(self, layer: int) -> RingCache:
         return self.layers[layer]
@@ -48,9 +55,14 @@ class StaticCache:
         """Refuse a call that would run past max_positions: full layers would silently overwrite the
         oldest keys. (Checked on the host: reading the device counter would stall a CUDA graph.)"""
         if tokens > self.chunk:
-            raise OptionError(f"a static cache takes at most {self.chunk} tokens a call, not {tokens}: feed the prompt in chunks")
+            raise OptionError(
+                f"a static cache takes at most {self.chunk} tokens a call, not {tokens}: feed the prompt in chunks"
+            )
         if self.used + tokens > self.max_positions:
-            raise OptionError(f"the static cache holds {self.max_positions} positions; {self.used} are used and {tokens} more do not fit")
+            raise OptionError(
+                f"the static cache holds {self.max_positions} positions; {self.used} are used and {tokens} more do "
+                "not fit"
+            )
         self.used += tokens
 
     def advance(self, tokens: int) -> None:

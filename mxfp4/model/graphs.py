@@ -10,16 +10,22 @@ from ..errors import OptionError
 from .cache import StaticCache
 
 
-def generate_static(model, ids: torch.Tensor, new_tokens: int, *, cuda_graph: bool = False, chunk: int = 128) -> torch.Tensor:
+def generate_static(
+    model, ids: torch.Tensor, new_tokens: int, *, cuda_graph: bool = False, chunk: int = 128
+) -> torch.Tensor:
     """Same tokens as model.generate (greedy); the prompt is fed in chunks of `chunk` tokens."""
     if cuda_graph and ids.device.type != "cuda":
         raise OptionError("cuda_graph=True needs the model on a CUDA device")
-    if cuda_graph and model.backend != "triton":  # the torch path's per-expert loop asks the host which experts were hit
-        raise OptionError("cuda_graph=True needs backend='triton' (the torch path synchronises with the host every layer)")
+    if (
+        cuda_graph and model.backend != "triton"
+    ):  # the torch path's per-expert loop asks the host which experts were hit
+        raise OptionError(
+            "cuda_graph=True needs backend='triton' (the torch path synchronises with the host every layer)"
+        )
     b, t = ids.shape
     cache = StaticCache(model, b, t + new_tokens, chunk=chunk)
     for start in range(0, t, cache.chunk):
-        logits = model(ids[:, start:start + cache.chunk], cache, last_only=True)
+        logits = model(ids[:, start : start + cache.chunk], cache, last_only=True)
     token = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
     out = [ids, token.clone()]
 

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..gpt_oss.config import GptOssConfig
+from .cache import RingCache
 from .kernels.select import kernels
 from .rope import apply_rotary
-from .cache import RingCache
 
 
 class RMSNorm(nn.Module):
@@ -40,7 +40,7 @@ class LayerCache:
         keys = k if self.keys is None else torch.cat([self.keys, k], dim=2)
         values = v if self.values is None else torch.cat([self.values, v], dim=2)
         if self.window is not None:
-            self.keys, self.values = keys[:, :, -self.window:], values[:, :, -self.window:]
+            self.keys, self.values = keys[:, :, -self.window :], values[:, :, -self.window :]
         else:
             self.keys, self.values = keys, values
         return keys, values
@@ -58,7 +58,9 @@ class Attention(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(self.heads))
         self.kernels = kernels("torch", None)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int, cache: LayerCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int, cache: LayerCache | None
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
@@ -66,7 +68,9 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if isinstance(cache, RingCache):  # the static cache: start is cache.position, a device tensor
             cache.write(k, v)
-            out = self.kernels.ring_attention(q, cache.keys, cache.values, self.sinks, q_start=cache.position, window=self.window)
+            out = self.kernels.ring_attention(
+                q, cache.keys, cache.values, self.sinks, q_start=cache.position, window=self.window
+            )
         else:
             if cache is not None:
                 k, v = cache.extend(k, v)
@@ -104,7 +108,16 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """x [N, H], top-k indices and routing weights [N, k] -> [N, H]."""
-        return self.kernels.experts(x, indices, scores, self.weight("gate_up"), self.gate_up_bias, self.weight("down"), self.down_bias, self.limit)
+        return self.kernels.experts(
+            x,
+            indices,
+            scores,
+            self.weight("gate_up"),
+            self.gate_up_bias,
+            self.weight("down"),
+            self.down_bias,
+            self.limit,
+        )
 
 
 class MoE(nn.Module):

@@ -6,15 +6,10 @@ from __future__ import annotations
 import torch
 
 from ..convert import open_source
-from ..gpt_oss.tensors import canonical_tensors
-from ..convert.sources import Dense
+from ..convert.stream import Dense
+from ..gpt_oss.tensors import canonical_tensors, module_path
 from .kernels.select import kernels
 from .model import GptOss
-
-# canonical name (after 'model.layers.N.') -> the module attribute path that holds it
-EXPERT_BIASES = {"mlp.experts.gate_up_proj_bias": "mlp.experts.gate_up_bias", "mlp.experts.down_proj_bias": "mlp.experts.down_bias"}
-EXPERT_WEIGHTS = {"mlp.experts.gate_up_proj": "gate_up", "mlp.experts.down_proj": "down"}
-GLOBALS = {"model.embed_tokens.weight": "embed_tokens.weight", "model.norm.weight": "norm.weight", "lm_head.weight": "lm_head.weight"}
 
 
 def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
@@ -29,21 +24,20 @@ def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
     for tensor in canonical_tensors(source.config):
         read = source.read(tensor)
         if tensor.layer is None:
-            _assign(model, GLOBALS[tensor.name], read.load(), dtype, device)
+            _assign(model, module_path(tensor), read.load(), dtype, device)
             continue
         block = model.layers[tensor.layer]
-        if tensor.short in EXPERT_WEIGHTS:
+        if tensor.expert:
             experts = block.mlp.experts
             if read.packed:  # keep MXFP4: the whole [E, ...] blocks and scales, 4.25 bits per weight
                 parts = [read.load_expert(e) for e in range(read.shape[0])]
                 value = (torch.stack([p[0] for p in parts]).to(device), torch.stack([p[1] for p in parts]).to(device))
             else:  # a dense fine-tune: [E, in, out] -> [E, out, in]
-                value = torch.stack([read.load_expert(e).to(dtype).transpose(0, 1) for e in range(read.shape[0])]).to(device)
-            experts.set_weight(EXPERT_WEIGHTS[tensor.short], value)
+                value = torch.stack([read.load_out_in(e).to(dtype) for e in range(read.shape[0])]).to(device)
+            experts.set_weight(module_path(tensor), value)
             continue
-        target = EXPERT_BIASES.get(tensor.short, tensor.short.replace("mlp.router.", "mlp.router."))
         assert isinstance(read, Dense)
-        _assign(block, target, read.load(), dtype, device)
+        _assign(block, module_path(tensor), read.load(), dtype, device)
     return model.use_backend(backend).eval()
 
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ..gpt_oss.config import GptOssConfig
+from .cache import StaticCache
 from .kernels.select import kernels
 from .layers import Block, LayerCache, RMSNorm
-from .cache import StaticCache
 from .rope import rotary_tables, yarn_inv_freq
 
 
@@ -46,7 +46,9 @@ class GptOss(nn.Module):
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache(window=layer.self_attn.window) for layer in self.layers]
 
-    def forward(self, ids: torch.Tensor, cache: list[LayerCache] | None = None, start: int = 0, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, cache: list[LayerCache] | None = None, start: int = 0, last_only: bool = False
+    ) -> torch.Tensor:
         """ids [B, T] (LongTensor) -> logits [B, T, vocab]. With a cache, positions continue from `start`.
         last_only: logits of the last position only, [B, 1, vocab] (a long prefill's [T, vocab] logits
         would dwarf everything else: 64k tokens x 201k vocab is 26 GB in bf16)."""
@@ -65,7 +67,9 @@ class GptOss(nn.Module):
         return self.lm_head(self.norm(x))
 
     @torch.no_grad()
-    def generate(self, ids: torch.Tensor, new_tokens: int, *, static: bool = False, cuda_graph: bool = False) -> torch.Tensor:
+    def generate(
+        self, ids: torch.Tensor, new_tokens: int, *, static: bool = False, cuda_graph: bool = False
+    ) -> torch.Tensor:
         """Greedy decoding: prefill ids [B, T], then one token at a time from the KV cache. static: a
         fixed-shape cache (StaticCache); cuda_graph: that, with each decode step replayed from one
         captured CUDA graph (no per-kernel launch cost; CUDA only)."""

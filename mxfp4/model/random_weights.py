@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import torch
 
+from ..codec.layout import packed_shapes
 from ..gpt_oss.config import GptOssConfig
 from .model import GptOss
 
 
-def random_model(config: GptOssConfig, *, device="cuda", dtype=torch.bfloat16, backend: str = "torch", seed: int = 0) -> GptOss:
+def random_model(
+    config: GptOssConfig, *, device="cuda", dtype=torch.bfloat16, backend: str = "torch", seed: int = 0
+) -> GptOss:
     device = torch.device(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     model = GptOss.empty(config, device=device, dtype=dtype)
@@ -27,12 +30,15 @@ def random_model(config: GptOssConfig, *, device="cuda", dtype=torch.bfloat16, b
     return model.use_backend(backend).eval()
 
 
-def random_experts(config: GptOssConfig, device, generator: torch.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def random_experts(
+    config: GptOssConfig, device, generator: torch.Generator
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """One layer's packed experts, gate_up and down, each (blocks [E, out, in/32, 16], scales [E, out, in/32])."""
     e, h, i = config.num_local_experts, config.hidden_size, config.intermediate_size
 
     def packed(rows: int, cols: int):
-        blocks = torch.randint(0, 256, (e, rows, cols // 32, 16), dtype=torch.uint8, device=device, generator=generator)
-        return blocks, torch.randint(119, 123, (e, rows, cols // 32), dtype=torch.uint8, device=device, generator=generator)
+        blocks_shape, scales_shape = packed_shapes((e, rows, cols))
+        blocks = torch.randint(0, 256, blocks_shape, dtype=torch.uint8, device=device, generator=generator)
+        return blocks, torch.randint(119, 123, scales_shape, dtype=torch.uint8, device=device, generator=generator)
 
     return packed(2 * i, h), packed(h, i)

@@ -38,7 +38,9 @@ def yarn_inv_freq(head_dim: int, base: float, rope: dict) -> tuple[torch.Tensor,
     return inv_freq, attention_factor
 
 
-def rotary_tables(inv_freq: torch.Tensor, attention_factor: float, positions: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    inv_freq: torch.Tensor, attention_factor: float, positions: torch.Tensor, dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [T, head_dim / 2] for absolute positions [T]."""
     angles = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
     return (angles.cos() * attention_factor).to(dtype), (angles.sin() * attention_factor).to(dtype)

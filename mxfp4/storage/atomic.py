@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .safetensors_io import CheckpointError
+from ..errors import CheckpointError
 
 COMMITTED: list[Path] = []
 """Outputs this process has completed (renamed into place), so an interrupt that comes later can be
@@ -57,7 +57,10 @@ def destination_lock(path: Path) -> Iterator[None]:
             except (OSError, ValueError):
                 holder = 0
             if holder and holder != os.getpid() and _alive(holder):
-                raise CheckpointError(f"another process (pid {holder}) is writing {path}; wait for it to finish (or remove {lock} if it is gone)") from None
+                raise CheckpointError(
+                    f"another process (pid {holder}) is writing {path}; wait for it to finish (or remove {lock} if it "
+                    "is gone)"
+                ) from None
             lock.unlink(missing_ok=True)  # stale: its writer died
     else:
         raise CheckpointError(f"could not take the lock {lock}")

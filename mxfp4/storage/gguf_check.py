@@ -16,7 +16,7 @@ import mmap
 import struct
 from pathlib import Path
 
-from .safetensors_io import CheckpointError
+from ..errors import CheckpointError
 
 SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type -> bytes
 STRING, ARRAY = 8, 9
@@ -43,7 +43,7 @@ class _Walker:
         length = self.take("<Q")
         if length > len(self.data) - self.pos:
             raise self.fail(f"a string claims {length} bytes, more than the file has left")
-        raw = bytes(self.data[self.pos:self.pos + length])
+        raw = bytes(self.data[self.pos : self.pos + length])
         self.pos += length
         try:
             return raw.decode("utf-8")
@@ -121,7 +121,10 @@ def validate_gguf(path: str | Path) -> None:
                 for d in dims:
                     elements *= d  # Python integers: no overflow
                 if dims[0] % block:
-                    raise w.fail(f"tensor {name!r}: first dimension {dims[0]} is not a multiple of {qtype.name}'s block of {block}")
+                    raise w.fail(
+                        f"tensor {name!r}: first dimension {dims[0]} is not a multiple of {qtype.name}'s block of "
+                        f"{block}"
+                    )
                 nbytes = elements // block * type_size
                 if offset % alignment:
                     raise w.fail(f"tensor {name!r}: data offset {offset} is not aligned to {alignment}")
@@ -133,7 +136,10 @@ def validate_gguf(path: str | Path) -> None:
                     raise CheckpointError(f"{path}: tensor {name!r} appears twice")
                 seen.add(name)
                 if data_start + offset + nbytes > size:
-                    raise CheckpointError(f"{path}: tensor {name!r} ({nbytes} bytes at offset {offset}) runs past the end of the file ({size} bytes); the file is truncated or corrupt")
+                    raise CheckpointError(
+                        f"{path}: tensor {name!r} ({nbytes} bytes at offset {offset}) runs past the end of the file "
+                        f"({size} bytes); the file is truncated or corrupt"
+                    )
             ordered = sorted(tensors, key=lambda t: t[1])
             for (n0, o0, b0), (n1, o1, _) in zip(ordered, ordered[1:]):
                 if o1 < o0 + b0:

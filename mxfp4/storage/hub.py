@@ -7,10 +7,16 @@ import os
 import re
 from pathlib import Path
 
-from .safetensors_io import CheckpointError
+from ..errors import CheckpointError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w./-]+)?$")
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]  # never the multi-GB metal/ or .bin files
+DOWNLOAD_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.jinja",
+    "*.txt",
+    "*.model",
+]  # never the multi-GB metal/ or .bin files
 
 
 def resolve(spec: str | os.PathLike) -> Path:
@@ -31,11 +37,15 @@ def resolve(spec: str | os.PathLike) -> Path:
         root = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
     except LocalEntryNotFoundError:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            raise CheckpointError(f"{repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; download it first") from None
+            raise CheckpointError(
+                f"{repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; download it first"
+            ) from None
         try:
             root = Path(snapshot_download(repo_id, allow_patterns=patterns))
         except Exception as error:  # network, auth, missing repo: say which
-            raise CheckpointError(f"{repo_id}: not in the local cache and could not be downloaded ({type(error).__name__}: {error})") from None
+            raise CheckpointError(
+                f"{repo_id}: not in the local cache and could not be downloaded ({type(error).__name__}: {error})"
+            ) from None
     target = root / subfolder if subfolder else root
     if not target.exists():
         raise CheckpointError(f"{repo_id}: the cached snapshot {root} has no {subfolder!r}")

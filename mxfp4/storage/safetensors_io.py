@@ -16,15 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MXFP4Error
+from ..dtypes import DTYPE_SIZES
+from ..errors import CheckpointError
 
-DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
-
-
-class CheckpointError(MXFP4Error):
-    """A checkpoint file is malformed, or an output cannot be written safely."""
 
 
 @dataclass(frozen=True)
@@ -82,17 +77,24 @@ def read_header(path: str | os.PathLike) -> tuple[list[TensorEntry], dict[str, s
             raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors file (no header length)")
         (header_len,) = struct.unpack("<Q", prefix)
         if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-            raise CheckpointError(f"{path}: header length {header_len} does not fit in a file of {size} bytes; the file is truncated or not safetensors")
+            raise CheckpointError(
+                f"{path}: header length {header_len} does not fit in a file of {size} bytes; the file is truncated or "
+                "not safetensors"
+            )
         try:
             header = json.loads(f.read(header_len), object_pairs_hook=_unique_keys)
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {error}") from None
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-            raise CheckpointError(f"{path}: header is not valid JSON ({type(error).__name__}: {str(error)[:200]})") from None
+            raise CheckpointError(
+                f"{path}: header is not valid JSON ({type(error).__name__}: {str(error)[:200]})"
+            ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
     entries, data_size, spans = [], size - 8 - header_len, []
     for name, info in header.items():
@@ -100,9 +102,13 @@ def read_header(path: str | os.PathLike) -> tuple[list[TensorEntry], dict[str, s
             raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {str(info)[:100]!r}")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {str(shape)[:100]}; expected a list of non-negative integers")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has shape {str(shape)[:100]}; expected a list of non-negative integers"
+            )
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
-            raise CheckpointError(f"{path}: tensor {name!r} has data_offsets {str(offsets)[:100]}; expected [begin, end] integers")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has data_offsets {str(offsets)[:100]}; expected [begin, end] integers"
+            )
         if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
         begin, end = offsets
@@ -137,7 +143,11 @@ class SafetensorsWriter:
         self._written: dict[str, int] = {}
         offset = 0
         for entry in entries:
-            header[entry.name] = {"dtype": entry.dtype, "shape": list(entry.shape), "data_offsets": [offset, offset + entry.nbytes]}
+            header[entry.name] = {
+                "dtype": entry.dtype,
+                "shape": list(entry.shape),
+                "data_offsets": [offset, offset + entry.nbytes],
+            }
             self._places[entry.name] = (offset, entry.nbytes)
             self._written[entry.name] = 0
             offset += entry.nbytes
@@ -151,7 +161,9 @@ class SafetensorsWriter:
         start, size = self._places[name]
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
         if byte_offset < 0 or byte_offset + data.nbytes > size:
-            raise CheckpointError(f"internal: {data.nbytes} bytes at offset {byte_offset} overrun tensor {name!r} ({size} bytes)")
+            raise CheckpointError(
+                f"internal: {data.nbytes} bytes at offset {byte_offset} overrun tensor {name!r} ({size} bytes)"
+            )
         self._file.seek(self._data_start + start + byte_offset)
         self._file.write(data.data)
         self._written[name] += data.nbytes

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..codec.measure import human_bytes
-from .safetensors_io import CheckpointError
+from ..errors import CheckpointError
+from ..progress import human_bytes
 
 SPACE_MARGIN = 64 * 2**20  # headers, config and tokenizer files
 
@@ -24,10 +24,21 @@ def parse_size(text: str | int | None) -> int | None:
     """'5GB', '500MiB', '2000000' -> bytes (GB = 10**9, GiB = 2**30); None stays None."""
     if text is None or isinstance(text, int):
         return text
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    units = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+    }
     s = str(text).strip().upper().replace(" ", "")
     number = s.rstrip("KMGTIB")
-    unit = s[len(number):]
+    unit = s[len(number) :]
     try:
         value = float(number)
     except ValueError:

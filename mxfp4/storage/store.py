@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from .safetensors_io import CheckpointError, TensorEntry, read_header
+from ..dtypes import torch_dtype_of_code
+from ..errors import CheckpointError
+from .pread import PositionedFile
+from .safetensors_io import TensorEntry, read_header
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -24,15 +26,22 @@ def _inside(root: Path, relative: str, index_path: Path) -> Path:
     """The shard path an index names, refused when it leaves the checkpoint directory."""
     try:
         if "\0" in relative or os.path.isabs(relative) or Path(relative).drive:
-            raise CheckpointError(f"{index_path}: shard {relative[:200]!r} is an absolute path or holds a NUL byte; shards must lie inside {root}")
+            raise CheckpointError(
+                f"{index_path}: shard {relative[:200]!r} is an absolute path or holds a NUL byte; shards must lie "
+                f"inside {root}"
+            )
         candidate = root / relative
         resolved = candidate.resolve()
         if root.resolve() not in resolved.parents:
-            raise CheckpointError(f"{index_path}: shard {relative[:200]!r} points outside the checkpoint directory {root}")
+            raise CheckpointError(
+                f"{index_path}: shard {relative[:200]!r} points outside the checkpoint directory {root}"
+            )
         if not candidate.is_file():
             raise CheckpointError(f"{index_path}: shard {relative[:200]!r} is listed but missing from {root}")
     except (OSError, ValueError, RuntimeError) as error:  # name too long, symlink loop, ...
-        raise CheckpointError(f"{index_path}: shard {relative[:200]!r} cannot be opened ({type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"{index_path}: shard {relative[:200]!r} cannot be opened ({type(error).__name__}: {error})"
+        ) from None
     return candidate
 
 
@@ -42,8 +51,7 @@ class TensorStore:
     def __init__(self, files: dict[str, Path], entries: dict[str, TensorEntry]):
         self.files = files
         self.entries = entries
-        self._handles: dict[Path, object] = {}  # open files, one per shard
-        self._lock = threading.Lock()
+        self._readers: dict[Path, PositionedFile] = {}  # one per shard, opened on first read
 
     @classmethod
     def open_dir(cls, root: Path, pattern: str = "*.safetensors") -> "TensorStore":
@@ -54,7 +62,9 @@ class TensorStore:
                 weight_map = index["weight_map"]
             except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
                 raise CheckpointError(f"{index_path}: not a safetensors index (needs a 'weight_map' object)") from None
-            if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            if not isinstance(weight_map, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+            ):
                 raise CheckpointError(f"{index_path}: 'weight_map' must map tensor names to shard file names (strings)")
             shards = {rel: _inside(root, rel, index_path) for rel in sorted(set(weight_map.values()))}
         else:
@@ -71,39 +81,26 @@ class TensorStore:
         if weight_map is not None:
             for name, rel in weight_map.items():
                 if name not in entries or files[name] != shards[rel]:
-                    raise CheckpointError(f"{index_path}: tensor {name!r} is mapped to {rel!r} but that shard does not hold it")
+                    raise CheckpointError(
+                        f"{index_path}: tensor {name!r} is mapped to {rel!r} but that shard does not hold it"
+                    )
             unlisted = sorted(set(entries) - set(weight_map))
             if unlisted:
-                raise CheckpointError(f"{index_path}: tensor {unlisted[0]!r} is in {files[unlisted[0]].name} but not in the index")
+                raise CheckpointError(
+                    f"{index_path}: tensor {unlisted[0]!r} is in {files[unlisted[0]].name} but not in the index"
+                )
         return cls(files, entries)
 
     def _read(self, name: str, start: int, count: int) -> np.ndarray:
-        """count bytes of tensor name from byte start, as a fresh uint8 array. Positioned reads
-        (preadv) share no file offset, so several threads may read at once."""
-        path, entry = self.files[name], self.entries[name]
-        handle = self._handles.get(path)
-        if handle is None:
-            handle = self._handles.setdefault(path, open(path, "rb", buffering=0))
-        buffer = np.empty(count, dtype=np.uint8)
-        view, done = memoryview(buffer), 0
-        while done < count:
-            if hasattr(os, "preadv"):
-                n = os.preadv(handle.fileno(), [view[done:]], entry.offset + start + done)
-            else:  # no positioned reads here: serialise seek + read
-                with self._lock:
-                    handle.seek(entry.offset + start + done)
-                    n = handle.readinto(view[done:])
-            if not n:
-                raise CheckpointError(f"{path}: file ended inside tensor {name!r}; it is truncated")
-            done += n
-        return buffer
+        """count bytes of tensor name from byte start, as a fresh uint8 array (thread-safe)."""
+        path = self.files[name]
+        reader = self._readers.get(path) or self._readers.setdefault(path, PositionedFile(path))
+        return reader.read(self.entries[name].offset + start, count, what=f"tensor {name!r}")
 
     def _tensor(self, name: str, start: int, shape: tuple[int, ...]):
         import torch
 
-        from ..convert.engine import torch_dtype
-
-        dtype = torch_dtype(self.entries[name].dtype)
+        dtype = torch_dtype_of_code(self.entries[name].dtype)
         count = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         return torch.from_numpy(self._read(name, start, count)).view(dtype).reshape(shape)
 
@@ -122,9 +119,9 @@ class TensorStore:
         return self.get_rows(name, index, index + 1)[0]
 
     def close(self) -> None:
-        for handle in self._handles.values():
-            handle.close()
-        self._handles.clear()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
     def source_bytes(self) -> int:
         return sum(e.nbytes for e in self.entries.values())

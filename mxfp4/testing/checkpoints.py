@@ -9,7 +9,9 @@ from . import synthetic
 
 
 def make_checkpoint(root: Path, name="hf", *, shard=None, dense=False, **config):
-    return synthetic.write_checkpoint(root / name, synthetic.hf_config(**config), max_shard_size=shard, dense_experts=dense)
+    return synthetic.write_checkpoint(
+        root / name, synthetic.hf_config(**config), max_shard_size=shard, dense_experts=dense
+    )
 
 
 def all_tensors(directory: Path) -> dict:
@@ -22,10 +24,17 @@ def all_tensors(directory: Path) -> dict:
 
 
 def tree_digest(directory: Path) -> dict:
-    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(directory).rglob("*"))
+        if p.is_file()
+    }
 
 
 def same_tensors(a: dict, b: dict) -> bool:
     import torch
 
-    return set(a) == set(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k].view(-1).view(torch.uint8), b[k].view(-1).view(torch.uint8)) for k in a)
+    return set(a) == set(b) and all(
+        a[k].dtype == b[k].dtype and torch.equal(a[k].view(-1).view(torch.uint8), b[k].view(-1).view(torch.uint8))
+        for k in a
+    )

@@ -14,44 +14,64 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage.safetensors_io import TensorEntry
+from ..codec.layout import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
-from ..gpt_oss.config import GptOssConfig, LAYER_TYPES
-from ..convert.engine import Job, write_shards
-from ..gpt_oss.tensors import canonical_tensors, dense_shape, mxfp4_shape
+from ..convert.gguf_vocab import byte_level_bpe
+from ..gpt_oss.config import MODULES_NOT_CONVERTED, GptOssConfig, hf_config_dict
+from ..gpt_oss.tensors import canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
+from ..storage.safetensors_io import TensorEntry
+from ..storage.shards import Job, write_shards
 
-GPT_OSS_20B = dict(num_hidden_layers=24, num_local_experts=32, vocab_size=201088)
-GPT_OSS_120B = dict(num_hidden_layers=36, num_local_experts=128, vocab_size=201088)
-SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|return|>", "<|start|>", "<|message|>", "<|end|>", "<|channel|>"]
+SPECIAL_TOKENS = [
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|start|>",
+    "<|message|>",
+    "<|end|>",
+    "<|channel|>",
+]
 
 
-def hf_config(*, num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=2, hidden_size=64, intermediate_size=64,
-              head_dim=16, num_attention_heads=4, num_key_value_heads=2, vocab_size=384, sliding_window=8, **overrides) -> dict:
-    """An HF gpt-oss config.json (defaults tiny; pass the 20b/120b numbers for full size)."""
-    config = {
-        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
-        "num_hidden_layers": num_hidden_layers, "num_local_experts": num_local_experts,
-        "num_experts_per_tok": num_experts_per_tok, "experts_per_token": num_experts_per_tok,
-        "hidden_size": hidden_size, "intermediate_size": intermediate_size, "head_dim": head_dim,
-        "num_attention_heads": num_attention_heads, "num_key_value_heads": num_key_value_heads,
-        "vocab_size": vocab_size, "sliding_window": sliding_window,
-        "layer_types": [LAYER_TYPES[i % 2] for i in range(num_hidden_layers)],
-        "rope_theta": 150000.0,
-        "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096},
-        "max_position_embeddings": 131072, "initial_context_length": 4096, "swiglu_limit": 7.0, "rms_norm_eps": 1e-5,
-        "attention_bias": True, "attention_dropout": 0.0, "hidden_act": "silu", "tie_word_embeddings": False,
-        "router_aux_loss_coef": 0.9, "output_router_logits": False, "initializer_range": 0.02, "use_cache": True,
-        "eos_token_id": vocab_size - len(SPECIAL_TOKENS) + 1, "pad_token_id": vocab_size - len(SPECIAL_TOKENS) + 1,
-        "torch_dtype": "bfloat16",
-        "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
-    }
+def hf_config(
+    *,
+    num_hidden_layers=4,
+    num_local_experts=4,
+    num_experts_per_tok=2,
+    hidden_size=64,
+    intermediate_size=64,
+    head_dim=16,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=384,
+    sliding_window=8,
+    **overrides,
+) -> dict:
+    """An HF gpt-oss config.json (defaults tiny; pass mxfp4.gpt_oss.presets.GPT_OSS_20B for full size)."""
+    config = hf_config_dict(
+        num_hidden_layers=num_hidden_layers,
+        num_local_experts=num_local_experts,
+        num_experts_per_tok=num_experts_per_tok,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        head_dim=head_dim,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        vocab_size=vocab_size,
+        sliding_window=sliding_window,
+    )
+    eos = vocab_size - len(SPECIAL_TOKENS) + 1
+    config.update(eos_token_id=eos, pad_token_id=eos, torch_dtype="bfloat16")
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": list(MODULES_NOT_CONVERTED)}
     config.update(overrides)
     return config
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte-level alphabet: every byte as a printable character."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -67,7 +87,10 @@ def tokenizer_files(vocab_size: int) -> dict[str, dict]:
     alphabet = _bytes_to_unicode()
     vocab = {alphabet[b]: b for b in range(256)}
     merges = []
-    words = "the and of to in is that for it with as was on be by this are from at or an not have def return self import if else print".split()
+    words = (
+        "the and of to in is that for it with as was on be by this are from at or an not have def return self "
+        "import if else print"
+    ).split()
     n_regular = vocab_size - len(SPECIAL_TOKENS)
     for word in words:
         for token in [alphabet[32] + word, word]:
@@ -83,27 +106,50 @@ def tokenizer_files(vocab_size: int) -> dict[str, dict]:
         a, b = alphabet[97 + len(vocab) % 26], alphabet[65 + (len(vocab) // 26) % 26]
         token = a + b + str(len(vocab))
         vocab[token] = len(vocab)
-    added = [{"id": n_regular + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
-             for i, t in enumerate(SPECIAL_TOKENS)]
-    tokenizer = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": vocab, "merges": merges},
-    }
+    added = [
+        {
+            "id": n_regular + i,
+            "content": t,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i, t in enumerate(SPECIAL_TOKENS)
+    ]
+    tokenizer = byte_level_bpe(vocab, merges, added)
     tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|startoftext|>", "eos_token": "<|return|>",
-        "pad_token": "<|endoftext|>", "model_max_length": 131072, "clean_up_tokenization_spaces": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|return|>",
+        "pad_token": "<|endoftext|>",
+        "model_max_length": 131072,
+        "clean_up_tokenization_spaces": False,
         "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added},
     }
-    generation = {"bos_token_id": n_regular, "eos_token_id": [n_regular + 2, n_regular + 1], "pad_token_id": n_regular + 1}
-    return {"tokenizer.json": tokenizer, "tokenizer_config.json": tokenizer_config, "generation_config.json": generation}
+    generation = {
+        "bos_token_id": n_regular,
+        "eos_token_id": [n_regular + 2, n_regular + 1],
+        "pad_token_id": n_regular + 1,
+    }
+    return {
+        "tokenizer.json": tokenizer,
+        "tokenizer_config.json": tokenizer_config,
+        "generation_config.json": generation,
+    }
 
 
-def write_checkpoint(out_dir, config: dict, *, seed: int = 0, dense_experts: bool = False, max_shard_size: int | None = None,
-                     with_tokenizer: bool = True, float32: bool = False) -> Path:
+def write_checkpoint(
+    out_dir,
+    config: dict,
+    *,
+    seed: int = 0,
+    dense_experts: bool = False,
+    max_shard_size: int | None = None,
+    with_tokenizer: bool = True,
+    float32: bool = False,
+) -> Path:
     """Write an HF gpt-oss checkpoint directory with random weights (MXFP4 experts unless dense_experts).
 
     float32: non-expert tensors in F32 instead of bf16 (for tight comparisons across runtimes)."""
@@ -121,8 +167,9 @@ def write_checkpoint(out_dir, config: dict, *, seed: int = 0, dense_experts: boo
 
     def expert_codes(shape):
         e, rows, cols = shape
-        blocks = rng.integers(0, 256, size=(e, rows, cols // 32, 16), dtype=np.uint8)
-        scales = rng.integers(116, 122, size=(e, rows, cols // 32), dtype=np.uint8)
+        blocks_shape, scales_shape = packed_shapes((e, rows, cols))
+        blocks = rng.integers(0, 256, size=blocks_shape, dtype=np.uint8)
+        scales = rng.integers(116, 122, size=scales_shape, dtype=np.uint8)
         return blocks, scales
 
     jobs = []
@@ -131,18 +178,22 @@ def write_checkpoint(out_dir, config: dict, *, seed: int = 0, dense_experts: boo
         if tensor.expert:
             shape = mxfp4_shape(cfg, short)
             if dense_experts:
-                entry = TensorEntry(tensor.name, "BF16", (shape[0], shape[2], shape[1]))
+                entry = TensorEntry(tensor.name, "BF16", dense_expert_shape(cfg, short))
 
                 def run(out_, name=tensor.name, shape=shape, entry=entry):
                     per = entry.nbytes // shape[0]
                     for e in range(shape[0]):  # like a bf16 fine-tune: Gaussian, not on the MXFP4 grid
-                        dense = bf16_noise((shape[2], shape[1]), 0.02)
+                        dense = bf16_noise(entry.shape[1:], 0.02)  # [in, out]
                         out_.write_part(name, e * per, dense.view(torch.uint8).numpy().reshape(-1))
 
                 jobs.append(Job([entry], run))
             else:
                 e, rows, cols = shape
-                entries = [TensorEntry(tensor.name + BLOCKS_SUFFIX, "U8", (e, rows, cols // 32, 16)), TensorEntry(tensor.name + SCALES_SUFFIX, "U8", (e, rows, cols // 32))]
+                blocks_shape, scales_shape = packed_shapes((e, rows, cols))
+                entries = [
+                    TensorEntry(tensor.name + BLOCKS_SUFFIX, "U8", blocks_shape),
+                    TensorEntry(tensor.name + SCALES_SUFFIX, "U8", scales_shape),
+                ]
 
                 def run(out_, name=tensor.name, shape=shape, entries=entries):
                     per_b, per_s = entries[0].nbytes // shape[0], entries[1].nbytes // shape[0]
@@ -163,7 +214,7 @@ def write_checkpoint(out_dir, config: dict, *, seed: int = 0, dense_experts: boo
         elif short in ("model.embed_tokens.weight", "lm_head.weight"):
             std, mean = 0.5, 0.0
         else:
-            std, mean = cfg.hidden_size ** -0.5, 0.0
+            std, mean = cfg.hidden_size**-0.5, 0.0
         entry = TensorEntry(tensor.name, "F32" if float32 else "BF16", shape)
 
         def run(out_, name=tensor.name, shape=shape, std=std, mean=mean):
@@ -171,7 +222,11 @@ def write_checkpoint(out_dir, config: dict, *, seed: int = 0, dense_experts: boo
                 per_row = shape[1] * (4 if float32 else 2)
                 for start in range(0, shape[0], 4096):
                     rows = min(4096, shape[0] - start)
-                    out_.write_part(name, start * per_row, bf16_noise((rows, shape[1]), std, mean, float32).view(torch.uint8).numpy().reshape(-1))
+                    out_.write_part(
+                        name,
+                        start * per_row,
+                        bf16_noise((rows, shape[1]), std, mean, float32).view(torch.uint8).numpy().reshape(-1),
+                    )
             else:
                 out_.write(name, bf16_noise(shape, std, mean, float32).view(torch.uint8).numpy().reshape(-1))
 

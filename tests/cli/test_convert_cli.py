@@ -4,8 +4,8 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
+from mxfp4.cli import main
 from mxfp4.testing.checkpoints import make_checkpoint
-from mxfp4.cli.commands import main
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,9 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("target, out", [("bf16", "bf16"), ("original", "original"), ("gguf", "model.gguf"), ("mxfp4", "mx")])
+@pytest.mark.parametrize(
+    "target, out", [("bf16", "bf16"), ("original", "original"), ("gguf", "model.gguf"), ("mxfp4", "mx")]
+)
 def test_convert_then_verify_against_source(hf, tmp_path, target, out):
     result = run("convert", hf, tmp_path / out, "--to", target, "--quiet")
     assert result.exit_code == 0, result.output
@@ -60,7 +62,9 @@ def test_inspect_checkpoint_and_gguf(hf, tmp_path):
 
 def test_convert_errors_are_one_line(hf, tmp_path):
     result = run("convert", tmp_path / "nowhere", tmp_path / "out", "--to", "bf16")
-    assert result.exit_code == 1 and result.output.startswith("error: ") and "no such file or directory" in result.output
+    assert (
+        result.exit_code == 1 and result.output.startswith("error: ") and "no such file or directory" in result.output
+    )
     (tmp_path / "taken").mkdir()
     result = run("convert", hf, tmp_path / "taken", "--to", "bf16")
     assert result.exit_code == 1 and "already exists; pass --force" in result.output

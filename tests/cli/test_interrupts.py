@@ -13,12 +13,19 @@ import time
 
 import pytest
 
-from mxfp4.testing.checkpoints import make_checkpoint, tree_digest
 from mxfp4.convert.verify import verify
+from mxfp4.testing.checkpoints import make_checkpoint, tree_digest
 
 # Big enough that a conversion to bf16 takes a few seconds here (8 experts, width 1024: ~200 MB out).
-MEDIUM = dict(num_hidden_layers=4, num_local_experts=8, hidden_size=1024, intermediate_size=1024, head_dim=64,
-              num_attention_heads=8, num_key_value_heads=2)
+MEDIUM = dict(
+    num_hidden_layers=4,
+    num_local_experts=8,
+    hidden_size=1024,
+    intermediate_size=1024,
+    head_dim=64,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +41,19 @@ def start(src, dst, *extra, limit_bytes=None):
         if limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.Popen([sys.executable, "-m", "mxfp4.cli", "convert", str(src), str(dst), "--to", "bf16", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mxfp4.cli", "convert", str(src), str(dst), "--to", "bf16", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit,
+    )
 
 
 def leftovers(directory):
-    return sorted(p.name for p in directory.iterdir() if ".partial-" in p.name or p.name.endswith(".lock") or ".old-" in p.name)
+    return sorted(
+        p.name for p in directory.iterdir() if ".partial-" in p.name or p.name.endswith(".lock") or ".old-" in p.name
+    )
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
@@ -75,7 +89,11 @@ def test_signal_at_random_points(source, tmp_path, sig, code, word):
             assert verify(source, dst).ok
             outcomes.append(f"{word} after the output was complete")
         else:
-            assert process.returncode == code and f"{word}: no output was written" in err, (process.returncode, err[-500:], outcomes)
+            assert process.returncode == code and f"{word}: no output was written" in err, (
+                process.returncode,
+                err[-500:],
+                outcomes,
+            )
             assert not dst.exists(), outcomes
             outcomes.append(word)
         assert leftovers(tmp_path) == [], outcomes
@@ -168,8 +186,8 @@ def test_interrupt_inside_the_swap_restores_the_previous_output(tmp_path, monkey
 HELD_SIGNAL_SCRIPT = """
 import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from mxfp4 import cli
-cli._install_signal_handlers()
+from mxfp4.cli import signals as cli
+cli.install_signal_handlers()
 try:
     import signals_itself  # sends the signal from inside its own import, then finishes importing
     time.sleep(5)
@@ -185,7 +203,13 @@ except KeyboardInterrupt:
 def test_signal_during_an_import_is_raised_once_the_import_is_over(tmp_path, sig, raised):
     # Raising inside an import that C++ code started (torch's) aborts the process: the CLI holds it back.
     (tmp_path / "signals_itself.py").write_text(
-        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(0.3)\nfinished = True\n")
-    result = subprocess.run([sys.executable, "-c", HELD_SIGNAL_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                            timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(0.3)\nfinished = True\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", HELD_SIGNAL_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert result.stdout.strip() == raised, (result.stdout, result.stderr)

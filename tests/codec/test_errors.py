@@ -5,12 +5,14 @@ import pytest
 import torch
 
 import mxfp4
-from mxfp4.codec import layout
+from mxfp4 import layout
 from mxfp4.errors import DTypeError, MXFP4Error, NonFiniteError, OptionError, ShapeError
 
 
 def test_last_axis_not_a_multiple_of_32():
-    with pytest.raises(ShapeError, match=r"shape \(4, 100\).*last axis \(100\) is not a multiple of 32.*pad that axis to 128"):
+    with pytest.raises(
+        ShapeError, match=r"shape \(4, 100\).*last axis \(100\) is not a multiple of 32.*pad that axis to 128"
+    ):
         mxfp4.quantize(np.zeros((4, 100), np.float32))
 
 
@@ -129,7 +131,7 @@ def test_without_native_kernels_auto_falls_back_and_native_says_why(monkeypatch)
 
     monkeypatch.setattr(native, "_library", lambda: None)
     x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
-    assert mxfp4.codec.api.resolve_backend("auto") == "numpy"
+    assert mxfp4.codec.backend.resolve_backend("auto") == "numpy"
     assert np.array_equal(mxfp4.quantize(x).blocks, mxfp4.quantize(x, backend="numpy").blocks)
     with pytest.raises(BackendUnavailableError, match="native MXFP4 kernels are not built.*backend='numpy'"):
         mxfp4.quantize(x, backend="native")
@@ -137,4 +139,4 @@ def test_without_native_kernels_auto_falls_back_and_native_says_why(monkeypatch)
 
 def test_cpu_backends_refused_for_cuda_tensors():
     with pytest.raises(OptionError, match="CUDA tensors take backend='torch', 'triton' or 'auto'"):
-        mxfp4.codec.api.resolve_backend("native", on_cuda=True)
+        mxfp4.codec.backend.resolve_backend("native", on_cuda=True)

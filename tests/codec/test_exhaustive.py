@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mxfp4
-from mxfp4.codec import layout
+from mxfp4 import layout
 from mxfp4.codec.constants import E2M1_VALUES
 from mxfp4.testing.exhaustive import all_bytes_at_every_scale
 
@@ -92,7 +92,9 @@ def test_ml_dtypes_float4_cast_equals_rne_on_a_dense_sweep(backend):
     grid = np.arange(-8 * 4096 + 1, 8 * 4096, dtype=np.float32) / 4096
     mids = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], np.float32)
     mids = np.concatenate([mids, -mids])
-    near = np.concatenate([np.nextafter(mids, np.float32(9)), np.nextafter(mids, np.float32(-9)), [-0.0, 1e-30, -1e-30]])
+    near = np.concatenate(
+        [np.nextafter(mids, np.float32(9)), np.nextafter(mids, np.float32(-9)), [-0.0, 1e-30, -1e-30]]
+    )
     values = np.concatenate([grid, near]).astype(np.float32)
     values = np.concatenate([values, np.zeros(-len(values) % 31, np.float32)]).reshape(-1, 31)
     x = np.concatenate([np.full((values.shape[0], 1), 4.0, np.float32), values], axis=1)

@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
 import mxfp4
-from mxfp4.codec import layout
+from mxfp4 import layout
 
 MXFP4 = GGMLQuantizationType.MXFP4
 
@@ -44,7 +44,13 @@ def random_rows(seed: int) -> np.ndarray:
 def adversarial_rows() -> np.ndarray:
     """Exact ties at many scales, -0, zeros, saturation, one-ulp neighbours of every midpoint."""
     mids = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], np.float32)
-    pieces = [mids, -mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(9)), [-0.0, 0.0, 7.0, -7.9, 6.0, -6.0]]
+    pieces = [
+        mids,
+        -mids,
+        np.nextafter(mids, np.float32(0)),
+        np.nextafter(mids, np.float32(9)),
+        [-0.0, 0.0, 7.0, -7.9, 6.0, -6.0],
+    ]
     body = np.concatenate(pieces).astype(np.float32)  # 34 values
     rows = []
     for exponent in range(-120, 121, 7):

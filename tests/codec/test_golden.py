@@ -7,9 +7,9 @@ HF packing: byte j = code[2j] | code[2j+1] << 4.
 
 import numpy as np
 import pytest
+from conftest import block
 
 import mxfp4
-from conftest import block
 
 CASES = [
     # (values, scale_rule, rounding, expected scale byte, expected 16 code bytes in hex)

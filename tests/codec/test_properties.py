@@ -6,12 +6,12 @@ import math
 import ml_dtypes
 import numpy as np
 import torch
+from conftest import CPU_BACKENDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import mxfp4
-from conftest import CPU_BACKENDS
 from mxfp4.codec.constants import E2M1_VALUES
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import mxfp4
-from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors, tree_digest
 from mxfp4.convert import convert, open_source
+from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,9 @@ def test_original_qkv_is_q_then_k_then_v(hf, tmp_path):
     source, original = all_tensors(hf), all_tensors(tmp_path / "original")
     stacked = torch.cat([source[f"model.layers.1.self_attn.{p}_proj.weight"] for p in "qkv"])
     assert torch.equal(original["block.1.attn.qkv.weight"], stacked)
-    assert torch.equal(original["block.1.mlp.mlp1_weight.blocks"], source["model.layers.1.mlp.experts.gate_up_proj_blocks"])
+    assert torch.equal(
+        original["block.1.mlp.mlp1_weight.blocks"], source["model.layers.1.mlp.experts.gate_up_proj_blocks"]
+    )
 
 
 def test_hf_to_bf16_is_the_dense_transposed_layout(hf, tmp_path):
@@ -58,7 +60,11 @@ def test_hf_to_bf16_is_the_dense_transposed_layout(hf, tmp_path):
     assert "quantization_config" not in config
     w = dense["model.layers.2.mlp.experts.gate_up_proj"]
     assert w.dtype == torch.bfloat16 and tuple(w.shape) == (4, 64, 128)  # [E, H, 2I]
-    decoded = mxfp4.dequantize(source["model.layers.2.mlp.experts.gate_up_proj_blocks"], source["model.layers.2.mlp.experts.gate_up_proj_scales"], torch.bfloat16)
+    decoded = mxfp4.dequantize(
+        source["model.layers.2.mlp.experts.gate_up_proj_blocks"],
+        source["model.layers.2.mlp.experts.gate_up_proj_scales"],
+        torch.bfloat16,
+    )
     assert torch.equal(w, decoded.transpose(1, 2))
     assert tuple(dense["model.layers.2.mlp.experts.down_proj"].shape) == (4, 64, 64)  # [E, I, H]
 
@@ -99,32 +105,38 @@ def test_dense_source_checkpoint_quantizes_with_each_rule(tmp_path):
     for rule in ("floor", "round_up"):
         convert(dense, tmp_path / rule, to="mxfp4", scale_rule=rule)
     a, b = all_tensors(tmp_path / "floor"), all_tensors(tmp_path / "round_up")
-    assert not torch.equal(a["model.layers.0.mlp.experts.down_proj_scales"], b["model.layers.0.mlp.experts.down_proj_scales"])
+    assert not torch.equal(
+        a["model.layers.0.mlp.experts.down_proj_scales"], b["model.layers.0.mlp.experts.down_proj_scales"]
+    )
+
+
+@pytest.fixture(scope="class")
+def logits(tmp_path_factory):
+    """Logits of transformers on the source and on our outputs (shared by TestTransformers)."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    root = tmp_path_factory.mktemp("tf")
+    source = make_checkpoint(root, shard=150_000)
+    convert(source, root / "bf16", to="bf16")
+    convert(root / "bf16", root / "mx", to="mxfp4")
+    convert(source, root / "original", to="original")
+    convert(root / "original", root / "from_original", to="mxfp4")
+    ids = torch.tensor(
+        [[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]]
+    )  # > 2 sliding windows
+    out = {}
+    for name in ("hf", "bf16", "mx", "from_original"):
+        path = source if name == "hf" else root / name
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        with torch.no_grad():
+            out[name] = model(ids).logits.float()
+    return out
 
 
 class TestTransformers:
     """transformers loads our outputs and computes the same logits as on the source."""
-
-    @pytest.fixture(scope="class")
-    def logits(self, tmp_path_factory):
-        import transformers
-        from transformers import AutoModelForCausalLM
-
-        transformers.logging.set_verbosity_error()
-        root = tmp_path_factory.mktemp("tf")
-        source = make_checkpoint(root, shard=150_000)
-        convert(source, root / "bf16", to="bf16")
-        convert(root / "bf16", root / "mx", to="mxfp4")
-        convert(source, root / "original", to="original")
-        convert(root / "original", root / "from_original", to="mxfp4")
-        ids = torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]])  # > 2 sliding windows
-        out = {}
-        for name in ("hf", "bf16", "mx", "from_original"):
-            path = source if name == "hf" else root / name
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-            with torch.no_grad():
-                out[name] = model(ids).logits.float()
-        return out
 
     @pytest.mark.parametrize("name", ["bf16", "mx", "from_original"])
     def test_same_logits_as_source(self, logits, name):
@@ -134,7 +146,7 @@ class TestTransformers:
 
 @pytest.mark.parametrize("target", ["bf16", "original", "gguf"])
 def test_row_chunked_streaming_writes_the_same_bytes(hf, tmp_path, monkeypatch, target):
-    import mxfp4.convert.engine as engine
+    import mxfp4.convert.readahead as readahead
 
     def files_of(directory):
         convert(hf, directory / "model.gguf" if target == "gguf" else directory / "out", to=target)
@@ -143,5 +155,5 @@ def test_row_chunked_streaming_writes_the_same_bytes(hf, tmp_path, monkeypatch, 
     (tmp_path / "whole").mkdir()
     (tmp_path / "chunked").mkdir()
     whole = files_of(tmp_path / "whole")
-    monkeypatch.setattr(engine, "ROW_CHUNK_BYTES", 1000)  # the embedding (48 KiB) now streams in ~50 chunks
+    monkeypatch.setattr(readahead, "ROW_CHUNK_BYTES", 1000)  # the embedding (48 KiB) now streams in ~50 chunks
     assert files_of(tmp_path / "chunked") == whole

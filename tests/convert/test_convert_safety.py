@@ -9,11 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors, tree_digest
 from mxfp4.convert import convert, open_source
+from mxfp4.errors import CheckpointError, ConfigError
 from mxfp4.storage import space as output_module
-from mxfp4.gpt_oss.config import ConfigError
-from mxfp4.storage.safetensors_io import CheckpointError
+from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors, tree_digest
 
 
 @pytest.fixture
@@ -76,8 +75,14 @@ def test_blocks_without_scales_named(tmp_path):
 
 def test_blocks_scales_shape_mismatch_named(tmp_path):
     hf = make_checkpoint(tmp_path)
-    rewrite_shard(hf / "model.safetensors", lambda t: t.update({"model.layers.1.mlp.experts.down_proj_scales": torch.zeros(4, 64, 3, dtype=torch.uint8)}))
-    with pytest.raises(CheckpointError, match=r"'model.layers.1.mlp.experts.down_proj_scales' is U8 \[4, 64, 3\]; the config implies U8 \[4, 64, 2\]"):
+    rewrite_shard(
+        hf / "model.safetensors",
+        lambda t: t.update({"model.layers.1.mlp.experts.down_proj_scales": torch.zeros(4, 64, 3, dtype=torch.uint8)}),
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"'model.layers.1.mlp.experts.down_proj_scales' is U8 \[4, 64, 3\]; the config implies U8 \[4, 64, 2\]",
+    ):
         open_source(hf)
 
 
@@ -98,7 +103,10 @@ def test_truncated_shard_named(hf):
         (lambda c: c.update(num_experts_per_tok=9), "num_experts_per_tok = 9 exceeds num_local_experts = 4"),
         (lambda c: c.update(layer_types=["sliding_attention"]), "layer_types must list 4 entries"),
         (lambda c: c.update(model_type="llama"), "model_type is 'llama'"),
-        (lambda c: c.update(num_hidden_layers=10**9, layer_types=None), "num_hidden_layers = 1000000000 is beyond any plausible model"),
+        (
+            lambda c: c.update(num_hidden_layers=10**9, layer_types=None),
+            "num_hidden_layers = 1000000000 is beyond any plausible model",
+        ),
     ],
 )
 def test_bad_config_named(hf, change, message):
@@ -164,7 +172,9 @@ def test_interrupted_forced_overwrite_keeps_the_old_output(hf, tmp_path, monkeyp
     out = tmp_path / "out"
     convert(hf, out, to="mxfp4")
     before = tree_digest(out)
-    monkeypatch.setattr("mxfp4.convert.writers.dense_expert", lambda *a, **k: (_ for _ in ()).throw(OSError("disk on fire")))
+    monkeypatch.setattr(
+        "mxfp4.convert.writers.dense_expert", lambda *a, **k: (_ for _ in ()).throw(OSError("disk on fire"))
+    )
     with pytest.raises(OSError, match="disk on fire"):
         convert(hf, out, to="bf16", force=True)
     assert tree_digest(out) == before
@@ -198,7 +208,9 @@ def test_hub_id_resolves_from_local_cache_offline(hf, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     convert("openai/gpt-oss-tiny", tmp_path / "out", to="bf16")
     assert same_tensors(all_tensors(tmp_path / "out"), all_tensors(convert(hf, tmp_path / "direct", to="bf16").output))
-    with pytest.raises(CheckpointError, match="openai/gpt-oss-absent: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        CheckpointError, match="openai/gpt-oss-absent: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+    ):
         convert("openai/gpt-oss-absent", tmp_path / "out2", to="bf16")
 
 
@@ -211,7 +223,11 @@ def test_nan_scale_bytes_are_refused_by_name(tmp_path, target):
 
     rewrite_shard(hf / "model.safetensors", poison)
     out = tmp_path / ("o.gguf" if target == "gguf" else "out")
-    with pytest.raises(CheckpointError, match=r"hf: model.layers.2.mlp.experts.down_proj, expert 3: 1 blocks carry the NaN scale byte 0xFF \(first at row 5, block 1\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"hf: model.layers.2.mlp.experts.down_proj, expert 3: "
+        r"1 blocks carry the NaN scale byte 0xFF \(first at row 5, block 1\)",
+    ):
         convert(hf, out, to=target)
     assert not out.exists()
 
@@ -225,7 +241,10 @@ def test_nan_weights_in_a_fine_tune_are_named(tmp_path):
         t["model.layers.1.mlp.experts.gate_up_proj"][2, 7, 9] = float("inf")
 
     rewrite_shard(dense / "model.safetensors", poison)
-    with pytest.raises(NonFiniteError, match=r"dense: model.layers.1.mlp.experts.gate_up_proj, expert 2, as \[out, in\]' holds inf at index \(9, 7\)"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"dense: model.layers.1.mlp.experts.gate_up_proj, expert 2, as \[out, in\]' holds inf at index \(9, 7\)",
+    ):
         convert(dense, tmp_path / "out", to="mxfp4")
     assert not (tmp_path / "out").exists()
 

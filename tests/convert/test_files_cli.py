@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import mxfp4
+from mxfp4.cli import main
 from mxfp4.convert import safetensors_files as files
-from mxfp4.cli.commands import main
-from mxfp4.storage.safetensors_io import CheckpointError, read_header
+from mxfp4.errors import CheckpointError
+from mxfp4.storage.safetensors_io import read_header
 
 EXPERTS = "experts\\.(gate_up|down)_proj$"
 
@@ -45,8 +46,13 @@ def test_quantize_file_packs_selected_tensors_and_copies_the_rest(source, tmp_pa
     assert digest(path) == before  # the source is never modified
     out = load_file(str(tmp_path / "out.safetensors"))
     assert set(out) == {
-        "layer.experts.gate_up_proj_blocks", "layer.experts.gate_up_proj_scales", "layer.experts.down_proj_blocks",
-        "layer.experts.down_proj_scales", "layer.experts.gate_up_proj_bias", "layer.norm.weight", "layer.odd",
+        "layer.experts.gate_up_proj_blocks",
+        "layer.experts.gate_up_proj_scales",
+        "layer.experts.down_proj_blocks",
+        "layer.experts.down_proj_scales",
+        "layer.experts.gate_up_proj_bias",
+        "layer.norm.weight",
+        "layer.odd",
     }
     q = mxfp4.quantize(tensors["layer.experts.gate_up_proj"])
     assert torch.equal(out["layer.experts.gate_up_proj_blocks"], q.blocks)
@@ -97,7 +103,7 @@ def test_refuses_to_write_over_its_source(source):
 def test_failure_mid_write_leaves_no_file(source, tmp_path, monkeypatch):
     path, _ = source
     calls = {"n": 0}
-    real = mxfp4.codec.api.quantize
+    real = mxfp4.codec.encode.quantize
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -105,7 +111,7 @@ def test_failure_mid_write_leaves_no_file(source, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mxfp4.codec.api, "quantize", interrupted)
+    monkeypatch.setattr(mxfp4.codec.encode, "quantize", interrupted)
     with pytest.raises(KeyboardInterrupt):
         files.quantize_file(path, tmp_path / "out.safetensors", include=EXPERTS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]
@@ -132,8 +138,21 @@ def write_raw(path, header: bytes, data: bytes = b""):
         (b"not json", b"", "header is not valid JSON"),
         (json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode(), b"\0" * 8, "do not fit"),
         (json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}).encode(), b"\0" * 16, "do not fit"),
-        (json.dumps({"w": {"dtype": "Q9", "shape": [4], "data_offsets": [0, 4]}}).encode(), b"\0" * 4, "unknown dtype 'Q9'"),
-        (json.dumps({"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}, "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}).encode(), b"\0" * 6, "overlap"),
+        (
+            json.dumps({"w": {"dtype": "Q9", "shape": [4], "data_offsets": [0, 4]}}).encode(),
+            b"\0" * 4,
+            "unknown dtype 'Q9'",
+        ),
+        (
+            json.dumps(
+                {
+                    "a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
+                    "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]},
+                }
+            ).encode(),
+            b"\0" * 6,
+            "overlap",
+        ),
     ],
 )
 def test_hostile_headers_are_rejected_by_name(tmp_path, header, data, message):
@@ -199,7 +218,9 @@ def test_cli_dequantize_round_trip(source, tmp_path):
     path, _ = source
     runner = CliRunner()
     assert runner.invoke(main, ["quantize", str(path), str(tmp_path / "q.safetensors"), "--quiet"]).exit_code == 0
-    result = runner.invoke(main, ["dequantize", str(tmp_path / "q.safetensors"), str(tmp_path / "d.safetensors"), "--dtype", "float32"])
+    result = runner.invoke(
+        main, ["dequantize", str(tmp_path / "q.safetensors"), str(tmp_path / "d.safetensors"), "--dtype", "float32"]
+    )
     assert result.exit_code == 0, result.output
     assert load_file(str(tmp_path / "d.safetensors"))["layer.experts.down_proj"].dtype == torch.float32
 
@@ -207,7 +228,11 @@ def test_cli_dequantize_round_trip(source, tmp_path):
 @pytest.mark.parametrize(
     "header, message",
     [
-        (b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', "tensor 'a' appears twice"),
+        (
+            b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, '
+            b'"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}',
+            "tensor 'a' appears twice",
+        ),
         (b'{"a": {"dtype": "U8", "shape": [1.5], "data_offsets": [0, 1]}}', "expected a list of non-negative integers"),
         (b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": ["0", 1]}}', r"expected \[begin, end\] integers"),
         (b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}}', r"expected \[begin, end\] integers"),
@@ -236,8 +261,8 @@ def test_pickle_files_refused_without_opening(tmp_path, name):
 
 def test_every_safetensors_dtype_the_reader_accepts_can_be_read(tmp_path):
     # Found by fuzzing: the header check knew U32 but the tensor reader did not.
-    from mxfp4.convert.engine import torch_dtype
-    from mxfp4.storage.safetensors_io import DTYPE_SIZES
+    from mxfp4.dtypes import DTYPE_SIZES
+    from mxfp4.dtypes import torch_dtype_of_code as torch_dtype
 
     for code, size in DTYPE_SIZES.items():
         assert torch_dtype(code).itemsize == size, code
@@ -248,8 +273,14 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-ENTRY = st.fixed_dictionaries({}, optional={"dtype": JSON | st.sampled_from(["U8", "F32", "BF16", "U32"]), "shape": JSON | st.lists(st.integers(-2, 5), max_size=3),
-                                            "data_offsets": JSON | st.lists(st.integers(-2, 64), min_size=2, max_size=2)})
+ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "dtype": JSON | st.sampled_from(["U8", "F32", "BF16", "U32"]),
+        "shape": JSON | st.lists(st.integers(-2, 5), max_size=3),
+        "data_offsets": JSON | st.lists(st.integers(-2, 64), min_size=2, max_size=2),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)

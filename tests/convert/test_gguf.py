@@ -13,9 +13,9 @@ import torch
 from gguf import GGUFReader
 
 import mxfp4
-from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors, tree_digest
 from mxfp4.convert import convert, open_source
-from mxfp4.storage.safetensors_io import CheckpointError
+from mxfp4.errors import CheckpointError
+from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors, tree_digest
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_CPP = Path(os.environ.get("MXFP4_LLAMA_CPP_DIR", REPO / ".cache" / "llama.cpp"))
@@ -34,21 +34,34 @@ def ours(hf, tmp_path_factory):
 
 def metadata(path):
     reader = GGUFReader(path)
-    return {f.name: (tuple(f.types), f.contents()) for f in reader.fields.values() if not f.name.startswith("GGUF.") and f.name not in COSMETIC}
+    return {
+        f.name: (tuple(f.types), f.contents())
+        for f in reader.fields.values()
+        if not f.name.startswith("GGUF.") and f.name not in COSMETIC
+    }
 
 
 def tensors(path):
-    return {t.name: (t.tensor_type.name, [int(d) for d in t.shape], np.asarray(t.data).view(np.uint8).tobytes()) for t in GGUFReader(path).tensors}
+    return {
+        t.name: (t.tensor_type.name, [int(d) for d in t.shape], np.asarray(t.data).view(np.uint8).tobytes())
+        for t in GGUFReader(path).tensors
+    }
 
 
 @pytest.fixture(scope="module")
 def reference(hf, tmp_path_factory):
     """The same checkpoint through llama.cpp's convert_hf_to_gguf.py."""
     if not (LLAMA_CPP / "convert_hf_to_gguf.py").is_file():
-        pytest.fail(f"llama.cpp's converter is not at {LLAMA_CPP}; .ci/run fetches it (set MXFP4_LLAMA_CPP_DIR to use another tree)")
+        pytest.fail(
+            f"llama.cpp's converter is not at {LLAMA_CPP}; .ci/run fetches it (set MXFP4_LLAMA_CPP_DIR to use another "
+            "tree)"
+        )
     out = tmp_path_factory.mktemp("ref") / "reference.gguf"
-    subprocess.run([sys.executable, REPO / "tests" / "tools" / "run_llama_cpp_converter.py", LLAMA_CPP, hf, "--outfile", out],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, REPO / "tests" / "tools" / "run_llama_cpp_converter.py", LLAMA_CPP, hf, "--outfile", out],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -82,9 +95,25 @@ def test_hf_to_gguf_to_hf_is_byte_identical(hf, ours, tmp_path, target):
     assert tree_digest(ours.parent) == before
     assert same_tensors(all_tensors(hf), all_tensors(tmp_path / "back"))
     config, source_config = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "back", hf))
-    for key in ("num_hidden_layers", "num_local_experts", "num_experts_per_tok", "hidden_size", "intermediate_size", "head_dim",
-                "num_attention_heads", "num_key_value_heads", "vocab_size", "sliding_window", "layer_types", "rope_theta",
-                "rope_scaling", "max_position_embeddings", "rms_norm_eps", "swiglu_limit", "quantization_config"):
+    for key in (
+        "num_hidden_layers",
+        "num_local_experts",
+        "num_experts_per_tok",
+        "hidden_size",
+        "intermediate_size",
+        "head_dim",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "sliding_window",
+        "layer_types",
+        "rope_theta",
+        "rope_scaling",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "swiglu_limit",
+        "quantization_config",
+    ):
         assert config[key] == source_config[key], key
 
 
@@ -98,7 +127,9 @@ def test_gguf_tokenizer_round_trips(hf, ours, tmp_path):
     a = json.loads((hf / "tokenizer.json").read_text())
     b = json.loads((tmp_path / "back" / "tokenizer.json").read_text())
     assert b["model"]["vocab"] == a["model"]["vocab"] and b["model"]["merges"] == a["model"]["merges"]
-    assert [(t["id"], t["content"], t["special"]) for t in b["added_tokens"]] == [(t["id"], t["content"], t["special"]) for t in a["added_tokens"]]
+    assert [(t["id"], t["content"], t["special"]) for t in b["added_tokens"]] == [
+        (t["id"], t["content"], t["special"]) for t in a["added_tokens"]
+    ]
 
 
 def test_dense_fine_tune_to_gguf_quantizes(tmp_path):
@@ -159,12 +190,13 @@ def test_gguf_refuses_to_overwrite(hf, ours):
         convert(hf, ours, to="gguf")
 
 
+@pytest.fixture(scope="module")
+def llama():
+    return pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by .ci/run")
+
+
 class TestLlamaCpp:
     """llama.cpp (through llama-cpp-python) loads and runs our GGUF exactly as it runs its own."""
-
-    @pytest.fixture(scope="class")
-    def llama(self):
-        return pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by .ci/run")
 
     def logits(self, llama, path, ids):
         model = llama.Llama(model_path=str(path), logits_all=True, n_ctx=64, n_threads=2, verbose=False)
@@ -184,7 +216,9 @@ class TestLlamaCpp:
         ids = [5, 17, 200, 33, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 40, 41, 42, 43, 44, 45]
         ours_logits = self.logits(llama, ours, ids)
         with torch.no_grad():
-            theirs = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
+            theirs = (
+                AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
+            )
         # llama.cpp's CPU MXFP4 path rounds activations to 8 bits and ignores YaRN's truncate=false:
         # compare the distributions, not the bits.
         corr = np.corrcoef(ours_logits.ravel(), theirs.ravel())[0, 1]
@@ -209,16 +243,18 @@ class TestLlamaCpp:
         ids = [5, 17, 200, 33, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 40, 41, 42, 43, 44, 45]
         ours_logits = self.logits(llama, gguf_path, ids)
         with torch.no_grad():
-            theirs = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
+            theirs = (
+                AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
+            )
         assert np.abs(ours_logits - theirs).max() < 0.03
         assert (ours_logits.argmax(-1) == theirs.argmax(-1)).all()
 
 
 def test_gguf_source_streams_rows_with_the_same_bytes(ours, tmp_path, monkeypatch):
-    import mxfp4.convert.engine as engine
+    import mxfp4.convert.readahead as readahead
 
     convert(ours, tmp_path / "whole", to="bf16")
-    monkeypatch.setattr(engine, "ROW_CHUNK_BYTES", 1000)  # embedding and lm_head now stream in chunks
+    monkeypatch.setattr(readahead, "ROW_CHUNK_BYTES", 1000)  # embedding and lm_head now stream in chunks
     convert(ours, tmp_path / "chunked", to="bf16")
     assert same_tensors(all_tensors(tmp_path / "whole"), all_tensors(tmp_path / "chunked"))
 

@@ -1,14 +1,15 @@
 """mxfp4 fit: the published facts, exact weight bytes from headers, KV by layer type, --json."""
 
 import json
+import shutil
 
 from click.testing import CliRunner
 
-from mxfp4.testing.checkpoints import make_checkpoint
-from mxfp4.cli.commands import main
+from mxfp4.cli import main
 from mxfp4.convert import convert
-from mxfp4.eval import memory_fit as fit
+from mxfp4.eval import fit
 from mxfp4.eval.memory_fit import kv_bytes, load_model_facts
+from mxfp4.testing.checkpoints import make_checkpoint
 
 GiB = 2**30
 
@@ -53,6 +54,17 @@ def test_weight_bytes_read_exactly_from_any_format(tmp_path):
     assert fit(str(tmp_path / "bf16"), "h100-80gb").weights_bytes == mx + expert_weights * 2 - expert_weights * 17 // 32
     assert fit(str(tmp_path / "bf16"), "h100-80gb", weights="mxfp4").weights_bytes == mx
     assert fit(str(hf / "config.json"), "h100-80gb").weights_bytes == mx
+
+
+def test_a_directory_holding_only_config_json_is_planned_from_it(tmp_path):
+    # What `huggingface-cli download org/model config.json` leaves: no weights to read, so size from the config.
+    hf = make_checkpoint(tmp_path)
+    only_config = tmp_path / "only-config"
+    only_config.mkdir()
+    shutil.copy(hf / "config.json", only_config / "config.json")
+    planned = fit(str(only_config), "h100-80gb")
+    assert planned.weights_bytes == fit(str(hf / "config.json"), "h100-80gb").weights_bytes > 0
+    assert planned.model == str(only_config / "config.json")
 
 
 def test_cli_json_keys_and_table():

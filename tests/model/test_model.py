@@ -4,10 +4,12 @@ import pytest
 import torch
 
 import mxfp4.model
-from mxfp4.testing.checkpoints import make_checkpoint
 from mxfp4.convert import convert
+from mxfp4.testing.checkpoints import make_checkpoint
 
-IDS = torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]])  # 3 sliding windows of 8
+IDS = torch.tensor(
+    [[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]]
+)  # 3 sliding windows of 8
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_kv_cache_decode_equals_full_forward(hf):
         cache = model.new_cache()
         steps = [model(IDS[:, :5], cache)]
         for t in range(5, IDS.shape[1]):
-            steps.append(model(IDS[:, t:t + 1], cache, start=t))
+            steps.append(model(IDS[:, t : t + 1], cache, start=t))
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     sliding = [c for c in cache if c.window is not None]
     assert sliding and all(c.keys.shape[2] == 8 for c in sliding)  # sliding layers keep only the window

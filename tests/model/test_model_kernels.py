@@ -22,8 +22,15 @@ EXAMPLES = "examples"
 
 # --- routing: the tiles of the grouped matmul --------------------------------------------------------
 
+
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 40), st.integers(1, 4), st.integers(1, 12), st.sampled_from([16, 32, 64]), st.randoms(use_true_random=False))
+@given(
+    st.integers(1, 40),
+    st.integers(1, 4),
+    st.integers(1, 12),
+    st.sampled_from([16, 32, 64]),
+    st.randoms(use_true_random=False),
+)
 def test_tiles_cover_every_slot_once_within_one_expert(n, k, experts, block_m, rnd):
     k = min(k, experts)
     indices = torch.tensor([rnd.sample(range(experts), k) for _ in range(n)])
@@ -45,16 +52,24 @@ def test_tiles_cover_every_slot_once_within_one_expert(n, k, experts, block_m, r
 
 # --- MoE experts ---------------------------------------------------------------------------------------
 
+
 def _experts(e, hidden, inter, device, seed=0, nan_scale=False):
     g = torch.Generator().manual_seed(seed)
+
     def packed(rows, cols):
         t = mxfp4.quantize(torch.randn(e, rows, cols, generator=g) * 0.2)
         scales = t.scales.clone()
         if nan_scale:
             scales[e - 1, 3, 0] = 255  # one NaN block in the last expert's row 3
         return t.blocks.to(device), scales.to(device)
+
     gate_up, down = packed(2 * inter, hidden), packed(hidden, inter)
-    return gate_up, (torch.randn(e, 2 * inter, generator=g) * 0.5).to(device), down, (torch.randn(e, hidden, generator=g) * 0.5).to(device)
+    return (
+        gate_up,
+        (torch.randn(e, 2 * inter, generator=g) * 0.5).to(device),
+        down,
+        (torch.randn(e, hidden, generator=g) * 0.5).to(device),
+    )
 
 
 def _route(n, e, k, seed, device, only=None):
@@ -86,7 +101,9 @@ def test_moe_kernel_matches_its_torch_twin(case):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the interpreter's sigmoid of a very negative gate: 0, as it should
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered in exp"
+)  # the interpreter's sigmoid of a very negative gate: 0, as it should
 def test_moe_kernel_clamps_like_the_twin():
     # Large weights push the gate and linear halves past the limit on both sides.
     gate_up, gate_up_bias, down, down_bias = _experts(4, 64, 64, DEVICE)
@@ -103,7 +120,9 @@ def test_moe_kernel_clamps_like_the_twin():
 def test_moe_kernel_propagates_a_nan_scale_like_the_twin():
     gate_up, gate_up_bias, down, down_bias = _experts(4, 64, 64, DEVICE, nan_scale=True)
     g = torch.Generator().manual_seed(5)
-    indices = torch.stack([torch.randperm(4, generator=g)[:2] for _ in range(10)]).to(DEVICE)  # some tokens miss expert 3
+    indices = torch.stack([torch.randperm(4, generator=g)[:2] for _ in range(10)]).to(
+        DEVICE
+    )  # some tokens miss expert 3
     scores = torch.rand(10, 2, generator=g).softmax(-1).to(DEVICE)
     x = torch.randn(10, 64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
@@ -121,7 +140,7 @@ def test_moe_kernel_never_decodes_an_expert_to_memory(monkeypatch):
     def no_dense_weights(*args, **kwargs):
         raise AssertionError("an expert was decoded to a dense tensor")
 
-    monkeypatch.setattr(mxfp4.codec.api, "dequantize", no_dense_weights)
+    monkeypatch.setattr(mxfp4.codec.decode, "dequantize", no_dense_weights)
     with pytest.raises(AssertionError, match="decoded to a dense"):  # the twin does decode (one expert at a time)
         moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
     assert moe_triton.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0).isfinite().all()
@@ -177,6 +196,7 @@ def test_attention_sink_takes_probability_mass():
 
 # --- the model on both backends ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("checkpoint", ["tiny-gpt-oss", "tiny-gpt-oss-trained/mxfp4"])
 def test_model_triton_backend_matches_torch_in_prefill_and_decode(checkpoint):
     path = f"{EXAMPLES}/{checkpoint}"
@@ -184,7 +204,9 @@ def test_model_triton_backend_matches_torch_in_prefill_and_decode(checkpoint):
     tri = mxfp4.model.load(path, backend="triton", device=DEVICE, dtype=torch.float32)
     assert tri.backend == "triton" and ref.backend == "torch"
     window = ref.config.sliding_window
-    ids = torch.randint(0, ref.config.vocab_size, (2, window + 5), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    ids = torch.randint(0, ref.config.vocab_size, (2, window + 5), generator=torch.Generator().manual_seed(0)).to(
+        DEVICE
+    )
     caches = ref.new_cache(), tri.new_cache()
     with torch.no_grad():
         want, got = ref(ids, caches[0]), tri(ids, caches[1])  # the prompt runs past the sliding window
@@ -213,7 +235,16 @@ def test_moe_kernel_in_bfloat16_on_the_gpu():
     indices, scores = _route(64, 32, 4, seed=0, device="cuda")
     x = torch.randn(64, 2880, device="cuda")
     want = moe_torch.experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit=7.0)
-    got = moe_triton.experts(x.bfloat16(), indices, scores.bfloat16(), gate_up, gate_up_bias.bfloat16(), down, down_bias.bfloat16(), limit=7.0)
+    got = moe_triton.experts(
+        x.bfloat16(),
+        indices,
+        scores.bfloat16(),
+        gate_up,
+        gate_up_bias.bfloat16(),
+        down,
+        down_bias.bfloat16(),
+        limit=7.0,
+    )
     rel = (got.float() - want).norm() / want.norm()
     assert rel < 1e-2, rel
 
@@ -250,8 +281,8 @@ def test_ring_attention_equals_attention_over_the_same_keys(case):
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_static_cache_decodes_the_same_tokens_and_logits(backend):
-    from mxfp4.model.graphs import generate_static
     from mxfp4.model.cache import StaticCache
+    from mxfp4.model.graphs import generate_static
 
     model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss", backend=backend, device=DEVICE)
     ids = torch.randint(0, 300, (2, 11), generator=torch.Generator().manual_seed(0)).to(DEVICE)
@@ -261,7 +292,7 @@ def test_static_cache_decodes_the_same_tokens_and_logits(backend):
     with torch.no_grad():  # logits too, chunk by chunk against one pass over the whole sequence
         whole = model(want)
         cache = StaticCache(model, 2, want.shape[1], chunk=4)
-        parts = [model(want[:, s:s + 4], cache) for s in range(0, want.shape[1], 4)]
+        parts = [model(want[:, s : s + 4], cache) for s in range(0, want.shape[1], 4)]
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=1e-4, atol=1e-4)
     with pytest.raises(mxfp4.OptionError, match="at most 4 tokens"):
         model(want[:, :5], StaticCache(model, 2, 8, chunk=4))
@@ -279,14 +310,22 @@ def test_cuda_graph_needs_cuda():
 
 @pytest.mark.gpu
 def test_cuda_graph_decode_gives_the_eager_tokens():
-    model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss-trained/mxfp4", backend="triton", device="cuda", dtype=torch.float32)
+    model = mxfp4.model.load(
+        f"{EXAMPLES}/tiny-gpt-oss-trained/mxfp4", backend="triton", device="cuda", dtype=torch.float32
+    )
     ids = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(0)).cuda()
     assert torch.equal(model.generate(ids, 40, cuda_graph=True), model.generate(ids, 40))
 
 
 @settings(max_examples=12, deadline=None)
-@given(tokens=st.integers(1, 40), experts=st.integers(1, 9), top_k=st.integers(1, 4), hidden_blocks=st.integers(1, 4),
-       inter_blocks=st.integers(1, 4), seed=st.integers(0, 2**16))
+@given(
+    tokens=st.integers(1, 40),
+    experts=st.integers(1, 9),
+    top_k=st.integers(1, 4),
+    hidden_blocks=st.integers(1, 4),
+    inter_blocks=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
 def test_moe_kernel_matches_its_twin_on_any_shape(tokens, experts, top_k, hidden_blocks, inter_blocks, seed):
     top_k = min(top_k, experts)
     hidden, inter = 32 * hidden_blocks, 32 * inter_blocks
@@ -299,10 +338,20 @@ def test_moe_kernel_matches_its_twin_on_any_shape(tokens, experts, top_k, hidden
 
 
 @settings(max_examples=12, deadline=None)
-@given(batch=st.integers(1, 2), kv_heads=st.integers(1, 3), groups=st.sampled_from([1, 2, 4, 8]), queries=st.integers(1, 20),
-       cached=st.integers(0, 30), head_dim=st.sampled_from([16, 32, 48, 64]), window=st.one_of(st.none(), st.integers(1, 24)),
-       splits=st.sampled_from([None, 2, 3]), seed=st.integers(0, 2**16))
-def test_attention_kernel_matches_its_twin_on_any_shape(batch, kv_heads, groups, queries, cached, head_dim, window, splits, seed):
+@given(
+    batch=st.integers(1, 2),
+    kv_heads=st.integers(1, 3),
+    groups=st.sampled_from([1, 2, 4, 8]),
+    queries=st.integers(1, 20),
+    cached=st.integers(0, 30),
+    head_dim=st.sampled_from([16, 32, 48, 64]),
+    window=st.one_of(st.none(), st.integers(1, 24)),
+    splits=st.sampled_from([None, 2, 3]),
+    seed=st.integers(0, 2**16),
+)
+def test_attention_kernel_matches_its_twin_on_any_shape(
+    batch, kv_heads, groups, queries, cached, head_dim, window, splits, seed
+):
     g = torch.Generator().manual_seed(seed)
     heads, keys = kv_heads * groups, cached + queries
     q = torch.randn(batch, heads, queries, head_dim, generator=g).to(DEVICE)
@@ -328,5 +377,15 @@ def test_moe_kernel_refuses_routing_built_for_other_tiles():
     gate_up, gate_up_bias, down, down_bias = _experts(4, 32, 32, DEVICE)
     indices, scores = _route(3, 4, 2, seed=0, device=DEVICE)
     with pytest.raises(mxfp4.OptionError, match="routing was built for BLOCK_M 16, the kernels use 32"):
-        moe_triton.experts(torch.randn(3, 32).to(DEVICE), indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0,
-                           routing=routing.route(indices, 4, 16), tiles=(32, 64, 64))
+        moe_triton.experts(
+            torch.randn(3, 32).to(DEVICE),
+            indices,
+            scores,
+            gate_up,
+            gate_up_bias,
+            down,
+            down_bias,
+            7.0,
+            routing=routing.route(indices, 4, 16),
+            tiles=(32, 64, 64),
+        )

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mxfp4.convert import open_source
+from mxfp4.errors import CheckpointError
 from mxfp4.storage.gguf_check import validate_gguf
-from mxfp4.storage.safetensors_io import CheckpointError
 
 U32, STRING, ARRAY = 4, 8, 9
 
@@ -24,11 +24,19 @@ def kv(key: str, kind: int, payload: bytes) -> bytes:
 
 
 def tensor_info(name: str, dims, ggml_type=0, offset=0) -> bytes:
-    return s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<II", ggml_type, 0)[:4] + struct.pack("<Q", offset)
+    return (
+        s(name)
+        + struct.pack("<I", len(dims))
+        + b"".join(struct.pack("<Q", d) for d in dims)
+        + struct.pack("<II", ggml_type, 0)[:4]
+        + struct.pack("<Q", offset)
+    )
 
 
 def gguf(kvs=(), tensors=(), data=b"", version=3, n_kv=None, n_tensors=None, magic=b"GGUF") -> bytes:
-    head = magic + struct.pack("<IQQ", version, len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv)
+    head = magic + struct.pack(
+        "<IQQ", version, len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv
+    )
     body = head + b"".join(kvs) + b"".join(tensors)
     return body + b"\0" * (-len(body) % 32) + data
 
@@ -42,22 +50,62 @@ CASES = [
     ("version 99", gguf(version=99), "GGUF version 99 is not supported"),
     ("too short", b"GGUF\x03\0\0\0", "too short for a GGUF file"),
     ("absurd counts", gguf([ARCH], n_kv=2**62, n_tensors=2**62), "cannot fit in"),
-    ("header cut off", b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + s("k") + struct.pack("<I", U32) + b"\x01", "ends inside the header"),
-    ("string of 2**60 bytes", gguf([s("k") + struct.pack("<I", STRING) + struct.pack("<Q", 2**60)]), "a string claims 1152921504606846976 bytes"),
-    ("array of 2**61 items", gguf([s("k") + struct.pack("<IIQ", ARRAY, STRING, 2**61)]), "an array claims 2305843009213693952 items"),
+    (
+        "header cut off",
+        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + s("k") + struct.pack("<I", U32) + b"\x01",
+        "ends inside the header",
+    ),
+    (
+        "string of 2**60 bytes",
+        gguf([s("k") + struct.pack("<I", STRING) + struct.pack("<Q", 2**60)]),
+        "a string claims 1152921504606846976 bytes",
+    ),
+    (
+        "array of 2**61 items",
+        gguf([s("k") + struct.pack("<IIQ", ARRAY, STRING, 2**61)]),
+        "an array claims 2305843009213693952 items",
+    ),
     ("unknown value type", gguf([s("k") + struct.pack("<I", 77) + b"\0" * 8]), "unknown value type 77"),
     ("duplicate key", gguf([ARCH, ARCH]), "key 'general.architecture' appears twice"),
-    ("bad alignment", gguf([ARCH, kv("general.alignment", U32, struct.pack("<I", 24))]), "general.alignment must be a power of two"),
+    (
+        "bad alignment",
+        gguf([ARCH, kv("general.alignment", U32, struct.pack("<I", 24))]),
+        "general.alignment must be a power of two",
+    ),
     ("key not UTF-8", gguf([struct.pack("<Q", 2) + b"\xff\xfe" + struct.pack("<I", U32) + b"\0\0\0\0"]), "not UTF-8"),
     ("nine dimensions", gguf([ARCH], [tensor_info("t", [1] * 9)]), "tensor 't' has 9 dimensions"),
     ("zero dimensions", gguf([ARCH], [tensor_info("t", [])]), "tensor 't' has 0 dimensions"),
     ("unknown tensor type", gguf([ARCH], [tensor_info("t", [4], ggml_type=200)]), "tensor 't' has unknown type 200"),
-    ("dimension product overflows 64 bits", gguf([ARCH], [tensor_info("t", [2**40, 2**40, 2**40])]), r"tensor 't' \(\d+ bytes at offset 0\) runs past the end"),
-    ("block size", gguf([ARCH], [tensor_info("t", [30, 2], ggml_type=39)]), "first dimension 30 is not a multiple of MXFP4's block of 32"),
-    ("misaligned offset", gguf([ARCH], [tensor_info("t", [8], offset=4)], b"\0" * 64), "data offset 4 is not aligned to 32"),
-    ("data past the end", gguf([ARCH], [GOOD_TENSOR], b"\0" * 100), r"tensor 'token_embd.weight' \(128 bytes at offset 0\) runs past the end"),
-    ("overlapping tensors", gguf([ARCH], [GOOD_TENSOR, tensor_info("output.weight", [8, 4], offset=64)], b"\0" * 256), "overlap"),
-    ("duplicate tensor", gguf([ARCH], [GOOD_TENSOR, GOOD_TENSOR], b"\0" * 256), "tensor 'token_embd.weight' appears twice"),
+    (
+        "dimension product overflows 64 bits",
+        gguf([ARCH], [tensor_info("t", [2**40, 2**40, 2**40])]),
+        r"tensor 't' \(\d+ bytes at offset 0\) runs past the end",
+    ),
+    (
+        "block size",
+        gguf([ARCH], [tensor_info("t", [30, 2], ggml_type=39)]),
+        "first dimension 30 is not a multiple of MXFP4's block of 32",
+    ),
+    (
+        "misaligned offset",
+        gguf([ARCH], [tensor_info("t", [8], offset=4)], b"\0" * 64),
+        "data offset 4 is not aligned to 32",
+    ),
+    (
+        "data past the end",
+        gguf([ARCH], [GOOD_TENSOR], b"\0" * 100),
+        r"tensor 'token_embd.weight' \(128 bytes at offset 0\) runs past the end",
+    ),
+    (
+        "overlapping tensors",
+        gguf([ARCH], [GOOD_TENSOR, tensor_info("output.weight", [8, 4], offset=64)], b"\0" * 256),
+        "overlap",
+    ),
+    (
+        "duplicate tensor",
+        gguf([ARCH], [GOOD_TENSOR, GOOD_TENSOR], b"\0" * 256),
+        "tensor 'token_embd.weight' appears twice",
+    ),
 ]
 
 

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: int, window: int | None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: int, window: int | None
+) -> torch.Tensor:
     """q [B, H, T, D] at positions q_start.., k and v [B, KV, S, D] (H a multiple of KV) at the latest
     S positions, sinks [H] -> [B, H, T, D]. Query i sees keys j with i - window < j <= i."""
     t, s = q.shape[2], k.shape[2]
@@ -21,7 +23,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Te
     return _attend(q, k, v, sinks, positions, q_start + t - s + torch.arange(s, device=q.device), window)
 
 
-def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: torch.Tensor, window: int | None) -> torch.Tensor:
+def ring_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: torch.Tensor, window: int | None
+) -> torch.Tensor:
     """As attention, with k and v [B, KV, C, D] a ring (position p in slot p % C, the queries' own keys
     already written) and q_start a 0-dim integer tensor. Slots not written yet are ignored."""
     t, c = q.shape[2], k.shape[2]

@@ -23,11 +23,32 @@ NUM_WARPS = 8
 
 
 @triton.jit
-def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
-                      T, S, q_start, q_start_ptr, window, scale_log2, keys_per_split,
-                      HEADS: tl.constexpr, KV_HEADS: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FINAL: tl.constexpr, RING: tl.constexpr,
-                      PRECISION: tl.constexpr):
+def _attention_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    sinks_ptr,
+    out_ptr,
+    m_ptr,
+    l_ptr,
+    T,
+    S,
+    q_start,
+    q_start_ptr,
+    window,
+    scale_log2,
+    keys_per_split,
+    HEADS: tl.constexpr,
+    KV_HEADS: tl.constexpr,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FINAL: tl.constexpr,
+    RING: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     batch_kv = tl.program_id(1)
     b, kv = batch_kv // KV_HEADS, batch_kv % KV_HEADS
     split = tl.program_id(2)
@@ -66,24 +87,40 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, sinks_ptr, out_ptr, m_ptr, l_ptr,
     for j0 in range(lo - lo % BLOCK_N, hi, BLOCK_N):
         j = j0 + tl.arange(0, BLOCK_N)
         j_mask = (j >= lo) & (j < hi)
-        keys = tl.load(k_ptr + kv_base + j.to(tl.int64)[:, None] * D + d[None, :], mask=j_mask[:, None] & d_mask[None, :], other=0.0)
+        keys = tl.load(
+            k_ptr + kv_base + j.to(tl.int64)[:, None] * D + d[None, :],
+            mask=j_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )
         logits = tl.dot(q, tl.trans(keys), input_precision=PRECISION) * scale_log2  # base-2 logits
         if RING:
             key_position = last - (last - j) % S  # the latest position written to slot j (< 0: not yet)
             j_mask &= key_position >= 0
         else:
             key_position = key_start + j
-        allowed = j_mask[None, :] & (key_position[None, :] <= position[:, None]) & (key_position[None, :] > position[:, None] - window)
+        allowed = (
+            j_mask[None, :]
+            & (key_position[None, :] <= position[:, None])
+            & (key_position[None, :] > position[:, None] - window)
+        )
         logits = tl.where(allowed, logits, float("-inf"))
         m_new = tl.maximum(m, tl.max(logits, axis=1))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(logits - m_new[:, None])
         l = l * alpha + tl.sum(p, axis=1)
-        values = tl.load(v_ptr + kv_base + j.to(tl.int64)[:, None] * D + d[None, :], mask=j_mask[:, None] & d_mask[None, :], other=0.0)
+        values = tl.load(
+            v_ptr + kv_base + j.to(tl.int64)[:, None] * D + d[None, :],
+            mask=j_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )
         acc = acc * alpha[:, None] + tl.dot(p.to(values.dtype), values, input_precision=PRECISION)
         m = m_new
     if FINAL:
-        tl.store(out_ptr + q_rows[:, None] + d[None, :], (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=row_mask[:, None] & d_mask[None, :])
+        tl.store(
+            out_ptr + q_rows[:, None] + d[None, :],
+            (acc / l[:, None]).to(out_ptr.dtype.element_ty),
+            mask=row_mask[:, None] & d_mask[None, :],
+        )
     else:  # partials [splits, B, H, T, (D)]
         batches = tl.num_programs(1) // KV_HEADS
         rows = ((split.to(tl.int64) * batches + b) * HEADS + head) * T + t
@@ -102,14 +139,30 @@ def _splits(t: int, s: int, window: int | None, programs: int, device) -> int:
     return max(1, min(triton.cdiv(band, 256), triton.cdiv(2 * sms, programs)))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: int, window: int | None,
-              splits: int | None = None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    sinks: torch.Tensor,
+    *,
+    q_start: int,
+    window: int | None,
+    splits: int | None = None,
+) -> torch.Tensor:
     """attention_torch.attention as a kernel. splits: key-range programs per row block (None: chosen)."""
     return _launch(q, k, v, sinks, q_start, None, window, splits)
 
 
-def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: torch.Tensor, window: int | None,
-                   splits: int | None = None) -> torch.Tensor:
+def ring_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    sinks: torch.Tensor,
+    *,
+    q_start: torch.Tensor,
+    window: int | None,
+    splits: int | None = None,
+) -> torch.Tensor:
     """attention_torch.ring_attention as a kernel: q_start is read on the device, so a CUDA graph that
     captured this call stays right when the position moves on."""
     return _launch(q, k, v, sinks, 0, q_start, window, splits)
@@ -129,17 +182,47 @@ def _launch(q, k, v, sinks, q_start: int, q_start_tensor, window, splits):
     keys_per_split = triton.cdiv(keys_per_split, block_n) * block_n
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     start_ptr = q_start_tensor if ring else sinks  # an unused pointer when the start is an int
-    common = dict(num_warps=NUM_WARPS, RING=ring, HEADS=heads, KV_HEADS=kv_heads, G=groups, D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=precision)
+    common = dict(
+        num_warps=NUM_WARPS,
+        RING=ring,
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        G=groups,
+        D=d,
+        BLOCK_D=triton.next_power_of_2(d),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        PRECISION=precision,
+    )
     scale_log2 = d**-0.5 * LOG2E
     win = window if window is not None else NO_WINDOW
     if splits == 1:
         out = torch.empty_like(q)
-        _attention_kernel[(row_blocks, b * kv_heads, 1)](q, k, v, sinks, out, out, out, t, s, q_start, start_ptr, win, scale_log2, keys_per_split, FINAL=True, **common)
+        _attention_kernel[(row_blocks, b * kv_heads, 1)](
+            q,
+            k,
+            v,
+            sinks,
+            out,
+            out,
+            out,
+            t,
+            s,
+            q_start,
+            start_ptr,
+            win,
+            scale_log2,
+            keys_per_split,
+            FINAL=True,
+            **common,
+        )
         return out
     acc = torch.empty((splits, b, heads, t, d), dtype=torch.float32, device=q.device)
     m = torch.empty((splits, b, heads, t), dtype=torch.float32, device=q.device)
     l = torch.empty_like(m)
-    _attention_kernel[(row_blocks, b * kv_heads, splits)](q, k, v, sinks, acc, m, l, t, s, q_start, start_ptr, win, scale_log2, keys_per_split, FINAL=False, **common)
+    _attention_kernel[(row_blocks, b * kv_heads, splits)](
+        q, k, v, sinks, acc, m, l, t, s, q_start, start_ptr, win, scale_log2, keys_per_split, FINAL=False, **common
+    )
     sink = sinks.float().view(1, -1, 1) * LOG2E  # merge the splits with the sink, all in base 2
     top = torch.maximum(m.amax(0), sink)
     weight = torch.exp2(m - top)  # [splits, B, H, T]

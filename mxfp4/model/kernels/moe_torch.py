@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ...codec import api
+from ...codec import decode
 
 SWIGLU_ALPHA = 1.702
 
@@ -21,12 +21,20 @@ def expert_matrix(weight, e: int, dtype: torch.dtype) -> torch.Tensor:
     """Expert e's [out, in] matrix from (blocks [E, out, in/32, 16], scales [E, out, in/32]) or a dense
     [E, out, in] tensor; decoded now if packed (transient: one expert at a time)."""
     if isinstance(weight, tuple):
-        return api.dequantize(weight[0][e], weight[1][e], dtype)
+        return decode.dequantize(weight[0][e], weight[1][e], dtype)
     return weight[e].to(dtype)
 
 
-def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_up, gate_up_bias: torch.Tensor,
-            down, down_bias: torch.Tensor, limit: float) -> torch.Tensor:
+def experts(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    scores: torch.Tensor,
+    gate_up,
+    gate_up_bias: torch.Tensor,
+    down,
+    down_bias: torch.Tensor,
+    limit: float,
+) -> torch.Tensor:
     """x [N, H]; top-k expert ids and routing weights [N, k]; gate_up / down as (blocks, scales) or dense
     [E, out, in]; biases [E, 2I] and [E, H] -> sum over the k choices of weight * expert(x), [N, H]."""
     return grouped_experts(x, expert_groups(indices, scores), gate_up, gate_up_bias, down, down_bias, limit)
@@ -41,7 +49,9 @@ def expert_groups(indices: torch.Tensor, scores: torch.Tensor) -> list[tuple[int
     return groups
 
 
-def grouped_experts(x: torch.Tensor, groups, gate_up, gate_up_bias: torch.Tensor, down, down_bias: torch.Tensor, limit: float) -> torch.Tensor:
+def grouped_experts(
+    x: torch.Tensor, groups, gate_up, gate_up_bias: torch.Tensor, down, down_bias: torch.Tensor, limit: float
+) -> torch.Tensor:
     """experts() with the routing already grouped: one matmul per expert over its tokens."""
     out = torch.zeros_like(x)
     for e, tokens, weight in groups:

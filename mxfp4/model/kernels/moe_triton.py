@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ...codec.triton_decode import e2m1_values, e8m0_values
 from ...errors import OptionError
 from . import moe_torch
 from .routing import Routing, route
@@ -30,25 +31,45 @@ def _decode_tile(blocks_ptr, scales_ptr, rows, row_mask, k0, K, BN: tl.constexpr
     [k0, k0 + BLOCK_K) -> float32 [BN, BLOCK_K]. A row's K/2 bytes hold element 2i in the low nibble
     and 2i + 1 in the high nibble; its K/32 scales are E8M0 (0xFF: the block is NaN)."""
     byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-    packed = tl.load(blocks_ptr + rows[:, None] * (K // 2) + byte[None, :],
-                     mask=row_mask[:, None] & (byte < K // 2)[None, :], other=0).to(tl.int32)
+    packed = tl.load(
+        blocks_ptr + rows[:, None] * (K // 2) + byte[None, :],
+        mask=row_mask[:, None] & (byte < K // 2)[None, :],
+        other=0,
+    ).to(tl.int32)
     group = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-    s = tl.load(scales_ptr + rows[:, None] * (K // 32) + group[None, :],
-                mask=row_mask[:, None] & (group < K // 32)[None, :], other=127).to(tl.int32)
-    codes = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BN, BLOCK_K))
-    m = codes & 7
-    magnitude = tl.where(m < 4, m.to(tl.float32) * 0.5, tl.where(m < 7, (m - 2).to(tl.float32), 6.0))
-    value = tl.where((codes & 8) != 0, -magnitude, magnitude)
-    scale = tl.where(s > 0, s << 23, 0x00400000).to(tl.float32, bitcast=True)  # 2**(s - 127)
-    scale = tl.where(s == 255, float("nan"), scale)
+    s = tl.load(
+        scales_ptr + rows[:, None] * (K // 32) + group[None, :],
+        mask=row_mask[:, None] & (group < K // 32)[None, :],
+        other=127,
+    ).to(tl.int32)
+    value = e2m1_values(packed, BN, BLOCK_K)
+    scale = tl.where(s == 255, float("nan"), e8m0_values(s))
     value = tl.reshape(value, (BN, BLOCK_K // 32, 32)) * scale[:, :, None]
     return tl.reshape(value, (BN, BLOCK_K))
 
 
 @triton.jit
-def _gate_up_kernel(x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, blocks_ptr, scales_ptr, bias_ptr, act_ptr,
-                    H, I, num_experts, limit, ALPHA: tl.constexpr, TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+def _gate_up_kernel(
+    x_ptr,
+    order_ptr,
+    tile_expert_ptr,
+    tile_start_ptr,
+    tile_end_ptr,
+    blocks_ptr,
+    scales_ptr,
+    bias_ptr,
+    act_ptr,
+    H,
+    I,
+    num_experts,
+    limit,
+    ALPHA: tl.constexpr,
+    TOPK: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     tile = tl.program_id(0)
     e = tl.load(tile_expert_ptr + tile)
     if e >= num_experts:  # a spare tile: fewer experts were hit than the bound allows for
@@ -77,12 +98,33 @@ def _gate_up_kernel(x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_
     gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
     up = tl.minimum(tl.maximum(up, -limit, propagate_nan=tl.PropagateNan.ALL), limit, propagate_nan=tl.PropagateNan.ALL)
     act = gate * tl.sigmoid(ALPHA * gate) * (up + 1.0)
-    tl.store(act_ptr + r.to(tl.int64)[:, None] * I + n[None, :], act.to(act_ptr.dtype.element_ty), mask=row_mask[:, None] & n_mask[None, :])
+    tl.store(
+        act_ptr + r.to(tl.int64)[:, None] * I + n[None, :],
+        act.to(act_ptr.dtype.element_ty),
+        mask=row_mask[:, None] & n_mask[None, :],
+    )
 
 
 @triton.jit
-def _down_kernel(act_ptr, order_ptr, scores_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, blocks_ptr, scales_ptr, bias_ptr, y_ptr,
-                 H, I, num_experts, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+def _down_kernel(
+    act_ptr,
+    order_ptr,
+    scores_ptr,
+    tile_expert_ptr,
+    tile_start_ptr,
+    tile_end_ptr,
+    blocks_ptr,
+    scales_ptr,
+    bias_ptr,
+    y_ptr,
+    H,
+    I,
+    num_experts,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     tile = tl.program_id(0)
     e = tl.load(tile_expert_ptr + tile)
     if e >= num_experts:
@@ -97,7 +139,9 @@ def _down_kernel(act_ptr, order_ptr, scores_ptr, tile_expert_ptr, tile_start_ptr
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, I, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(act_ptr + r.to(tl.int64)[:, None] * I + k[None, :], mask=row_mask[:, None] & (k < I)[None, :], other=0.0)
+        a = tl.load(
+            act_ptr + r.to(tl.int64)[:, None] * I + k[None, :], mask=row_mask[:, None] & (k < I)[None, :], other=0.0
+        )
         w = _decode_tile(blocks_ptr, scales_ptr, n, n_mask, k0, I, BLOCK_N, BLOCK_K).to(a.dtype)
         acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
     acc += tl.load(bias_ptr + e.to(tl.int64) * H + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
@@ -128,9 +172,18 @@ def block_sizes(slots: int, num_experts: int) -> tuple[int, int, int]:
     return (16 if per_expert <= 16 else 32 if per_expert <= 32 else 64), 64, 64
 
 
-def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_up, gate_up_bias: torch.Tensor,
-            down, down_bias: torch.Tensor, limit: float, routing: Routing | None = None,
-            tiles: tuple[int, int, int] | None = None) -> torch.Tensor:
+def experts(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    scores: torch.Tensor,
+    gate_up,
+    gate_up_bias: torch.Tensor,
+    down,
+    down_bias: torch.Tensor,
+    limit: float,
+    routing: Routing | None = None,
+    tiles: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
     """moe_torch.experts with MXFP4 weights decoded in registers. Dense (fine-tuned) expert weights have
     no kernel here and run through the torch path. tiles: (BLOCK_M, BLOCK_N, BLOCK_K) instead of
     block_sizes()' choice (BLOCK_M >= 16, BLOCK_K in 32..256; powers of two); for tests and sweeps."""
@@ -143,21 +196,57 @@ def experts(x: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor, gate_u
     top_k = indices.shape[1]
     block_m, block_n, block_k = tiles or block_sizes(n * top_k, num_experts)
     if routing is not None and routing.block_m != block_m:
-        raise OptionError(f"routing was built for BLOCK_M {routing.block_m}, the kernels use {block_m}: pass tiles with that BLOCK_M")
+        raise OptionError(
+            f"routing was built for BLOCK_M {routing.block_m}, the kernels use {block_m}: pass tiles with that BLOCK_M"
+        )
     routing = routing or route(indices, num_experts, block_m)
     precision = "ieee" if x.dtype == torch.float32 else "tf32"  # float32 stays float32; bf16/f16 ignore it
     x = x.contiguous()
     act = torch.empty((n * top_k, inter), dtype=x.dtype, device=x.device)
     tiles = (routing.tiles,)
     _gate_up_kernel[tiles + (triton.cdiv(inter, block_n),)](
-        x, routing.order, routing.tile_expert, routing.tile_row_start, routing.tile_row_end, gu_blocks, gu_scales,
-        gate_up_bias.contiguous(), act, hidden, inter, num_experts, float(limit),
-        ALPHA=moe_torch.SWIGLU_ALPHA, TOPK=top_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=NUM_WARPS)
+        x,
+        routing.order,
+        routing.tile_expert,
+        routing.tile_row_start,
+        routing.tile_row_end,
+        gu_blocks,
+        gu_scales,
+        gate_up_bias.contiguous(),
+        act,
+        hidden,
+        inter,
+        num_experts,
+        float(limit),
+        ALPHA=moe_torch.SWIGLU_ALPHA,
+        TOPK=top_k,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        PRECISION=precision,
+        num_warps=NUM_WARPS,
+    )
     per_slot = torch.empty((n * top_k, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[tiles + (triton.cdiv(hidden, block_n),)](
-        act, routing.order, scores.contiguous().reshape(-1), routing.tile_expert, routing.tile_row_start, routing.tile_row_end,
-        d_blocks, d_scales, down_bias.contiguous(), per_slot, hidden, inter, num_experts,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION=precision, num_warps=NUM_WARPS)
+        act,
+        routing.order,
+        scores.contiguous().reshape(-1),
+        routing.tile_expert,
+        routing.tile_row_start,
+        routing.tile_row_end,
+        d_blocks,
+        d_scales,
+        down_bias.contiguous(),
+        per_slot,
+        hidden,
+        inter,
+        num_experts,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        PRECISION=precision,
+        num_warps=NUM_WARPS,
+    )
     out = torch.empty_like(x)
     _top_k_sum_kernel[(n, triton.cdiv(hidden, 256))](per_slot, out, hidden, TOPK=top_k, BLOCK=256)
     return out

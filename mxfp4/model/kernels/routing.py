@@ -37,7 +37,9 @@ def route(indices: torch.Tensor, num_experts: int, block_m: int) -> Routing:
     n, k = indices.shape
     flat = indices.reshape(-1).long()
     order = torch.argsort(flat, stable=True)
-    counts = torch.zeros(num_experts, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))  # bincount syncs on CUDA
+    counts = torch.zeros(num_experts, dtype=torch.long, device=flat.device).scatter_add_(
+        0, flat, torch.ones_like(flat)
+    )  # bincount syncs on CUDA
     tiles_per_expert = (counts + block_m - 1) // block_m
     tile_ends = torch.cumsum(tiles_per_expert, 0)  # inclusive
     row_ends = torch.cumsum(counts, 0)
@@ -49,5 +51,10 @@ def route(indices: torch.Tensor, num_experts: int, block_m: int) -> Routing:
     start = row_ends[e] - counts[e] + (tile - first_tile) * block_m
     end = torch.minimum(start + block_m, row_ends[e])
     as_int = dict(dtype=torch.int32)
-    return Routing(order.to(**as_int), expert.to(**as_int), torch.where(real, start, 0).to(**as_int),
-                   torch.where(real, end, 0).to(**as_int), block_m)
+    return Routing(
+        order.to(**as_int),
+        expert.to(**as_int),
+        torch.where(real, start, 0).to(**as_int),
+        torch.where(real, end, 0).to(**as_int),
+        block_m,
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ...codec.api import resolve_backend
+from ...codec.backend import resolve_backend
 from ...errors import OptionError
 
 MODEL_BACKENDS = ("torch", "triton")

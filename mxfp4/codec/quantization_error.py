@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import BLOCK_SIZE, E2M1_MAX
 from ..dtypes import float_name, is_torch_tensor, numpy_alias, to_float32
+from .constants import BLOCK_SIZE, E2M1_MAX, E8M0_BIAS, PACKED_BYTES_PER_BLOCK
+from .decode import dequantize
 
 CHUNK_ROWS_OF_BLOCKS = 1 << 16
 
@@ -24,54 +25,29 @@ class ErrorReport:
     noise: float = 0.0  # sum of (x - q)^2
 
 
-def measure(name: str, x, blocks, scales) -> ErrorReport:
+def measure_error(name: str, x, blocks, scales) -> ErrorReport:
     """Compare x [..., K] with its MXFP4 encoding (numpy or CPU torch), chunk by chunk."""
-    from .api import dequantize
-
     dtype_name = float_name(x, what=f"tensor {name!r}")
     if is_torch_tensor(x):
         x, blocks, scales = numpy_alias(x.detach().contiguous(), dtype_name), blocks.numpy(), scales.numpy()
     flat_x = np.ascontiguousarray(x).reshape(-1, BLOCK_SIZE)
-    flat_blocks = np.ascontiguousarray(blocks).reshape(-1, 16)
+    flat_blocks = np.ascontiguousarray(blocks).reshape(-1, PACKED_BYTES_PER_BLOCK)
     flat_scales = np.ascontiguousarray(scales).reshape(-1)
     signal = noise = 0.0
     max_error, clipped = 0.0, 0
     for start in range(0, flat_x.shape[0], CHUNK_ROWS_OF_BLOCKS):
         stop = start + CHUNK_ROWS_OF_BLOCKS
         original = to_float32(flat_x[start:stop], dtype_name).astype(np.float64)
-        decoded = dequantize(flat_blocks[start:stop], flat_scales[start:stop]).reshape(original.shape).astype(np.float64)
+        decoded = (
+            dequantize(flat_blocks[start:stop], flat_scales[start:stop]).reshape(original.shape).astype(np.float64)
+        )
         error = original - decoded
         signal += float(np.sum(original * original))
         noise += float(np.sum(error * error))
         if error.size:
             max_error = max(max_error, float(np.abs(error).max()))
-        top = E2M1_MAX * np.ldexp(1.0, flat_scales[start:stop].astype(np.int64) - 127)[:, None]
+        top = E2M1_MAX * np.ldexp(1.0, flat_scales[start:stop].astype(np.int64) - E8M0_BIAS)[:, None]
         clipped += int(np.count_nonzero(np.abs(original) > top))
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
     total = flat_x.size
     return ErrorReport(name, tuple(x.shape), sqnr, max_error, clipped / total if total else 0.0, signal, noise)
-
-
-def progress_bar(total: int, enabled: bool, description: str):
-    """A bytes progress bar (size, rate, ETA); tqdm shows it only on a terminal, so logs stay clean."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, disable=None if enabled else True, leave=False)
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned text table: the first column left-aligned, the rest right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"

@@ -1,0 +1,142 @@
+"""`mxfp4 convert`, `verify` and `fit`: gpt-oss checkpoints between formats, and whether they fit a device."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..codec.rules import ROUNDINGS, SCALE_RULES
+from ..convert import TARGETS
+from ..dtypes import FLOAT_NAMES
+from ..progress import human_bytes
+from .group import main
+from .signals import clean_errors
+from .tables import format_table
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst", type=click.Path())
+@click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="Output format.")
+@click.option(
+    "--scale-rule",
+    type=click.Choice(SCALE_RULES),
+    default="round_up",
+    show_default=True,
+    help="Only when dense experts become MXFP4.",
+)
+@click.option("--rounding", type=click.Choice(ROUNDINGS), default="rne", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(FLOAT_NAMES),
+    default="bfloat16",
+    show_default=True,
+    help="Dense experts' dtype (--to bf16).",
+)
+@click.option("--max-shard-size", metavar="SIZE", help="Split safetensors output into shards, e.g. 5GB.")
+@click.option("--force", is_flag=True, help="Replace DST if it exists (only once the new output is complete).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@clean_errors
+def convert(src, dst, target, scale_rule, rounding, dtype, max_shard_size, force, quiet) -> None:
+    """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST."""
+    import time
+
+    from ..convert import convert as run
+
+    start = time.perf_counter()
+    result = run(
+        src,
+        dst,
+        to=target,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=not quiet,
+    )
+    if not quiet:
+        click.echo(
+            f"wrote {result.output} ({result.source_kind} -> {result.target}): {human_bytes(result.bytes_in)} read, "
+            f"{human_bytes(result.bytes_out)} written, {len(result.files)} file(s), {time.perf_counter() - start:.1f} s"
+        )
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--all", "show_all", is_flag=True, help="List every tensor, not only mismatches.")
+@clean_errors
+def verify(a, b, show_all) -> None:
+    """Compare checkpoints A and B tensor by tensor (any formats); exit 1 on any mismatch."""
+    from ..convert.verify import verify as run
+
+    result = run(a, b)
+    shown = [t for t in result.tensors if show_all or t.verdict == "mismatch"]
+    if shown:
+        click.echo(
+            format_table(
+                ["tensor", "A", "B", "verdict", "max |diff|"],
+                [[t.name, t.form_a, t.form_b, t.verdict, f"{t.max_abs_diff:.3g}"] for t in shown],
+            )
+        )
+    counts = {v: sum(t.verdict == v for t in result.tensors) for v in ("exact", "equal values", "mismatch")}
+    click.echo(
+        f"{result.kind_a} vs {result.kind_b}: {counts['exact']} exact, {counts['equal values']} equal values, "
+        f"{counts['mismatch']} mismatched"
+    )
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--target", help="One target (default: a table of all). Names: see `mxfp4 fit --list`.")
+@click.option("--context", type=int, default=4096, show_default=True, help="Tokens of context per sequence.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Sequences at once.")
+@click.option(
+    "--weights", type=click.Choice(["mxfp4", "bf16"]), help="Size the model in this form instead of as stored."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--list", "list_targets", is_flag=True, help="List the targets and exit.")
+@clean_errors
+def fit(model, target, context, batch, weights, as_json, list_targets) -> None:
+    """Does MODEL fit? MODEL: a checkpoint (any format, headers only), a config.json, a hub id, or the
+    preset gpt-oss-20b / gpt-oss-120b."""
+    import json
+
+    from ..eval import TARGETS as DEVICE_TARGETS
+    from ..eval import fit as run
+
+    if list_targets:
+        click.echo(
+            format_table(
+                ["target", "device", "memory"],
+                [[t.name, t.description, human_bytes(t.memory_bytes)] for t in DEVICE_TARGETS.values()],
+            )
+        )
+        return
+    names = [target] if target else list(DEVICE_TARGETS)
+    reports = [run(model, name, context=context, batch=batch, weights=weights) for name in names]
+    if as_json:
+        click.echo(json.dumps(reports[0].to_json() if target else [r.to_json() for r in reports], indent=2))
+        return
+    r0 = reports[0]
+    click.echo(
+        f"{r0.model}: weights {human_bytes(r0.weights_bytes)}, KV cache {human_bytes(r0.kv_bytes)} "
+        f"(context {context}, batch {batch}), activations ~{human_bytes(r0.activation_bytes)}\n"
+    )
+    rows = [
+        [
+            r.target,
+            "yes" if r.fits else "no",
+            human_bytes(r.total_bytes),
+            human_bytes(r.budget_bytes),
+            ("" if r.headroom_bytes >= 0 else "-") + human_bytes(abs(r.headroom_bytes)),
+            f"{r.max_context:,}" if r.max_context else "-",
+            str(r.max_batch) if r.max_batch else "-",
+        ]
+        for r in reports
+    ]
+    click.echo(format_table(["target", "fits", "needs", "usable", "headroom", "max context", "max batch"], rows))

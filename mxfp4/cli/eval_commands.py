@@ -1,0 +1,244 @@
+"""`mxfp4 eval ...`: perplexity, parity between checkpoints, quality gates, scale rules, error reports."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .group import main
+from .signals import clean_errors
+from .tables import format_table
+
+
+@main.group(name="eval")
+def eval_group() -> None:
+    """Perplexity, parity between checkpoints (KL, top-1, delta perplexity) and quality gates."""
+
+
+def _tokens(checkpoint, tokens, text):
+    from ..convert import open_source
+    from ..eval.tokens import read_token_file, tokenize_text
+
+    if (tokens is None) == (text is None):
+        raise click.UsageError("give exactly one of --tokens FILE (.npy or whitespace-separated ids) and --text FILE")
+    return read_token_file(tokens) if tokens else tokenize_text(text, open_source(checkpoint).tokenizer_dir())
+
+
+_token_options = [
+    click.option(
+        "--tokens",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Token ids: .npy or whitespace-separated integers.",
+    ),
+    click.option(
+        "--text",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Text, tokenized with the checkpoint's tokenizer.json.",
+    ),
+    click.option("--context", type=int, default=256, show_default=True, help="Window length (tokens)."),
+    click.option("--stride", type=int, help="Window step (default: the context; smaller gives more history)."),
+    click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+]
+
+
+def _with_token_options(command):
+    for option in reversed(_token_options):
+        command = option(command)
+    return command
+
+
+def _with_model_options(command):
+    """--device and --backend: where the models run (a GPU makes a real model's evaluation practical)."""
+    command = click.option(
+        "--backend",
+        type=click.Choice(["torch", "triton"]),
+        default="torch",
+        show_default=True,
+        help="Model compute path (triton: a GPU, or the CPU under TRITON_INTERPRET=1).",
+    )(command)
+    return click.option("--device", default="cpu", show_default=True, help="torch device for the models, e.g. cuda.")(
+        command
+    )
+
+
+@eval_group.command(name="ppl")
+@click.argument("checkpoint")
+@_with_token_options
+@_with_model_options
+@clean_errors
+def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend) -> None:
+    """Perplexity of CHECKPOINT on the given tokens (sliding windows; see mxfp4.eval.parity)."""
+    import json
+
+    from ..eval.parity import perplexity
+    from ..eval.tokens import check_ids
+    from ..model import load
+
+    ids = _tokens(checkpoint, tokens, text)
+    model = load(checkpoint, device=device, backend=backend)
+    check_ids(ids, model.config.vocab_size, checkpoint)
+    value = perplexity(model, ids, context=context, stride=stride)
+    click.echo(
+        json.dumps({"perplexity": value, "tokens": int(ids.size)})
+        if as_json
+        else f"perplexity {value:.4f} over {ids.size - 1} scored tokens"
+    )
+
+
+@eval_group.command(name="compare")
+@click.argument("reference")
+@click.argument("candidate")
+@_with_token_options
+@_with_model_options
+@clean_errors
+def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend) -> None:
+    """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
+    import json
+
+    from ..eval.parity import compare
+    from ..eval.tokens import check_ids
+    from ..model import load
+
+    ids = _tokens(reference, tokens, text)
+    a, b = load(reference, device=device, backend=backend), load(candidate, device=device, backend=backend)
+    check_ids(ids, a.config.vocab_size, reference)
+    result = compare(a, b, ids, context=context, stride=stride)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    rows = [
+        ["perplexity (reference)", f"{result.ppl_a:.4f}"],
+        ["perplexity (candidate)", f"{result.ppl_b:.4f}"],
+        ["delta perplexity", f"{result.delta_ppl:+.4f}"],
+        ["KL mean", f"{result.kl_mean:.6f}"],
+        ["KL 99th percentile", f"{result.kl_p99:.6f}"],
+        ["top-1 agreement", f"{100 * result.top1_agreement:.2f}%"],
+        ["tokens scored", str(result.tokens)],
+    ]
+    click.echo(format_table(["measure", "value"], rows))
+
+
+@eval_group.command(name="gate")
+@click.argument("checkpoint")
+@click.option(
+    "--baseline",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="quality.json with tokens and thresholds.",
+)
+@_with_model_options
+@clean_errors
+def eval_gate(checkpoint, baseline, device, backend) -> None:
+    """Exit 1 when CHECKPOINT regresses past the thresholds in --baseline (for CI)."""
+    from ..eval.gate import gate
+
+    _, checks = gate(checkpoint, baseline, device=device, backend=backend)
+    rows = [
+        [
+            c.measure,
+            f"{c.value:.6g}",
+            f"{'<=' if c.direction == 'max' else '>='} {c.limit:.6g}",
+            "pass" if c.passed else "FAIL",
+        ]
+        for c in checks
+    ]
+    click.echo(format_table(["measure", "value", "threshold", "result"], rows))
+    failed = [c for c in checks if not c.passed]
+    click.echo(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed")
+    if failed:
+        sys.exit(1)
+
+
+@eval_group.command(name="baseline")
+@click.argument("checkpoint")
+@click.option("--tokens", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", help="A checkpoint to compare against (adds KL, top-1 and delta thresholds).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write quality.json.")
+@click.option("--context", type=int, default=256, show_default=True)
+@click.option("--margin", type=float, default=0.1, show_default=True, help="Relative slack allowed on each measure.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@_with_model_options
+@clean_errors
+def eval_baseline(checkpoint, tokens, reference, out, context, margin, force, device, backend) -> None:
+    """Measure CHECKPOINT once and write a baseline (quality.json) for `mxfp4 eval gate`."""
+    from ..eval.gate import make_baseline
+
+    data = make_baseline(
+        checkpoint,
+        tokens,
+        out,
+        reference=reference,
+        context=context,
+        margin=margin,
+        force=force,
+        device=device,
+        backend=backend,
+    )
+    click.echo(f"wrote {out}: " + ", ".join(f"{k} {v:.6g}" for k, v in data["thresholds"].items()))
+
+
+@eval_group.command(name="rules")
+@click.argument("dense")
+@click.option("--tokens", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--context", type=int, default=256, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_with_model_options
+@clean_errors
+def eval_rules(dense, tokens, context, as_json, device, backend) -> None:
+    """Compare the scale rules on DENSE (bf16 experts): weight SQNR, delta perplexity, KL, top-1."""
+    import json
+
+    from ..eval.rule_comparison import compare_rules
+    from ..eval.tokens import read_token_file
+
+    base, results = compare_rules(dense, read_token_file(tokens), context=context, device=device, backend=backend)
+    if as_json:
+        click.echo(json.dumps({"dense_perplexity": base, "rules": [r.to_json() for r in results]}, indent=2))
+        return
+    click.echo(f"dense model perplexity {base:.4f}\n")
+    rows = [
+        [
+            r.scale_rule,
+            f"{r.weight_sqnr_db:.3f}",
+            f"{r.parity.ppl_b:.4f}",
+            f"{r.parity.delta_ppl:+.4f}",
+            f"{r.parity.kl_mean:.5f}",
+            f"{r.parity.kl_p99:.5f}",
+            f"{100 * r.parity.top1_agreement:.2f}%",
+        ]
+        for r in results
+    ]
+    click.echo(
+        format_table(["scale rule", "weight SQNR dB", "perplexity", "delta ppl", "KL mean", "KL p99", "top-1"], rows)
+    )
+
+
+@eval_group.command(name="report")
+@click.argument("dense")
+@click.argument("quantized")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of SQNR and clipped share per layer.")
+@click.option("--json", "as_json", is_flag=True)
+@clean_errors
+def eval_report(dense, quantized, plot, as_json) -> None:
+    """Per-tensor error of QUANTIZED (MXFP4 experts) against DENSE: SQNR, max |error|, clipped share."""
+    import json
+
+    from ..eval.errors_report import aggregate_sqnr, expert_errors
+    from ..eval.errors_report import plot as draw
+
+    rows = expert_errors(dense, quantized)
+    if plot:
+        draw(rows, plot)
+    if as_json:
+        click.echo(
+            json.dumps({"weight_sqnr_db": aggregate_sqnr(rows), "tensors": [r.to_json() for r in rows]}, indent=2)
+        )
+        return
+    click.echo(
+        format_table(
+            ["tensor", "SQNR dB", "max |err|", "clipped"],
+            [[r.name, f"{r.sqnr_db:.2f}", f"{r.max_abs_error:.3g}", f"{100 * r.clipped_share:.3f}%"] for r in rows],
+        )
+    )
+    click.echo(f"\nall experts: SQNR {aggregate_sqnr(rows):.3f} dB" + (f"; plot written to {plot}" if plot else ""))
