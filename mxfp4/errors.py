@@ -37,3 +37,7 @@ class ConfigError(MXFP4Error):
 
 class MissingDependencyError(MXFP4Error, ImportError):
     """An optional package a feature needs is not installed; the message names the extra to install."""
+
+
+class AdapterError(MXFP4Error):
+    """A LoRA adapter is malformed, of a kind that cannot be merged exactly, or made for another model."""

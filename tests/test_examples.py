@@ -74,3 +74,24 @@ def test_trained_model_to_gguf_and_back(tmp_path):
     )
     result = runner.invoke(main, ["verify", str(TRAINED / "mxfp4"), str(tmp_path / "t.gguf")])
     assert result.exit_code == 0 and "0 mismatched" in result.output
+
+
+def test_the_shipped_lora_fine_tune_survives_the_merge_back_to_mxfp4(tmp_path):
+    # examples/finetune_lora_tiny.py taught the code model English prose; merged back into MXFP4 it keeps
+    # what it learned: its perplexity on held-out prose falls far below the base's, and its distribution stays
+    # close to the float merge (measured: ppl 73.2 -> 38.5, KL 0.0056 against the float merge's 0.48 for the base).
+    import numpy as np
+
+    from mxfp4.eval.parity import compare
+    from mxfp4.finetune import merge_lora
+    from mxfp4.model import load
+
+    merged = merge_lora(TRAINED / "mxfp4", TRAINED / "lora-docs", tmp_path / "mx", to="mxfp4")
+    merge_lora(TRAINED / "mxfp4", TRAINED / "lora-docs", tmp_path / "float", to="bf16", dtype="float32")
+    assert len(merged.survival) == 24 and not merged.lost
+    ids = np.loadtxt(TRAINED / "docs-heldout.tokens", dtype=np.int64)
+    reference = load(tmp_path / "float")
+    fine_tuned = compare(reference, load(tmp_path / "mx"), ids, context=128)
+    base = compare(reference, load(TRAINED / "mxfp4"), ids, context=128)
+    assert fine_tuned.ppl_b < 0.7 * base.ppl_b
+    assert fine_tuned.kl_mean < base.kl_mean / 10

@@ -122,7 +122,7 @@ def inspect(path) -> None:
         f"{source.path} ({source.kind}): gpt-oss, {c.num_hidden_layers} layers, {c.num_local_experts} experts "
         f"(top {c.num_experts_per_tok}), hidden {c.hidden_size}, expert width {c.intermediate_size}, "
         f"{c.num_attention_heads}/{c.num_key_value_heads} heads of {c.head_dim}, vocab {c.vocab_size}, "
-        f"sliding window {c.sliding_window}\n"
+        f"sliding window {c.sliding_window}" + (f"\n{source.layout}" if source.layout else "") + "\n"
     )
     table = [
         [

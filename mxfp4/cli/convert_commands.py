@@ -6,11 +6,9 @@ import sys
 
 import click
 
-from ..codec.rules import ROUNDINGS, SCALE_RULES
-from ..convert import TARGETS
-from ..dtypes import FLOAT_NAMES
 from ..progress import human_bytes
 from .group import main
+from .options import target_options
 from .signals import clean_errors
 from .tables import format_table
 
@@ -18,24 +16,11 @@ from .tables import format_table
 @main.command()
 @click.argument("src")
 @click.argument("dst", type=click.Path())
-@click.option("--to", "target", type=click.Choice(TARGETS), required=True, help="Output format.")
-@click.option(
-    "--scale-rule",
-    type=click.Choice(SCALE_RULES),
-    default="round_up",
-    show_default=True,
-    help="Only when dense experts become MXFP4.",
+@target_options(
+    scale_rule="round_up",
+    scale_help="Only when dense experts become MXFP4.",
+    dtype_help="Dense experts' dtype (--to bf16).",
 )
-@click.option("--rounding", type=click.Choice(ROUNDINGS), default="rne", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(FLOAT_NAMES),
-    default="bfloat16",
-    show_default=True,
-    help="Dense experts' dtype (--to bf16).",
-)
-@click.option("--max-shard-size", metavar="SIZE", help="Split safetensors output into shards, e.g. 5GB.")
-@click.option("--force", is_flag=True, help="Replace DST if it exists (only once the new output is complete).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
 def convert(src, dst, target, scale_rule, rounding, dtype, max_shard_size, force, quiet) -> None:

@@ -16,6 +16,7 @@ from ..storage.space import check_free_space, parse_size
 from .gguf_writer import write_gguf
 from .result import ConvertResult
 from .sources import open_source
+from .stream import Source
 from .writers import hf_jobs, original_dtypes, original_jobs
 
 TARGETS = ("mxfp4", "bf16", "original", "gguf")
@@ -39,13 +40,43 @@ def convert(
     rounding apply only when dense experts must become MXFP4; the default round_up matches the
     quantizer of transformers and OpenAI's triton_kernels. dtype: the dense experts' dtype for bf16.
     """
+    check_target(to, scale_rule, rounding, dtype)
+    return write_target(
+        open_source(src),
+        dst,
+        to=to,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=progress,
+    )
+
+
+def check_target(to: str, scale_rule: str, rounding: str, dtype: str) -> None:
+    """Refuse an unknown target, rule, rounding or dtype before anything is read."""
     if to not in TARGETS:
         raise CheckpointError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
     check_options(scale_rule, rounding)
     if dtype not in FLOAT_NAMES:
         raise CheckpointError(f"--dtype {dtype!r} is not one of {', '.join(FLOAT_NAMES)}")
+
+
+def write_target(
+    source: Source,
+    dst,
+    *,
+    to: str,
+    scale_rule: str,
+    rounding: str,
+    dtype: str,
+    max_shard_size: str | int | None,
+    force: bool,
+    progress: bool,
+) -> ConvertResult:
+    """Write an open source (any Source, e.g. a base checkpoint with a LoRA merged in) as ``to``, atomically."""
     shard_bytes = parse_size(max_shard_size)
-    source = open_source(src)
     dst = Path(dst)
     if dst.resolve() == source.path.resolve() or source.path.resolve() in dst.resolve().parents:
         raise CheckpointError(

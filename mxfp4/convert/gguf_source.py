@@ -26,6 +26,7 @@ from .stream import Dense, Expert, Source
 
 class GGUFSource(Source):
     kind = "gguf"
+    layout = "experts GGML MXFP4 (block_mxfp4), gate and up split, as llama.cpp's converter writes them"
 
     def __init__(self, path: Path):
         from gguf import GGUFReader

@@ -52,6 +52,29 @@ def _check_names(store: TensorStore, expected: set[str], root: Path) -> None:
         raise CheckpointError(f"{root}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
 
 
+def _dense_experts_transposed(store: TensorStore, config: GptOssConfig, experts, path: Path) -> bool:
+    """Whether dense experts are stored [E, out, in] rather than transformers' [E, in, out], decided from the
+    shapes of all expert tensors together (gate_up's always decide: 2 * intermediate != hidden in gpt-oss;
+    a square down_proj follows them). Shapes that fit neither, or disagree, are an error naming them."""
+    fits = set()
+    for t in experts:
+        entry = store.entries.get(t.name)
+        if entry is None:
+            continue  # reported as missing by the name check
+        found = {"in-out"} if tuple(entry.shape) == dense_expert_shape(config, t.short) else set()
+        found |= {"out-in"} if tuple(entry.shape) == mxfp4_shape(config, t.short) else set()
+        if not found:
+            raise CheckpointError(
+                f"{store.files[t.name]}: tensor {t.name!r} is {entry.dtype} {list(entry.shape)}; dense experts are "
+                f"[E, in, out] = {list(dense_expert_shape(config, t.short))} (transformers) or [E, out, in] = "
+                f"{list(mxfp4_shape(config, t.short))}"
+            )
+        fits = found if not fits else fits & found
+        if not fits:
+            raise CheckpointError(f"{path}: dense expert tensors disagree on their layout (at {t.name!r})")
+    return fits == {"out-in"}
+
+
 class HFSource(Source):
     """An HF gpt-oss directory: experts either MXFP4 (NAME_blocks + NAME_scales) or dense bf16/f32."""
 
@@ -66,6 +89,13 @@ class HFSource(Source):
                 f"{path}: some expert weights are MXFP4 and some dense; convert needs one form throughout"
             )
         self.kind = "hf-mxfp4" if self.packed else "hf-dense"
+        self.transposed = False if self.packed else _dense_experts_transposed(store, config, experts, path)
+        if self.packed:
+            self.layout = "experts MXFP4 (_blocks [E, out, in/32, 16] + _scales), as openai released gpt-oss"
+        elif self.transposed:
+            self.layout = "experts dense [E, out, in] (transposed from transformers' layout)"
+        else:
+            self.layout = "experts dense [E, in, out], as transformers saves a dequantized or fine-tuned gpt-oss"
         expected = set()
         for t in tensors:
             expected |= {t.name + BLOCKS_SUFFIX, t.name + SCALES_SUFFIX} if t.expert and self.packed else {t.name}
@@ -75,9 +105,11 @@ class HFSource(Source):
                 blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
                 _check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
                 _check_shape(store, t.name + SCALES_SUFFIX, {"U8"}, scales_shape)
-            else:
-                shape = dense_expert_shape(config, t.short) if t.expert else dense_shape(config, t.short)
+            elif t.expert:
+                shape = mxfp4_shape(config, t.short) if self.transposed else dense_expert_shape(config, t.short)
                 _check_shape(store, t.name, {"BF16", "F16", "F32"}, shape)
+            else:
+                _check_shape(store, t.name, {"BF16", "F16", "F32"}, dense_shape(config, t.short))
 
     def read(self, tensor: Canonical) -> Dense | Expert:
         store, name = self.store, tensor.name
@@ -90,6 +122,9 @@ class HFSource(Source):
                 lambda e: (store.get_first(blocks, e), store.get_first(scales, e)),
             )
         entry = store.entries[name]
+        if tensor.expert and self.transposed:  # stored [E, out, in]: served as [E, in, out] like every dense source
+            shape = dense_expert_shape(self.config, tensor.short)
+            return Expert(False, shape, entry.dtype, lambda e: store.get_first(name, e).transpose(0, 1))
         if tensor.expert:
             return Expert(False, tuple(entry.shape), entry.dtype, lambda e: store.get_first(name, e))
         return Dense(entry.dtype, tuple(entry.shape), lambda: store.get(name), lambda a, b: store.get_rows(name, a, b))
@@ -102,6 +137,7 @@ class OriginalSource(Source):
     """The openai original/ layout: block.N.attn.qkv (q, k, v stacked), mlp1_weight.blocks, ..."""
 
     kind = "original"
+    layout = "experts MXFP4 (mlp1_weight / mlp2_weight .blocks + .scales), openai's original/ layout"
 
     def __init__(self, path: Path, config: GptOssConfig, store: TensorStore):
         self.path, self.config, self.store = path, config, store

@@ -24,9 +24,8 @@ class Dense:
     shape: tuple[int, ...]
     load: Callable[[], object]  # -> torch tensor
     rows: Callable[[int, int], object] | None = None  # (start, stop) -> tensor[start:stop], for large tensors
-    stored: tuple[str, int] | None = (
-        None  # (format, bytes) in the file when not dtype's (GGUF keeps small tensors in F32)
-    )
+    # (format, bytes) in the file when not dtype's (GGUF keeps small tensors in F32)
+    stored: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,7 @@ class Source:
     kind: str
     path: Path
     config: GptOssConfig
+    layout: str = ""  # how the experts are stored, in words (inspect shows it)
 
     def read(self, tensor: Canonical) -> Dense | Expert:
         raise NotImplementedError

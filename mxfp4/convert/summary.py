@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codec.layout import packed_nbytes
+from ..dtypes import DTYPE_SIZES
 from ..gpt_oss.tensors import canonical_tensors
-from ..storage.safetensors_io import DTYPE_SIZES
 from .sources import open_source
 from .stream import Dense
 

@@ -1,0 +1,83 @@
+"""`mxfp4 merge-lora`: a LoRA adapter merged into a base checkpoint, written as any target, with the
+delta-survival report."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..progress import human_bytes
+from .group import main
+from .options import target_options
+from .signals import clean_errors
+from .tables import format_table
+
+# mxfp4.finetune.adapter.LORA_LAYOUTS, spelled out so that the CLI does not import torch (a test keeps them equal)
+LORA_LAYOUTS = ("peft", "swapped", "unsloth")
+
+
+@main.command(name="merge-lora")
+@click.argument("base")
+@click.argument("adapter")
+@click.argument("dst", type=click.Path())
+@target_options(
+    scale_rule="mse",
+    scale_help="How merged experts are requantized (MXFP4 targets; mse adds no noise where a delta is small).",
+    dtype_help="What merged tensors are cast to (and dense experts, --to bf16).",
+)
+@click.option(
+    "--lora-layout",
+    type=click.Choice(LORA_LAYOUTS),
+    help="The expert LoRA convention, when the adapter's shapes cannot tell (square down_proj only).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The delta-survival report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+@clean_errors
+def merge_lora(
+    base, adapter, dst, target, scale_rule, rounding, dtype, lora_layout, max_shard_size, force, as_json, quiet
+) -> None:
+    """Merge PEFT LoRA ADAPTER into BASE (any checkpoint format, or a hub id) and write DST."""
+    from ..finetune import merge_lora as run
+
+    result = run(
+        base,
+        adapter,
+        dst,
+        to=target,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        lora_layout=lora_layout,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=not quiet and not as_json,
+    )
+    if as_json:
+        report = {"output": str(result.written.output), "kept": result.kept}
+        click.echo(json.dumps({**report, "tensors": [s.to_json() for s in result.survival]}, indent=2))
+        return
+    for lost in result.lost:
+        why = (
+            "the output lies further from the fine-tuned weights than the base did: rounding noise exceeds the delta"
+            if lost.kept < 0
+            else "rounding erased most of the fine-tune there"
+        )
+        click.echo(
+            f"warning: {lost.name} kept {100 * lost.kept:.0f}% of its delta (|delta| / |W| = {lost.delta_rel:.2e}); "
+            f"{why}",
+            err=True,
+        )
+    if quiet:
+        return
+    rows = []
+    for s in result.survival:
+        stored = "MXFP4" if s.quantized else dtype
+        rows.append([s.name, stored, f"{s.delta_rel:.3e}", f"{100 * s.kept:.1f}%", f"{100 * s.changed_share:.2f}%"])
+    click.echo(format_table(["merged tensor", "stored", "|delta|/|W|", "delta kept", "values changed"], rows))
+    written = result.written
+    click.echo(
+        f"\nwrote {written.output} ({written.source_kind} -> {written.target}): {len(result.survival)} tensors "
+        f"merged, {100 * result.kept:.1f}% of the whole delta kept, {len(result.lost)} tensors kept less than half; "
+        f"{human_bytes(written.bytes_out)} written"
+    )

@@ -1,0 +1,80 @@
+"""merge_lora(): a base checkpoint in any format the converters read plus a PEFT LoRA adapter, written as
+any converter target, with a report of how much of each delta the output kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..convert.api import check_target, write_target
+from ..convert.result import ConvertResult
+from ..convert.sources import open_source
+from ..errors import AdapterError
+from ..gpt_oss.tensors import canonical_tensors
+from .adapter import read_adapter
+from .merged_source import MergedSource
+from .survival import Survival, overall_kept
+
+QUANTIZED_TARGETS = ("mxfp4", "gguf", "original")  # experts stored as MXFP4
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    written: ConvertResult
+    survival: list[Survival]  # one per merged tensor, in model order
+
+    @property
+    def kept(self) -> float:
+        return overall_kept(self.survival)
+
+    @property
+    def lost(self) -> list[Survival]:
+        return [s for s in self.survival if s.lost]
+
+
+def merge_lora(
+    base,
+    adapter,
+    dst,
+    *,
+    to: str,
+    scale_rule: str = "mse",
+    rounding: str = "rne",
+    dtype: str = "bfloat16",
+    lora_layout: str | None = None,
+    max_shard_size: str | int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> MergeResult:
+    """Merge ``adapter`` (a PEFT LoRA directory or hub id) into ``base`` and write ``dst`` as ``to``.
+
+    W' = W + scale * B @ A per PEFT's definitions, in float32, then cast once to ``dtype`` (non-expert
+    tensors; experts too for ``to='bf16'``) or quantized once with (scale_rule, rounding) (experts of the
+    MXFP4 targets). The default rule is ``mse``: a base's blocks sit exactly on the MXFP4 grid, where round_up
+    and floor tip a block to the next scale for an arbitrarily small delta (its largest value is at their
+    boundary), adding a whole block of rounding noise; mse keeps the scale unless another one is closer.
+    Every tensor the adapter does not touch is copied byte for byte. lora_layout: the expert LoRA convention
+    when the adapter's shapes cannot tell ('peft', 'swapped', 'unsloth'; see mxfp4.finetune.adapter).
+    Nothing is written when anything is wrong; an interrupted merge leaves nothing.
+    """
+    check_target(to, scale_rule, rounding, dtype)
+    source = open_source(base)
+    lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
+    if not lora.pairs:
+        raise AdapterError(f"{lora.path}: the adapter holds no LoRA pairs; there is nothing to merge")
+    merged = MergedSource(
+        source, lora, packed=to in QUANTIZED_TARGETS, scale_rule=scale_rule, rounding=rounding, dtype=dtype
+    )
+    written = write_target(
+        merged,
+        dst,
+        to=to,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=progress,
+    )
+    order = {tensor.name: i for i, tensor in enumerate(canonical_tensors(source.config))}
+    rows = sorted(merged.survival.values(), key=lambda s: order[s.name])
+    return MergeResult(written, rows)
