@@ -18,6 +18,7 @@ LAYERS = [
     ("mxfp4.finetune",),
     ("mxfp4.model",),
     ("mxfp4.eval",),
+    ("mxfp4.calibrate",),
     ("mxfp4.testing",),
     ("mxfp4.cli", "mxfp4"),
 ]

@@ -7,8 +7,9 @@ import sys
 import click
 
 from ..progress import human_bytes
+from .calibration import calibration_tokens, echo_layer_report
 from .group import main
-from .options import target_options
+from .options import calibrate_options, target_options
 from .signals import clean_errors
 from .tables import format_table
 
@@ -21,18 +22,33 @@ from .tables import format_table
     scale_help="Only when dense experts become MXFP4.",
     dtype_help="Dense experts' dtype (--to bf16).",
 )
+@calibrate_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
-def convert(src, dst, target, scale_rule, rounding, dtype, max_shard_size, force, quiet) -> None:
-    """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST."""
+def convert(
+    src,
+    dst,
+    target,
+    scale_rule,
+    rounding,
+    dtype,
+    max_shard_size,
+    force,
+    calibrate_tokens,
+    calibrate_text,
+    calibrate_samples,
+    calibrate_context,
+    device,
+    quiet,
+) -> None:
+    """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST. With --calibrate,
+    dense experts are quantized by GPTQ on the given tokens (mxfp4.calibrate) instead of rounded."""
     import time
 
     from ..convert import convert as run
 
     start = time.perf_counter()
-    result = run(
-        src,
-        dst,
+    options = dict(
         to=target,
         scale_rule=scale_rule,
         rounding=rounding,
@@ -41,7 +57,20 @@ def convert(src, dst, target, scale_rule, rounding, dtype, max_shard_size, force
         force=force,
         progress=not quiet,
     )
+    layers = None
+    if calibrate_tokens or calibrate_text:
+        from ..calibrate.run import convert_calibrated
+
+        ids, where = calibration_tokens(src, calibrate_tokens, calibrate_text)
+        calibrated = convert_calibrated(
+            src, dst, ids, context=calibrate_context, samples=calibrate_samples, device=device, where=where, **options
+        )
+        result, layers = calibrated.written, calibrated.layers
+    else:
+        result = run(src, dst, **options)
     if not quiet:
+        if layers:
+            echo_layer_report(layers)
         click.echo(
             f"wrote {result.output} ({result.source_kind} -> {result.target}): {human_bytes(result.bytes_in)} read, "
             f"{human_bytes(result.bytes_out)} written, {len(result.files)} file(s), {time.perf_counter() - start:.1f} s"

@@ -8,8 +8,9 @@ import json
 import click
 
 from ..progress import human_bytes
+from .calibration import calibration_tokens, echo_layer_report
 from .group import main
-from .options import target_options
+from .options import calibrate_options, target_options
 from .signals import clean_errors
 from .tables import format_table
 
@@ -31,19 +32,34 @@ LORA_LAYOUTS = ("peft", "swapped", "unsloth")
     type=click.Choice(LORA_LAYOUTS),
     help="The expert LoRA convention, when the adapter's shapes cannot tell (square down_proj only).",
 )
+@calibrate_options
 @click.option("--json", "as_json", is_flag=True, help="The delta-survival report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 @clean_errors
 def merge_lora(
-    base, adapter, dst, target, scale_rule, rounding, dtype, lora_layout, max_shard_size, force, as_json, quiet
+    base,
+    adapter,
+    dst,
+    target,
+    scale_rule,
+    rounding,
+    dtype,
+    lora_layout,
+    max_shard_size,
+    force,
+    calibrate_tokens,
+    calibrate_text,
+    calibrate_samples,
+    calibrate_context,
+    device,
+    as_json,
+    quiet,
 ) -> None:
-    """Merge PEFT LoRA ADAPTER into BASE (any checkpoint format, or a hub id) and write DST."""
+    """Merge PEFT LoRA ADAPTER into BASE (any checkpoint format, or a hub id) and write DST. With --calibrate,
+    the merged experts are quantized by GPTQ on the given tokens instead of rounded."""
     from ..finetune import merge_lora as run
 
-    result = run(
-        base,
-        adapter,
-        dst,
+    options = dict(
         to=target,
         scale_rule=scale_rule,
         rounding=rounding,
@@ -53,6 +69,28 @@ def merge_lora(
         force=force,
         progress=not quiet and not as_json,
     )
+    if calibrate_tokens or calibrate_text:
+        from ..calibrate.run import merge_lora_calibrated
+
+        ids, where = calibration_tokens(base, calibrate_tokens, calibrate_text)
+        calibrated = merge_lora_calibrated(
+            base,
+            adapter,
+            dst,
+            ids,
+            context=calibrate_context,
+            samples=calibrate_samples,
+            device=device,
+            where=where,
+            **options,
+        )
+        if as_json:
+            click.echo(json.dumps({"output": str(dst), "layers": [r.to_json() for r in calibrated.layers]}, indent=2))
+        elif not quiet:
+            echo_layer_report(calibrated.layers)
+            click.echo(f"\nwrote {calibrated.written.output}: the adapter merged, experts quantized by GPTQ")
+        return
+    result = run(base, adapter, dst, **options)
     if as_json:
         report = {"output": str(result.written.output), "kept": result.kept}
         click.echo(json.dumps({**report, "tensors": [s.to_json() for s in result.survival]}, indent=2))

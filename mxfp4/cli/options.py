@@ -28,3 +28,26 @@ def target_options(*, scale_rule: str, scale_help: str, dtype_help: str):
         return command
 
     return apply
+
+
+def calibrate_options(command):
+    """--calibrate TOKENS / --calibrate-text FILE, --calibrate-samples, --calibrate-context, --device."""
+    options = [
+        click.option(
+            "--calibrate",
+            "calibrate_tokens",
+            type=click.Path(exists=True, dir_okay=False),
+            help="GPTQ the experts on these token ids (.npy or whitespace-separated integers).",
+        ),
+        click.option(
+            "--calibrate-text",
+            type=click.Path(exists=True, dir_okay=False),
+            help="GPTQ the experts on this text, through the checkpoint's tokenizer.",
+        ),
+        click.option("--calibrate-samples", type=int, help="Windows of calibration tokens (default: all that fit)."),
+        click.option("--calibrate-context", type=int, default=256, show_default=True, help="Tokens per window."),
+        click.option("--device", default="cpu", show_default=True, help="torch device for calibration, e.g. cuda."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -93,28 +93,38 @@ def unpack_codes(blocks: torch.Tensor) -> torch.Tensor:
     return torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).flatten(-2)
 
 
+def choose_scales(x: torch.Tensor, scale_rule: str, rounding: str) -> torch.Tensor:
+    """float32 [N, 32] -> the rule's E8M0 byte of each block, int32 [N]; 0xFF for blocks with NaN or Inf."""
+    bits = x.view(torch.int32) & _ABS_MASK
+    amax_bits = bits.amax(dim=1)
+    if scale_rule == "mse":
+        scales = mse_scale_bytes(bits.view(torch.float32), amax_bits, rounding)
+    else:
+        scales = scale_bytes(amax_bits, scale_rule)
+    return torch.where(amax_bits >= _INF_BITS, torch.full_like(scales, E8M0_NAN), scales)
+
+
+def encode_at_scales(x: torch.Tensor, scales: torch.Tensor, rounding: str) -> torch.Tensor:
+    """float32 [N, K] rounded onto the E2M1 grid of each row's scale byte [N] -> codes uint8 [N, K] (sign in
+    bit 3). Rows whose scale is 0xFF get codes 0. Used by encode_blocks (K = 32) and by calibrated
+    quantization, which rounds one column at a time under scales it chose earlier."""
+    signed_bits = x.view(torch.int32)
+    codes = _magnitudes_at((signed_bits & _ABS_MASK).view(torch.float32), scales, rounding)
+    negative = (signed_bits < 0).to(torch.uint8)
+    if rounding == "ggml":
+        negative &= (codes != 0).to(torch.uint8)
+    codes |= negative * E2M1_SIGN_BIT
+    codes[scales == E8M0_NAN] = 0
+    return codes
+
+
 def encode_blocks(
     x: torch.Tensor, scale_rule: str = "floor", rounding: str = "rne"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 [N, 32] -> (packed uint8 [N, 16], scales uint8 [N]); non-finite blocks get 0xFF."""
     assert x.dtype == torch.float32 and x.dim() == 2 and x.shape[1] == BLOCK_SIZE
-    signed_bits = x.view(torch.int32)
-    bits = signed_bits & _ABS_MASK
-    amax_bits = bits.amax(dim=1)
-    nonfinite = amax_bits >= _INF_BITS
-    magnitude_x = bits.view(torch.float32)
-    if scale_rule == "mse":
-        scales = mse_scale_bytes(magnitude_x, amax_bits, rounding)
-    else:
-        scales = scale_bytes(amax_bits, scale_rule)
-    scales = torch.where(nonfinite, torch.full_like(scales, E8M0_NAN), scales)
-    codes = _magnitudes_at(magnitude_x, scales, rounding)
-    negative = (signed_bits < 0).to(torch.uint8)
-    if rounding == "ggml":
-        negative &= (codes != 0).to(torch.uint8)
-    codes |= negative * E2M1_SIGN_BIT
-    codes[nonfinite] = 0
-    return pack_codes(codes), scales.to(torch.uint8)
+    scales = choose_scales(x, scale_rule, rounding)
+    return pack_codes(encode_at_scales(x, scales, rounding)), scales.to(torch.uint8)
 
 
 def decode_blocks(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, MissingDependencyError
 
 
 def read_token_file(path) -> np.ndarray:
@@ -32,7 +32,7 @@ def tokenize_text(text_path, tokenizer_dir) -> np.ndarray:
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise CheckpointError(
+        raise MissingDependencyError(
             "tokenizing text needs the 'tokenizers' package: pip install tokenizers (or pass --tokens)"
         ) from None
     tokenizer = Tokenizer.from_file(str(tokenizer_json))

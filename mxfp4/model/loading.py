@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 from ..convert import open_source
-from ..convert.stream import Dense
-from ..gpt_oss.tensors import canonical_tensors, module_path
+from ..convert.stream import Dense, Source
+from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path
 from .kernels.select import kernels
+from .layers import Block
 from .model import GptOss
 
 
@@ -22,23 +23,38 @@ def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
     source = open_source(path)
     model = GptOss.empty(source.config, device=device, dtype=dtype)
     for tensor in canonical_tensors(source.config):
-        read = source.read(tensor)
-        if tensor.layer is None:
-            _assign(model, module_path(tensor), read.load(), dtype, device)
-            continue
-        block = model.layers[tensor.layer]
-        if tensor.expert:
-            experts = block.mlp.experts
-            if read.packed:  # keep MXFP4: the whole [E, ...] blocks and scales, 4.25 bits per weight
-                parts = [read.load_expert(e) for e in range(read.shape[0])]
-                value = (torch.stack([p[0] for p in parts]).to(device), torch.stack([p[1] for p in parts]).to(device))
-            else:  # a dense fine-tune: [E, in, out] -> [E, out, in]
-                value = torch.stack([read.load_out_in(e).to(dtype) for e in range(read.shape[0])]).to(device)
-            experts.set_weight(module_path(tensor), value)
-            continue
-        assert isinstance(read, Dense)
-        _assign(block, module_path(tensor), read.load(), dtype, device)
+        target = model if tensor.layer is None else model.layers[tensor.layer]
+        _fill(target, tensor, source.read(tensor), dtype, device)
     return model.use_backend(backend).eval()
+
+
+def load_block(source: Source, layer: int, *, dtype=torch.float32, device=None, experts: bool = True) -> Block:
+    """Layer ``layer`` of an open source alone, as a Block on ``device`` in ``dtype`` (the torch path): for
+    work that goes through a model one layer at a time, such as calibration. experts=False leaves the expert
+    weights unset, for a caller that reads them one expert at a time."""
+    device = torch.device(device or "cpu")
+    with torch.device("meta"):
+        block = Block(source.config, layer)
+    block = block.to(dtype).to_empty(device=device)
+    for tensor in canonical_tensors(source.config):
+        if tensor.layer == layer and (experts or not tensor.expert):
+            _fill(block, tensor, source.read(tensor), dtype, device)
+    return block.eval()
+
+
+def _fill(target: torch.nn.Module, tensor: Canonical, read, dtype, device) -> None:
+    """One canonical tensor into the model (global tensors) or its block (a layer's)."""
+    if not tensor.expert:
+        assert isinstance(read, Dense)
+        _assign(target, module_path(tensor), read.load(), dtype, device)
+        return
+    experts = target.mlp.experts
+    if read.packed:  # keep MXFP4: the whole [E, ...] blocks and scales, 4.25 bits per weight
+        parts = [read.load_expert(e) for e in range(read.shape[0])]
+        value = (torch.stack([p[0] for p in parts]).to(device), torch.stack([p[1] for p in parts]).to(device))
+    else:  # a dense fine-tune: [E, in, out] -> [E, out, in]
+        value = torch.stack([read.load_out_in(e).to(dtype) for e in range(read.shape[0])]).to(device)
+    experts.set_weight(module_path(tensor), value)
 
 
 def _assign(module: torch.nn.Module, dotted: str, value: torch.Tensor, dtype, device) -> None:

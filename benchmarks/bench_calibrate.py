@@ -1,0 +1,178 @@
+"""Calibrated (GPTQ) quantization against the rounding rules: quality on held-out tokens, and the cost.
+
+1. The bundled trained model (its bf16 form as the source). Calibration: 64 windows of 256 tokens drawn from the
+   training split of its corpus (Python's standard library; examples/train_tiny_gpt_oss.py); held out: its
+   heldout.tokens, which calibration never sees.
+2. A fine-tune, where rounding hurts most: the bundled LoRA (examples/finetune_lora_tiny.py, English prose)
+   merged in float32 as the source; calibration from the prose training topics, held out: docs-heldout.tokens.
+Each row is measured against its float source: KL mean / p99, delta perplexity, top-1, and the experts' weight
+SQNR. GPTQ's goal: mean KL at most half the best rounding rule's.
+3. Cost: one gpt-oss-20b-shaped layer (32 experts, hidden 2880, dense bf16 experts) calibrated on the CPU, in its
+   own process (seconds, peak RSS from wait4), extrapolated to 20b (24 layers) and 120b (36 layers of 128 experts).
+
+    python benchmarks/bench_calibrate.py --work DIR [--skip-cost]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mxfp4.calibrate.run import convert_calibrated
+from mxfp4.convert import convert
+from mxfp4.eval.errors_report import aggregate_sqnr, expert_errors
+from mxfp4.eval.parity import compare
+from mxfp4.finetune import merge_lora
+from mxfp4.gpt_oss.presets import GPT_OSS_20B
+from mxfp4.model import load
+from mxfp4.testing import synthetic
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TRAINED = EXAMPLES / "tiny-gpt-oss-trained"
+RULES = ("floor", "round_up", "even", "mse")
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(TRAINED / "mxfp4" / "tokenizer.json"))
+
+
+def code_calibration(windows: int, context: int) -> np.ndarray:
+    sys.path.insert(0, str(EXAMPLES))
+    from train_tiny_gpt_oss import corpus
+
+    train, _ = corpus()
+    tokenizer = _tokenizer()
+    picked = [train[i] for i in np.random.default_rng(1).choice(len(train), 4 * windows, replace=False)]
+    return np.concatenate([tokenizer.encode(t).ids for t in picked])[: windows * context]
+
+
+def prose_calibration(windows: int, context: int) -> np.ndarray:
+    from pydoc_data.topics import topics
+
+    tokenizer = _tokenizer()
+    train = [topics[n] for n in sorted(topics) if hashlib.sha1(n.encode()).digest()[0] >= 26]
+    return np.concatenate([tokenizer.encode(t).ids for t in train])[: windows * context]
+
+
+def quality_table(source: Path, heldout: np.ndarray, calibration: np.ndarray, work: Path, context: int) -> list[dict]:
+    reference = load(source)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    candidates = [(rule, False) for rule in RULES] + [("floor", True), ("mse", True)]
+    for rule, gptq in candidates:
+        out = work / f"{'gptq' if gptq else 'round'}-{rule}"
+        start = time.perf_counter()
+        if gptq:
+            convert_calibrated(source, out, calibration, scale_rule=rule, context=256, force=True)
+        else:
+            convert(source, out, to="mxfp4", scale_rule=rule, force=True)
+        seconds = time.perf_counter() - start
+        parity = compare(reference, load(out), heldout, context=context)
+        rows.append(
+            {
+                "method": f"GPTQ + {rule}" if gptq else rule,
+                "kl_mean": parity.kl_mean,
+                "kl_p99": parity.kl_p99,
+                "delta_ppl": parity.delta_ppl,
+                "top1": parity.top1_agreement,
+                "expert_sqnr_db": aggregate_sqnr(expert_errors(source, out)),
+                "seconds": seconds,
+            }
+        )
+    return rows
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    best = min(r["kl_mean"] for r in rows if not r["method"].startswith("GPTQ"))
+    print(f"\n{title}")
+    print("| method | KL mean | KL p99 | delta ppl | top-1 | expert SQNR dB | KL / best rounding |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['method']} | {r['kl_mean']:.6f} | {r['kl_p99']:.5f} | {r['delta_ppl']:+.4f} "
+            f"| {100 * r['top1']:.2f}% | {r['expert_sqnr_db']:.2f} | {r['kl_mean'] / best:.2f} |"
+        )
+
+
+COST_CHILD = """
+import sys, time, numpy as np
+from mxfp4.calibrate.run import convert_calibrated
+src, dst, windows, context = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ids = np.random.default_rng(0).integers(0, 2048, size=windows * context)
+start = time.perf_counter()
+result = convert_calibrated(src, dst, ids, context=context, scale_rule="mse", force=True)
+print(time.perf_counter() - start, result.layers[0].tokens_per_expert)
+"""
+
+
+def cost(work: Path, windows: int, context: int) -> dict:
+    """Seconds and peak RSS (read from the kernel) of calibrating one 20b-shaped layer in a child process."""
+    src = work / "gpt-oss-20b-1-layer-dense"
+    if not (src / "config.json").exists():
+        config = synthetic.hf_config(**{**GPT_OSS_20B, "num_hidden_layers": 1, "vocab_size": 2048})
+        synthetic.write_checkpoint(src, config, dense_experts=True)
+    read, write = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", COST_CHILD, str(src), str(work / "calibrated-layer"), str(windows), str(context)],
+        stdout=write,
+        text=True,
+    )
+    os.close(write)
+    _, status, usage = os.wait4(child.pid, 0)
+    out = os.read(read, 1 << 16).decode()
+    os.close(read)
+    if status != 0:
+        raise SystemExit(f"calibration child failed ({status})")
+    seconds, counts = out.strip().split(" ", 1)
+    return {"seconds": float(seconds), "peak_rss_gib": usage.ru_maxrss / 2**20, "tokens": windows * context}
+
+
+def quality(work: Path, results: dict) -> None:
+    heldout = np.loadtxt(TRAINED / "heldout.tokens", dtype=np.int64)
+    results["bundled"] = quality_table(TRAINED / "bf16", heldout, code_calibration(64, 256), work / "bundled", 256)
+    print_table("Bundled trained model (bf16 source), 4,096 held-out code tokens", results["bundled"])
+
+    float_merge = work / "docs-float"
+    merge_lora(TRAINED / "mxfp4", TRAINED / "lora-docs", float_merge, to="bf16", dtype="float32", force=True)
+    prose = np.loadtxt(TRAINED / "docs-heldout.tokens", dtype=np.int64)
+    results["fine_tune"] = quality_table(float_merge, prose, prose_calibration(64, 256), work / "docs", 128)
+    print_table("LoRA fine-tune merged in float32 (source), 2,048 held-out prose tokens", results["fine_tune"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--cost-windows", type=int, default=16)
+    parser.add_argument("--cost-context", type=int, default=1024)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = {}
+
+    if not args.skip_quality:
+        quality(args.work, results)
+    if not args.skip_cost:
+        measured = cost(args.work, args.cost_windows, args.cost_context)
+        results["cost"] = measured
+        per_layer = measured["seconds"]
+        print(
+            f"\none gpt-oss-20b-shaped layer (32 experts, hidden 2880), {measured['tokens']:,} calibration tokens: "
+            f"{per_layer:.1f} s, peak RSS {measured['peak_rss_gib']:.2f} GiB; extrapolated: 20b (24 layers) "
+            f"{24 * per_layer / 60:.0f} min, 120b (36 layers x 128 experts) {36 * 4 * per_layer / 60:.0f} min"
+        )
+    (args.work / "bench_calibrate.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Calibrated quantization: GPTQ into MXFP4 on the tokens each expert is routed, layer by layer."""

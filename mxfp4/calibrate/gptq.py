@@ -1,0 +1,94 @@
+"""GPTQ into MXFP4: one weight matrix quantized column by column with error feedback, its 32-element groups'
+scales chosen by a scale rule from the weights as updated when GPTQ reaches each group.
+
+For W [out, in] (MXFP4 blocks run along in) and the Hessian H = X^T X of the inputs X [tokens, in] that this
+matrix sees, GPTQ (Frantar et al., 2022) minimises tr((W - Q) H (W - Q)^T) greedily: columns are rounded in
+order, and each column's rounding error e_j, divided by the j-th diagonal of U (the upper Cholesky factor of
+the damped inverse H^-1), is fed into the columns not yet rounded: W[:, j+1:] -= e_j / U_jj * U[j, j+1:].
+When group g = columns 32g .. 32g+31 is reached, each row's scale byte for it is chosen by the rule
+(mxfp4.codec.rules) from those 32 current values; every column of the group is then rounded at that scale.
+Damping adds ``damp`` times the mean diagonal to H (1% by default); inputs that never occurred (a zero
+diagonal) get a unit diagonal so that their columns round plainly. With H = I nothing is fed back and the
+result is the rule's plain rounding, byte for byte (a test checks it).
+
+Everything is float32 except the Hessian and its factorisation (float64), on the CPU or a GPU; the column loop
+runs in blocks of 128 so the feedback to later columns is one matrix product per block. Deterministic: the
+same W, H and options give the same bytes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from ..codec import torch_codec
+from ..codec.constants import BLOCK_SIZE, E2M1_VALUES
+from ..codec.reference import POW2_F32
+
+COLUMN_BLOCK = 128  # a multiple of BLOCK_SIZE
+
+
+@lru_cache(maxsize=None)
+def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(E2M1_VALUES).to(device), torch.from_numpy(POW2_F32).to(device)
+
+
+def _dequantized(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """codes [out] at scale bytes [out] -> values [out] float32 (exact)."""
+    values, pow2 = _tables(codes.device)
+    return values[codes.long()] * pow2[scales.long()]
+
+
+def inverse_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """U, upper triangular with U^T U = (H + damp * mean(diag H) * I)^-1 (float64); dead inputs get diag 1."""
+    h = hessian.double().clone()
+    diagonal = torch.diagonal(h)
+    dead = diagonal <= 0
+    diagonal[dead] = 1.0
+    diagonal += damp * float(diagonal.mean())
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
+    return torch.linalg.cholesky(inverse, upper=True)
+
+
+def gptq_quantize(
+    weight: torch.Tensor, hessian: torch.Tensor, *, scale_rule: str, rounding: str = "rne", damp: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in] (in a multiple of 32), hessian [in, in] -> MXFP4 (blocks [out, in/32, 16] uint8,
+    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding)."""
+    out, inp = weight.shape
+    w = weight.float().clone()
+    u = inverse_factor(hessian, damp).float()
+    codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
+    scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
+    for start in range(0, inp, COLUMN_BLOCK):
+        stop = min(start + COLUMN_BLOCK, inp)
+        block = w[:, start:stop].clone()
+        errors = torch.zeros_like(block)
+        for j in range(stop - start):
+            column = start + j
+            if column % BLOCK_SIZE == 0:  # a new group: the rule picks each row's scale from current values
+                group = block[:, j : j + BLOCK_SIZE].contiguous()
+                scales[:, column // BLOCK_SIZE] = torch_codec.choose_scales(group, scale_rule, rounding)
+            scale = scales[:, column // BLOCK_SIZE]
+            code = torch_codec.encode_at_scales(block[:, j : j + 1].contiguous(), scale, rounding)[:, 0]
+            codes[:, column] = code
+            error = (block[:, j] - _dequantized(code, scale)) / u[column, column]
+            block[:, j + 1 :] -= error[:, None] * u[column, column + 1 : stop][None, :]
+            errors[:, j] = error
+        w[:, stop:] -= errors @ u[start:stop, stop:]
+    blocks = torch_codec.pack_codes(codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE))
+    return blocks, scales.to(torch.uint8)
+
+
+def weighted_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch.Tensor) -> float:
+    """tr((W - Q) H (W - Q)^T): the squared output error over the calibration inputs whose Hessian is H.
+    float32 products, summed in float64: a report, where the float32 rounding of a sum of squares is noise."""
+    d = weight.float() - quantized.float()
+    return float(((d @ hessian.float()) * d).sum(dtype=torch.float64))
+
+
+def output_error(weight: torch.Tensor, quantized: torch.Tensor, inputs: torch.Tensor) -> float:
+    """The same quantity from the inputs X [n, in] themselves, |X (W - Q)^T|^2: cheaper when n < in."""
+    d = weight.float() - quantized.float()
+    return float((inputs.float() @ d.T).square().sum(dtype=torch.float64))

@@ -1,0 +1,145 @@
+"""convert_calibrated() and merge_lora_calibrated(): the converters' targets written from a dense source (or a
+base with a LoRA merged in) whose experts GPTQ quantizes on calibration tokens, with a per-layer report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..convert.api import check_target, write_target
+from ..convert.result import ConvertResult
+from ..convert.sources import open_source
+from ..errors import CheckpointError, OptionError
+from ..eval.tokens import check_ids
+from ..finetune.adapter import read_adapter
+from ..finetune.merged_source import MergedSource
+from .layerwise import MIN_TOKENS, CalibratedSource, LayerReport
+
+QUANTIZED_TARGETS = ("mxfp4", "gguf", "original")
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    written: ConvertResult
+    layers: list[LayerReport]
+
+
+def calibration_windows(ids: np.ndarray, *, vocab_size: int, context: int, samples: int | None, where: str):
+    """Token ids -> [samples, context] windows (consecutive, from the start); too few or out-of-range ids are
+    an error naming ``where`` (the file they came from)."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    check_ids(ids, vocab_size, where)
+    if context < 2:
+        raise OptionError(f"--calibrate-context {context}: a window needs at least 2 tokens")
+    available = ids.size // context
+    wanted = available if samples is None else samples
+    if wanted < 1 or wanted > available:
+        raise CheckpointError(
+            f"{where}: {ids.size} tokens make {available} windows of {context}; "
+            f"{'at least one is' if samples is None else f'{samples} are'} needed (give more tokens, or a smaller "
+            f"--calibrate-context / --calibrate-samples)"
+        )
+    return ids[: wanted * context].reshape(wanted, context)
+
+
+def _write(source, dst, *, to, scale_rule, rounding, dtype, max_shard_size, force, progress) -> ConvertResult:
+    if to not in QUANTIZED_TARGETS:
+        raise OptionError(f"--calibrate quantizes experts to MXFP4; --to {to} keeps them dense")
+    return write_target(
+        source,
+        dst,
+        to=to,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=progress,
+    )
+
+
+def convert_calibrated(
+    src,
+    dst,
+    tokens,
+    *,
+    to: str = "mxfp4",
+    scale_rule: str = "mse",
+    rounding: str = "rne",
+    context: int = 256,
+    samples: int | None = None,
+    min_tokens: int = MIN_TOKENS,
+    device=None,
+    dtype: str = "bfloat16",
+    max_shard_size=None,
+    force: bool = False,
+    progress: bool = False,
+    where: str = "calibration tokens",
+) -> CalibrationResult:
+    """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts."""
+    check_target(to, scale_rule, rounding, dtype)
+    source = open_source(src)
+    windows = calibration_windows(
+        tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
+    )
+    calibrated = CalibratedSource(
+        source, windows, scale_rule=scale_rule, rounding=rounding, min_tokens=min_tokens, device=device
+    )
+    written = _write(
+        calibrated,
+        dst,
+        to=to,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=progress,
+    )
+    return CalibrationResult(written, calibrated.reports)
+
+
+def merge_lora_calibrated(
+    base,
+    adapter,
+    dst,
+    tokens,
+    *,
+    to: str = "mxfp4",
+    scale_rule: str = "mse",
+    rounding: str = "rne",
+    context: int = 256,
+    samples: int | None = None,
+    min_tokens: int = MIN_TOKENS,
+    device=None,
+    dtype: str = "bfloat16",
+    lora_layout: str | None = None,
+    max_shard_size=None,
+    force: bool = False,
+    progress: bool = False,
+    where: str = "calibration tokens",
+) -> CalibrationResult:
+    """merge_lora with the merged experts GPTQ-quantized (every expert, trained by the adapter or not)."""
+    check_target(to, scale_rule, rounding, dtype)
+    source = open_source(base)
+    windows = calibration_windows(
+        tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
+    )
+    lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
+    merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=rounding, dtype=dtype)
+    calibrated = CalibratedSource(
+        merged, windows, scale_rule=scale_rule, rounding=rounding, min_tokens=min_tokens, device=device
+    )
+    written = _write(
+        calibrated,
+        dst,
+        to=to,
+        scale_rule=scale_rule,
+        rounding=rounding,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        force=force,
+        progress=progress,
+    )
+    return CalibrationResult(written, calibrated.reports)

@@ -1,0 +1,177 @@
+"""GPTQ into MXFP4 (mxfp4.calibrate): plain rounding when the Hessian is the identity, never worse than rounding
+on correlated inputs, deterministic, layer by layer through the model, and careful with bad input."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mxfp4
+from mxfp4.calibrate.gptq import gptq_quantize, weighted_error
+from mxfp4.calibrate.run import convert_calibrated
+from mxfp4.cli import main
+from mxfp4.codec import decode
+from mxfp4.codec.rules import ROUNDINGS, SCALE_RULES
+from mxfp4.convert.verify import verify
+from mxfp4.errors import CheckpointError
+from mxfp4.testing.checkpoints import all_tensors, make_checkpoint
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 9),
+    groups=st.integers(1, 9),
+    rule=st.sampled_from(SCALE_RULES),
+    rounding=st.sampled_from(ROUNDINGS),
+    seed=st.integers(0, 2**16),
+    magnitude=st.sampled_from([1e-3, 1.0, 1e3]),
+)
+def test_with_an_identity_hessian_gptq_is_the_rules_plain_rounding(rows, groups, rule, rounding, seed, magnitude):
+    # H = I: U is diagonal, no error is fed forward, each group's scale comes from the untouched weights.
+    w = torch.randn(rows, 32 * groups, generator=torch.Generator().manual_seed(seed)) * magnitude
+    blocks, scales = gptq_quantize(w, torch.eye(w.shape[1]), scale_rule=rule, rounding=rounding, damp=0.0)
+    plain = mxfp4.quantize(w, scale_rule=rule, rounding=rounding)
+    assert torch.equal(blocks, plain.blocks) and torch.equal(scales, plain.scales)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("rule", SCALE_RULES)
+def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(48, 256, generator=g)
+    x = torch.randn(600, 64, generator=g) @ torch.randn(64, 256, generator=g) + 0.3 * torch.randn(600, 256, generator=g)
+    h = x.double().T @ x.double()
+    ours = decode.dequantize(*gptq_quantize(w, h, scale_rule=rule), torch.float32)
+    plain = mxfp4.quantize(w, scale_rule=rule)
+    rounding = decode.dequantize(plain.blocks, plain.scales, torch.float32)
+    assert weighted_error(w, ours, h) <= weighted_error(w, rounding, h)
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calibrate")
+    return make_checkpoint(root, "dense", dense=True, hidden_size=64, intermediate_size=96)
+
+
+TOKENS = np.random.default_rng(0).integers(0, 370, size=4 * 64)
+
+
+def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_path):
+    first = convert_calibrated(dense, tmp_path / "a", TOKENS, context=64, scale_rule="mse", min_tokens=8)
+    convert_calibrated(dense, tmp_path / "b", TOKENS, context=64, scale_rule="mse", min_tokens=8)
+    a, b = all_tensors(tmp_path / "a"), all_tensors(tmp_path / "b")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # same inputs, same bytes
+    assert len(first.layers) == 4
+    for layer in first.layers:
+        assert sum(layer.tokens_per_expert) == 4 * 64 * 2  # every token reaches its top-2 experts
+        assert layer.error_gptq <= layer.error_rounding
+    moved = {t.name for t in verify(dense, tmp_path / "a").tensors if t.verdict == "mismatch"}
+    experts = {f"model.layers.{i}.mlp.experts.{n}" for i in range(4) for n in ("gate_up_proj", "down_proj")}
+    assert moved == experts  # GPTQ moved every expert off its dense values, and nothing else
+
+
+def test_starved_experts_fall_back_to_rounding(dense, tmp_path):
+    result = convert_calibrated(dense, tmp_path / "out", TOKENS[:64], context=64, scale_rule="round_up", min_tokens=40)
+    ours, plain = all_tensors(tmp_path / "out"), None
+    convert_target = tmp_path / "plain"
+    from mxfp4.convert import convert
+
+    convert(dense, convert_target, to="mxfp4", scale_rule="round_up")
+    plain = all_tensors(convert_target)
+    starved = 0
+    for layer in result.layers:
+        for e, count in enumerate(layer.tokens_per_expert):
+            if count >= 40:
+                continue
+            starved += 1
+            for name in ("gate_up_proj", "down_proj"):
+                key = f"model.layers.{layer.layer}.mlp.experts.{name}_blocks"
+                assert torch.equal(ours[key][e], plain[key][e]), (key, e)
+    assert starved == sum(r.fallback for r in result.layers) > 0
+
+
+def test_bad_calibration_input_is_a_typed_error_naming_the_file(dense, tmp_path):
+    bad = tmp_path / "bad.tokens"
+    bad.write_text(" ".join(["5"] * 100 + ["99999"]))
+    result = CliRunner().invoke(
+        main, ["convert", str(dense), str(tmp_path / "o"), "--to", "mxfp4", "--calibrate", str(bad)]
+    )
+    assert result.exit_code == 1 and f"{bad}: token ids must lie in 0..383" in result.output
+    few = tmp_path / "few.tokens"
+    few.write_text("1 2 3 4 5")
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(dense),
+            str(tmp_path / "o"),
+            "--to",
+            "mxfp4",
+            "--calibrate",
+            str(few),
+            "--calibrate-context",
+            "64",
+        ],
+    )
+    assert result.exit_code == 1 and f"{few}: 5 tokens make 0 windows of 64" in result.output
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(CheckpointError, match="is MXFP4 already"):
+        convert_calibrated(make_checkpoint(tmp_path, "packed"), tmp_path / "o", TOKENS, context=64)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_calibration_leaves_nothing(dense, tmp_path, monkeypatch):
+    import mxfp4.calibrate.layerwise as layerwise
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = layerwise.gptq_quantize
+    monkeypatch.setattr(layerwise, "gptq_quantize", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        convert_calibrated(dense, out, TOKENS, context=64, min_tokens=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_prints_the_layer_table_and_merge_lora_calibrates_too(dense, tmp_path):
+    tokens = tmp_path / "calib.tokens"
+    np.savetxt(tokens, TOKENS[None], fmt="%d")
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(dense),
+            str(tmp_path / "o"),
+            "--to",
+            "mxfp4",
+            "--calibrate",
+            str(tokens),
+            "--calibrate-context",
+            "64",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "tokens per expert (min/median/max)" in result.output and "GPTQ" in result.output
+    refused = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(dense),
+            str(tmp_path / "b"),
+            "--to",
+            "bf16",
+            "--calibrate",
+            str(tokens),
+            "--calibrate-context",
+            "64",
+        ],
+    )
+    assert refused.exit_code == 1 and "keeps them dense" in refused.output
