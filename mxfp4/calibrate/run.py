@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..convert.api import check_target, write_target
+from ..convert.api import MXFP4_TARGETS, WriteOptions, write_target
 from ..convert.result import ConvertResult
 from ..convert.sources import open_source
 from ..errors import CheckpointError, OptionError
@@ -15,8 +15,6 @@ from ..eval.tokens import check_ids
 from ..finetune.adapter import read_adapter
 from ..finetune.merged_source import MergedSource
 from .layerwise import MIN_TOKENS, CalibratedSource, LayerReport
-
-QUANTIZED_TARGETS = ("mxfp4", "gguf", "original")
 
 
 @dataclass(frozen=True)
@@ -43,20 +41,17 @@ def calibration_windows(ids: np.ndarray, *, vocab_size: int, context: int, sampl
     return ids[: wanted * context].reshape(wanted, context)
 
 
-def _write(source, dst, *, to, scale_rule, rounding, dtype, max_shard_size, force, progress) -> ConvertResult:
-    if to not in QUANTIZED_TARGETS:
-        raise OptionError(f"--calibrate quantizes experts to MXFP4; --to {to} keeps them dense")
-    return write_target(
-        source,
-        dst,
-        to=to,
-        scale_rule=scale_rule,
-        rounding=rounding,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        progress=progress,
+def _calibrated(source, dst, tokens, options: WriteOptions, *, context, samples, min_tokens, device, where):
+    """Write ``source`` with its experts GPTQ-quantized on ``tokens``: the shared core of both entry points."""
+    if options.to not in MXFP4_TARGETS:
+        raise OptionError(f"--calibrate quantizes experts to MXFP4; --to {options.to} keeps them dense")
+    windows = calibration_windows(
+        tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
     )
+    calibrated = CalibratedSource(
+        source, windows, scale_rule=options.scale_rule, rounding=options.rounding, min_tokens=min_tokens, device=device
+    )
+    return CalibrationResult(write_target(calibrated, dst, options), calibrated.reports)
 
 
 def convert_calibrated(
@@ -78,26 +73,9 @@ def convert_calibrated(
     where: str = "calibration tokens",
 ) -> CalibrationResult:
     """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts."""
-    check_target(to, scale_rule, rounding, dtype)
-    source = open_source(src)
-    windows = calibration_windows(
-        tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
-    )
-    calibrated = CalibratedSource(
-        source, windows, scale_rule=scale_rule, rounding=rounding, min_tokens=min_tokens, device=device
-    )
-    written = _write(
-        calibrated,
-        dst,
-        to=to,
-        scale_rule=scale_rule,
-        rounding=rounding,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        progress=progress,
-    )
-    return CalibrationResult(written, calibrated.reports)
+    options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
+    calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
+    return _calibrated(open_source(src), dst, tokens, options, **calibration)
 
 
 def merge_lora_calibrated(
@@ -121,25 +99,9 @@ def merge_lora_calibrated(
     where: str = "calibration tokens",
 ) -> CalibrationResult:
     """merge_lora with the merged experts GPTQ-quantized (every expert, trained by the adapter or not)."""
-    check_target(to, scale_rule, rounding, dtype)
+    options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     source = open_source(base)
-    windows = calibration_windows(
-        tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
-    )
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=rounding, dtype=dtype)
-    calibrated = CalibratedSource(
-        merged, windows, scale_rule=scale_rule, rounding=rounding, min_tokens=min_tokens, device=device
-    )
-    written = _write(
-        calibrated,
-        dst,
-        to=to,
-        scale_rule=scale_rule,
-        rounding=rounding,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        progress=progress,
-    )
-    return CalibrationResult(written, calibrated.reports)
+    calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
+    return _calibrated(merged, dst, tokens, options, **calibration)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..codec.rules import check_options
@@ -20,6 +21,7 @@ from .stream import Source
 from .writers import hf_jobs, original_dtypes, original_jobs
 
 TARGETS = ("mxfp4", "bf16", "original", "gguf")
+MXFP4_TARGETS = ("mxfp4", "gguf", "original")  # the targets that store experts as MXFP4
 
 
 def convert(
@@ -40,42 +42,36 @@ def convert(
     rounding apply only when dense experts must become MXFP4; the default round_up matches the
     quantizer of transformers and OpenAI's triton_kernels. dtype: the dense experts' dtype for bf16.
     """
-    check_target(to, scale_rule, rounding, dtype)
-    return write_target(
-        open_source(src),
-        dst,
-        to=to,
-        scale_rule=scale_rule,
-        rounding=rounding,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        progress=progress,
-    )
+    options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
+    return write_target(open_source(src), dst, options)
 
 
-def check_target(to: str, scale_rule: str, rounding: str, dtype: str) -> None:
-    """Refuse an unknown target, rule, rounding or dtype before anything is read."""
-    if to not in TARGETS:
-        raise CheckpointError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
-    check_options(scale_rule, rounding)
-    if dtype not in FLOAT_NAMES:
-        raise CheckpointError(f"--dtype {dtype!r} is not one of {', '.join(FLOAT_NAMES)}")
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a checkpoint is written: target format, how dense experts become MXFP4, the dtype of dense output,
+    shard size, whether an existing output is replaced, and the progress bar. Checked when made."""
+
+    to: str
+    scale_rule: str = "round_up"
+    rounding: str = "rne"
+    dtype: str = "bfloat16"
+    max_shard_size: str | int | None = None
+    force: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:  # refuse a bad choice before anything is read
+        if self.to not in TARGETS:
+            raise CheckpointError(f"unknown target {self.to!r}; choose one of {', '.join(TARGETS)}")
+        check_options(self.scale_rule, self.rounding)
+        if self.dtype not in FLOAT_NAMES:
+            raise CheckpointError(f"--dtype {self.dtype!r} is not one of {', '.join(FLOAT_NAMES)}")
 
 
-def write_target(
-    source: Source,
-    dst,
-    *,
-    to: str,
-    scale_rule: str,
-    rounding: str,
-    dtype: str,
-    max_shard_size: str | int | None,
-    force: bool,
-    progress: bool,
-) -> ConvertResult:
-    """Write an open source (any Source, e.g. a base checkpoint with a LoRA merged in) as ``to``, atomically."""
+def write_target(source: Source, dst, options: WriteOptions) -> ConvertResult:
+    """Write an open source (any Source, e.g. a base checkpoint with a LoRA merged in) as ``options.to``,
+    atomically."""
+    to, scale_rule, rounding, dtype = options.to, options.scale_rule, options.rounding, options.dtype
+    max_shard_size, force, progress = options.max_shard_size, options.force, options.progress
     shard_bytes = parse_size(max_shard_size)
     dst = Path(dst)
     if dst.resolve() == source.path.resolve() or source.path.resolve() in dst.resolve().parents:

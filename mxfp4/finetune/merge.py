@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..convert.api import check_target, write_target
+from ..convert.api import MXFP4_TARGETS, WriteOptions, write_target
 from ..convert.result import ConvertResult
 from ..convert.sources import open_source
 from ..errors import AdapterError
@@ -13,8 +13,6 @@ from ..gpt_oss.tensors import canonical_tensors
 from .adapter import read_adapter
 from .merged_source import MergedSource
 from .survival import Survival, overall_kept
-
-QUANTIZED_TARGETS = ("mxfp4", "gguf", "original")  # experts stored as MXFP4
 
 
 @dataclass(frozen=True)
@@ -56,25 +54,15 @@ def merge_lora(
     when the adapter's shapes cannot tell ('peft', 'swapped', 'unsloth'; see mxfp4.finetune.adapter).
     Nothing is written when anything is wrong; an interrupted merge leaves nothing.
     """
-    check_target(to, scale_rule, rounding, dtype)
+    options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     source = open_source(base)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     if not lora.pairs:
         raise AdapterError(f"{lora.path}: the adapter holds no LoRA pairs; there is nothing to merge")
     merged = MergedSource(
-        source, lora, packed=to in QUANTIZED_TARGETS, scale_rule=scale_rule, rounding=rounding, dtype=dtype
+        source, lora, packed=to in MXFP4_TARGETS, scale_rule=scale_rule, rounding=rounding, dtype=dtype
     )
-    written = write_target(
-        merged,
-        dst,
-        to=to,
-        scale_rule=scale_rule,
-        rounding=rounding,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        force=force,
-        progress=progress,
-    )
+    written = write_target(merged, dst, options)
     order = {tensor.name: i for i, tensor in enumerate(canonical_tensors(source.config))}
     rows = sorted(merged.survival.values(), key=lambda s: order[s.name])
     return MergeResult(written, rows)
