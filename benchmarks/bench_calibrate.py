@@ -31,7 +31,7 @@ from mxfp4.convert import convert
 from mxfp4.eval.errors_report import aggregate_sqnr, expert_errors
 from mxfp4.eval.parity import compare
 from mxfp4.finetune import merge_lora
-from mxfp4.gpt_oss.presets import GPT_OSS_20B
+from mxfp4.gpt_oss.presets import GPT_OSS_20B, GPT_OSS_120B
 from mxfp4.model import load
 from mxfp4.testing import synthetic
 
@@ -115,11 +115,12 @@ print(time.perf_counter() - start, result.layers[0].tokens_per_expert)
 """
 
 
-def cost(work: Path, windows: int, context: int) -> dict:
-    """Seconds and peak RSS (read from the kernel) of calibrating one 20b-shaped layer in a child process."""
-    src = work / "gpt-oss-20b-1-layer-dense"
+def cost(work: Path, windows: int, context: int, model: str = "20b") -> dict:
+    """Seconds and peak RSS (read from the kernel) of calibrating one 20b- or 120b-shaped layer in a child."""
+    src = work / f"gpt-oss-{model}-1-layer-dense"
     if not (src / "config.json").exists():
-        config = synthetic.hf_config(**{**GPT_OSS_20B, "num_hidden_layers": 1, "vocab_size": 2048})
+        shape = GPT_OSS_20B if model == "20b" else GPT_OSS_120B
+        config = synthetic.hf_config(**{**shape, "num_hidden_layers": 1, "vocab_size": 2048})
         synthetic.write_checkpoint(src, config, dense_experts=True)
     read, write = os.pipe()
     child = subprocess.Popen(
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--cost-windows", type=int, default=16)
     parser.add_argument("--cost-context", type=int, default=1024)
+    parser.add_argument("--cost-model", choices=["20b", "120b"], default="20b", help="The layer's shape.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -163,13 +165,14 @@ def main() -> None:
     if not args.skip_quality:
         quality(args.work, results)
     if not args.skip_cost:
-        measured = cost(args.work, args.cost_windows, args.cost_context)
+        measured = cost(args.work, args.cost_windows, args.cost_context, args.cost_model)
         results["cost"] = measured
         per_layer = measured["seconds"]
+        layers, experts = (24, 32) if args.cost_model == "20b" else (36, 128)
         print(
-            f"\none gpt-oss-20b-shaped layer (32 experts, hidden 2880), {measured['tokens']:,} calibration tokens: "
-            f"{per_layer:.1f} s, peak RSS {measured['peak_rss_gib']:.2f} GiB; extrapolated: 20b (24 layers) "
-            f"{24 * per_layer / 60:.0f} min, 120b (36 layers x 128 experts) {36 * 4 * per_layer / 60:.0f} min"
+            f"\none gpt-oss-{args.cost_model}-shaped layer ({experts} experts, hidden 2880), {measured['tokens']:,} "
+            f"calibration tokens: {per_layer:.1f} s, peak RSS {measured['peak_rss_gib']:.2f} GiB; extrapolated to "
+            f"the whole model ({layers} layers): {layers * per_layer / 60:.0f} min"
         )
     (args.work / "bench_calibrate.json").write_text(json.dumps(results, indent=2))
 
