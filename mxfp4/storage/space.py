@@ -12,6 +12,9 @@ SPACE_MARGIN = 64 * 2**20  # headers, config and tokenizer files
 
 
 def check_free_space(directory: Path, needed: int) -> None:
+    """Refuse an output that cannot fit in ``directory`` (or whose directory does not exist) before writing."""
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"{directory}: the output's directory does not exist; create it first")
     free = shutil.disk_usage(directory).free
     if free < needed + SPACE_MARGIN:
         raise CheckpointError(

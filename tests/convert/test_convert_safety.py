@@ -188,6 +188,14 @@ def test_short_disk_refused_up_front_with_numbers(hf, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("target", ["bf16", "gguf"])
+def test_an_output_directory_that_does_not_exist_is_named(hf, tmp_path, target):
+    out = tmp_path / "missing" / ("o.gguf" if target == "gguf" else "out")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'missing'}: the output's directory does not exist"):
+        convert(hf, out, to=target)
+    assert not (tmp_path / "missing").exists()
+
+
 def test_bad_max_shard_size(hf, tmp_path):
     with pytest.raises(CheckpointError, match="'lots' is not a size"):
         convert(hf, tmp_path / "out", to="bf16", max_shard_size="lots")
