@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_convert import run_measured
 
 from mxfp4.calibrate.run import convert_calibrated
 from mxfp4.convert import convert
@@ -105,13 +104,12 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 
 COST_CHILD = """
-import sys, time, numpy as np
+import json, sys, numpy as np
 from mxfp4.calibrate.run import convert_calibrated
-src, dst, windows, context = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+src, dst, windows, context, report = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ids = np.random.default_rng(0).integers(0, 2048, size=windows * context)
-start = time.perf_counter()
 result = convert_calibrated(src, dst, ids, context=context, scale_rule="mse", force=True)
-print(time.perf_counter() - start, result.layers[0].tokens_per_expert)
+json.dump({"tokens_per_expert": result.layers[0].tokens_per_expert}, open(report, "w"))
 """
 
 
@@ -122,20 +120,10 @@ def cost(work: Path, windows: int, context: int, model: str = "20b") -> dict:
         shape = GPT_OSS_20B if model == "20b" else GPT_OSS_120B
         config = synthetic.hf_config(**{**shape, "num_hidden_layers": 1, "vocab_size": 2048})
         synthetic.write_checkpoint(src, config, dense_experts=True)
-    read, write = os.pipe()
-    child = subprocess.Popen(
-        [sys.executable, "-c", COST_CHILD, str(src), str(work / "calibrated-layer"), str(windows), str(context)],
-        stdout=write,
-        text=True,
-    )
-    os.close(write)
-    _, status, usage = os.wait4(child.pid, 0)
-    out = os.read(read, 1 << 16).decode()
-    os.close(read)
-    if status != 0:
-        raise SystemExit(f"calibration child failed ({status})")
-    seconds, counts = out.strip().split(" ", 1)
-    return {"seconds": float(seconds), "peak_rss_gib": usage.ru_maxrss / 2**20, "tokens": windows * context}
+    report = work / "calibrated-layer.json"
+    child = [sys.executable, "-c", COST_CHILD, str(src), str(work / "calibrated-layer"), str(windows), str(context)]
+    seconds, rss = run_measured([*child, str(report)])  # the same measurement as the conversion benchmark's
+    return {"seconds": seconds, "peak_rss_gib": rss, "tokens": windows * context, **json.loads(report.read_text())}
 
 
 def quality(work: Path, results: dict) -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..codec import decode, encode
 from ..convert.stream import Dense, Expert, Source
 from ..errors import CheckpointError
-from ..gpt_oss.tensors import canonical_tensors, mxfp4_shape
+from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path, mxfp4_shape
 from ..model.kernels.moe_torch import clamped_swiglu
 from ..model.loading import load_block
 from ..model.rope import rotary_tables, yarn_inv_freq
@@ -90,8 +90,7 @@ class CalibratedSource(Source):
         return blocks, scales
 
     def _embedded(self) -> torch.Tensor:
-        embed = next(t for t in canonical_tensors(self.config) if t.name == "model.embed_tokens.weight")
-        read = self.base.read(embed)
+        read = self.base.read(Canonical("model.embed_tokens.weight", None))
         assert isinstance(read, Dense)
         return F.embedding(self.ids.to(self.device), read.load().to(self.device, torch.float32))
 
@@ -109,12 +108,8 @@ class CalibratedSource(Source):
         normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H]
         _, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
         experts = block.mlp.experts
-        reads = {
-            name: self.base.read(t)
-            for t in canonical_tensors(c)
-            if t.layer == layer and t.expert
-            for name in [t.short.rsplit(".", 1)[1].removesuffix("_proj")]
-        }  # 'gate_up' and 'down': dense experts, read one at a time
+        # 'gate_up' and 'down': the dense experts, read one expert at a time
+        reads = {module_path(t): self.base.read(t) for t in canonical_tensors(c) if t.layer == layer and t.expert}
         report = LayerReport(layer, [], 0, 0.0, 0.0)
         quantized = {"gate_up": [], "down": []}
         for e in range(c.num_local_experts):

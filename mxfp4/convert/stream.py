@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..codec import decode
 from ..gpt_oss.config import GptOssConfig
 from ..gpt_oss.tensors import Canonical
 
@@ -39,6 +40,13 @@ class Expert:
         """Dense expert e as [out, in], the orientation of the MXFP4 blocks (transformers keeps [in, out])."""
         assert not self.packed, "packed experts are [out, in] already: decode their blocks"
         return self.load_expert(e).transpose(0, 1)
+
+    def values_out_in(self, e: int, dtype):
+        """Expert e's values as a dense torch tensor [out, in] of dtype, whatever its form (MXFP4 decoded)."""
+        if self.packed:
+            blocks, scales = self.load_expert(e)
+            return decode.dequantize(blocks, scales, dtype)
+        return self.load_out_in(e).to(dtype)
 
 
 class Source:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codec import decode
 from ..errors import CheckpointError
 from ..gpt_oss.tensors import canonical_tensors
 from .sources import open_source
@@ -69,14 +68,6 @@ def _compare(a, b) -> tuple[str, float]:
     return ("equal values" if worst == 0 and not torch.isnan(diff).any() else "mismatch"), worst
 
 
-def _expert_slice(read: Expert, e: int, dtype):
-    """Expert e as dense [out, in] values (for comparing across forms)."""
-    if read.packed:
-        blocks, scales = read.load_expert(e)
-        return decode.dequantize(blocks, scales, dtype)
-    return read.load_out_in(e).to(dtype)
-
-
 def _compare_expert(a: Expert, b: Expert) -> tuple[str, float]:
     import torch
 
@@ -87,7 +78,7 @@ def _compare_expert(a: Expert, b: Expert) -> tuple[str, float]:
             if torch.equal(ba, bb) and torch.equal(sa, sb):
                 verdicts.add("exact")
                 continue
-        verdict, diff = _compare(_expert_slice(a, e, torch.float32), _expert_slice(b, e, torch.float32))
+        verdict, diff = _compare(a.values_out_in(e, torch.float32), b.values_out_in(e, torch.float32))
         verdicts.add("equal values" if verdict == "exact" else verdict)
         worst = max(worst, diff)
     for verdict in ("mismatch", "equal values", "exact"):

@@ -7,7 +7,6 @@ output kept (mxfp4.finetune.survival).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import torch
@@ -30,15 +29,13 @@ class MergedSource(Source):
         self.kind, self.path, self.config = f"{base.kind} + LoRA", base.path, base.config
         self.packed, self.scale_rule, self.rounding, self.dtype = packed, scale_rule, rounding, dtype
         self.survival: dict[str, Survival] = {}
-        self._lock = threading.Lock()
 
     def read(self, tensor: Canonical) -> Dense | Expert:
         read = self.base.read(tensor)
         pair = self.adapter.pairs.get(tensor.name)
         if pair is None:
             return read
-        with self._lock:
-            self.survival[tensor.name] = Survival(tensor.name, quantized=pair.expert and self.packed)
+        self.survival[tensor.name] = Survival(tensor.name, quantized=pair.expert and self.packed)
         if isinstance(read, Dense):
             return self._merged_dense(tensor, read, pair)
         return self._merged_expert(tensor, read, pair)
@@ -55,13 +52,6 @@ class MergedSource(Source):
 
         return Dense(SAFETENSORS_CODE_OF[self.dtype], read.shape, load)
 
-    def _weight_out_in(self, read: Expert, e: int) -> torch.Tensor:
-        """Expert e of the base as float32 [out, in] (MXFP4 decoded exactly)."""
-        if read.packed:
-            blocks, scales = read.load_expert(e)
-            return decode.dequantize(blocks, scales, torch.float32)
-        return read.load_out_in(e).float()
-
     def _merged_expert(self, tensor: Canonical, read: Expert, pair: LoraPair) -> Expert:
         survival, experts = self.survival[tensor.name], self.config.num_local_experts
         label = f"{self.path}: {tensor.name} + LoRA"
@@ -74,7 +64,7 @@ class MergedSource(Source):
             return expert_delta(pair.a, pair.b, pair.scale, e, experts, pair.layout)
 
         def merged_out_in(e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            weight = self._weight_out_in(read, e)
+            weight = read.values_out_in(e, torch.float32)  # the base's expert, MXFP4 decoded exactly
             delta = delta_in_out(e)
             delta = torch.zeros_like(weight) if delta is None else delta.transpose(0, 1)
             return weight, delta, weight + delta

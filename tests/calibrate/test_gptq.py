@@ -14,6 +14,7 @@ from mxfp4.calibrate.run import convert_calibrated
 from mxfp4.cli import main
 from mxfp4.codec import decode
 from mxfp4.codec.rules import ROUNDINGS, SCALE_RULES
+from mxfp4.convert import convert
 from mxfp4.convert.verify import verify
 from mxfp4.errors import CheckpointError
 from mxfp4.testing.checkpoints import all_tensors, make_checkpoint
@@ -74,12 +75,8 @@ def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_pa
 
 def test_starved_experts_fall_back_to_rounding(dense, tmp_path):
     result = convert_calibrated(dense, tmp_path / "out", TOKENS[:64], context=64, scale_rule="round_up", min_tokens=40)
-    ours, plain = all_tensors(tmp_path / "out"), None
-    convert_target = tmp_path / "plain"
-    from mxfp4.convert import convert
-
-    convert(dense, convert_target, to="mxfp4", scale_rule="round_up")
-    plain = all_tensors(convert_target)
+    convert(dense, tmp_path / "plain", to="mxfp4", scale_rule="round_up")
+    ours, plain = all_tensors(tmp_path / "out"), all_tensors(tmp_path / "plain")
     starved = 0
     for layer in result.layers:
         for e, count in enumerate(layer.tokens_per_expert):
