@@ -61,7 +61,7 @@ def convert_calibrated(
     *,
     to: str = "mxfp4",
     scale_rule: str = "mse",
-    rounding: str = "rne",
+    rounding: str | None = None,
     context: int = 256,
     samples: int | None = None,
     min_tokens: int = MIN_TOKENS,
@@ -86,7 +86,7 @@ def merge_lora_calibrated(
     *,
     to: str = "mxfp4",
     scale_rule: str = "mse",
-    rounding: str = "rne",
+    rounding: str | None = None,
     context: int = 256,
     samples: int | None = None,
     min_tokens: int = MIN_TOKENS,
@@ -102,6 +102,6 @@ def merge_lora_calibrated(
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     source = open_source(base)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
-    merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=rounding, dtype=dtype)
+    merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
     return _calibrated(merged, dst, tokens, options, **calibration)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..codec.rules import ROUNDINGS, SCALE_RULES
+from ..codec.rules import ROUNDINGS, SCALE_RULES, resolve_rounding
 from ..convert.safetensors_files import DEFAULT_EXCLUDE
 from ..dtypes import FLOAT_NAMES
 from ..progress import human_bytes
@@ -26,9 +26,7 @@ from .tables import format_db, format_table
 @click.option(
     "--rounding",
     type=click.Choice(ROUNDINGS),
-    default="rne",
-    show_default=True,
-    help="Element rounding: rne (OCP) or ggml (llama.cpp).",
+    help="Element rounding: rne (OCP; the default) or ggml (llama.cpp; the default with --scale-rule mlx).",
 )
 @click.option("--include", metavar="REGEX", help="Only quantize tensors whose name matches.")
 @click.option(
@@ -68,6 +66,7 @@ def quantize(src, dst, scale_rule, rounding, include, exclude, force, quiet) -> 
         for r in result.reports
     ]
     click.echo(format_table(["tensor", "shape", "SQNR dB", "max |err|", "clipped"], rows))
+    rounding = resolve_rounding(scale_rule, rounding)
     click.echo(
         f"\nwrote {result.output}: {len(result.reports)} tensors packed ({scale_rule}, {rounding}), "
         f"{len(result.copied)} copied; {human_bytes(result.bytes_in)} -> {human_bytes(result.bytes_out)}"

@@ -16,7 +16,11 @@ def target_options(*, scale_rule: str, scale_help: str, dtype_help: str):
         click.option(
             "--scale-rule", type=click.Choice(SCALE_RULES), default=scale_rule, show_default=True, help=scale_help
         ),
-        click.option("--rounding", type=click.Choice(ROUNDINGS), default="rne", show_default=True),
+        click.option(
+            "--rounding",
+            type=click.Choice(ROUNDINGS),
+            help="Element rounding [default: rne; ggml with --scale-rule mlx].",
+        ),
         click.option("--dtype", type=click.Choice(FLOAT_NAMES), default="bfloat16", show_default=True, help=dtype_help),
         click.option("--max-shard-size", metavar="SIZE", help="Split safetensors output into shards, e.g. 5GB."),
         click.option("--force", is_flag=True, help="Replace DST if it exists (only once the new output is complete)."),

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import float_name, is_torch_tensor, numpy_alias, raw_numpy_view, to_float32
-from ..errors import NonFiniteError, ShapeError
+from ..errors import NonFiniteError, OptionError, ShapeError
 from . import native, reference
 from .backend import REFERENCE_CHUNK_BLOCKS, resolve_backend, torch_kernels
 from .constants import BLOCK_SIZE, E8M0_NAN, PACKED_BYTES_PER_BLOCK
-from .rules import check_options
+from .rules import KERNEL_RULES, check_options, resolve_rounding
 from .tensor import MXFP4Tensor
 
 
@@ -54,6 +54,15 @@ def _raise_nonfinite(flat: np.ndarray, dtype_name: str, scales: np.ndarray, shap
     )
 
 
+def _backend_for_rule(chosen: str, asked: str, scale_rule: str) -> str:
+    """The C and Triton kernels implement KERNEL_RULES; other rules run in the torch twin (auto) or are refused."""
+    if scale_rule in KERNEL_RULES or chosen in ("numpy", "torch"):
+        return chosen
+    if asked == "auto":
+        return "torch"
+    raise OptionError(f"scale_rule={scale_rule!r} runs on backend 'numpy', 'torch' or 'auto', not {asked!r}")
+
+
 def _encode_cpu(flat: np.ndarray, dtype_name: str, scale_rule: str, rounding: str, backend: str):
     if backend == "native":
         return native.encode(raw_numpy_view(flat, dtype_name), dtype_name, scale_rule, rounding)
@@ -78,7 +87,7 @@ def quantize(
     x: Any,
     *,
     scale_rule: str = "floor",
-    rounding: str = "rne",
+    rounding: str | None = None,
     nonfinite: str = "error",
     backend: str = "auto",
     name: str | None = None,
@@ -86,18 +95,20 @@ def quantize(
     """Quantize ``x`` [..., K] (K a multiple of 32; blocks run along the last axis) to MXFP4.
 
     x: numpy array or torch tensor of float32, float16 or bfloat16 (numpy bfloat16 is ml_dtypes').
-    scale_rule: 'floor' (OCP, default) | 'round_up' | 'even' | 'mse'; rounding: 'rne' (default) | 'ggml';
-    mxfp4.rules gives the formulas. nonfinite: 'error' (default) | 'nan_scale'. name: used in errors.
+    scale_rule: 'floor' (OCP, default) | 'round_up' | 'even' | 'mse' | 'mlx'; rounding: 'rne' | 'ggml', by default
+    the rule's own (ggml for mlx, rne otherwise); mxfp4.rules gives the formulas.
+    nonfinite: 'error' (default) | 'nan_scale'. name: used in errors.
     Returns an MXFP4Tensor whose blocks [..., K/32, 16] and scales [..., K/32] are numpy arrays for numpy
     input, and torch tensors on the input's device for torch input.
     """
+    rounding = resolve_rounding(scale_rule, rounding)
     check_options(scale_rule, rounding, nonfinite)
     dtype_name = float_name(x, what=label(name))
     shape = tuple(x.shape)
     _check_last_axis(shape, name)
     blocks_shape = shape[:-1] + (shape[-1] // BLOCK_SIZE, PACKED_BYTES_PER_BLOCK)
     on_cuda = is_torch_tensor(x) and x.device.type != "cpu"
-    chosen = resolve_backend(backend, on_cuda)
+    chosen = _backend_for_rule(resolve_backend(backend, on_cuda), backend, scale_rule)
     if on_cuda:
         import torch
 

@@ -20,7 +20,7 @@ from .constants import (
     E8M0_NAN,
 )
 from .layout import pack_codes, unpack_codes
-from .rules import MANTISSA_BUMP_AT, TIE_ROUNDS_UP
+from .rules import MANTISSA_BUMP_AT, MLX_ZERO_SCALE_BYTE, TIE_ROUNDS_UP
 
 _F32_ABS_MASK = np.uint32(0x7FFFFFFF)
 _F32_INF_BITS = np.uint32(0x7F800000)
@@ -56,6 +56,20 @@ def scale_bytes(amax_bits: np.ndarray, scale_rule: str) -> np.ndarray:
     if bump_at is not None:
         exponent += (amax_bits & _F32_MANTISSA_MASK) >= np.uint32(bump_at)
     return np.clip(exponent, 0, E8M0_MAX_FINITE).astype(np.uint8)
+
+
+def mlx_scale_bytes(amax_bits: np.ndarray) -> np.ndarray:
+    """The mlx rule: X = ceil(log2(fl(amax / 6))), read off the bits of the float32 quotient (subnormals
+    included), as a byte clamped to 0..254; 127 (X = 0) where the quotient is 0, as mlx stores it."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        s_bits = (amax_bits.view(np.float32) / np.float32(6.0)).astype(np.float32).view(np.uint32)
+    field = (s_bits >> np.uint32(23)).astype(np.int32)
+    mantissa = (s_bits & _F32_MANTISSA_MASK).astype(np.int64)
+    normal = field + (mantissa != 0)
+    # subnormal s = mantissa * 2**-149: ceil(log2(mantissa)) is the bit length of mantissa - 1
+    subnormal = np.frexp(np.maximum(mantissa - 1, 0).astype(np.float64))[1].astype(np.int32) - 22
+    exponent = np.clip(np.where(field > 0, normal, subnormal), 0, E8M0_MAX_FINITE)
+    return np.where(s_bits == 0, MLX_ZERO_SCALE_BYTE, exponent).astype(np.uint8)
 
 
 def round_magnitudes(r: np.ndarray, rounding: str) -> np.ndarray:
@@ -123,6 +137,8 @@ def encode_blocks(x: np.ndarray, scale_rule: str = "floor", rounding: str = "rne
     magnitude_x = bits.view(np.float32)
     if scale_rule == "mse":
         scales = mse_scale_bytes(magnitude_x, amax_bits, rounding)
+    elif scale_rule == "mlx":
+        scales = mlx_scale_bytes(amax_bits)
     else:
         scales = scale_bytes(amax_bits, scale_rule)
     scales[nonfinite] = E8M0_NAN

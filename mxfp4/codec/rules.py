@@ -13,6 +13,13 @@ Writing amax = m * 2**e with m in [1, 2):
     X = ceil(log2(amax / 6)) = e - 2 + (m > 1.5). Nothing saturates; the largest element lands in (3, 6].
 ``even`` (torchao EVEN, compressed-tensors)
     Round amax's mantissa to one bit, half up, then floor: X = e - 2 + (m >= 1.75).
+``mlx`` (mlx's ``mx.quantize(w, group_size=32, bits=4, mode="mxfp4")`` on the CPU, checked against mlx)
+    s = amax / 6 rounded to float32, X = ceil(log2(s)): ``round_up``'s X, except that a block whose s is 0 (all
+    zeros, or amax under 3 * 2**-150) stores byte 127 (X = 0) where round_up stores 0. Its natural rounding is
+    ``ggml`` (mlx rounds ties toward zero and never writes -0), the default when this rule is chosen. Equal to
+    mlx byte for byte for every finite block with amax >= 6 * 2**-127 and for zero blocks. Below that mlx wraps
+    X + 127 to a byte (2e-38 stores 255; mlx's own dequantize then gives inf); this rule clamps to byte 0 as
+    round_up does. Non-finite blocks follow ``nonfinite`` (mlx writes byte 128 and zero codes: zeros).
 ``mse``
     Per block, the X among {floor - 1, floor, floor + 1} whose dequantized block has the smallest sum of
     squared errors (float64, summed in element order); ties keep ``floor``, then floor + 1. Since
@@ -41,17 +48,20 @@ import numpy as np
 
 from ..errors import OptionError
 
-ScaleRule = Literal["floor", "round_up", "even", "mse"]
+ScaleRule = Literal["floor", "round_up", "even", "mse", "mlx"]
 Rounding = Literal["rne", "ggml"]
 NonFinite = Literal["error", "nan_scale"]
 
-SCALE_RULES: tuple[str, ...] = ("floor", "round_up", "even", "mse")
+SCALE_RULES: tuple[str, ...] = ("floor", "round_up", "even", "mse", "mlx")
+# Rules that only the numpy reference and the torch twin implement; the C and Triton kernels do not
+KERNEL_RULES: tuple[str, ...] = ("floor", "round_up", "even", "mse")
 ROUNDINGS: tuple[str, ...] = ("rne", "ggml")
 NONFINITE_MODES: tuple[str, ...] = ("error", "nan_scale")
 
 # float32 mantissa fields (m - 1) * 2**23 above which the rule moves X one step up from floor.
 # round_up bumps when m > 1.5, even when m >= 1.75; encoded as "bump when mantissa >= threshold".
 MANTISSA_BUMP_AT = {"floor": None, "round_up": 0x400001, "even": 0x600000}
+MLX_ZERO_SCALE_BYTE = 127  # mlx stores X = 0 for a block whose amax / 6 is 0
 
 # For midpoint i (between magnitude codes i and i + 1): does an exact tie round up to code i + 1?
 # rne: up when code i + 1 is even (its mantissa bit is 0). ggml: never (ties toward zero).
@@ -68,6 +78,15 @@ def check_choice(kind: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise OptionError(f"{kind}={value!r} is not one of {', '.join(map(repr, choices))}")
     return value  # type: ignore[return-value]
+
+
+def default_rounding(scale_rule: str) -> str:
+    """The rounding a scale rule is used with when none is named: ggml for mlx (what mlx does), else rne."""
+    return "ggml" if scale_rule == "mlx" else "rne"
+
+
+def resolve_rounding(scale_rule: str, rounding: str | None) -> str:
+    return default_rounding(scale_rule) if rounding is None else rounding
 
 
 def check_options(scale_rule: str, rounding: str, nonfinite: str = "error") -> None:

@@ -20,7 +20,7 @@ from .constants import (
     E8M0_MAX_FINITE,
     E8M0_NAN,
 )
-from .rules import MANTISSA_BUMP_AT, TIE_ROUNDS_UP
+from .rules import MANTISSA_BUMP_AT, MLX_ZERO_SCALE_BYTE, TIE_ROUNDS_UP
 
 _ABS_MASK = 0x7FFFFFFF
 _INF_BITS = 0x7F800000
@@ -48,6 +48,17 @@ def scale_bytes(amax_bits: torch.Tensor, scale_rule: str) -> torch.Tensor:
     if bump_at is not None:
         exponent = exponent + ((amax_bits & _MANTISSA_MASK) >= bump_at).to(torch.int32)
     return exponent.clamp(0, E8M0_MAX_FINITE)
+
+
+def mlx_scale_bytes(amax_bits: torch.Tensor) -> torch.Tensor:
+    """reference.mlx_scale_bytes: X = ceil(log2(fl(amax / 6))) as a byte clamped to 0..254; 127 where it is 0."""
+    s_bits = (amax_bits.view(torch.float32) / 6.0).view(torch.int32)
+    field = s_bits >> 23
+    mantissa = s_bits & _MANTISSA_MASK
+    normal = field + (mantissa != 0).to(torch.int32)
+    subnormal = torch.frexp((mantissa - 1).clamp(min=0).to(torch.float64))[1].to(torch.int32) - 22
+    exponent = torch.where(field > 0, normal, subnormal).clamp(0, E8M0_MAX_FINITE)
+    return torch.where(s_bits == 0, torch.full_like(exponent, MLX_ZERO_SCALE_BYTE), exponent)
 
 
 def round_magnitudes(r: torch.Tensor, rounding: str) -> torch.Tensor:
@@ -99,6 +110,8 @@ def choose_scales(x: torch.Tensor, scale_rule: str, rounding: str) -> torch.Tens
     amax_bits = bits.amax(dim=1)
     if scale_rule == "mse":
         scales = mse_scale_bytes(bits.view(torch.float32), amax_bits, rounding)
+    elif scale_rule == "mlx":
+        scales = mlx_scale_bytes(amax_bits)
     else:
         scales = scale_bytes(amax_bits, scale_rule)
     return torch.where(amax_bits >= _INF_BITS, torch.full_like(scales, E8M0_NAN), scales)

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..codec.rules import check_options
+from ..codec.rules import check_options, resolve_rounding
 from ..dtypes import FLOAT_NAMES
 from ..errors import CheckpointError
 from ..progress import progress_bar
@@ -30,7 +30,7 @@ def convert(
     *,
     to: str,
     scale_rule: str = "round_up",
-    rounding: str = "rne",
+    rounding: str | None = None,
     dtype: str = "bfloat16",
     max_shard_size: str | int | None = None,
     force: bool = False,
@@ -53,7 +53,7 @@ class WriteOptions:
 
     to: str
     scale_rule: str = "round_up"
-    rounding: str = "rne"
+    rounding: str | None = None  # None: the scale rule's own (mxfp4.codec.rules.default_rounding)
     dtype: str = "bfloat16"
     max_shard_size: str | int | None = None
     force: bool = False
@@ -62,6 +62,7 @@ class WriteOptions:
     def __post_init__(self) -> None:  # refuse a bad choice before anything is read
         if self.to not in TARGETS:
             raise CheckpointError(f"unknown target {self.to!r}; choose one of {', '.join(TARGETS)}")
+        object.__setattr__(self, "rounding", resolve_rounding(self.scale_rule, self.rounding))
         check_options(self.scale_rule, self.rounding)
         if self.dtype not in FLOAT_NAMES:
             raise CheckpointError(f"--dtype {self.dtype!r} is not one of {', '.join(FLOAT_NAMES)}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..codec.constants import BLOCK_SIZE, PACKED_BYTES_PER_BLOCK
 from ..codec.quantization_error import ErrorReport, measure_error
+from ..codec.rules import check_options, resolve_rounding
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..dtypes import raw_bytes
 from ..errors import CheckpointError
@@ -57,7 +58,7 @@ def quantize_file(
     dst: str | os.PathLike,
     *,
     scale_rule: str = "floor",
-    rounding: str = "rne",
+    rounding: str | None = None,
     include: str | None = None,
     exclude: str | None = DEFAULT_EXCLUDE,
     force: bool = False,
@@ -67,8 +68,8 @@ def quantize_file(
     from safetensors import safe_open
 
     from ..codec.encode import quantize
-    from ..codec.rules import check_options
 
+    rounding = resolve_rounding(scale_rule, rounding)
     check_options(scale_rule, rounding)
     for what, pattern in (("include", include), ("exclude", exclude)):
         if pattern is not None:

@@ -36,7 +36,7 @@ def merge_lora(
     *,
     to: str,
     scale_rule: str = "mse",
-    rounding: str = "rne",
+    rounding: str | None = None,
     dtype: str = "bfloat16",
     lora_layout: str | None = None,
     max_shard_size: str | int | None = None,
@@ -60,7 +60,7 @@ def merge_lora(
     if not lora.pairs:
         raise AdapterError(f"{lora.path}: the adapter holds no LoRA pairs; there is nothing to merge")
     merged = MergedSource(
-        source, lora, packed=to in MXFP4_TARGETS, scale_rule=scale_rule, rounding=rounding, dtype=dtype
+        source, lora, packed=to in MXFP4_TARGETS, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype
     )
     written = write_target(merged, dst, options)
     order = {tensor.name: i for i, tensor in enumerate(canonical_tensors(source.config))}

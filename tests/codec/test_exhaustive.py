@@ -82,6 +82,10 @@ def test_requantizing_decoded_mxfp4_gives_the_same_values(rule, rounding, backen
     keep = (scales >= 4) & (scales <= 250)
     blocks, scales = blocks[keep], scales[keep]
     values = mxfp4.dequantize(blocks, scales)
+    if rule not in mxfp4.rules.KERNEL_RULES and backend not in ("numpy", "torch"):
+        with pytest.raises(mxfp4.errors.OptionError, match="runs on backend"):  # the C kernels lack this rule
+            mxfp4.quantize(values, scale_rule=rule, rounding=rounding, backend=backend)
+        return
     again = mxfp4.quantize(values, scale_rule=rule, rounding=rounding, backend=backend).dequantize()
     assert np.array_equal(again, values)
 

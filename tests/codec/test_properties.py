@@ -45,6 +45,8 @@ def test_every_backend_equals_the_reference(x, opts):
     rule, rounding = opts
     ref = mxfp4.quantize(x, scale_rule=rule, rounding=rounding, backend="numpy")
     for backend in CPU_BACKENDS:
+        if rule not in mxfp4.rules.KERNEL_RULES and backend not in ("numpy", "torch"):
+            continue  # the C kernels lack this rule (refusal tested in test_exhaustive)
         got = mxfp4.quantize(x, scale_rule=rule, rounding=rounding, backend=backend)
         assert np.array_equal(got.blocks, ref.blocks) and np.array_equal(got.scales, ref.scales), backend
     for dtype in DTYPES:
