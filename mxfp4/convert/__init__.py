@@ -5,7 +5,8 @@
 
 Targets: ``mxfp4`` (HF layout, MXFP4 experts, as openai released it), ``bf16`` (HF layout, dense
 experts that transformers loads as a plain model), ``original`` (openai's original/ layout) and
-``gguf`` (llama.cpp). Sources: any of these, or a hub id in the local Hugging Face cache.
+``gguf`` (llama.cpp) and ``mlx`` (mlx-lm's layout). Sources: any of these, or a hub id in the local Hugging
+Face cache.
 """
 
 from .api import TARGETS, ConvertResult, convert

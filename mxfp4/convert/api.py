@@ -15,13 +15,14 @@ from ..storage.atomic import atomic_directory
 from ..storage.shards import total_bytes, write_shards
 from ..storage.space import check_free_space, parse_size
 from .gguf_writer import write_gguf
+from .mlx_writer import write_mlx
 from .result import ConvertResult
 from .sources import open_source
 from .stream import Source
 from .writers import hf_jobs, original_dtypes, original_jobs
 
-TARGETS = ("mxfp4", "bf16", "original", "gguf")
-MXFP4_TARGETS = ("mxfp4", "gguf", "original")  # the targets that store experts as MXFP4
+TARGETS = ("mxfp4", "bf16", "original", "gguf", "mlx")
+MXFP4_TARGETS = ("mxfp4", "gguf", "original", "mlx")  # the targets that store experts as MXFP4
 
 
 def convert(
@@ -79,6 +80,8 @@ def write_target(source: Source, dst, options: WriteOptions) -> ConvertResult:
         raise CheckpointError(
             f"{dst} is inside the source {source.path}; write the output elsewhere (the source is never modified)"
         )
+    if to == "mlx":
+        return write_mlx(source, dst, options)
     if to == "gguf":
         return write_gguf(source, dst, force=force, progress=progress, scale_rule=scale_rule, rounding=rounding)
     if to == "original":

@@ -22,9 +22,10 @@ from ..storage.hub import resolve
 from ..storage.safetensors_io import refuse_pickle
 from ..storage.store import TensorStore
 from .gguf_source import GGUFSource
+from .mlx_source import MLXSource, is_mlx_store
 from .stream import Dense, Expert, Source, carried_files
 
-FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf")
+FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf", "mlx")
 
 
 def _check_shape(store: TensorStore, name: str, dtype: set[str] | None, shape: tuple[int, ...]) -> None:
@@ -207,4 +208,7 @@ def open_source(spec) -> Source:
         raise CheckpointError(
             f"{config_path}: model_type is {raw.get('model_type')!r}; mxfp4 convert handles gpt_oss checkpoints"
         )
-    return HFSource(path, GptOssConfig.from_hf_dict(raw, str(config_path)), TensorStore.open_dir(path))
+    store = TensorStore.open_dir(path)
+    if is_mlx_store(store):
+        return MLXSource(path, raw, store, str(config_path))
+    return HFSource(path, GptOssConfig.from_hf_dict(raw, str(config_path)), store)

@@ -13,15 +13,20 @@ from .stream import Dense, Expert, Source
 from .transform import dense_expert, packed_expert
 
 
-def _dense_job(name: str, read: Dense) -> Job:
+def dense_job(name: str, read: Dense, cast: str | None = None) -> Job:
+    """A dense tensor copied in row chunks; cast: a torch dtype name to convert it to on the way (mlx_lm's)."""
+    import torch
+
+    dtype = read.dtype if cast is None else SAFETENSORS_CODE_OF[cast]
+
     def run(out: Outputs) -> None:
         offset = 0
         for chunk in row_chunks(read):
-            data = raw_bytes(chunk)
+            data = raw_bytes(chunk if cast is None else chunk.to(getattr(torch, cast)))
             out.write_part(name, offset, data)
             offset += data.nbytes
 
-    return Job([TensorEntry(name, read.dtype, read.shape)], run)
+    return Job([TensorEntry(name, dtype, read.shape)], run)
 
 
 def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule: str, rounding: str, label: str) -> Job:
@@ -59,7 +64,7 @@ def hf_jobs(source: Source, *, mxfp4: bool, dtype: str, scale_rule: str, roundin
         read = source.read(tensor)
         label = f"{source.path}: {tensor.name}"
         if isinstance(read, Dense):
-            jobs.append(_dense_job(tensor.name, read))
+            jobs.append(dense_job(tensor.name, read))
         elif mxfp4:
             jobs.append(
                 _packed_job(
@@ -110,7 +115,7 @@ def original_jobs(source: Source, *, scale_rule: str, rounding: str) -> list[Job
         read = source.read(tensor)
         name = original_name(tensor)
         if isinstance(read, Dense):
-            jobs.append(_dense_job(name, read))
+            jobs.append(dense_job(name, read))
         else:
             jobs.append(
                 _packed_job(
