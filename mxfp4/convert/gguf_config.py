@@ -11,13 +11,14 @@ from .gguf_fields import read_field, undo_float32
 ARCH = "gpt-oss"
 
 
-def hf_config(reader, path: Path) -> dict:
-    """The HF-form config dict of the GGUF that ``reader`` (a gguf.GGUFReader of ``path``) holds."""
+def hf_config(fields: dict, path: Path, vocab_size: int) -> dict:
+    """The HF-form config dict of the GGUF whose header ``fields`` are given (``path`` names it in errors);
+    vocab_size: the embedding's rows, used when the file holds no token list."""
 
     def number(key: str, default=None):
-        return read_field(reader, f"{ARCH}.{key}", path, default, required=default is None)
+        return read_field(fields, f"{ARCH}.{key}", path, default, required=default is None)
 
-    tokens = read_field(reader, "tokenizer.ggml.tokens", path, default=[], required=False)
+    tokens = read_field(fields, "tokenizer.ggml.tokens", path, default=[], required=False)
     config = hf_config_dict(
         num_hidden_layers=int(number("block_count")),
         num_local_experts=int(number("expert_count")),
@@ -27,7 +28,7 @@ def hf_config(reader, path: Path) -> dict:
         head_dim=int(number("attention.key_length")),
         num_attention_heads=int(number("attention.head_count")),
         num_key_value_heads=int(number("attention.head_count_kv")),
-        vocab_size=len(tokens) or int(reader.tensors[0].shape[-1]),
+        vocab_size=len(tokens) or vocab_size,
         sliding_window=int(number("attention.sliding_window")),
         rope_theta=undo_float32(number("rope.freq_base")),
         rope_factor=undo_float32(number("rope.scaling.factor", 32.0)),
@@ -39,7 +40,7 @@ def hf_config(reader, path: Path) -> dict:
         rms_norm_eps=undo_float32(number("attention.layer_norm_rms_epsilon")),
     )
     for key, name in (("eos", "eos_token_id"), ("padding", "pad_token_id")):
-        value = read_field(reader, f"tokenizer.ggml.{key}_token_id", path, required=False)
+        value = read_field(fields, f"tokenizer.ggml.{key}_token_id", path, required=False)
         if value is not None:
             config[name] = int(value)
     return config

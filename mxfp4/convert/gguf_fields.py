@@ -7,13 +7,14 @@ from pathlib import Path
 from ..errors import CheckpointError
 
 
-def read_field(reader, key: str, path: Path, default=None, required: bool = True):
-    field = reader.fields.get(key)
-    if field is None:
+def read_field(fields: dict, key: str, path: Path, default=None, required: bool = True):
+    """fields: a GGUF header's key/value pairs (mxfp4.storage.gguf_check.GGUFHeader.fields)."""
+    value = fields.get(key)
+    if value is None:
         if required and default is None:
             raise CheckpointError(f"{path}: GGUF metadata key {key!r} is missing")
         return default
-    return field.contents()
+    return value
 
 
 def undo_float32(value) -> float:

@@ -84,10 +84,10 @@ def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
     gguf.SpecialVocab(directory, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
 
 
-def tokenizer_files(reader, path: Path) -> dict[str, str]:
+def tokenizer_files(fields: dict, path: Path) -> dict[str, str]:
     """tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from a GGUF's vocabulary
-    (``reader``: a gguf.GGUFReader of ``path``): the inverse of add_tokenizer. {} when it holds none."""
-    r, p = reader, path
+    (``fields``: the header's key/value pairs of ``path``): the inverse of add_tokenizer. {} when it holds none."""
+    r, p = fields, path
     tokens = read_field(r, "tokenizer.ggml.tokens", p, default=[], required=False)
     if not tokens:
         return {}
@@ -113,6 +113,8 @@ def tokenizer_files(reader, path: Path) -> dict[str, str]:
             vocab[token] = i
     tokenizer = byte_level_bpe(vocab, list(merges), added)
     special = {k: read_field(r, f"tokenizer.ggml.{k}_token_id", p, required=False) for k in ("bos", "eos", "padding")}
+    # ids outside the vocabulary name no token (Ollama writes gpt-oss's 199998/199999 whatever the vocabulary)
+    special = {k: v if v is not None and 0 <= int(v) < len(tokens) else None for k, v in special.items()}
     names = {"bos": "bos_token", "eos": "eos_token", "padding": "pad_token"}
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

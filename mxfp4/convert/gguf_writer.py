@@ -8,6 +8,7 @@ are quantized with the chosen scale rule.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -210,4 +211,12 @@ def add_metadata(writer, source: Source) -> None:
     writer.add_sliding_window(c.sliding_window)
     writer.add_expert_feed_forward_length(c.intermediate_size)
     writer.add_quantization_version(2)
-    add_tokenizer(writer, source.tokenizer_dir(), c.vocab_size)
+    directory = source.tokenizer_dir()
+    generated = source.generated_files()
+    if (directory / "tokenizer.json").is_file() or "tokenizer.json" not in generated:
+        add_tokenizer(writer, directory, c.vocab_size)
+        return
+    with tempfile.TemporaryDirectory() as scratch:  # a GGUF source: its vocabulary, through tokenizer.json
+        for name, text in generated.items():
+            (Path(scratch) / name).write_text(text)
+        add_tokenizer(writer, Path(scratch), c.vocab_size)

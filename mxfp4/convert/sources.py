@@ -18,14 +18,20 @@ from ..gpt_oss.tensors import (
     mxfp4_shape,
     original_name,
 )
+from ..storage.gguf_check import is_gguf, validate_gguf
 from ..storage.hub import resolve
+from ..storage.ollama_store import PREFIX as OLLAMA_PREFIX
+from ..storage.ollama_store import resolve_ollama
 from ..storage.safetensors_io import refuse_pickle
 from ..storage.store import TensorStore
 from .gguf_source import GGUFSource
 from .mlx_source import MLXSource, is_mlx_store
+from .ollama_layout import ARCH as OLLAMA_ARCH
+from .ollama_layout import EXTRA_TYPES
+from .ollama_source import OllamaSource
 from .stream import Dense, Expert, Source, carried_files
 
-FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf", "mlx")
+FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf", "mlx", "ollama")
 
 
 def _check_shape(store: TensorStore, name: str, dtype: set[str] | None, shape: tuple[int, ...]) -> None:
@@ -192,14 +198,23 @@ class OriginalSource(Source):
         return self.store.source_bytes()
 
 
+def open_gguf(path: Path) -> Source:
+    """A GGUF file by its contents: llama.cpp's gpt-oss, or one of Ollama's own gptoss forms."""
+    header = validate_gguf(path, EXTRA_TYPES)
+    if header.fields.get("general.architecture") == OLLAMA_ARCH:
+        return OllamaSource(path, header)
+    return GGUFSource(path, header)
+
+
 def open_source(spec) -> Source:
-    """Open a checkpoint directory (HF or original/), a .gguf file, or a hub id from the local cache."""
-    path = resolve(spec)
+    """Open a checkpoint directory (HF, original/ or MLX), a GGUF file (by its magic: Ollama's blobs have no
+    extension), an Ollama model name ('ollama:gpt-oss:20b'), or a hub id from the local cache."""
+    path = resolve_ollama(str(spec)) if str(spec).startswith(OLLAMA_PREFIX) else resolve(spec)
     refuse_pickle(path)
     if path.is_file():
-        if path.suffix == ".gguf":
-            return GGUFSource(path)
-        raise CheckpointError(f"{path}: give the checkpoint directory (with config.json), or a .gguf file")
+        if path.suffix == ".gguf" or is_gguf(path):
+            return open_gguf(path)
+        raise CheckpointError(f"{path}: give the checkpoint directory (with config.json), or a GGUF file")
     config_path = path / "config.json"
     raw = read_json(config_path)
     if "num_experts" in raw and "num_local_experts" not in raw:

@@ -29,12 +29,13 @@ def compare_rules(
     tokens,
     *,
     rules=SCALE_RULES,
-    rounding: str = "rne",
+    rounding: str | None = None,
     context: int = 256,
     device=None,
     backend: str = "torch",
 ) -> tuple[float, list[RuleResult]]:
-    """(perplexity of the dense model, one result per rule). device, backend: as for mxfp4.model.load."""
+    """(perplexity of the dense model, one result per rule). rounding: None gives each rule its own (ggml for
+    mlx, rne for the others). device, backend: as for mxfp4.model.load."""
     from ..model import load as load_model
 
     load = functools.partial(load_model, device=device, backend=backend)

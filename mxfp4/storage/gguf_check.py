@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import mmap
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
 
 SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type -> bytes
+SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "B", 10: "Q", 11: "q", 12: "d"}
+BOOL = 7
 STRING, ARRAY = 8, 9
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_DEPTH = 2
@@ -50,9 +53,11 @@ class _Walker:
         except UnicodeDecodeError:
             raise self.fail("a string is not UTF-8") from None
 
-    def value(self, kind: int, depth: int = 0):
+    def value(self, kind: int, depth: int = 0, keep: bool = False):
+        """The value of type ``kind`` at the cursor; arrays of fixed-size items are skipped (their count returned)
+        unless ``keep``, then decoded as a list."""
         if kind in SCALARS:
-            return self.take("<" + {1: "B", 2: "H", 4: "I", 8: "Q"}[SCALARS[kind]])
+            return self.take("<" + SCALAR_FORMATS[kind])
         if kind == STRING:
             return self.string()
         if kind == ARRAY:
@@ -64,19 +69,58 @@ class _Walker:
                 raise self.fail(f"unknown array item type {item}")
             if count * smallest > len(self.data) - self.pos:
                 raise self.fail(f"an array claims {count} items, more than the file can hold")
-            if item in SCALARS:  # skip fixed-size items without decoding them
+            if item in SCALARS:
+                if not keep:  # skip fixed-size items without decoding them
+                    self.pos += count * smallest
+                    return count
+                fmt = "<" + SCALAR_FORMATS[item] * count
+                values = list(struct.unpack_from(fmt, self.data, self.pos))
                 self.pos += count * smallest
-                return count
-            for _ in range(count):
-                self.value(item, depth + 1)
-            return count
+                return [bool(v) for v in values] if item == BOOL else values
+            items = [self.value(item, depth + 1, keep) for _ in range(count)]
+            return items if keep else count
         raise self.fail(f"unknown value type {kind}")
 
 
-def validate_gguf(path: str | Path) -> None:
-    """Raise CheckpointError unless the file's header and tensor table are consistent with its size."""
+def is_gguf(path: Path) -> bool:
+    """Whether a file starts with GGUF's magic (Ollama stores GGUF as extension-less blobs)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dims: tuple[int, ...]  # ggml order: innermost first
+    type_id: int
+    data_offset: int  # absolute, in the file
+    nbytes: int
+    type_field: int  # where the u32 type id sits in the file (test fixtures rewrite it)
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    fields: dict  # key -> value, arrays as lists
+    tensors: dict[str, TensorInfo]  # in file order
+
+
+def _type_size(kind: int, extra_types: dict[int, tuple[int, int]]) -> tuple[int, int, str]:
+    """(block elements, block bytes, name) of a tensor type id."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+    if kind in extra_types:
+        block, size = extra_types[kind]
+        return block, size, f"type {kind}"
+    qtype = GGMLQuantizationType(kind)
+    block, size = GGML_QUANT_SIZES[qtype]
+    return block, size, qtype.name
+
+
+def validate_gguf(path: str | Path, extra_types: dict[int, tuple[int, int]] | None = None) -> GGUFHeader:
+    """Raise CheckpointError unless the file's header and tensor table are consistent with its size; return
+    the header. extra_types: (block elements, block bytes) of type ids the gguf package does not know (Ollama's
+    type 4 MXFP4)."""
+    extra_types = extra_types or {}
     path = Path(path)
     with open(path, "rb") as f:
         size = f.seek(0, 2)
@@ -92,29 +136,29 @@ def validate_gguf(path: str | Path) -> None:
             n_tensors, n_kv = w.take("<Q"), w.take("<Q")
             if n_kv * 12 > size or n_tensors * 32 > size:
                 raise w.fail(f"{n_kv} keys and {n_tensors} tensors cannot fit in {size} bytes")
-            alignment, keys = 32, set()
+            alignment, fields = 32, {}
             for _ in range(n_kv):
                 key = w.string()
-                if key in keys:
+                if key in fields:
                     raise w.fail(f"key {key!r} appears twice")
-                keys.add(key)
                 kind = w.take("<I")
-                value = w.value(kind)
+                value = w.value(kind, keep=True)
+                fields[key] = value
                 if key == "general.alignment":
                     if kind != 4 or not value or value & (value - 1):
                         raise w.fail(f"general.alignment must be a power of two (u32), got {value!r}")
                     alignment = value
-            tensors = []
+            tensors, infos = [], []
             for _ in range(n_tensors):
                 name = w.string()
                 n_dims = w.take("<I")
                 if not 1 <= n_dims <= MAX_DIMS:
                     raise w.fail(f"tensor {name!r} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
                 dims = [w.take("<Q") for _ in range(n_dims)]
+                type_field = w.pos
                 kind, offset = w.take("<I"), w.take("<Q")
                 try:
-                    qtype = GGMLQuantizationType(kind)
-                    block, type_size = GGML_QUANT_SIZES[qtype]
+                    block, type_size, type_name = _type_size(kind, extra_types)
                 except (ValueError, KeyError):
                     raise w.fail(f"tensor {name!r} has unknown type {kind}") from None
                 elements = 1
@@ -122,13 +166,14 @@ def validate_gguf(path: str | Path) -> None:
                     elements *= d  # Python integers: no overflow
                 if dims[0] % block:
                     raise w.fail(
-                        f"tensor {name!r}: first dimension {dims[0]} is not a multiple of {qtype.name}'s block of "
+                        f"tensor {name!r}: first dimension {dims[0]} is not a multiple of {type_name}'s block of "
                         f"{block}"
                     )
                 nbytes = elements // block * type_size
                 if offset % alignment:
                     raise w.fail(f"tensor {name!r}: data offset {offset} is not aligned to {alignment}")
                 tensors.append((name, offset, nbytes))
+                infos.append((name, tuple(dims), kind, offset, nbytes, type_field))
             data_start = -(-w.pos // alignment) * alignment
             seen = set()
             for name, offset, nbytes in sorted(tensors, key=lambda t: t[1]):
@@ -144,3 +189,10 @@ def validate_gguf(path: str | Path) -> None:
             for (n0, o0, b0), (n1, o1, _) in zip(ordered, ordered[1:]):
                 if o1 < o0 + b0:
                     raise CheckpointError(f"{path}: tensors {n0!r} and {n1!r} overlap")
+    return GGUFHeader(
+        fields,
+        {
+            name: TensorInfo(name, dims, kind, data_start + offset, nbytes, field)
+            for name, dims, kind, offset, nbytes, field in infos
+        },
+    )

@@ -151,7 +151,7 @@ def test_scale_rules_table(ckpts):
 
     base, results = compare_rules(ckpts / "dense", TOKENS, context=48)
     by_rule = {r.scale_rule: r for r in results}
-    assert set(by_rule) == {"floor", "round_up", "even", "mse"} and base > 1
+    assert set(by_rule) == {"floor", "round_up", "even", "mse", "mlx"} and base > 1
     # mse is never worse than floor block by block, so its weight SQNR is at least floor's.
     assert by_rule["mse"].weight_sqnr_db >= by_rule["floor"].weight_sqnr_db
     assert all(r.parity.kl_mean > 0 and 0 < r.parity.top1_agreement <= 1 for r in results)
