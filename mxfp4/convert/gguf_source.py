@@ -158,7 +158,6 @@ class GGUFSource(Source):
         return Expert(True, (e, rows, cols), "MXFP4", load_expert)
 
     def read(self, tensor: Canonical) -> Dense | Expert:
-        import torch
 
         names = self.names(tensor)
         if tensor.expert:
