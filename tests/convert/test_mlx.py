@@ -254,3 +254,28 @@ def test_hostile_mlx_directories_are_refused_naming_file_and_tensor(theirs, tmp_
     with pytest.raises(CheckpointError, match="model.safetensors: unknown tensor 'model.norm.weights'"):
         convert(unknown, tmp_path / "out3", to="mxfp4")
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+def test_the_cli_writes_mlx_and_inspect_and_verify_read_it(tmp_path):
+    from click.testing import CliRunner
+
+    from mxfp4.cli import main
+
+    done = CliRunner().invoke(main, ["convert", str(TINY), str(tmp_path / "mlx"), "--to", "mlx"])
+    assert done.exit_code == 0, done.output
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "mlx")])
+    assert shown.exit_code == 0 and "(mlx)" in shown.output and "uint32 words" in shown.output
+    same = CliRunner().invoke(main, ["verify", str(tmp_path / "mlx"), str(TINY)])
+    assert same.exit_code == 0 and "0 mismatched" in same.output
+
+
+def test_calibrated_quantization_writes_mlx_with_the_experts_of_its_mxfp4_output(tmp_path):
+    from mxfp4.calibrate.run import convert_calibrated
+    from mxfp4.eval.tokens import read_token_file
+
+    tokens = read_token_file(EXAMPLES / "tiny-gpt-oss-trained" / "heldout.tokens")[:512]
+    settings = dict(context=64, samples=4, min_tokens=8)
+    convert_calibrated(TRAINED_BF16, tmp_path / "mlx", tokens, to="mlx", **settings)
+    convert_calibrated(TRAINED_BF16, tmp_path / "hf", tokens, to="mxfp4", **settings)
+    convert(tmp_path / "mlx", tmp_path / "back", to="mxfp4")
+    assert tensors(tmp_path / "back")[1] == tensors(tmp_path / "hf")[1]

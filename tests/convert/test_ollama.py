@@ -172,3 +172,21 @@ def test_hostile_variants_are_refused_naming_file_and_tensor(tmp_path):
     missing = write_ollama_gguf(TINY, tmp_path / "keys", form=2, drop_keys=("gptoss.block_count",))
     with pytest.raises(CheckpointError, match="keys: GGUF metadata key 'gptoss.block_count' is missing"):
         open_source(missing)
+
+
+def test_the_cli_converts_an_ollama_name_and_inspect_says_what_was_filled(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mxfp4.cli import main
+
+    blob = write_ollama_gguf(TINY, tmp_path / "blob", form=1)
+    ollama_store(tmp_path / "models", blob)
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
+    shown = CliRunner().invoke(main, ["inspect", "ollama:gpt-oss:20b"])
+    assert shown.exit_code == 0, shown.output
+    assert "(ollama)" in shown.output and "form 1" in shown.output and "tokenizer.ggml.pre = gpt-4o" in shown.output
+    done = CliRunner().invoke(main, ["convert", "ollama:gpt-oss:20b", str(tmp_path / "out.gguf"), "--to", "gguf"])
+    assert done.exit_code == 0, done.output
+    assert "ollama -> gguf" in done.output
+    again = CliRunner().invoke(main, ["convert", "ollama:gpt-oss:20b", str(tmp_path / "out.gguf"), "--to", "gguf"])
+    assert again.exit_code != 0 and "already exists" in again.output
