@@ -10,6 +10,13 @@ setup(
             # -ffp-contract=off: no fused multiply-add, so float64 error sums round as numpy's do.
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
             optional=True,
-        )
+        ),
+        Extension(
+            "mxfp4.model.kernels._cpu_gemv",
+            sources=["mxfp4/model/kernels/_cpu_gemv.c"],
+            extra_compile_args=["-O3", "-fno-fast-math", "-pthread"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        ),
     ]
 )

@@ -1,75 +1,245 @@
-"""Decode speed of the reference model's torch path against transformers, same process, same weights.
+"""Prefill and decode speed and peak memory of mxfp4.model against llama.cpp and transformers, same weights.
 
-    python benchmarks/bench_model.py            # a small gpt-oss-shaped model (8 layers, 16 experts)
+    python benchmarks/bench_model.py                      # small: 8 layers, 16 experts, hidden 512, vocab 8192
+    python benchmarks/bench_model.py --shape wide         # 20b width cut to 4 layers, 32 experts top 4, vocab 201,088
+    python benchmarks/bench_model.py --crossover          # where the native C products stop paying (batch sizes)
 
-Builds a synthetic MXFP4 checkpoint, then times greedy decoding (a 32-token prompt, 64 new tokens,
-batch 1) with mxfp4.model (experts kept packed, decoded per routed expert) and with transformers'
-GptOssForCausalLM (which dequantizes every expert to dense at load). Prints tokens/s and the ratio;
-times are the best of --repeat runs.
+Builds a synthetic MXFP4 checkpoint (and its GGUF, written by mxfp4 convert), then runs each implementation in
+its own child process: prefill of --prompt tokens (batch 1), then --new-tokens greedy decode steps from the KV
+cache. Prints tokens/s, the ratio to llama.cpp, each child's peak RSS, and for decoding the bytes of weights
+one token reads (unembedding + attention + the routed experts of every layer) and the bandwidth that implies.
+Times are the best of --repeat runs inside each child; on a shared machine compare ratios, not absolutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-import torch
-from timing import best_time
+SHAPES = {
+    "small": dict(
+        num_hidden_layers=8, num_local_experts=16, num_experts_per_tok=4, hidden_size=512, intermediate_size=512,
+        head_dim=64, num_attention_heads=8, num_key_value_heads=2, vocab_size=8192, sliding_window=128,
+    ),
+    "wide": dict(
+        num_hidden_layers=4, num_local_experts=32, num_experts_per_tok=4, hidden_size=2880, intermediate_size=2880,
+        head_dim=64, num_attention_heads=64, num_key_value_heads=8, vocab_size=201088, sliding_window=128,
+    ),
+}  # fmt: skip
+IMPLEMENTATIONS = ("mxfp4 native", "mxfp4 torch", "llama.cpp", "transformers")
 
-import mxfp4.model
-from mxfp4.testing import synthetic
+
+def bytes_per_token(c: dict, dtype_bytes: int = 2) -> int:
+    """Weight bytes one decode step reads: unembedding, each layer's attention and router, its top-k experts
+    (MXFP4: 17 bytes per 32 weights, biases bf16), one embedding row."""
+    h, i, e, k = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["num_experts_per_tok"]
+    q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+    attention = (h * (q + 2 * kv) + q * h) * dtype_bytes + e * h * dtype_bytes
+    experts = k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * dtype_bytes)
+    return c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * (attention + experts) + h * dtype_bytes
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    args = parser.parse_args()
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# ---- children: one implementation each, printing {"prefill_s", "decode_s"} --------------------------------------
+
+
+def child_mxfp4(directory: Path, backend: str, prompt, new: int, repeat: int) -> dict:
+    import torch
+
+    import mxfp4.model
+
+    model = mxfp4.model.load(directory, backend=backend, dtype=torch.bfloat16)
+    ids = torch.tensor([prompt])
+
+    def prefill():
+        cache = model.new_cache()
+        return cache, model(ids, cache, last_only=True)
+
+    def decode():
+        cache, logits = prefill()
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        start = time.perf_counter()
+        for step in range(new):
+            token = model(token, cache, start=len(prompt) + step)[:, -1].argmax(-1, keepdim=True)
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
+
+
+def child_llama(gguf: Path, prompt, new: int, repeat: int) -> dict:
+    import llama_cpp
+
+    model = llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=len(prompt) + new + 8, n_batch=len(prompt), n_threads=os.cpu_count(),
+        verbose=False,
+    )  # fmt: skip
+
+    def prefill():
+        model.reset()
+        model.eval(prompt)
+
+    import numpy as np
+
+    def last_logits():  # without logits_all, llama-cpp-python keeps no scores: read the context's last row
+        return np.ctypeslib.as_array(model._ctx.get_logits(), shape=(model.n_vocab(),))
+
+    def decode():
+        prefill()
+        token = int(last_logits().argmax())
+        start = time.perf_counter()
+        for _ in range(new):
+            model.eval([token])
+            token = int(last_logits().argmax())
+        return time.perf_counter() - start
+
+    return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
+
+
+def child_transformers(directory: Path, prompt, new: int, repeat: int) -> dict:
+    import warnings
+
+    import torch
     import transformers
     from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    config = synthetic.hf_config(
-        num_hidden_layers=8,
-        num_local_experts=16,
-        num_experts_per_tok=4,
-        hidden_size=512,
-        intermediate_size=512,
-        head_dim=64,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        vocab_size=8192,
-        sliding_window=128,
-    )
-    directory = Path(tempfile.mkdtemp()) / "small"
+    warnings.filterwarnings("ignore", category=FutureWarning)  # the past_key_values keyword's rename
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
+    ids = torch.tensor([prompt])
+
+    def prefill():
+        return model(ids, use_cache=True)
+
+    def decode():
+        out = prefill()
+        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        start = time.perf_counter()
+        for _ in range(new):
+            out = model(token, past_key_values=past, use_cache=True)
+            past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
+
+
+def run_child(args: list[str]) -> tuple[dict, float]:
+    """(the child's JSON result, its peak RSS in GiB)."""
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen([sys.executable, __file__, *args], stdout=out)
+        _, status, usage = os.wait4(child.pid, 0)
+        if status != 0:
+            raise SystemExit(f"child {' '.join(args)} failed with status {status}")
+        out.seek(0)
+        return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 2**20
+
+
+# ---- the crossover of the native products ----------------------------------------------------------------------
+
+
+def crossover(repeat: int) -> None:
+    """Native C product against torch (decode to bf16, then matmul) per batch size, at 20b's expert and
+    unembedding shapes: the thresholds of mxfp4.model.kernels.native_path come from this table."""
+    import torch
+
+    from mxfp4.codec import decode
+    from mxfp4.model.kernels import cpu_gemv
+
+    rows, cols = 5760, 2880
+    blocks = torch.randint(0, 256, (rows, cols // 32, 16), dtype=torch.uint8)
+    scales = torch.randint(118, 130, (rows, cols // 32), dtype=torch.uint8)
+    print(f"MXFP4 expert gate_up [{rows}, {cols}], bf16 activations; {os.cpu_count()} threads")
+    print(f"{'tokens':>6s} {'native ms':>10s} {'torch ms':>9s} {'torch / native':>15s}")
+    for tokens in (1, 2, 4, 8, 12, 16, 32):
+        x = torch.randn(tokens, cols).bfloat16()
+        native = best(lambda: cpu_gemv.mxfp4_linear(x, blocks, scales), repeat)
+        dense = best(lambda: x @ decode.dequantize(blocks, scales, torch.bfloat16).T, repeat)
+        print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
+    weight = torch.randn(201088, 2880).bfloat16()
+    print(f"bf16 unembedding [{weight.shape[0]}, {weight.shape[1]}]")
+    for tokens in (1, 2, 4):
+        x = torch.randn(tokens, 2880).bfloat16()
+        native = best(lambda: cpu_gemv.bf16_linear(x, weight), repeat)
+        dense = best(lambda: torch.nn.functional.linear(x, weight), repeat)
+        print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--prompt", type=int, default=512, help="prefill tokens")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--only", action="append", choices=IMPLEMENTATIONS, help="run only these (repeatable)")
+    parser.add_argument("--crossover", action="store_true", help="time the native products per batch size")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.crossover:
+        return crossover(max(args.repeat, 5))
+    import random
+
+    prompt = [random.Random(0).randrange(0, 8000) for _ in range(args.prompt)]
+    if args.child:
+        path, new, repeat = Path(args.path), args.new_tokens, args.repeat
+        if args.child.startswith("mxfp4"):
+            result = child_mxfp4(path, args.child.split()[1], prompt, new, repeat)
+        elif args.child == "llama.cpp":
+            result = child_llama(path, prompt, new, repeat)
+        else:
+            result = child_transformers(path, prompt, new, repeat)
+        print(json.dumps(result))
+        return
+
+    from mxfp4.convert import convert
+    from mxfp4.testing import synthetic
+
+    config = synthetic.hf_config(**SHAPES[args.shape])
+    work = Path(tempfile.mkdtemp(prefix="bench-model-"))
+    directory, gguf = work / "hf", work / "model.gguf"
     synthetic.write_checkpoint(directory, config)
-    prompt = torch.randint(0, 8000, (1, 32))
+    convert(directory, gguf, to="gguf")
+    weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+    per_token = bytes_per_token(config)
+    shape = SHAPES[args.shape]
     print(
-        f"model: 8 layers, 16 experts (top 4), hidden 512, vocab 8192; {torch.get_num_threads()} threads; torch "
-        f"{torch.__version__}"
+        f"shape {args.shape}: {shape['num_hidden_layers']} layers, {shape['num_local_experts']} experts (top "
+        f"{shape['num_experts_per_tok']}), hidden {shape['hidden_size']}, vocab {shape['vocab_size']:,}; "
+        f"weights {weights / 2**30:.2f} GiB; bf16; prefill {args.prompt} tokens, decode {args.new_tokens}; "
+        f"{os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB of weights"
     )
-    print(f"{'implementation':42s} {'dtype':9s} {'tokens/s':>9s} {'vs transformers':>16s}")
-    for dtype in (torch.float32, torch.bfloat16):
-        ours = mxfp4.model.load(directory, dtype=dtype)
-        theirs = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
-        ours_s = best_time(lambda: ours.generate(prompt, args.new_tokens), args.repeat)
-        with torch.no_grad():
-            theirs_s = best_time(
-                lambda: theirs.generate(
-                    prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False
-                ),
-                args.repeat,
-            )
-        name = str(dtype).removeprefix("torch.")
+    rows = []
+    for name in args.only or IMPLEMENTATIONS:
+        path = gguf if name == "llama.cpp" else directory
+        child = ["--child", name, "--path", str(path), "--prompt", str(args.prompt)]
+        child += ["--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat)]
+        result, rss = run_child(child)
+        rows.append((name, args.prompt / result["prefill_s"], args.new_tokens / result["decode_s"], rss))
+    llama = next((r for r in rows if r[0] == "llama.cpp"), None)
+    header = f"{'implementation':14s} {'prefill tok/s':>13s} {'decode tok/s':>12s} {'ms/token':>9s} {'GB/s':>6s}"
+    print(header + f" {'prefill vs llama':>16s} {'decode vs llama':>15s} {'peak RSS GiB':>12s}")
+    for name, prefill, decode, rss in rows:
+        vs = (f"{prefill / llama[1]:15.2f}x", f"{decode / llama[2]:14.2f}x") if llama else ("", "")
         print(
-            f"{'mxfp4.model (torch path, packed experts)':42s} {name:9s} {args.new_tokens / ours_s:9.1f} "
-            f"{theirs_s / ours_s:15.2f}x"
+            f"{name:14s} {prefill:13.1f} {decode:12.1f} {1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} "
+            f"{vs[0]:>16s} {vs[1]:>15s} {rss:12.2f}"
         )
-        print(
-            f"{'transformers GptOssForCausalLM (dense)':42s} {name:9s} {args.new_tokens / theirs_s:9.1f} {1.0:15.2f}x"
-        )
+    print(f"(weights on disk {weights / 2**30:.2f} GiB: the goal is peak RSS <= weights + 1 GiB)")
 
 
 if __name__ == "__main__":

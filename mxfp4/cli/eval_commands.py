@@ -48,14 +48,18 @@ def _with_token_options(command):
     return command
 
 
+MODEL_BACKENDS = ("auto", "torch", "native", "triton")  # mxfp4.model.kernels.select's (a test holds them equal)
+
+
 def _with_model_options(command):
     """--device and --backend: where the models run (a GPU makes a real model's evaluation practical)."""
     command = click.option(
         "--backend",
-        type=click.Choice(["torch", "triton"]),
+        type=click.Choice(MODEL_BACKENDS),  # the model's own list, spelled here: importing it would import torch
         default="torch",
         show_default=True,
-        help="Model compute path (triton: a GPU, or the CPU under TRITON_INTERPRET=1).",
+        help="Model compute path: torch (the reference), native (CPU C products), auto, or triton (a GPU, or "
+        "the CPU under TRITON_INTERPRET=1).",
     )(command)
     return click.option("--device", default="cpu", show_default=True, help="torch device for the models, e.g. cuda.")(
         command

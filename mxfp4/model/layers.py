@@ -62,9 +62,10 @@ class Attention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int, cache: LayerCache | None
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        linear = self.kernels.linear
+        q = linear(x, self.q_proj.weight, self.q_proj.bias).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = linear(x, self.k_proj.weight, self.k_proj.bias).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = linear(x, self.v_proj.weight, self.v_proj.bias).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if isinstance(cache, RingCache):  # the static cache: start is cache.position, a device tensor
             cache.write(k, v)
@@ -75,7 +76,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.extend(k, v)
             out = self.kernels.attention(q, k, v, self.sinks, q_start=start, window=self.window)  # [B, H, T, D]
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return linear(out.transpose(1, 2).reshape(b, t, -1), self.o_proj.weight, self.o_proj.bias)
 
 
 class Experts(nn.Module):
@@ -126,11 +127,13 @@ class MoE(nn.Module):
         self.top_k = c.num_experts_per_tok
         self.router = nn.Linear(c.hidden_size, c.num_local_experts, bias=True)
         self.experts = Experts(c)
+        self.kernels = kernels("torch", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
         flat = x.reshape(-1, h)
-        top, indices = self.router(flat).topk(self.top_k, dim=-1)  # [N, k]
+        logits = self.kernels.linear(flat, self.router.weight, self.router.bias)
+        top, indices = logits.topk(self.top_k, dim=-1)  # [N, k]
         scores = F.softmax(top, dim=-1)  # softmax over the selected logits only
         return self.experts(flat, indices, scores).reshape(b, t, h)
 

@@ -13,10 +13,12 @@ from .layers import Block
 from .model import GptOss
 
 
-def load(path, *, backend: str = "torch", device=None, dtype=None) -> GptOss:
+def load(path, *, backend: str = "auto", device=None, dtype=None) -> GptOss:
     """The model of checkpoint ``path`` on ``device`` (default CPU) in ``dtype`` (default float32 on the
-    CPU, bfloat16 on a GPU). backend: 'torch' (the reference path, any device) or 'triton' (kernels that
-    decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1)."""
+    CPU, bfloat16 on a GPU). backend: 'auto' (default: 'native' on the CPU when its C kernels are built, else
+    'torch'), 'torch' (the reference path, any device: bit parity with transformers), 'native' (the CPU with
+    C products that read MXFP4 blocks and bf16 weights at memory speed for decoding and small batches) or
+    'triton' (kernels that decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1)."""
     device = torch.device(device or "cpu")
     kernels(backend, device)  # refuse an unusable backend before reading anything
     dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)

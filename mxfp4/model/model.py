@@ -22,6 +22,7 @@ class GptOss(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         self.backend = "torch"
+        self.kernels = kernels("torch", None)
         inv_freq, self.attention_factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -36,11 +37,12 @@ class GptOss(nn.Module):
         return model
 
     def use_backend(self, backend: str) -> "GptOss":
-        """Run attention and experts on backend 'torch' or 'triton' (see kernels.py)."""
+        """Run linears, attention and experts on backend 'auto', 'torch', 'native' or 'triton' (kernels/select.py)."""
         chosen = kernels(backend, self.lm_head.weight.device)
         for layer in self.layers:
-            layer.self_attn.kernels = layer.mlp.experts.kernels = chosen
-        self.backend = backend
+            layer.self_attn.kernels = layer.mlp.kernels = layer.mlp.experts.kernels = chosen
+        self.kernels = chosen
+        self.backend = chosen.name
         return self
 
     def new_cache(self) -> list[LayerCache]:
@@ -52,6 +54,10 @@ class GptOss(nn.Module):
         """ids [B, T] (LongTensor) -> logits [B, T, vocab]. With a cache, positions continue from `start`.
         last_only: logits of the last position only, [B, 1, vocab] (a long prefill's [T, vocab] logits
         would dwarf everything else: 64k tokens x 201k vocab is 26 GB in bf16)."""
+        with self.kernels.step(ids.numel()):
+            return self._forward(ids, cache, start, last_only)
+
+    def _forward(self, ids, cache, start: int, last_only: bool) -> torch.Tensor:
         x = self.embed_tokens(ids)  # [B, T, H]
         if isinstance(cache, StaticCache):  # positions continue from the cache's own (device) counter
             cache.reserve(ids.shape[1])
@@ -64,7 +70,7 @@ class GptOss(nn.Module):
             cache.advance(ids.shape[1])
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.norm(x))
+        return self.kernels.linear(self.norm(x), self.lm_head.weight)
 
     @torch.no_grad()
     def generate(

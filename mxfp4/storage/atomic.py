@@ -99,9 +99,9 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
     with destination_lock(path):
         _refuse_existing(path, force)
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        try:
+        try:  # the directory is made inside the try: a signal landing just after mkdir still cleans up
+            temporary.mkdir()
             yield temporary
             if path.exists():
                 os.replace(path, old)  # the previous output steps aside only now

@@ -26,7 +26,7 @@ def transformers_logits(path, dtype):
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)(IDS).logits
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "native", "triton"])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 0.1)])
 def test_logits_match_transformers(hf, dtype, tolerance, backend):
     if backend == "triton" and dtype == torch.bfloat16 and not torch.cuda.is_available():
@@ -37,6 +37,12 @@ def test_logits_match_transformers(hf, dtype, tolerance, backend):
     theirs = transformers_logits(hf, dtype).float()
     # Measured on this checkpoint: torch path float32 max |diff| 0.0 (bit-identical), Triton path
     # (interpreter) float32 1.9e-6; bfloat16 see the README.
+    if backend == "native" and dtype == torch.bfloat16:
+        # native keeps float32 between its products where transformers rounds each step to bf16: hold both to
+        # transformers' float32 logits, ours within twice the error transformers' own bf16 run makes
+        exact = transformers_logits(hf, torch.float32).float()
+        assert (ours - exact).abs().max() <= 2 * (theirs - exact).abs().max()
+        return
     assert (ours - theirs).abs().max() <= tolerance
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
 
@@ -46,9 +52,9 @@ def test_every_source_format_gives_the_same_logits(hf, tmp_path):
     convert(hf, tmp_path / "original", to="original")
     convert(hf, tmp_path / "m.gguf", to="gguf")
     with torch.no_grad():
-        reference = mxfp4.model.load(hf)(IDS)
+        reference = mxfp4.model.load(hf, backend="torch")(IDS)
         for other in ("bf16", "original", "m.gguf"):
-            assert torch.equal(mxfp4.model.load(tmp_path / other)(IDS), reference), other
+            assert torch.equal(mxfp4.model.load(tmp_path / other, backend="torch")(IDS), reference), other
 
 
 def test_experts_stay_packed(hf):

@@ -200,7 +200,7 @@ def test_attention_sink_takes_probability_mass():
 @pytest.mark.parametrize("checkpoint", ["tiny-gpt-oss", "tiny-gpt-oss-trained/mxfp4"])
 def test_model_triton_backend_matches_torch_in_prefill_and_decode(checkpoint):
     path = f"{EXAMPLES}/{checkpoint}"
-    ref = mxfp4.model.load(path, device=DEVICE, dtype=torch.float32)
+    ref = mxfp4.model.load(path, backend="torch", device=DEVICE, dtype=torch.float32)
     tri = mxfp4.model.load(path, backend="triton", device=DEVICE, dtype=torch.float32)
     assert tri.backend == "triton" and ref.backend == "torch"
     window = ref.config.sliding_window
@@ -279,7 +279,7 @@ def test_ring_attention_equals_attention_over_the_same_keys(case):
     torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "native", "triton"])
 def test_static_cache_decodes_the_same_tokens_and_logits(backend):
     from mxfp4.model.cache import StaticCache
     from mxfp4.model.graphs import generate_static

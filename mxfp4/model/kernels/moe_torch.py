@@ -55,7 +55,11 @@ def grouped_experts(
     """experts() with the routing already grouped: one matmul per expert over its tokens."""
     out = torch.zeros_like(x)
     for e, tokens, weight in groups:
-        h = x[tokens] @ expert_matrix(gate_up, e, x.dtype).T + gate_up_bias[e]  # [n, 2I]
-        y = clamped_swiglu(h, limit) @ expert_matrix(down, e, x.dtype).T + down_bias[e]  # [n, H]
-        out.index_add_(0, tokens, y * weight)
+        out.index_add_(0, tokens, expert_output(x[tokens], e, gate_up, gate_up_bias, down, down_bias, limit) * weight)
     return out
+
+
+def expert_output(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
+    """Expert e on its tokens xs [n, H] -> [n, H]: one matmul each for gate_up and down."""
+    h = xs @ expert_matrix(gate_up, e, xs.dtype).T + gate_up_bias[e]  # [n, 2I]
+    return clamped_swiglu(h, limit) @ expert_matrix(down, e, xs.dtype).T + down_bias[e]

@@ -1,34 +1,79 @@
-"""The two compute paths of the model: 'torch' (the reference, any device) and 'triton' (kernels; a GPU,
-or the CPU under TRITON_INTERPRET=1 for tests). Each names its attention (growing cache), ring attention
-(static cache) and experts functions, with the signatures of the torch twins."""
+"""The compute paths of the model: 'torch' (the reference, any device: bit parity with transformers), 'native'
+(the CPU: torch plus the C products of cpu_gemv for decoding and small batches) and 'triton' (kernels; a GPU,
+or the CPU under TRITON_INTERPRET=1 for tests). 'auto' takes 'native' for a CPU model when the C kernels are
+built, else 'torch'. Each names its linear, attention (growing cache), ring attention (static cache) and
+experts functions, with the signatures of the torch twins."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 from ...codec.backend import resolve_backend
 from ...errors import OptionError
 
-MODEL_BACKENDS = ("torch", "triton")
+MODEL_BACKENDS = ("auto", "torch", "native", "triton")
 
 
 @dataclass(frozen=True)
 class Kernels:
     name: str
+    step: Callable  # step(tokens) -> the context manager one forward pass runs in
+    linear: Callable
     attention: Callable
     ring_attention: Callable
     experts: Callable
 
 
-def kernels(backend: str, device) -> Kernels:
+def resolve_model_backend(backend: str, device) -> str:
     if backend not in MODEL_BACKENDS:
-        raise OptionError(f"backend={backend!r}: the model runs on {' or '.join(repr(b) for b in MODEL_BACKENDS)}")
+        raise OptionError(f"backend={backend!r}: the model runs on {', '.join(repr(b) for b in MODEL_BACKENDS)}")
+    on_cpu = getattr(device, "type", device) in (None, "cpu")
+    if backend == "auto":
+        from . import cpu_gemv
+
+        return "native" if on_cpu and cpu_gemv.available() else "torch"
+    if backend == "native":
+        from . import cpu_gemv
+
+        if not on_cpu:
+            raise OptionError("backend='native' runs on the CPU; a GPU model takes 'torch' or 'triton'")
+        if not cpu_gemv.available():
+            from ...errors import BackendUnavailableError
+
+            raise BackendUnavailableError("backend='native' needs the C kernels, not built in this install")
+    return backend
+
+
+def kernels(backend: str, device) -> Kernels:
+    import torch.nn.functional as F
+
+    backend = resolve_model_backend(backend, device)
     if backend == "torch":
         from . import attention_torch, moe_torch
 
-        return Kernels("torch", attention_torch.attention, attention_torch.ring_attention, moe_torch.experts)
+        return Kernels(
+            "torch", _no_context, F.linear, attention_torch.attention, attention_torch.ring_attention, moe_torch.experts
+        )
+    if backend == "native":
+        from . import attention_torch, native_path
+
+        return Kernels(
+            "native",
+            native_path.step,
+            native_path.linear,
+            attention_torch.attention,
+            attention_torch.ring_attention,
+            native_path.experts,
+        )
     resolve_backend("triton", on_cuda=getattr(device, "type", device) == "cuda")  # a clear error when it can't run
     from . import attention_triton, moe_triton
 
-    return Kernels("triton", attention_triton.attention, attention_triton.ring_attention, moe_triton.experts)
+    return Kernels(
+        "triton", _no_context, F.linear, attention_triton.attention, attention_triton.ring_attention, moe_triton.experts
+    )
+
+
+def _no_context(tokens: int):
+    return nullcontext()

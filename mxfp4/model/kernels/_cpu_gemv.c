@@ -1,0 +1,434 @@
+/* CPU products of the model's decode and small-batch steps, read at memory bandwidth: MXFP4 weights times
+ * activations with the blocks decoded in registers (no dense expert is ever written), optionally fused with
+ * gpt-oss's clamped SwiGLU, and bf16 weights times activations. Called from mxfp4/model/kernels/cpu_gemv.py
+ * through ctypes (which releases the GIL); rows are split over POSIX threads inside each call.
+ *
+ * Arithmetic, which the tests bound (tests/model/test_cpu_gemv.py): float32 throughout. A row's dot product
+ * sums each 32-element block with its codes as the small integers 2 * E2M1 (exact), scales the block sum by
+ * 2**(X - 1) (exact: a power of two), and adds the blocks in order; the torch twin decodes the matrix and
+ * lets the BLAS sum in its own order. Both are float32 sums of the same exact products, so they differ by no
+ * more than the float32 rounding of two summation orders: |a - b| <= 2 * gamma(K) * sum |x_k w_k|.
+ * A block with the NaN scale byte 0xFF gives NaN, as the decoded matrix does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define BLOCK 32
+#define BLOCK_BYTES 16
+#define MAX_THREADS 64
+#define MAX_TOKENS 8 /* the small-batch limit: one decoded block is reused for up to this many activations (more
+                        would spill the per-token accumulators out of the 16 AVX2 registers) */
+#define INLINE static inline __attribute__((always_inline))
+
+/* 2 * E2M1 for the 16 codes (sign in bit 3): integers, so a block's products and sums of up to 32 of them stay
+ * exact in float32 until the scale is applied. */
+static const int8_t TWICE_E2M1[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+static float HALF_SCALE[256]; /* 2**(s - 127) / 2, NaN for 0xFF */
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void build_tables(void) {
+    for (int s = 0; s < 255; s++) HALF_SCALE[s] = ldexpf(1.0f, s - 128);
+    HALF_SCALE[255] = NAN;
+}
+
+INLINE float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* x [T, K] reordered per block as the HF nibbles come: the 16 even elements, then the 16 odd ones. Byte j of
+ * a block holds element 2j in its low nibble and 2j + 1 in its high one, so low nibbles meet even elements. */
+static void split_even_odd(const float *x, int64_t tokens, int64_t cols, float *out) {
+    for (int64_t t = 0; t < tokens; t++) {
+        const float *src = x + t * cols;
+        float *dst = out + t * cols;
+        for (int64_t b = 0; b < cols; b += BLOCK) {
+            for (int j = 0; j < 16; j++) {
+                dst[b + j] = src[b + 2 * j];
+                dst[b + 16 + j] = src[b + 2 * j + 1];
+            }
+        }
+    }
+}
+
+/* ---- MXFP4 rows: portable ---------------------------------------------------------------------------------- */
+
+static void mxfp4_rows_portable(const uint8_t *blocks, const uint8_t *scales, int64_t cols, const float *xs,
+                                int64_t tokens, int64_t row0, int64_t row1, float *acc /* [tokens, rows] */,
+                                int64_t rows) {
+    int64_t nb = cols / BLOCK;
+    for (int64_t r = row0; r < row1; r++) {
+        float total[MAX_TOKENS] = {0};
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *q = blocks + (r * nb + b) * BLOCK_BYTES;
+            float scale = HALF_SCALE[scales[r * nb + b]];
+            float w[BLOCK];
+            for (int j = 0; j < 16; j++) {
+                w[j] = (float)TWICE_E2M1[q[j] & 15];
+                w[16 + j] = (float)TWICE_E2M1[q[j] >> 4];
+            }
+            for (int64_t t = 0; t < tokens; t++) {
+                const float *x = xs + t * cols + b * BLOCK;
+                float s = 0.0f;
+                for (int j = 0; j < BLOCK; j++) s += w[j] * x[j];
+                total[t] += s * scale;
+            }
+        }
+        for (int64_t t = 0; t < tokens; t++) acc[t * rows + r] = total[t];
+    }
+}
+
+/* ---- MXFP4 rows: AVX2 + FMA ---------------------------------------------------------------------------------- */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *blocks, const uint8_t *scales,
+                                                                 int64_t cols, const float *xs, int64_t tokens,
+                                                                 int64_t row0, int64_t row1, float *acc,
+                                                                 int64_t rows) {
+    int64_t nb = cols / BLOCK;
+    const __m128i lut = _mm_loadu_si128((const __m128i *)TWICE_E2M1);
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    for (int64_t r = row0; r < row1; r++) {
+        __m256 total[MAX_TOKENS];
+        for (int64_t t = 0; t < tokens; t++) total[t] = _mm256_setzero_ps();
+        const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
+        const uint8_t *s = scales + r * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
+            __m128i even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, low4));
+            __m128i odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(even));
+            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(even, 8)));
+            __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(odd));
+            __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(odd, 8)));
+            __m256 scale = _mm256_set1_ps(HALF_SCALE[s[b]]);
+            for (int64_t t = 0; t < tokens; t++) {
+                const float *x = xs + t * cols + b * BLOCK;
+                __m256 sum = _mm256_mul_ps(w0, _mm256_loadu_ps(x));
+                sum = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), sum);
+                sum = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), sum);
+                sum = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), sum);
+                total[t] = _mm256_fmadd_ps(sum, scale, total[t]);
+            }
+        }
+        for (int64_t t = 0; t < tokens; t++) acc[t * rows + r] = hsum256(total[t]);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *xs,
+                                                                int64_t tokens, int64_t row0, int64_t row1,
+                                                                float *acc, int64_t rows) {
+    for (int64_t r = row0; r < row1; r++) {
+        const uint16_t *row = w + r * cols;
+        for (int64_t t0 = 0; t0 < tokens; t0 += 4) { /* 4 tokens share each converted weight: 8 accumulators */
+            int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
+            __m256 a[4][2];
+            for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 16 <= cols; k += 16) {
+                __m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
+                __m256 lo = _mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
+                __m256 hi = _mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+                for (int64_t t = 0; t < n; t++) {
+                    const float *x = xs + (t0 + t) * cols + k;
+                    a[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), a[t][0]);
+                    a[t][1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), a[t][1]);
+                }
+            }
+            for (int64_t t = 0; t < n; t++) {
+                const float *x = xs + (t0 + t) * cols;
+                float total = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
+                for (int64_t j = k; j < cols; j++) total += bf16_to_f32(row[j]) * x[j];
+                acc[(t0 + t) * rows + r] = total;
+            }
+        }
+    }
+}
+
+/* bf16 activations on CPUs with AVX512-BF16: each block's 32 codes become bf16 values by one table lookup
+ * (vpermw), and one vdpbf16ps multiplies them with the block's 32 activations, products exact in float32 and
+ * summed in pairs (denormal activations, below 1e-38, count as zero there). Then the block sum is scaled. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_avx512bf16(
+    const uint8_t *blocks, const uint8_t *scales, int64_t cols, const uint16_t *xs, int64_t tokens, int64_t row0,
+    int64_t row1, float *acc, int64_t rows) {
+    int64_t nb = cols / BLOCK;
+    uint16_t table[32];
+    for (int i = 0; i < 32; i++) {
+        float v = (float)TWICE_E2M1[i & 15] * 0.5f;
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        table[i] = (uint16_t)(bits >> 16); /* exact: E2M1 values have 2 significant bits */
+    }
+    const __m512i lut = _mm512_loadu_si512(table);
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    for (int64_t r = row0; r < row1; r++) {
+        __m512 total[MAX_TOKENS];
+        for (int64_t t = 0; t < tokens; t++) total[t] = _mm512_setzero_ps();
+        const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
+        const uint8_t *s = scales + r * nb;
+        for (int64_t b = 0; b < nb; b++) {
+            __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
+            __m128i even = _mm_and_si128(bytes, low4), odd = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
+            __m512i codes = _mm512_cvtepu8_epi16(_mm256_set_m128i(odd, even));
+            __m512bh w = (__m512bh)_mm512_permutexvar_epi16(codes, lut);
+            __m512 scale = _mm512_set1_ps(2.0f * HALF_SCALE[s[b]]);
+            for (int64_t t = 0; t < tokens; t++) {
+                __m512bh x = (__m512bh)_mm512_loadu_si512(xs + t * cols + b * BLOCK);
+                total[t] = _mm512_fmadd_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), w, x), scale, total[t]);
+            }
+        }
+        for (int64_t t = 0; t < tokens; t++) acc[t * rows + r] = _mm512_reduce_add_ps(total[t]);
+    }
+}
+
+#else
+#define HAVE_AVX2_PATH 0
+#endif
+
+static void bf16_rows_portable(const uint16_t *w, int64_t cols, const float *xs, int64_t tokens, int64_t row0,
+                               int64_t row1, float *acc, int64_t rows) {
+    for (int64_t r = row0; r < row1; r++) {
+        for (int64_t t = 0; t < tokens; t++) {
+            const float *x = xs + t * cols;
+            float total = 0.0f;
+            for (int64_t k = 0; k < cols; k++) total += bf16_to_f32(w[r * cols + k]) * x[k];
+            acc[t * rows + r] = total;
+        }
+    }
+}
+
+static int use_avx512bf16(void) {
+#if HAVE_AVX2_PATH
+    static int known = -1;
+    if (known < 0)
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512bf16");
+    return known;
+#else
+    return 0;
+#endif
+}
+
+static int use_avx2(void) {
+#if HAVE_AVX2_PATH
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return known;
+#else
+    return 0;
+#endif
+}
+
+/* ---- the calls: rows split over threads ----------------------------------------------------------------------- */
+
+typedef struct {
+    int kind; /* 0 MXFP4, 1 BF16 */
+    const uint8_t *blocks, *scales;
+    const uint16_t *bf16;
+    int64_t rows, cols, tokens;
+    const float *xs; /* [tokens, cols]; MXFP4: reordered even/odd */
+    const uint16_t *xs_bf16; /* MXFP4 with bf16 activations on AVX512-BF16: reordered even/odd, or NULL */
+    const float *bias; /* [rows] or NULL */
+    float *y;          /* [tokens, rows] */
+    /* fused SwiGLU over interleaved (gate, up) row pairs: out [tokens, rows / 2] */
+    int swiglu;
+    float limit, alpha;
+    float *out;
+    int64_t row0, row1;
+} Task;
+
+static void finish_rows(const Task *t) {
+    for (int64_t k = 0; k < t->tokens; k++) {
+        float *y = t->y + k * t->rows;
+        if (t->bias)
+            for (int64_t r = t->row0; r < t->row1; r++) y[r] += t->bias[r];
+        if (!t->swiglu) continue;
+        float *o = t->out + k * (t->rows / 2);
+        for (int64_t r = t->row0; r < t->row1; r += 2) {
+            float gate = fminf(y[r], t->limit); /* NaN passes through fminf only as the other operand: keep it */
+            if (isnan(y[r])) gate = y[r];
+            float up = y[r + 1];
+            if (!isnan(up)) up = fmaxf(fminf(up, t->limit), -t->limit);
+            float glu = gate / (1.0f + expf(-t->alpha * gate));
+            o[r / 2] = glu * (up + 1.0f);
+        }
+    }
+}
+
+static void *run_task(void *arg) {
+    Task *t = (Task *)arg;
+    if (t->kind == 0) {
+        if (t->xs_bf16) {
+#if HAVE_AVX2_PATH
+            mxfp4_rows_avx512bf16(t->blocks, t->scales, t->cols, t->xs_bf16, t->tokens, t->row0, t->row1, t->y,
+                                  t->rows);
+#endif
+        } else if (use_avx2()) {
+#if HAVE_AVX2_PATH
+            mxfp4_rows_avx2(t->blocks, t->scales, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+#endif
+        } else {
+            mxfp4_rows_portable(t->blocks, t->scales, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+        }
+    } else {
+        if (use_avx2()) {
+#if HAVE_AVX2_PATH
+            bf16_rows_avx2(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+#endif
+        } else {
+            bf16_rows_portable(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+        }
+    }
+    finish_rows(t);
+    return NULL;
+}
+
+/* A persistent pool: decoding makes a few dozen short calls a token, and creating threads for each cost ~0.1-0.4 ms
+ * here (more than a small product). Workers spin for SPIN_NS after a job (the next call usually comes sooner),
+ * then sleep on a condition variable. One job at a time: a call that finds the pool busy (another Python thread
+ * in here) runs its rows on its own thread. */
+#define SPIN_NS 200000
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER; /* held by the caller that owns the pool */
+static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static int pool_workers = 0;
+static Task pool_tasks[MAX_THREADS];
+static int pool_count = 0;
+static volatile int generation = 0;
+static int remaining = 0; /* tasks of the current job not finished by workers (atomic builtins) */
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void *worker(void *arg) {
+    int index = (int)(intptr_t)arg; /* runs pool_tasks[index] of each job, when the job has that many */
+    int seen = 0;
+    for (;;) {
+        int64_t until = now_ns() + SPIN_NS;
+        while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen && now_ns() < until) {
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#endif
+        }
+        if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
+            pthread_mutex_lock(&wake_lock);
+            while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) pthread_cond_wait(&wake, &wake_lock);
+            pthread_mutex_unlock(&wake_lock);
+        }
+        seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+        if (index < pool_count) {
+            run_task(&pool_tasks[index]);
+            __atomic_fetch_sub(&remaining, 1, __ATOMIC_ACQ_REL);
+        }
+    }
+    return NULL;
+}
+
+static void grow_pool(int workers) {
+    while (pool_workers < workers) {
+        pthread_t id;
+        if (pthread_create(&id, NULL, worker, (void *)(intptr_t)(pool_workers + 1)) != 0) break;
+        pthread_detach(id);
+        pool_workers++;
+    }
+}
+
+static void run_split(Task *base, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    int64_t step = (base->rows + threads - 1) / threads;
+    step += step & 1; /* even: a SwiGLU pair never straddles two threads */
+    Task tasks[MAX_THREADS];
+    int n = 0;
+    for (int64_t r = 0; r < base->rows; r += step, n++) {
+        tasks[n] = *base;
+        tasks[n].row0 = r;
+        tasks[n].row1 = r + step < base->rows ? r + step : base->rows;
+    }
+    if (n <= 1 || pthread_mutex_trylock(&pool_lock) != 0) {
+        for (int i = 0; i < n; i++) run_task(&tasks[i]);
+        return;
+    }
+    grow_pool(n - 1);
+    int helpers = n - 1 < pool_workers ? n - 1 : pool_workers;
+    for (int i = 0; i < n; i++) pool_tasks[i] = tasks[i];
+    pool_count = helpers + 1;
+    __atomic_store_n(&remaining, helpers, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&wake_lock);
+    __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&wake_lock);
+    run_task(&pool_tasks[0]);
+    for (int i = helpers + 1; i < n; i++) run_task(&pool_tasks[i]); /* no worker to be had for these */
+    while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) > 0) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+/* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for MXFP4 W (HF blocks [rows, cols/32, 16], scales
+ * [rows, cols/32]); scratch: tokens * cols floats. With swiglu, out[t, r/2] = clamped SwiGLU of the pair. */
+void mxg_mxfp4(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const float *x,
+               int64_t tokens, const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha,
+               float *out, int threads) {
+    pthread_once(&tables_once, build_tables);
+    split_even_odd(x, tokens, cols, scratch);
+    Task t = {0, blocks, scales, NULL, rows, cols, tokens, scratch, NULL, bias, y, swiglu, limit, alpha, out, 0, rows};
+    run_split(&t, threads);
+}
+
+/* mxg_mxfp4 for bf16 activations: x bf16 [T, K] (scratch: T * K uint16). Returns 0 (nothing done) where the CPU
+ * lacks AVX512-BF16; the caller then widens x to float32 and calls mxg_mxfp4. */
+int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const uint16_t *x,
+                    int64_t tokens, const float *bias, float *y, uint16_t *scratch, int swiglu, float limit,
+                    float alpha, float *out, int threads) {
+    if (!use_avx512bf16()) return 0;
+    pthread_once(&tables_once, build_tables);
+    for (int64_t t = 0; t < tokens; t++)
+        for (int64_t b = 0; b < cols; b += BLOCK)
+            for (int j = 0; j < 16; j++) {
+                scratch[t * cols + b + j] = x[t * cols + b + 2 * j];
+                scratch[t * cols + b + 16 + j] = x[t * cols + b + 2 * j + 1];
+            }
+    Task t = {0, blocks, scales, NULL, rows, cols, tokens, NULL, scratch, bias, y, swiglu, limit, alpha, out, 0, rows};
+    run_split(&t, threads);
+    return 1;
+}
+
+/* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for bf16 W [rows, cols]. */
+void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int64_t tokens, const float *bias,
+              float *y, int threads) {
+    Task t = {1, NULL, NULL, w, rows, cols, tokens, x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
+    run_split(&t, threads);
+}
+
+int mxg_max_tokens(void) { return MAX_TOKENS; }
+
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_gemv", "CPU GEMV kernels (called through ctypes).", -1, NULL};
+PyMODINIT_FUNC PyInit__cpu_gemv(void) { return PyModule_Create(&module); }

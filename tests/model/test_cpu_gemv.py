@@ -1,0 +1,145 @@
+"""The C products of the native CPU path against their torch twins, within the bound _cpu_gemv.c states:
+two float32 sums of the same exact products in different orders differ by at most
+2 * gamma(K) * sum_k |x_k w_k| (gamma(K) = K u / (1 - K u), u = 2**-24), plus one rounding of the bias add."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mxfp4.codec import decode
+from mxfp4.model.kernels import cpu_gemv, moe_torch, native_path
+
+pytestmark = pytest.mark.skipif(not cpu_gemv.available(), reason="the C kernels are built by pip install -e .")
+
+U = 2.0**-24
+
+
+def gamma(k: int) -> float:
+    return k * U / (1 - k * U)
+
+
+def bound(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per output: 2 gamma(K) sum |x w| + u |y| (the bias add), in float64."""
+    x64, w64 = x.double(), w.double()
+    return 2 * gamma(x.shape[-1]) * (x64.abs() @ w64.abs().T) + U * y.double().abs()
+
+
+def random_mxfp4(rows: int, cols: int, seed: int, scale_range=(118, 130)):
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, 256, (rows, cols // 32, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(*scale_range, (rows, cols // 32), dtype=torch.uint8, generator=g)
+    return blocks, scales
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 70),
+    col_blocks=st.integers(1, 12),
+    tokens=st.integers(1, 40),  # past the 16 one call takes: chunked
+    seed=st.integers(0, 2**31),
+    with_bias=st.booleans(),
+)
+def test_mxfp4_product_equals_the_decoded_matmul_within_the_bound(rows, col_blocks, tokens, seed, with_bias):
+    cols = 32 * col_blocks
+    blocks, scales = random_mxfp4(rows, cols, seed)
+    w = decode.dequantize(blocks, scales, torch.float32)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(tokens, cols, generator=g) * 3
+    bias = torch.randn(rows, generator=g) if with_bias else None
+    want = x @ w.T + (bias if with_bias else 0)
+    got = cpu_gemv.mxfp4_linear(x, blocks, scales, bias)
+    assert got.dtype == torch.float32 and got.shape == (tokens, rows)
+    assert ((got.double() - want.double()).abs() <= bound(x, w, want)).all()
+
+
+def test_a_nan_scale_gives_nan_in_its_row_only():
+    blocks, scales = random_mxfp4(8, 96, 0)
+    scales[3, 1] = 0xFF
+    x = torch.randn(2, 96)
+    got = cpu_gemv.mxfp4_linear(x, blocks, scales)
+    want = x @ decode.dequantize(blocks, scales, torch.float32).T
+    assert torch.isnan(got[:, 3]).all() and torch.isnan(want[:, 3]).all()
+    keep = [r for r in range(8) if r != 3]
+    assert torch.isfinite(got[:, keep]).all()
+
+
+def test_every_code_at_every_position_decodes_as_the_spec_says():
+    """One row per (code, element): x = e_j picks element j of the block, so the product is its value."""
+    codes = torch.arange(16, dtype=torch.uint8)
+    rows = []
+    for code in codes:
+        for j in range(32):
+            nibbles = torch.zeros(32, dtype=torch.uint8)
+            nibbles[j] = code
+            rows.append(nibbles[0::2] | (nibbles[1::2] << 4))
+    blocks = torch.stack(rows).reshape(-1, 1, 16)
+    scales = torch.full((blocks.shape[0], 1), 127, dtype=torch.uint8)
+    got = cpu_gemv.mxfp4_linear(torch.eye(32), blocks, scales)  # [32 elements, 16 * 32 rows]
+    want = decode.dequantize(blocks, scales, torch.float32).reshape(-1, 32).T
+    assert torch.equal(got, want)
+
+
+def test_fused_swiglu_clamps_and_matches_the_twin_on_our_own_pre_activations():
+    rows, cols = 64, 128
+    blocks, scales = random_mxfp4(rows, cols, 3, scale_range=(125, 131))  # pre-activations beyond +-7
+    x = torch.randn(5, cols) * 2
+    bias = torch.randn(rows)
+    h = cpu_gemv.mxfp4_linear(x, blocks, scales, bias)
+    assert (h[:, 0::2] > 7).any() and (h[:, 1::2] < -7).any() and (h[:, 1::2] > 7).any()  # the clamp is exercised
+    got = cpu_gemv.mxfp4_swiglu(x, blocks, scales, bias, 7.0, moe_torch.SWIGLU_ALPHA)
+    want = moe_torch.clamped_swiglu(h, 7.0)
+    # same inputs; the C and torch sigmoid and products round differently: a few float32 ulps of each output
+    assert torch.allclose(got, want, rtol=8 * U * 8, atol=1e-30)
+
+
+def test_bf16_product_equals_the_float32_matmul_within_the_bound():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(300, 2880 + 7, generator=g).bfloat16()  # a tail that is not a multiple of the vector width
+    x = torch.randn(3, 2887, generator=g)
+    bias = torch.randn(300, generator=g)
+    want = x @ w.float().T + bias
+    got = cpu_gemv.bf16_linear(x, w, bias)
+    assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
+
+
+def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypatch):
+    """Decode-sized groups (<= EXPERT_TOKENS tokens an expert) run from the blocks; the result is the twin's
+    within the bound of the two products (measured in float32 on 4 experts, top 2)."""
+    experts, hidden, inter, n = 4, 128, 96, 6
+    gate_up = random_mxfp4(experts * 2 * inter, hidden, 1)
+    down = random_mxfp4(experts * hidden, inter, 2)
+    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
+    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(n, hidden, generator=g) * 0.1
+    indices = torch.stack([torch.randperm(experts, generator=g)[:2] for _ in range(n)])
+    scores = torch.softmax(torch.randn(n, 2, generator=g), -1)
+    gate_up_bias, down_bias = torch.randn(experts, 2 * inter) * 0.1, torch.randn(experts, hidden) * 0.1
+    args = (x, indices, scores, gate_up, gate_up_bias, down, down_bias, 7.0)
+    want = moe_torch.experts(*args)
+
+    def no_dense(*_, **__):
+        raise AssertionError("an expert was decoded to a dense matrix")
+
+    monkeypatch.setattr(decode, "dequantize", no_dense)
+    got = native_path.experts(*args)
+    scale = want.abs().max().item()
+    # the down product's inputs differ by the gate_up bound, amplified by the SwiGLU slope (<= ~1.1 * 8) and
+    # summed over inter terms of |w| <= 12 * 2**3: a float32-rounding-sized bound, far below the values
+    assert torch.allclose(got, want, rtol=0, atol=1e-4 * scale) and scale > 0.1
+
+
+def test_native_linear_keeps_torch_for_float32_or_many_rows():
+    w = torch.randn(40, 64)
+    x = torch.randn(9, 64)
+    assert torch.equal(native_path.linear(x, w), torch.nn.functional.linear(x, w))  # float32: torch's
+    wb = w.bfloat16()
+    many = torch.randn(native_path.LINEAR_TOKENS + 1, 64).bfloat16()
+    assert torch.equal(native_path.linear(many, wb), torch.nn.functional.linear(many, wb))
+    few = torch.randn(1, 1, 64).bfloat16()
+    got = native_path.linear(few, wb)
+    assert got.dtype == torch.bfloat16 and got.shape == (1, 1, 40)
+    want = (few.float().reshape(1, 64) @ wb.float().T).reshape(1, 1, 40)
+    assert np.allclose(got.float().numpy(), want.numpy(), rtol=2**-7, atol=1e-3)  # one bf16 rounding of the result
