@@ -2,6 +2,7 @@
 
     python benchmarks/bench_convert.py --work /big/disk/dir            # gpt-oss-20b shapes + 2 layers of 120b
     python benchmarks/bench_convert.py --work DIR --skip-120b
+    python benchmarks/bench_convert.py --work DIR --every-target wide    # every --to against cp (issue 14's shape)
 
 Builds a synthetic checkpoint with real gpt-oss-20b shapes (random MXFP4 experts, ~13 GB, 3 shards),
 then times `mxfp4 convert` to GGUF and to bf16 next to a plain copy of the same bytes and the disk's
@@ -24,8 +25,8 @@ from mxfp4.gpt_oss.presets import GPT_OSS_20B, GPT_OSS_120B
 from mxfp4.testing import synthetic
 
 
-def run_measured(args: list[str]) -> tuple[float, float]:
-    """(wall seconds until the output is on disk, peak RSS in GiB) of a child process."""
+def measure_child(args: list[str]) -> dict:
+    """Wall seconds until the output is on disk, peak RSS (GiB) and CPU seconds (user, system) of a child."""
     os.sync()
     start = time.perf_counter()
     child = subprocess.Popen(args)
@@ -34,7 +35,13 @@ def run_measured(args: list[str]) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     if status != 0:
         raise SystemExit(f"{' '.join(args)} failed with status {status}")
-    return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    return {"seconds": seconds, "rss": usage.ru_maxrss / 2**20, "user": usage.ru_utime, "sys": usage.ru_stime}
+
+
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """(wall seconds until the output is on disk, peak RSS in GiB) of a child process."""
+    measured = measure_child(args)
+    return measured["seconds"], measured["rss"]  # ru_maxrss is KiB on Linux: converted
 
 
 def size_of(path: Path) -> int:
@@ -101,9 +108,45 @@ def alternate(
     return median([c for c, _ in pairs]), chosen, pairs
 
 
+WIDE = dict(
+    num_hidden_layers=4, num_local_experts=32, num_experts_per_tok=4, hidden_size=2880, intermediate_size=2880,
+    head_dim=64, num_attention_heads=64, num_key_value_heads=8, vocab_size=201088, sliding_window=128,
+)  # fmt: skip
+TARGET_FILES = {"gguf": "out.gguf"}
+
+
+def every_target(work: Path, shape: str, rounds: int) -> None:
+    """Every --to against a plain copy of the same files, in alternation (medians), with CPU seconds."""
+    src = work / f"{shape}-synthetic"
+    if not (src / "config.json").exists():
+        config = synthetic.hf_config(**(WIDE if shape == "wide" else GPT_OSS_20B))
+        synthetic.write_checkpoint(src, config, max_shard_size=5 * 10**9)
+    source_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+    print(f"{shape}: {source_bytes / 2**30:.2f} GiB of safetensors; {os.cpu_count()} cores", flush=True)
+    print(f"{'--to':9s} {'copy s':>7s} {'convert s':>9s} {'vs copy':>8s} {'CPU user+sys s':>15s} {'peak RSS GiB':>12s}")
+    for target in ("gguf", "mxfp4", "original", "mlx", "bf16"):
+        copies, runs = [], []
+        for _ in range(rounds):
+            copies.append(copy_time(src, work / "copy"))
+            dst = work / TARGET_FILES.get(target, "out")
+            runs.append(
+                measure_child(
+                    [sys.executable, "-m", "mxfp4.cli", "convert", str(src), str(dst), "--to", target, "--quiet"]
+                )
+            )
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        copy, run = median(copies), sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        print(
+            f"{target:9s} {copy:7.1f} {run['seconds']:9.1f} {run['seconds'] / copy:7.2f}x "
+            f"{run['user']:7.1f}+{run['sys']:<7.1f} {max(r['rss'] for r in runs):12.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="a directory with ~60 GB free")
+    parser.add_argument("--every-target", choices=["wide", "20b"], help="every --to against cp on this shape")
     parser.add_argument("--skip-120b", action="store_true")
     parser.add_argument("--layers-120b", type=int, default=2)
     parser.add_argument("--only", choices=["gguf", "bf16"], help="convert to this target only")
@@ -112,6 +155,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.every_target:
+        return every_target(args.work, args.every_target, args.rounds)
     results: dict[str, dict] = {}
 
     disk = write_speed(args.work / "speed.bin")

@@ -188,7 +188,10 @@ class GGUFSource(Source):
                 part = self._bytes(names[0], start * row_bytes, (stop - start) * row_bytes)
                 return torch.from_numpy(part).view(wide).reshape((stop - start,) + tuple(shape[1:]))
 
-            return Dense("BF16" if kinds == {"BF16"} else "F16", shape, load, rows if len(shape) == 2 else None, stored)
+            info = self.tensors[names[0]]
+            extent = (self._file, info.data_offset, info.nbytes)
+            kind = "BF16" if kinds == {"BF16"} else "F16"
+            return Dense(kind, shape, load, rows if len(shape) == 2 else None, stored, extent)
         # F32: bf16 when every value fits exactly (small tensors only; large F32 stays F32)
         if int(np.prod(shape)) > 1 << 22:
             return Dense("F32", shape, lambda: load().float(), stored=stored)

@@ -22,6 +22,7 @@ from ..dtypes import raw_bytes
 from ..gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
 from ..progress import progress_bar
 from ..storage.atomic import atomic_output
+from ..storage.pread import COPY_PIECE
 from ..storage.space import check_free_space
 from .gguf_vocab import add_tokenizer
 from .readahead import bounded_parallel, row_ranges
@@ -39,6 +40,7 @@ class Piece:
     targets: list[tuple[str, int]]  # (GGUF tensor name, byte offset within that tensor)
     produce: Callable[[], list]
     nbytes: int
+    copy: tuple | None = None  # (file, offset, bytes) copied as they are into the one target, instead of produce
 
 
 def _bytes(array) -> np.ndarray:
@@ -62,6 +64,18 @@ def _dense_pieces(name: str, read: Dense):
     def convert(part):
         return part.float() if as_f32 else part
 
+    if read.extent is not None and not as_f32:  # the bytes as they are, copied by the kernel in 64 MiB pieces
+        source, offset, count = read.extent
+        pieces = [
+            Piece(
+                [(name, done)],
+                list,
+                min(COPY_PIECE, count - done),
+                (source, offset + done, min(COPY_PIECE, count - done)),
+            )
+            for done in range(0, count, COPY_PIECE)
+        ]
+        return shape, qtype, pieces
     rows = row_ranges(read, itemsize)
     if rows is None:
         return shape, qtype, [Piece([(name, 0)], lambda: [convert(read.load())], total)]
@@ -167,6 +181,9 @@ def write_gguf(
         fd = handle.fileno()
 
         def run(piece: Piece) -> None:
+            if piece.copy is not None:
+                (name, within), (source, offset, count) = piece.targets[0], piece.copy
+                source.copy_to(fd, offset, count, places[name] + within, what=name)
             for (name, within), array in zip(piece.targets, piece.produce()):
                 _pwrite_all(fd, _bytes(array), places[name] + within)
             bar.update(piece.nbytes)

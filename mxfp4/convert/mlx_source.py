@@ -225,7 +225,13 @@ class MLXSource(Source):
                 store.entries[module + ".scales"].dtype, shape, lambda: self._dequantized(module), stored=stored
             )
         entry = store.entries[name]
-        return Dense(entry.dtype, tuple(entry.shape), lambda: store.get(name), lambda a, b: store.get_rows(name, a, b))
+        return Dense(
+            entry.dtype,
+            tuple(entry.shape),
+            lambda: store.get(name),
+            lambda a, b: store.get_rows(name, a, b),
+            extent=store.extent(name),
+        )
 
     def source_bytes(self) -> int:
         return self.store.source_bytes()

@@ -82,6 +82,16 @@ def _dense_experts_transposed(store: TensorStore, config: GptOssConfig, experts,
     return fits == {"out-in"}
 
 
+def _packed_expert(store: TensorStore, shape: tuple[int, int, int], blocks: str, scales: str) -> Expert:
+    """An MXFP4 expert weight stored as HF's (blocks [E, out, in/32, 16], scales [E, out, in/32]) tensors."""
+    per_expert = store.entries[blocks].nbytes // shape[0]
+
+    def copy_blocks(e: int):
+        return store.extent(blocks, e * per_expert, per_expert), store.get_first(scales, e)
+
+    return Expert(True, shape, "MXFP4", lambda e: (store.get_first(blocks, e), store.get_first(scales, e)), copy_blocks)
+
+
 class HFSource(Source):
     """An HF gpt-oss directory: experts either MXFP4 (NAME_blocks + NAME_scales) or dense bf16/f32."""
 
@@ -122,19 +132,20 @@ class HFSource(Source):
         store, name = self.store, tensor.name
         if tensor.expert and self.packed:
             blocks, scales = name + BLOCKS_SUFFIX, name + SCALES_SUFFIX
-            return Expert(
-                True,
-                mxfp4_shape(self.config, tensor.short),
-                "MXFP4",
-                lambda e: (store.get_first(blocks, e), store.get_first(scales, e)),
-            )
+            return _packed_expert(store, mxfp4_shape(self.config, tensor.short), blocks, scales)
         entry = store.entries[name]
         if tensor.expert and self.transposed:  # stored [E, out, in]: served as [E, in, out] like every dense source
             shape = dense_expert_shape(self.config, tensor.short)
             return Expert(False, shape, entry.dtype, lambda e: store.get_first(name, e).transpose(0, 1))
         if tensor.expert:
             return Expert(False, tuple(entry.shape), entry.dtype, lambda e: store.get_first(name, e))
-        return Dense(entry.dtype, tuple(entry.shape), lambda: store.get(name), lambda a, b: store.get_rows(name, a, b))
+        return Dense(
+            entry.dtype,
+            tuple(entry.shape),
+            lambda: store.get(name),
+            lambda a, b: store.get_rows(name, a, b),
+            extent=store.extent(name),
+        )
 
     def source_bytes(self) -> int:
         return self.store.source_bytes()
@@ -171,17 +182,16 @@ class OriginalSource(Source):
     def read(self, tensor: Canonical) -> Dense | Expert:
         store, base = self.store, original_name(tensor)
         if tensor.expert:
-            return Expert(
-                True,
-                mxfp4_shape(self.config, tensor.short),
-                "MXFP4",
-                lambda e: (store.get_first(base + ".blocks", e), store.get_first(base + ".scales", e)),
-            )
+            return _packed_expert(store, mxfp4_shape(self.config, tensor.short), base + ".blocks", base + ".scales")
         entry = store.entries[base]
         part = next((i for i, p in enumerate(QKV) if tensor.short.startswith(p)), None)
         if part is None:
             return Dense(
-                entry.dtype, tuple(entry.shape), lambda: store.get(base), lambda a, b: store.get_rows(base, a, b)
+                entry.dtype,
+                tuple(entry.shape),
+                lambda: store.get(base),
+                lambda a, b: store.get_rows(base, a, b),
+                extent=store.extent(base),
             )
         c = self.config
         q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim

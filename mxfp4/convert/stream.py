@@ -27,6 +27,8 @@ class Dense:
     rows: Callable[[int, int], object] | None = None  # (start, stop) -> tensor[start:stop], for large tensors
     # (format, bytes) in the file when not dtype's (GGUF keeps small tensors in F32)
     stored: tuple[str, int] | None = None
+    # (file, offset, bytes) where the file holds exactly these bytes (dtype, row-major): copied without a read
+    extent: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Expert:
     shape: tuple[int, int, int]  # packed: [E, out, in]; dense: [E, in, out]
     dtype: str  # "MXFP4" when packed
     load_expert: Callable[[int], object]  # packed -> (blocks [out, in/32, 16], scales [out, in/32]); dense -> [in, out]
+    # packed sources storing HF's block layout: e -> ((file, offset, bytes) of expert e's blocks, its scales),
+    # so a target of the same layout copies the blocks without reading them
+    copy_blocks: Callable[[int], tuple] | None = None
 
     def load_out_in(self, e: int):
         """Dense expert e as [out, in], the orientation of the MXFP4 blocks (transformers keeps [in, out])."""

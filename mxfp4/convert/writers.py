@@ -10,7 +10,7 @@ from ..storage.safetensors_io import TensorEntry
 from ..storage.shards import Job, Outputs
 from .readahead import prefetched, row_chunks
 from .stream import Dense, Expert, Source
-from .transform import dense_expert, packed_expert
+from .transform import check_scales, dense_expert, packed_expert
 
 
 def dense_job(name: str, read: Dense, cast: str | None = None) -> Job:
@@ -20,6 +20,9 @@ def dense_job(name: str, read: Dense, cast: str | None = None) -> Job:
     dtype = read.dtype if cast is None else SAFETENSORS_CODE_OF[cast]
 
     def run(out: Outputs) -> None:
+        if read.extent is not None and cast is None:  # the bytes as they are: copied by the kernel
+            out.copy_part(name, 0, read.extent)
+            return
         offset = 0
         for chunk in row_chunks(read):
             data = raw_bytes(chunk if cast is None else chunk.to(getattr(torch, cast)))
@@ -37,6 +40,14 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
     per_blocks, per_scales = blocks.nbytes // experts, scales.nbytes // experts
 
     def run(out: Outputs) -> None:
+        if read.copy_blocks is not None:  # the same block layout: blocks copied by the kernel, scales checked
+            for e in range(experts):
+                extent, scales = read.copy_blocks(e)
+                scales = raw_bytes(scales).reshape(tuple(scales.shape))
+                check_scales(scales, label, e)
+                out.copy_part(blocks_name, e * per_blocks, extent)
+                out.write_part(scales_name, e * per_scales, scales.reshape(-1))
+            return
         produce = lambda e: packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)  # noqa: E731
         for e, (b, s) in enumerate(prefetched(produce, experts)):
             out.write_part(blocks_name, e * per_blocks, b)

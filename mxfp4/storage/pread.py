@@ -14,6 +14,8 @@ import numpy as np
 
 from ..errors import CheckpointError
 
+COPY_PIECE = 64 * 2**20
+
 
 class PositionedFile:
     """One file opened unbuffered on first use; ``read`` shares no file offset between callers (preadv)
@@ -44,6 +46,28 @@ class PositionedFile:
                 raise CheckpointError(f"{self.path}: file ended inside {what}; it is truncated")
             done += n
         return buffer
+
+    def copy_to(self, fd: int, offset: int, count: int, dst_offset: int, *, what: str) -> None:
+        """count bytes from absolute offset into file descriptor fd at dst_offset, inside the kernel where it can
+        (copy_file_range: no trip through this process's memory), else by read and pwrite in 64 MiB pieces."""
+        self.read(offset, 0, what=what)  # opens the file
+        done = 0
+        if hasattr(os, "copy_file_range"):
+            try:
+                while done < count:
+                    n = os.copy_file_range(self._handle.fileno(), fd, count - done, offset + done, dst_offset + done)
+                    if not n:
+                        raise CheckpointError(f"{self.path}: file ended inside {what}; it is truncated")
+                    done += n
+                return
+            except OSError:  # a filesystem pair or kernel without it (EXDEV, ENOSYS, EINVAL): copy the rest here
+                pass
+        while done < count:
+            piece = self.read(offset + done, min(count - done, COPY_PIECE), what=what)
+            view, written = memoryview(piece), 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], dst_offset + done + written)
+            done += len(view)
 
     def close(self) -> None:
         if self._handle is not None:

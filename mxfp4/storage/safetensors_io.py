@@ -171,6 +171,18 @@ class SafetensorsWriter:
     def write(self, name: str, array: np.ndarray) -> None:
         self.write_part(name, 0, array)
 
+    def copy_part(self, name: str, byte_offset: int, source, source_offset: int, count: int) -> None:
+        """count bytes of ``source`` (a storage.pread.PositionedFile) from source_offset into tensor name at
+        byte_offset, without passing through this process where the kernel can copy them."""
+        start, size = self._places[name]
+        if byte_offset < 0 or byte_offset + count > size:
+            raise CheckpointError(
+                f"internal: {count} bytes at offset {byte_offset} overrun tensor {name!r} ({size} bytes)"
+            )
+        self._file.flush()  # the header went through Python's buffer; this goes straight to the descriptor
+        source.copy_to(self._file.fileno(), source_offset, count, self._data_start + start + byte_offset, what=name)
+        self._written[name] += count
+
     def close(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())  # on disk before the caller renames it into place

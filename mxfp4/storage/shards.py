@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .pread import COPY_PIECE
 from .safetensors_io import SafetensorsWriter, TensorEntry
 from .store import INDEX_NAME
 
@@ -36,6 +37,15 @@ class Outputs:
 
     def write(self, name: str, array: np.ndarray) -> None:
         self.write_part(name, 0, array)
+
+    def copy_part(self, name: str, byte_offset: int, extent) -> None:
+        """Bytes stored elsewhere as they are (extent: file, offset, count) into tensor name, copied by the kernel
+        in 64 MiB pieces (the progress bar moves with them)."""
+        source, offset, count = extent
+        for done in range(0, count, COPY_PIECE):
+            piece = min(COPY_PIECE, count - done)
+            self._writers[name].copy_part(name, byte_offset + done, source, offset + done, piece)
+            self._bar.update(piece)
 
 
 def plan_shards(entries: list[TensorEntry], max_shard_size: int | None) -> list[list[TensorEntry]]:

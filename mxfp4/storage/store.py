@@ -114,6 +114,14 @@ class TensorStore:
         row_bytes = self.entries[name].nbytes // shape[0]
         return self._tensor(name, start * row_bytes, (stop - start,) + tuple(shape[1:]))
 
+    def extent(self, name: str, start: int = 0, count: int | None = None):
+        """(file, absolute offset, bytes) of tensor name's stored bytes (from byte start): for copies that need
+        not pass through memory."""
+        path = self.files[name]
+        reader = self._readers.get(path) or self._readers.setdefault(path, PositionedFile(path))
+        entry = self.entries[name]
+        return reader, entry.offset + start, entry.nbytes - start if count is None else count
+
     def get_first(self, name: str, index: int):
         """tensor[index] along the first axis, reading only that slice."""
         return self.get_rows(name, index, index + 1)[0]
