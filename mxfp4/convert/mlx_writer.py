@@ -38,7 +38,7 @@ from .mlx_layout import (
 from .readahead import prefetched
 from .result import ConvertResult
 from .stream import Dense, Expert, Source
-from .transform import packed_expert
+from .transform import check_scales, packed_expert
 from .writers import dense_job
 
 GENERATION_CONFIG = "generation_config.json"
@@ -65,6 +65,14 @@ def _expert_job(modules: tuple[str, ...], read: Expert, *, scale_rule: str, roun
         return [(gate_b, gate_s), (up_b, up_s)]
 
     def run(out: Outputs) -> None:
+        if read.copy_blocks is not None and len(modules) == 1:  # down_proj: HF's bytes are mlx's words, as they are
+            for e in range(experts):
+                extent, scales = read.copy_blocks(e)
+                scales = raw_bytes(scales).reshape(tuple(scales.shape))
+                check_scales(scales, label, e)
+                out.copy_part(f"{modules[0]}.weight", e * per_weight, extent)
+                out.write_part(f"{modules[0]}.scales", e * per_scales, scales.reshape(-1))
+            return
         for e, parts in enumerate(prefetched(produce, experts)):
             for module, (blocks, scales) in zip(modules, parts):
                 out.write_part(f"{module}.weight", e * per_weight, words_from_blocks(blocks).view(np.uint8))
