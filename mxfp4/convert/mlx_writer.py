@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codec.constants import PACKED_BYTES_PER_BLOCK
-from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes
+from ..dtypes import DTYPE_SIZES, SAFETENSORS_CODE_OF, raw_bytes
 from ..gpt_oss.config import read_json
 from ..gpt_oss.tensors import canonical_tensors
 from ..progress import progress_bar
@@ -67,8 +67,7 @@ def _expert_job(modules: tuple[str, ...], read: Expert, *, scale_rule: str, roun
     def run(out: Outputs) -> None:
         if read.copy_blocks is not None and len(modules) == 1:  # down_proj: HF's bytes are mlx's words, as they are
             for e in range(experts):
-                extent, scales = read.copy_blocks(e)
-                scales = raw_bytes(scales).reshape(tuple(scales.shape))
+                extent, scales = read.copy_blocks(e)  # scales: uint8 numpy
                 check_scales(scales, label, e)
                 out.copy_part(f"{modules[0]}.weight", e * per_weight, extent)
                 out.write_part(f"{modules[0]}.scales", e * per_scales, scales.reshape(-1))
@@ -83,12 +82,18 @@ def _expert_job(modules: tuple[str, ...], read: Expert, *, scale_rule: str, roun
 
 def _split_bias_job(names: tuple[str, str], read: Dense, cast: str | None) -> Job:
     """gate (columns 0::2) and up (1::2) of an interleaved gate_up bias [E, 2I]."""
-    import torch
-
     dtype = read.dtype if cast is None else SAFETENSORS_CODE_OF[cast]
     shape = tuple(read.shape[:-1]) + (read.shape[-1] // 2,)
 
     def run(out: Outputs) -> None:
+        if read.extent is not None and dtype == read.dtype:  # a byte move: split the elements as raw words
+            source, offset, count = read.extent
+            words = source.read(offset, count, what=names[0]).view(f"u{DTYPE_SIZES[dtype]}").reshape(read.shape)
+            for name, part in zip(names, split_rows(words, -1)):
+                out.write(name, part)
+            return
+        import torch
+
         values = read.load()
         values = values if cast is None else values.to(getattr(torch, cast))
         for name, part in zip(names, (values[..., 0::2], values[..., 1::2])):

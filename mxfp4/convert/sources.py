@@ -85,11 +85,18 @@ def _dense_experts_transposed(store: TensorStore, config: GptOssConfig, experts,
 def _packed_expert(store: TensorStore, shape: tuple[int, int, int], blocks: str, scales: str) -> Expert:
     """An MXFP4 expert weight stored as HF's (blocks [E, out, in/32, 16], scales [E, out, in/32]) tensors."""
     per_expert = store.entries[blocks].nbytes // shape[0]
+    blocks_shape, scales_shape = packed_shapes(shape[1:])
 
     def copy_blocks(e: int):
-        return store.extent(blocks, e * per_expert, per_expert), store.get_first(scales, e)
+        return store.extent(blocks, e * per_expert, per_expert), store.first_bytes(scales, e).reshape(scales_shape)
 
-    return Expert(True, shape, "MXFP4", lambda e: (store.get_first(blocks, e), store.get_first(scales, e)), copy_blocks)
+    def load_bytes(e: int):
+        return store.first_bytes(blocks, e).reshape(blocks_shape), store.first_bytes(scales, e).reshape(scales_shape)
+
+    def load_expert(e: int):
+        return store.get_first(blocks, e), store.get_first(scales, e)
+
+    return Expert(True, shape, "MXFP4", load_expert, copy_blocks, load_bytes)
 
 
 class HFSource(Source):

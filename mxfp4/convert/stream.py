@@ -40,6 +40,8 @@ class Expert:
     # packed sources storing HF's block layout: e -> ((file, offset, bytes) of expert e's blocks, its scales),
     # so a target of the same layout copies the blocks without reading them
     copy_blocks: Callable[[int], tuple] | None = None
+    # packed: e -> (blocks, scales) as uint8 numpy, read without torch (byte moves need none)
+    load_bytes: Callable[[int], tuple] | None = None
 
     def load_out_in(self, e: int):
         """Dense expert e as [out, in], the orientation of the MXFP4 blocks (transformers keeps [in, out])."""

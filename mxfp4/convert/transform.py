@@ -30,10 +30,10 @@ def check_scales(scales: np.ndarray, name: str, e: int) -> None:
 def packed_expert(read: Expert, e: int, *, scale_rule: str, rounding: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(blocks [out, in/32, 16], scales [out, in/32]) of expert e."""
     if read.packed:
-        blocks, scales = read.load_expert(e)
-        scales = raw_bytes(scales).reshape(tuple(scales.shape))
+        blocks, scales = read.load_bytes(e) if read.load_bytes is not None else read.load_expert(e)
+        scales = (scales if isinstance(scales, np.ndarray) else raw_bytes(scales)).reshape(tuple(scales.shape))
         check_scales(scales, name, e)
-        return raw_bytes(blocks), scales.reshape(-1)
+        return (blocks if isinstance(blocks, np.ndarray) else raw_bytes(blocks)), scales.reshape(-1)
     dense = read.load_out_in(e).contiguous()
     q = encode.quantize(dense, scale_rule=scale_rule, rounding=rounding, name=f"{name}, expert {e}, as [out, in]")
     return q.blocks.numpy(), q.scales.numpy()

@@ -15,14 +15,14 @@ from .transform import check_scales, dense_expert, packed_expert
 
 def dense_job(name: str, read: Dense, cast: str | None = None) -> Job:
     """A dense tensor copied in row chunks; cast: a torch dtype name to convert it to on the way (mlx_lm's)."""
-    import torch
-
     dtype = read.dtype if cast is None else SAFETENSORS_CODE_OF[cast]
 
     def run(out: Outputs) -> None:
         if read.extent is not None and cast is None:  # the bytes as they are: copied by the kernel
             out.copy_part(name, 0, read.extent)
             return
+        import torch
+
         offset = 0
         for chunk in row_chunks(read):
             data = raw_bytes(chunk if cast is None else chunk.to(getattr(torch, cast)))
@@ -42,8 +42,7 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
     def run(out: Outputs) -> None:
         if read.copy_blocks is not None:  # the same block layout: blocks copied by the kernel, scales checked
             for e in range(experts):
-                extent, scales = read.copy_blocks(e)
-                scales = raw_bytes(scales).reshape(tuple(scales.shape))
+                extent, scales = read.copy_blocks(e)  # scales: uint8 numpy
                 check_scales(scales, label, e)
                 out.copy_part(blocks_name, e * per_blocks, extent)
                 out.write_part(scales_name, e * per_scales, scales.reshape(-1))
@@ -93,8 +92,6 @@ def hf_jobs(source: Source, *, mxfp4: bool, dtype: str, scale_rule: str, roundin
 
 
 def _qkv_job(source: Source, tensor: Canonical) -> Job:
-    import torch
-
     kind = tensor.short.rsplit(".", 1)[1]  # weight or bias
     parts = [Canonical(f"model.layers.{tensor.layer}.{p}.{kind}", tensor.layer) for p in QKV]
     reads = [source.read(p) for p in parts]
@@ -108,10 +105,19 @@ def _qkv_job(source: Source, tensor: Canonical) -> Job:
         )
     name = original_name(tensor)
     shape = (sum(r.shape[0] for r in reads),) + tuple(reads[0].shape[1:])
-    return Job(
-        [TensorEntry(name, reads[0].dtype, shape)],
-        lambda out: out.write(name, raw_bytes(torch.cat([r.load() for r in reads]))),
-    )
+
+    def run(out: Outputs) -> None:
+        if all(r.extent is not None for r in reads):  # q, k and v stacked by copying their bytes in turn
+            offset = 0
+            for r in reads:
+                out.copy_part(name, offset, r.extent)
+                offset += r.extent[2]
+            return
+        import torch
+
+        out.write(name, raw_bytes(torch.cat([r.load() for r in reads])))
+
+    return Job([TensorEntry(name, reads[0].dtype, shape)], run)
 
 
 def original_jobs(source: Source, *, scale_rule: str, rounding: str) -> list[Job]:

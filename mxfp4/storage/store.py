@@ -122,6 +122,12 @@ class TensorStore:
         entry = self.entries[name]
         return reader, entry.offset + start, entry.nbytes - start if count is None else count
 
+    def first_bytes(self, name: str, index: int) -> np.ndarray:
+        """tensor[index]'s raw bytes as uint8 numpy [row bytes] (no torch: copies and byte moves need none)."""
+        entry = self.entries[name]
+        row = entry.nbytes // entry.shape[0]
+        return self._read(name, index * row, row)
+
     def get_first(self, name: str, index: int):
         """tensor[index] along the first axis, reading only that slice."""
         return self.get_rows(name, index, index + 1)[0]
