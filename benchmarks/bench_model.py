@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import best_time as best
+
 SHAPES = {
     "small": dict(
         num_hidden_layers=8, num_local_experts=16, num_experts_per_tok=4, hidden_size=512, intermediate_size=512,
@@ -43,15 +45,6 @@ def bytes_per_token(c: dict, dtype_bytes: int = 2) -> int:
     attention = (h * (q + 2 * kv) + q * h) * dtype_bytes + e * h * dtype_bytes
     experts = k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * dtype_bytes)
     return c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * (attention + experts) + h * dtype_bytes
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 # ---- children: one implementation each, printing {"prefill_s", "decode_s"} --------------------------------------

@@ -18,7 +18,7 @@ from ..gpt_oss.config import GptOssConfig
 from ..gpt_oss.tensors import Canonical, canonical_tensors, dense_shape, mxfp4_shape
 from ..storage.store import TensorStore
 from .mlx_layout import blocks_from_words, dense_names, expert_modules, hf_config_of_mlx, unpack_affine
-from .stream import Dense, Expert, Source
+from .stream import Dense, Expert, Source, stored_dense
 
 AFFINE_SUFFIXES = (".scales", ".biases")
 AFFINE_PARTS = ("scales", "biases")
@@ -224,14 +224,7 @@ class MLXSource(Source):
             return Dense(
                 store.entries[module + ".scales"].dtype, shape, lambda: self._dequantized(module), stored=stored
             )
-        entry = store.entries[name]
-        return Dense(
-            entry.dtype,
-            tuple(entry.shape),
-            lambda: store.get(name),
-            lambda a, b: store.get_rows(name, a, b),
-            extent=store.extent(name),
-        )
+        return stored_dense(store, name)
 
     def source_bytes(self) -> int:
         return self.store.source_bytes()

@@ -29,7 +29,7 @@ from .mlx_source import MLXSource, is_mlx_store
 from .ollama_layout import ARCH as OLLAMA_ARCH
 from .ollama_layout import EXTRA_TYPES
 from .ollama_source import OllamaSource
-from .stream import Dense, Expert, Source, carried_files
+from .stream import Dense, Expert, Source, carried_files, stored_dense
 
 FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf", "mlx", "ollama")
 
@@ -146,13 +146,7 @@ class HFSource(Source):
             return Expert(False, shape, entry.dtype, lambda e: store.get_first(name, e).transpose(0, 1))
         if tensor.expert:
             return Expert(False, tuple(entry.shape), entry.dtype, lambda e: store.get_first(name, e))
-        return Dense(
-            entry.dtype,
-            tuple(entry.shape),
-            lambda: store.get(name),
-            lambda a, b: store.get_rows(name, a, b),
-            extent=store.extent(name),
-        )
+        return stored_dense(store, name)
 
     def source_bytes(self) -> int:
         return self.store.source_bytes()
@@ -193,13 +187,7 @@ class OriginalSource(Source):
         entry = store.entries[base]
         part = next((i for i, p in enumerate(QKV) if tensor.short.startswith(p)), None)
         if part is None:
-            return Dense(
-                entry.dtype,
-                tuple(entry.shape),
-                lambda: store.get(base),
-                lambda a, b: store.get_rows(base, a, b),
-                extent=store.extent(base),
-            )
+            return stored_dense(store, base)
         c = self.config
         q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
         start, stop = [(0, q), (q, q + kv), (q + kv, q + 2 * kv)][part]

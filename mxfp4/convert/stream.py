@@ -83,6 +83,18 @@ class Source:
         return self.path
 
 
+def stored_dense(store, name: str) -> Dense:
+    """Tensor ``name`` of a storage.store.TensorStore as it is stored: whole, by rows, or as its bytes' extent."""
+    entry = store.entries[name]
+    return Dense(
+        entry.dtype,
+        tuple(entry.shape),
+        lambda: store.get(name),
+        lambda a, b: store.get_rows(name, a, b),
+        extent=store.extent(name),
+    )
+
+
 def carried_files(directory: Path) -> list[Path]:
     """A checkpoint directory's non-weight files (tokenizer, generation config, chat template)."""
     return sorted(
