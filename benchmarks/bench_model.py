@@ -163,13 +163,14 @@ def crossover(repeat: int) -> None:
         native = best(lambda: cpu_gemv.mxfp4_linear(x, blocks, scales), repeat)
         dense = best(lambda: x @ decode.dequantize(blocks, scales, torch.bfloat16).T, repeat)
         print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
-    weight = torch.randn(201088, 2880).bfloat16()
-    print(f"bf16 unembedding [{weight.shape[0]}, {weight.shape[1]}]")
-    for tokens in (1, 2, 4):
-        x = torch.randn(tokens, 2880).bfloat16()
-        native = best(lambda: cpu_gemv.bf16_linear(x, weight), repeat)
-        dense = best(lambda: torch.nn.functional.linear(x, weight), repeat)
-        print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
+    for dtype in (torch.bfloat16, torch.float32):
+        weight = torch.randn(201088, 2880).to(dtype)
+        print(f"{str(dtype).removeprefix('torch.')} unembedding [{weight.shape[0]}, {weight.shape[1]}]")
+        for tokens in (1, 2, 4):
+            x = torch.randn(tokens, 2880).to(dtype)
+            native = best(lambda: cpu_gemv.dense_linear(x, weight), repeat)
+            dense = best(lambda: torch.nn.functional.linear(x, weight), repeat)
+            print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 two float32 sums of the same exact products in different orders differ by at most
 2 * gamma(K) * sum_k |x_k w_k| (gamma(K) = K u / (1 - K u), u = 2**-24), plus one rounding of the bias add."""
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -155,15 +154,29 @@ def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypa
     assert ((got.double() - want.double()).abs() <= allowed).all()
 
 
-def test_native_linear_keeps_torch_for_float32_or_many_rows():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_dense_product_equals_the_float32_matmul_within_the_bound(dtype):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(257, 1000 + 3, generator=g).to(dtype)  # a tail past the vector width
+    x = torch.randn(6, 1003, generator=g)  # past the 4 rows that share each load
+    want = x @ w.float().T
+    got = cpu_gemv.dense_linear(x, w)
+    assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
+
+
+def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():
     w = torch.randn(40, 64)
-    x = torch.randn(9, 64)
-    assert torch.equal(native_path.linear(x, w), torch.nn.functional.linear(x, w))  # float32: torch's
-    wb = w.bfloat16()
-    many = torch.randn(native_path.LINEAR_TOKENS + 1, 64).bfloat16()
-    assert torch.equal(native_path.linear(many, wb), torch.nn.functional.linear(many, wb))
-    few = torch.randn(1, 1, 64).bfloat16()
-    got = native_path.linear(few, wb)
-    assert got.dtype == torch.bfloat16 and got.shape == (1, 1, 40)
-    want = (few.float().reshape(1, 64) @ wb.float().T).reshape(1, 1, 40)
-    assert np.allclose(got.float().numpy(), want.numpy(), rtol=2**-7, atol=1e-3)  # one bf16 rounding of the result
+    for dtype in (torch.bfloat16, torch.float32):
+        wd = w.to(dtype)
+        many = torch.randn(native_path.LINEAR_TOKENS[dtype] + 1, 64).to(dtype)
+        assert torch.equal(native_path.linear(many, wd), torch.nn.functional.linear(many, wd))
+        few = torch.randn(1, 1, 64).to(dtype)
+        got = native_path.linear(few, wd)
+        assert got.dtype == dtype and got.shape == (1, 1, 40)
+        flat = few.float().reshape(1, 64)
+        want = flat @ wd.float().T
+        rounding = 2**-8 if dtype == torch.bfloat16 else 0.0  # the result rounded once to bf16
+        allowed = bound(flat, wd.float(), want) + rounding * want.double().abs()
+        assert ((got.reshape(1, 40).double() - want.double()).abs() <= allowed).all()
+    half = torch.randn(1, 64).half()
+    assert torch.equal(native_path.linear(half, w.half()), torch.nn.functional.linear(half, w.half()))

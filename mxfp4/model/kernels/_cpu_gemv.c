@@ -165,6 +165,34 @@ __attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w
     }
 }
 
+__attribute__((target("avx2,fma"))) static void f32_rows_avx2(const float *w, int64_t cols, const float *xs,
+                                                               int64_t tokens, int64_t row0, int64_t row1, float *acc,
+                                                               int64_t rows) {
+    for (int64_t r = row0; r < row1; r++) {
+        const float *row = w + r * cols;
+        for (int64_t t0 = 0; t0 < tokens; t0 += 4) { /* 4 tokens share each loaded weight: 8 accumulators */
+            int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
+            __m256 a[4][2];
+            for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 16 <= cols; k += 16) {
+                __m256 lo = _mm256_loadu_ps(row + k), hi = _mm256_loadu_ps(row + k + 8);
+                for (int64_t t = 0; t < n; t++) {
+                    const float *x = xs + (t0 + t) * cols + k;
+                    a[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), a[t][0]);
+                    a[t][1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), a[t][1]);
+                }
+            }
+            for (int64_t t = 0; t < n; t++) {
+                const float *x = xs + (t0 + t) * cols;
+                float total = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
+                for (int64_t j = k; j < cols; j++) total += row[j] * x[j];
+                acc[(t0 + t) * rows + r] = total;
+            }
+        }
+    }
+}
+
 /* bf16 activations on CPUs with AVX512-BF16: each block's 32 codes become bf16 values by one table lookup
  * (vpermw), and one vdpbf16ps multiplies them with the block's 32 activations, products exact in float32 and
  * summed in pairs (denormal activations, below 1e-38, count as zero there). Then the block sum is scaled. */
@@ -217,6 +245,18 @@ static void bf16_rows_portable(const uint16_t *w, int64_t cols, const float *xs,
     }
 }
 
+static void f32_rows_portable(const float *w, int64_t cols, const float *xs, int64_t tokens, int64_t row0,
+                              int64_t row1, float *acc, int64_t rows) {
+    for (int64_t r = row0; r < row1; r++) {
+        for (int64_t t = 0; t < tokens; t++) {
+            const float *x = xs + t * cols;
+            float total = 0.0f;
+            for (int64_t k = 0; k < cols; k++) total += w[r * cols + k] * x[k];
+            acc[t * rows + r] = total;
+        }
+    }
+}
+
 static int use_avx512bf16(void) {
 #if HAVE_AVX2_PATH
     static int known = -1;
@@ -242,9 +282,10 @@ static int use_avx2(void) {
 /* ---- the calls: rows split over threads ----------------------------------------------------------------------- */
 
 typedef struct {
-    int kind; /* 0 MXFP4, 1 BF16 */
+    int kind; /* 0 MXFP4, 1 BF16, 2 F32 */
     const uint8_t *blocks, *scales;
     const uint16_t *bf16;
+    const float *f32;
     int64_t rows, cols, tokens;
     const float *xs; /* [tokens, cols]; MXFP4: reordered even/odd */
     const uint16_t *xs_bf16; /* MXFP4 with bf16 activations on AVX512-BF16: reordered even/odd, or NULL */
@@ -290,13 +331,21 @@ static void *run_task(void *arg) {
         } else {
             mxfp4_rows_portable(t->blocks, t->scales, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
         }
-    } else {
+    } else if (t->kind == 1) {
         if (use_avx2()) {
 #if HAVE_AVX2_PATH
             bf16_rows_avx2(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
 #endif
         } else {
             bf16_rows_portable(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+        }
+    } else {
+        if (use_avx2()) {
+#if HAVE_AVX2_PATH
+            f32_rows_avx2(t->f32, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+#endif
+        } else {
+            f32_rows_portable(t->f32, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
         }
     }
     finish_rows(t);
@@ -399,7 +448,8 @@ void mxg_mxfp4(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64
                float *out, int threads) {
     pthread_once(&tables_once, build_tables);
     split_even_odd(x, tokens, cols, scratch);
-    Task t = {0, blocks, scales, NULL, rows, cols, tokens, scratch, NULL, bias, y, swiglu, limit, alpha, out, 0, rows};
+    Task t = {0, blocks, scales, NULL, NULL, rows, cols, tokens, scratch, NULL, bias, y, swiglu, limit, alpha, out,
+              0, rows};
     run_split(&t, threads);
 }
 
@@ -416,7 +466,8 @@ int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
                 scratch[t * cols + b + j] = x[t * cols + b + 2 * j];
                 scratch[t * cols + b + 16 + j] = x[t * cols + b + 2 * j + 1];
             }
-    Task t = {0, blocks, scales, NULL, rows, cols, tokens, NULL, scratch, bias, y, swiglu, limit, alpha, out, 0, rows};
+    Task t = {0, blocks, scales, NULL, NULL, rows, cols, tokens, NULL, scratch, bias, y, swiglu, limit, alpha, out,
+              0, rows};
     run_split(&t, threads);
     return 1;
 }
@@ -424,7 +475,14 @@ int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for bf16 W [rows, cols]. */
 void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int64_t tokens, const float *bias,
               float *y, int threads) {
-    Task t = {1, NULL, NULL, w, rows, cols, tokens, x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
+    Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
+    run_split(&t, threads);
+}
+
+/* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for float32 W [rows, cols]. */
+void mxg_f32(const float *w, int64_t rows, int64_t cols, const float *x, int64_t tokens, const float *bias, float *y,
+             int threads) {
+    Task t = {2, NULL, NULL, NULL, w, rows, cols, tokens, x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
     run_split(&t, threads);
 }
 

@@ -26,6 +26,8 @@ def _library():
     lib = ctypes.CDLL(_cpu_gemv.__file__)
     lib.mxg_mxfp4.argtypes = [_P, _P, _I64, _I64, _P, _I64, _P, _P, _P, _INT, _F32, _F32, _P, _INT]
     lib.mxg_bf16.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P, _INT]
+    lib.mxg_f32.argtypes = lib.mxg_bf16.argtypes
+    lib.mxg_f32.restype = None
     lib.mxg_mxfp4_bf16x.argtypes = lib.mxg_mxfp4.argtypes
     lib.mxg_mxfp4.restype = lib.mxg_bf16.restype = None
     lib.mxg_mxfp4_bf16x.restype = ctypes.c_int
@@ -98,17 +100,21 @@ def mxfp4_swiglu(
     return _mxfp4(x, blocks, scales, bias, swiglu=True, limit=limit, alpha=alpha)
 
 
-def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [T, K] @ W.T (+ bias) for bf16 W [N, K] -> float32 [T, N]."""
+def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [T, K] @ W.T (+ bias) for bf16 or float32 W [N, K] -> float32 [T, N]."""
     rows, cols = weight.shape
     lib = _library()
+    kernel = {torch.bfloat16: lib.mxg_bf16, torch.float32: lib.mxg_f32}[weight.dtype]
     weight = weight.contiguous()
     bias = None if bias is None else bias.to(torch.float32).contiguous()
 
     def run(chunk: torch.Tensor) -> torch.Tensor:
         chunk = _rows_of(chunk)
         y = torch.empty((chunk.shape[0], rows), dtype=torch.float32)
-        lib.mxg_bf16(_ptr(weight), rows, cols, _ptr(chunk), chunk.shape[0], _ptr(bias), _ptr(y), thread_count())
+        kernel(_ptr(weight), rows, cols, _ptr(chunk), chunk.shape[0], _ptr(bias), _ptr(y), thread_count())
         return y
 
     return _in_chunks(x, rows, run)
+
+
+bf16_linear = dense_linear  # the name the bf16 callers and benchmarks use

@@ -2,8 +2,8 @@
 
 Experts: a routed expert with at most EXPERT_TOKENS tokens runs gate_up (fused with the clamped SwiGLU) and
 down straight from its MXFP4 blocks; a larger group decodes the expert once and lets torch's matmul run
-(moe_torch). Dense linears (attention, router, unembedding) in bf16 with at most LINEAR_TOKENS rows run the
-C bf16 product; others stay torch's. The thresholds are the crossovers measured by
+(moe_torch). Dense linears (attention, router, unembedding) in bf16 or float32 with at most LINEAR_TOKENS rows
+run the C product; others stay torch's. The thresholds are the crossovers measured by
 ``benchmarks/bench_model.py --crossover`` on this project's 2-core machine (README, "CPU decoding").
 Intermediates stay float32; results are cast to the activations' dtype.
 """
@@ -19,7 +19,7 @@ from . import cpu_gemv
 from .moe_torch import SWIGLU_ALPHA, expert_groups, expert_output
 
 EXPERT_TOKENS = 8  # measured crossovers: see the module docstring
-LINEAR_TOKENS = 1
+LINEAR_TOKENS = {torch.bfloat16: 1, torch.float32: 2}  # rows, per weight dtype
 
 
 @contextmanager
@@ -41,11 +41,11 @@ def step(tokens: int):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with the C product for bf16 weights and few rows."""
+    """F.linear, with the C product for bf16 or float32 weights and few rows."""
     rows = x.numel() // x.shape[-1]
-    if weight.dtype != torch.bfloat16 or rows > LINEAR_TOKENS or weight.device.type != "cpu":
+    if rows > LINEAR_TOKENS.get(weight.dtype, 0) or weight.device.type != "cpu":
         return F.linear(x, weight, bias)
-    y = cpu_gemv.bf16_linear(x.reshape(rows, x.shape[-1]), weight, bias)
+    y = cpu_gemv.dense_linear(x.reshape(rows, x.shape[-1]), weight, bias)
     return y.to(x.dtype).reshape(x.shape[:-1] + (weight.shape[0],))
 
 
