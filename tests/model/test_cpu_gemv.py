@@ -180,3 +180,34 @@ def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():
         assert ((got.reshape(1, 40).double() - want.double()).abs() <= allowed).all()
     half = torch.randn(1, 64).half()
     assert torch.equal(native_path.linear(half, w.half()), torch.nn.functional.linear(half, w.half()))
+
+
+def test_the_portable_loops_keep_the_same_bound():
+    """MXFP4_CPU_PORTABLE=1 runs the plain C loops (what a CPU without AVX2 gets), in a fresh process."""
+    import subprocess
+    import sys
+
+    script = """
+import torch, sys
+sys.path.insert(0, "tests/model")
+import test_cpu_gemv as t
+from mxfp4.codec import decode
+from mxfp4.model.kernels import cpu_gemv
+blocks, scales = t.random_mxfp4(37, 160, 9)
+w = decode.dequantize(blocks, scales, torch.float32)
+for dtype in (torch.float32, torch.bfloat16):
+    x = torch.randn(11, 160, generator=torch.Generator().manual_seed(2)).to(dtype)
+    want = x.float() @ w.T
+    got = cpu_gemv.mxfp4_linear(x, blocks, scales)
+    assert ((got.double() - want.double()).abs() <= t.bound(x.float(), w, want)).all()
+for dtype in (torch.float32, torch.bfloat16):
+    d = torch.randn(33, 70).to(dtype)
+    x = torch.randn(5, 70)
+    want = x @ d.float().T
+    got = cpu_gemv.dense_linear(x, d)
+    assert ((got.double() - want.double()).abs() <= t.bound(x, d.float(), want)).all()
+print("ok")
+"""
+    env = {**__import__("os").environ, "MXFP4_CPU_PORTABLE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -42,6 +43,10 @@ INLINE float bf16_to_f32(uint16_t h) {
     float f;
     memcpy(&f, &bits, 4);
     return f;
+}
+
+INLINE float element(const void *row, int64_t k, int is_bf16) {
+    return is_bf16 ? bf16_to_f32(((const uint16_t *)row)[k]) : ((const float *)row)[k];
 }
 
 /* x [T, K] reordered per block as the HF nibbles come: the 16 even elements, then the 16 odd ones. Byte j of
@@ -133,22 +138,36 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
     }
 }
 
-__attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *xs,
-                                                                int64_t tokens, int64_t row0, int64_t row1,
-                                                                float *acc, int64_t rows) {
+/* Two 8-float vectors of weights from row + k: bf16 widened by a shift, float32 as it is. */
+__attribute__((target("avx2,fma"))) static inline void load16_bf16(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k));
+    *lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
+    *hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+}
+
+__attribute__((target("avx2,fma"))) static inline void load16_f32(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
+    *lo = _mm256_loadu_ps((const float *)row + k);
+    *hi = _mm256_loadu_ps((const float *)row + k + 8);
+}
+
+/* Dense rows (bf16 or float32 weights [rows, cols]) times up to 4 activation rows at a time: 8 accumulators. */
+__attribute__((target("avx2,fma"))) static inline void dense_rows_avx2(const void *w, int is_bf16, int64_t cols,
+                                                                        const float *xs, int64_t tokens, int64_t row0,
+                                                                        int64_t row1, float *acc, int64_t rows) {
+    size_t element_size = is_bf16 ? 2 : 4;
     for (int64_t r = row0; r < row1; r++) {
-        const uint16_t *row = w + r * cols;
-        for (int64_t t0 = 0; t0 < tokens; t0 += 4) { /* 4 tokens share each converted weight: 8 accumulators */
+        const void *row = (const char *)w + r * cols * element_size;
+        for (int64_t t0 = 0; t0 < tokens; t0 += 4) {
             int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
             __m256 a[4][2];
             for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
             int64_t k = 0;
             for (; k + 16 <= cols; k += 16) {
-                __m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
-                __m256 lo = _mm256_castsi256_ps(
-                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
-                __m256 hi = _mm256_castsi256_ps(
-                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+                __m256 lo, hi;
+                if (is_bf16)
+                    load16_bf16(row, k, &lo, &hi);
+                else
+                    load16_f32(row, k, &lo, &hi);
                 for (int64_t t = 0; t < n; t++) {
                     const float *x = xs + (t0 + t) * cols + k;
                     a[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), a[t][0]);
@@ -158,39 +177,23 @@ __attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w
             for (int64_t t = 0; t < n; t++) {
                 const float *x = xs + (t0 + t) * cols;
                 float total = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
-                for (int64_t j = k; j < cols; j++) total += bf16_to_f32(row[j]) * x[j];
+                for (int64_t j = k; j < cols; j++) total += element(row, j, is_bf16) * x[j];
                 acc[(t0 + t) * rows + r] = total;
             }
         }
     }
 }
 
+__attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *xs,
+                                                                int64_t tokens, int64_t row0, int64_t row1,
+                                                                float *acc, int64_t rows) {
+    dense_rows_avx2(w, 1, cols, xs, tokens, row0, row1, acc, rows);
+}
+
 __attribute__((target("avx2,fma"))) static void f32_rows_avx2(const float *w, int64_t cols, const float *xs,
                                                                int64_t tokens, int64_t row0, int64_t row1, float *acc,
                                                                int64_t rows) {
-    for (int64_t r = row0; r < row1; r++) {
-        const float *row = w + r * cols;
-        for (int64_t t0 = 0; t0 < tokens; t0 += 4) { /* 4 tokens share each loaded weight: 8 accumulators */
-            int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
-            __m256 a[4][2];
-            for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
-            int64_t k = 0;
-            for (; k + 16 <= cols; k += 16) {
-                __m256 lo = _mm256_loadu_ps(row + k), hi = _mm256_loadu_ps(row + k + 8);
-                for (int64_t t = 0; t < n; t++) {
-                    const float *x = xs + (t0 + t) * cols + k;
-                    a[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), a[t][0]);
-                    a[t][1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), a[t][1]);
-                }
-            }
-            for (int64_t t = 0; t < n; t++) {
-                const float *x = xs + (t0 + t) * cols;
-                float total = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
-                for (int64_t j = k; j < cols; j++) total += row[j] * x[j];
-                acc[(t0 + t) * rows + r] = total;
-            }
-        }
-    }
+    dense_rows_avx2(w, 0, cols, xs, tokens, row0, row1, acc, rows);
 }
 
 /* bf16 activations on CPUs with AVX512-BF16: each block's 32 codes become bf16 values by one table lookup
@@ -233,35 +236,35 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
 #define HAVE_AVX2_PATH 0
 #endif
 
-static void bf16_rows_portable(const uint16_t *w, int64_t cols, const float *xs, int64_t tokens, int64_t row0,
-                               int64_t row1, float *acc, int64_t rows) {
+static void dense_rows_portable(const void *w, int is_bf16, int64_t cols, const float *xs, int64_t tokens,
+                                int64_t row0, int64_t row1, float *acc, int64_t rows) {
+    size_t element_size = is_bf16 ? 2 : 4;
     for (int64_t r = row0; r < row1; r++) {
+        const void *row = (const char *)w + r * cols * element_size;
         for (int64_t t = 0; t < tokens; t++) {
             const float *x = xs + t * cols;
             float total = 0.0f;
-            for (int64_t k = 0; k < cols; k++) total += bf16_to_f32(w[r * cols + k]) * x[k];
+            for (int64_t k = 0; k < cols; k++) total += element(row, k, is_bf16) * x[k];
             acc[t * rows + r] = total;
         }
     }
 }
 
-static void f32_rows_portable(const float *w, int64_t cols, const float *xs, int64_t tokens, int64_t row0,
-                              int64_t row1, float *acc, int64_t rows) {
-    for (int64_t r = row0; r < row1; r++) {
-        for (int64_t t = 0; t < tokens; t++) {
-            const float *x = xs + t * cols;
-            float total = 0.0f;
-            for (int64_t k = 0; k < cols; k++) total += w[r * cols + k] * x[k];
-            acc[t * rows + r] = total;
-        }
+/* MXFP4_CPU_PORTABLE=1 (read once) runs the portable C loops: how the tests check them on a machine with AVX2. */
+static int portable_only(void) {
+    static int known = -1;
+    if (known < 0) {
+        const char *value = getenv("MXFP4_CPU_PORTABLE");
+        known = value != NULL && value[0] == '1';
     }
+    return known;
 }
 
 static int use_avx512bf16(void) {
 #if HAVE_AVX2_PATH
     static int known = -1;
     if (known < 0)
-        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        known = !portable_only() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512bf16");
     return known;
 #else
@@ -272,7 +275,7 @@ static int use_avx512bf16(void) {
 static int use_avx2(void) {
 #if HAVE_AVX2_PATH
     static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (known < 0) known = !portable_only() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return known;
 #else
     return 0;
@@ -337,7 +340,7 @@ static void *run_task(void *arg) {
             bf16_rows_avx2(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
 #endif
         } else {
-            bf16_rows_portable(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+            dense_rows_portable(t->bf16, 1, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
         }
     } else {
         if (use_avx2()) {
@@ -345,7 +348,7 @@ static void *run_task(void *arg) {
             f32_rows_avx2(t->f32, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
 #endif
         } else {
-            f32_rows_portable(t->f32, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
+            dense_rows_portable(t->f32, 0, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
         }
     }
     finish_rows(t);
