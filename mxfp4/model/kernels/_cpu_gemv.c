@@ -139,19 +139,20 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
 }
 
 /* Two 8-float vectors of weights from row + k: bf16 widened by a shift, float32 as it is. */
-__attribute__((target("avx2,fma"))) static inline void load16_bf16(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
+__attribute__((target("avx2,fma"), always_inline)) static inline void load16_bf16(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k));
     *lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
     *hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
 }
 
-__attribute__((target("avx2,fma"))) static inline void load16_f32(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
+__attribute__((target("avx2,fma"), always_inline)) static inline void load16_f32(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
     *lo = _mm256_loadu_ps((const float *)row + k);
     *hi = _mm256_loadu_ps((const float *)row + k + 8);
 }
 
 /* Dense rows (bf16 or float32 weights [rows, cols]) times up to 4 activation rows at a time: 8 accumulators. */
-__attribute__((target("avx2,fma"))) static inline void dense_rows_avx2(const void *w, int is_bf16, int64_t cols,
+/* always_inline: each caller passes a constant is_bf16, so each gets its own loop with the branch folded away */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dense_rows_avx2(const void *w, int is_bf16, int64_t cols,
                                                                         const float *xs, int64_t tokens, int64_t row0,
                                                                         int64_t row1, float *acc, int64_t rows) {
     size_t element_size = is_bf16 ? 2 : 4;
