@@ -38,8 +38,8 @@ from .mlx_layout import (
 from .readahead import prefetched
 from .result import ConvertResult
 from .stream import Dense, Expert, Source
-from .transform import check_scales, packed_expert
-from .writers import dense_job
+from .transform import packed_expert
+from .writers import copy_packed_experts, dense_job
 
 GENERATION_CONFIG = "generation_config.json"
 
@@ -66,11 +66,7 @@ def _expert_job(modules: tuple[str, ...], read: Expert, *, scale_rule: str, roun
 
     def run(out: Outputs) -> None:
         if read.copy_blocks is not None and len(modules) == 1:  # down_proj: HF's bytes are mlx's words, as they are
-            for e in range(experts):
-                extent, scales = read.copy_blocks(e)  # scales: uint8 numpy
-                check_scales(scales, label, e)
-                out.copy_part(f"{modules[0]}.weight", e * per_weight, extent)
-                out.write_part(f"{modules[0]}.scales", e * per_scales, scales.reshape(-1))
+            copy_packed_experts(out, read, f"{modules[0]}.weight", f"{modules[0]}.scales", label)
             return
         for e, parts in enumerate(prefetched(produce, experts)):
             for module, (blocks, scales) in zip(modules, parts):

@@ -41,11 +41,7 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
 
     def run(out: Outputs) -> None:
         if read.copy_blocks is not None:  # the same block layout: blocks copied by the kernel, scales checked
-            for e in range(experts):
-                extent, scales = read.copy_blocks(e)  # scales: uint8 numpy
-                check_scales(scales, label, e)
-                out.copy_part(blocks_name, e * per_blocks, extent)
-                out.write_part(scales_name, e * per_scales, scales.reshape(-1))
+            copy_packed_experts(out, read, blocks_name, scales_name, label)
             return
         produce = lambda e: packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)  # noqa: E731
         for e, (b, s) in enumerate(prefetched(produce, experts)):
@@ -53,6 +49,16 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
             out.write_part(scales_name, e * per_scales, s)
 
     return Job([blocks, scales], run)
+
+
+def copy_packed_experts(out: Outputs, read: Expert, blocks_name: str, scales_name: str, label: str) -> None:
+    """Every expert of a packed weight whose source stores HF's block bytes: blocks copied by the kernel into
+    blocks_name, scales (read, and refused if they hold the NaN byte) written to scales_name."""
+    for e in range(read.shape[0]):
+        (source, offset, count), scales = read.copy_blocks(e)  # scales: uint8 numpy
+        check_scales(scales, label, e)
+        out.copy_part(blocks_name, e * count, (source, offset, count))
+        out.write_part(scales_name, e * scales.size, scales.reshape(-1))
 
 
 def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:

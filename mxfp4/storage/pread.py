@@ -29,10 +29,7 @@ class PositionedFile:
     def read(self, offset: int, count: int, *, what: str) -> np.ndarray:
         """count bytes from absolute offset, as a fresh uint8 array; a short file is a CheckpointError
         naming the file and ``what`` was being read."""
-        if self._handle is None:
-            with self._lock:
-                if self._handle is None:
-                    self._handle = open(self.path, "rb", buffering=0)
+        self._open()
         buffer = np.empty(count, dtype=np.uint8)
         view, done = memoryview(buffer), 0
         while done < count:
@@ -50,7 +47,7 @@ class PositionedFile:
     def copy_to(self, fd: int, offset: int, count: int, dst_offset: int, *, what: str) -> None:
         """count bytes from absolute offset into file descriptor fd at dst_offset, inside the kernel where it can
         (copy_file_range: no trip through this process's memory), else by read and pwrite in 64 MiB pieces."""
-        self.read(offset, 0, what=what)  # opens the file
+        self._open()
         done = 0
         if hasattr(os, "copy_file_range"):
             try:
@@ -68,6 +65,12 @@ class PositionedFile:
             while written < len(view):
                 written += os.pwrite(fd, view[written:], dst_offset + done + written)
             done += len(view)
+
+    def _open(self) -> None:
+        if self._handle is None:
+            with self._lock:
+                if self._handle is None:
+                    self._handle = open(self.path, "rb", buffering=0)
 
     def close(self) -> None:
         if self._handle is not None:

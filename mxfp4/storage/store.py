@@ -93,9 +93,12 @@ class TensorStore:
 
     def _read(self, name: str, start: int, count: int) -> np.ndarray:
         """count bytes of tensor name from byte start, as a fresh uint8 array (thread-safe)."""
+        return self._reader(name).read(self.entries[name].offset + start, count, what=f"tensor {name!r}")
+
+    def _reader(self, name: str) -> PositionedFile:
+        """The positioned reader of the file holding tensor name (one per file, shared by threads)."""
         path = self.files[name]
-        reader = self._readers.get(path) or self._readers.setdefault(path, PositionedFile(path))
-        return reader.read(self.entries[name].offset + start, count, what=f"tensor {name!r}")
+        return self._readers.get(path) or self._readers.setdefault(path, PositionedFile(path))
 
     def _tensor(self, name: str, start: int, shape: tuple[int, ...]):
         import torch
@@ -117,10 +120,8 @@ class TensorStore:
     def extent(self, name: str, start: int = 0, count: int | None = None):
         """(file, absolute offset, bytes) of tensor name's stored bytes (from byte start): for copies that need
         not pass through memory."""
-        path = self.files[name]
-        reader = self._readers.get(path) or self._readers.setdefault(path, PositionedFile(path))
         entry = self.entries[name]
-        return reader, entry.offset + start, entry.nbytes - start if count is None else count
+        return self._reader(name), entry.offset + start, entry.nbytes - start if count is None else count
 
     def first_bytes(self, name: str, index: int) -> np.ndarray:
         """tensor[index]'s raw bytes as uint8 numpy [row bytes] (no torch: copies and byte moves need none)."""

@@ -99,7 +99,7 @@ def test_bf16_product_equals_the_float32_matmul_within_the_bound():
     x = torch.randn(3, 2887, generator=g)
     bias = torch.randn(300, generator=g)
     want = x @ w.float().T + bias
-    got = cpu_gemv.bf16_linear(x, w, bias)
+    got = cpu_gemv.dense_linear(x, w, bias)
     assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
 
 

@@ -52,7 +52,7 @@ def _rows_of(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).contiguous()
 
 
-def _in_chunks(x: torch.Tensor, rows: int, run) -> torch.Tensor:
+def _in_chunks(x: torch.Tensor, run) -> torch.Tensor:
     """run(x_chunk) over chunks of at most max_tokens() rows, concatenated."""
     limit = max_tokens()
     if x.shape[0] <= limit:
@@ -84,7 +84,7 @@ def _mxfp4(x, blocks, scales, bias, swiglu: bool, limit: float = 0.0, alpha: flo
             lib.mxg_mxfp4(*head, *common, _ptr(scratch), *tail)
         return out if swiglu else y
 
-    return _in_chunks(x, rows, run)
+    return _in_chunks(x, run)
 
 
 def mxfp4_linear(x: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
@@ -114,7 +114,4 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         kernel(_ptr(weight), rows, cols, _ptr(chunk), chunk.shape[0], _ptr(bias), _ptr(y), thread_count())
         return y
 
-    return _in_chunks(x, rows, run)
-
-
-bf16_linear = dense_linear  # the name the bf16 callers and benchmarks use
+    return _in_chunks(x, run)
