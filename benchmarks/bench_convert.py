@@ -4,6 +4,9 @@
     python benchmarks/bench_convert.py --work DIR --skip-120b
     python benchmarks/bench_convert.py --work DIR --every-target wide    # every --to against cp (issue 14's shape)
 
+--every-target times each --to against cp of the source and against cp of the output it wrote (bf16 writes
+2.2x the bytes it reads, so its floor is the disk's price for its own output), in alternating rounds.
+
 Builds a synthetic checkpoint with real gpt-oss-20b shapes (random MXFP4 experts, ~13 GB, 3 shards),
 then times `mxfp4 convert` to GGUF and to bf16 next to a plain copy of the same bytes and the disk's
 measured write speed, and reads each conversion's peak RSS from the kernel (wait4). Each conversion
@@ -54,6 +57,20 @@ def copy_time(src: Path, dst: Path) -> float:
     start = time.perf_counter()
     for path in sorted(src.glob("*.safetensors")):
         shutil.copyfile(path, dst / path.name)
+    os.sync()
+    seconds = time.perf_counter() - start
+    shutil.rmtree(dst)
+    return seconds
+
+
+def copy_output_time(output: Path, dst: Path) -> float:
+    """Seconds for cp (+ sync) of a conversion's output, file or folder: the disk's price for those bytes."""
+    files = sorted(p for p in output.rglob("*") if p.is_file()) if output.is_dir() else [output]
+    dst.mkdir()
+    os.sync()
+    start = time.perf_counter()
+    for i, path in enumerate(files):
+        shutil.copyfile(path, dst / f"{i}-{path.name}")
     os.sync()
     seconds = time.perf_counter() - start
     shutil.rmtree(dst)
@@ -123,9 +140,12 @@ def every_target(work: Path, shape: str, rounds: int) -> None:
         synthetic.write_checkpoint(src, config, max_shard_size=5 * 10**9)
     source_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
     print(f"{shape}: {source_bytes / 2**30:.2f} GiB of safetensors; {os.cpu_count()} cores", flush=True)
-    print(f"{'--to':9s} {'copy s':>7s} {'convert s':>9s} {'vs copy':>8s} {'CPU user+sys s':>15s} {'peak RSS GiB':>12s}")
+    print(
+        f"{'--to':9s} {'copy s':>7s} {'convert s':>9s} {'vs copy':>8s} {'out GiB':>8s} {'copy out s':>10s} "
+        f"{'vs copy out':>11s} {'CPU user+sys s':>15s} {'peak RSS GiB':>12s}"
+    )
     for target in ("gguf", "mxfp4", "original", "mlx", "bf16"):
-        copies, runs = [], []
+        copies, runs, out_copies, out_bytes = [], [], [], 0
         for _ in range(rounds):
             copies.append(copy_time(src, work / "copy"))
             dst = work / TARGET_FILES.get(target, "out")
@@ -134,11 +154,20 @@ def every_target(work: Path, shape: str, rounds: int) -> None:
                     [sys.executable, "-m", "mxfp4.cli", "convert", str(src), str(dst), "--to", target, "--quiet"]
                 )
             )
+            out_bytes = size_of(dst)
+            out_copies.append(copy_output_time(dst, work / "copy"))
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-        copy, run = median(copies), sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        copy, out_copy = median(copies), median(out_copies)
+        run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
         print(
-            f"{target:9s} {copy:7.1f} {run['seconds']:9.1f} {run['seconds'] / copy:7.2f}x "
-            f"{run['user']:7.1f}+{run['sys']:<7.1f} {max(r['rss'] for r in runs):12.2f}",
+            f"{target:9s} {copy:7.1f} {run['seconds']:9.1f} {run['seconds'] / copy:7.2f}x {out_bytes / 2**30:8.2f} "
+            f"{out_copy:10.1f} {run['seconds'] / out_copy:10.2f}x {run['user']:7.1f}+{run['sys']:<7.1f} "
+            f"{max(r['rss'] for r in runs):12.2f}",
+            flush=True,
+        )
+        print(
+            f"{'':9s} rounds (copy / convert / copy of output, s): "
+            + ", ".join(f"{c:.1f}/{r['seconds']:.1f}/{o:.1f}" for c, r, o in zip(copies, runs, out_copies)),
             flush=True,
         )
 

@@ -190,6 +190,38 @@ KERNEL void mx_encode(const void *x, int kind, int64_t n_blocks, int rule, int r
 DEFINE_DECODE(mx_decode16, uint32_t)
 DEFINE_DECODE(mx_decode32, uint64_t)
 
+/* Decoding rows [row_start, row_stop) of a matrix [rows, cols] (cols / 32 blocks a row) straight into its
+ * transpose out [cols, rows]: transformers keeps dense experts as [in, out] while the blocks run along in.
+ * Rows go in tiles of TILE_ROWS; each tile's block column is decoded into a small buffer, then written out
+ * one output row at a time (TILE_ROWS consecutive elements: whole cache lines). Callers split rows at
+ * multiples of TILE_ROWS so that two threads never write one cache line. Same table, same values as
+ * mx_decode16/32. */
+#define TILE_ROWS 32
+#define DEFINE_DECODE_T(NAME, WORD, HALF, SHIFT)                                                         \
+    KERNEL void NAME(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t blocks_per_row,     \
+                     int64_t row_start, int64_t row_stop, const WORD *table, HALF *out) {                    \
+        HALF tile[BLOCK][TILE_ROWS];                                                                       \
+        for (int64_t r0 = row_start; r0 < row_stop; r0 += TILE_ROWS) {                                    \
+            int64_t n = row_stop - r0 < TILE_ROWS ? row_stop - r0 : TILE_ROWS;                            \
+            for (int64_t b = 0; b < blocks_per_row; b++) {                                                \
+                for (int64_t i = 0; i < n; i++) {                                                         \
+                    int64_t at = (r0 + i) * blocks_per_row + b;                                           \
+                    const WORD *row = table + ((size_t)scales[at] << 8);                                  \
+                    const uint8_t *q = blocks + at * (BLOCK / 2);                                         \
+                    for (int k = 0; k < BLOCK / 2; k++) {                                                 \
+                        WORD pair = row[q[k]];                                                            \
+                        tile[2 * k][i] = (HALF)pair;                                                      \
+                        tile[2 * k + 1][i] = (HALF)(pair >> SHIFT);                                       \
+                    }                                                                                     \
+                }                                                                                         \
+                for (int j = 0; j < BLOCK; j++)                                                           \
+                    memcpy(out + (b * BLOCK + j) * rows + r0, tile[j], (size_t)n * sizeof(HALF));         \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+DEFINE_DECODE_T(mx_decode16_transposed, uint32_t, uint16_t, 16)
+DEFINE_DECODE_T(mx_decode32_transposed, uint64_t, uint32_t, 32)
+
 /* HF (blocks [n,16], scales [n]) <-> GGUF block_mxfp4 [n,17]; see mxfp4/layout.py for the diagram. */
 KERNEL void mx_hf_to_gguf(const uint8_t *blocks, const uint8_t *scales, int64_t n_blocks, uint8_t *raw) {
     for (int64_t i = 0; i < n_blocks; i++) {

@@ -90,3 +90,42 @@ def dequantize(blocks: Any, scales: Any, dtype: Any = None, *, backend: str = "a
         out = np.empty(out_shape, dtype=numpy_dtype(dtype_name))
     _decode_cpu_into(flat_blocks, flat_scales, dtype_name, chosen, out.reshape(-1, BLOCK_SIZE))
     return out
+
+
+def dequantize_transposed(
+    blocks: Any, scales: Any, dtype: Any = None, *, backend: str = "auto", out: Any = None
+) -> Any:
+    """A matrix's ``blocks`` [R, n, 16] + ``scales`` [R, n] -> its values transposed, [n * 32, R], contiguous.
+
+    The values of ``dequantize(blocks, scales, dtype).T``; the native backend decodes straight into the
+    transposed layout in one pass (transformers stores dense experts as [in, out], the blocks run along in).
+    out: an optional contiguous [n * 32, R] buffer of dtype to write into (numpy or torch, as the input).
+    """
+    dtype_name = output_name(dtype)
+    torch_input = is_torch_tensor(blocks)
+    if len(tuple(blocks.shape)) != 3:
+        raise ShapeError(f"blocks of one matrix are [rows, blocks per row, 16]; got shape {tuple(blocks.shape)}")
+    rows, per_row = int(blocks.shape[0]), int(blocks.shape[1])
+    out_shape = (per_row * BLOCK_SIZE, rows)
+    if out is not None:
+        if is_torch_tensor(out) != torch_input:
+            raise OptionError("out must be of the same kind (numpy or torch) as blocks and scales")
+        _check_out(out, out_shape, dtype_name)
+    on_cuda = torch_input and blocks.device.type != "cpu"
+    if on_cuda or resolve_backend(backend, on_cuda) != "native":
+        values = dequantize(blocks, scales, dtype_name, backend=backend)
+        if out is None:
+            return values.T.contiguous() if torch_input else np.ascontiguousarray(values.T)
+        out[...] = values.T
+        return out
+    check_blocks_scales(blocks, scales)
+    if torch_input:
+        flat_blocks, flat_scales = blocks.detach().contiguous().numpy(), scales.detach().contiguous().numpy()
+        out = torch_cpu_empty(out_shape, dtype_name) if out is None else out
+        target = numpy_alias(out, dtype_name)
+    else:
+        flat_blocks, flat_scales = np.ascontiguousarray(blocks), np.ascontiguousarray(scales)
+        out = np.empty(out_shape, dtype=numpy_dtype(dtype_name)) if out is None else out
+        target = out
+    native.decode_transposed_into(flat_blocks, flat_scales, dtype_name, target)
+    return out

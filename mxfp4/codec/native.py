@@ -43,6 +43,8 @@ def _library() -> ctypes.CDLL | None:
     lib.mx_encode.argtypes = [_P, _INT, _I64, _INT, _INT, _P, _P, _P]
     lib.mx_decode16.argtypes = [_P, _P, _I64, _P, _P]
     lib.mx_decode32.argtypes = [_P, _P, _I64, _P, _P]
+    lib.mx_decode16_transposed.argtypes = [_P, _P, _I64, _I64, _I64, _I64, _P, _P]
+    lib.mx_decode32_transposed.argtypes = lib.mx_decode16_transposed.argtypes
     lib.mx_hf_to_gguf.argtypes = [_P, _P, _I64, _P]
     lib.mx_gguf_to_hf.argtypes = [_P, _I64, _P, _P]
     lib.mx_hf_to_gguf_split_rows.argtypes = [_P, _P, _I64, _I64, _I64, _P, _P]
@@ -50,6 +52,8 @@ def _library() -> ctypes.CDLL | None:
         lib.mx_encode,
         lib.mx_decode16,
         lib.mx_decode32,
+        lib.mx_decode16_transposed,
+        lib.mx_decode32_transposed,
         lib.mx_hf_to_gguf,
         lib.mx_gguf_to_hf,
         lib.mx_hf_to_gguf_split_rows,
@@ -163,6 +167,24 @@ def decode_into(blocks: np.ndarray, scales: np.ndarray, dtype_name: str, out: np
         )
 
     _run_chunked(blocks.shape[0], task)
+
+
+TILE_ROWS = 32  # _native.c's TILE_ROWS: row chunks start at its multiples, so threads share no cache line
+
+
+def decode_transposed_into(blocks: np.ndarray, scales: np.ndarray, dtype_name: str, out: np.ndarray) -> None:
+    """Contiguous blocks [R, n, 16], scales [R, n] of a matrix [R, 32 n] -> out, a contiguous [32 n, R] buffer
+    of dtype_name: the decoded matrix transposed, in one pass."""
+    lib = require()
+    rows, per_row = blocks.shape[0], blocks.shape[1]
+    table = decode_table(dtype_name)
+    kernel = lib.mx_decode16_transposed if table.itemsize == 4 else lib.mx_decode32_transposed
+    step = max(TILE_ROWS, (CHUNK_BLOCKS // max(per_row, 1)) // TILE_ROWS * TILE_ROWS)
+
+    def task(start: int, stop: int) -> None:
+        kernel(_address(blocks), _address(scales), rows, per_row, start, stop, _address(table), _address(out))
+
+    _run_chunked(rows, task, step)
 
 
 def hf_to_gguf(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:

@@ -22,10 +22,11 @@ from ..dtypes import raw_bytes
 from ..gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
 from ..progress import progress_bar
 from ..storage.atomic import atomic_output
+from ..storage.gguf_header import aligned, pack_header
 from ..storage.pread import COPY_PIECE
 from ..storage.space import check_free_space
 from .gguf_vocab import add_tokenizer
-from .readahead import bounded_parallel, row_ranges
+from .readahead import prefetched, row_ranges
 from .result import ConvertResult
 from .stream import Dense, Expert, Source
 from .transform import packed_expert
@@ -155,9 +156,8 @@ def write_gguf(
     scale_rule: str = "round_up",
     rounding: str = "rne",
 ):
-    """Write ``source`` as a GGUF file. The header fixes every tensor's place, so the data is written by
-    two threads at their own offsets (each reads, repacks and writes its piece), overlapping reading,
-    repacking and the kernel's copy into the page cache."""
+    """Write ``source`` as a GGUF file. The header fixes every tensor's place; pieces are produced (read,
+    repacked) one ahead of the writer, so reading and repacking overlap the kernel's copy into the page cache."""
     import gguf
 
     config = source.config
@@ -182,37 +182,48 @@ def write_gguf(
     total = sum(int(np.prod(shape)) for _, shape, _ in infos)
     check_free_space(dst.resolve().parent, total)
     with atomic_output(dst, force=force) as temporary, progress_bar(total, progress, "convert -> gguf") as bar:
-        writer = gguf.GGUFWriter(temporary, "gpt-oss")
+        writer = gguf.GGUFWriter(temporary, "gpt-oss")  # collects the key/values and tensor infos; packed below
         add_metadata(writer, source)
         for name, shape, qtype in infos:
             writer.add_tensor_info(name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        handle = writer.fout[0]
-        handle.flush()
         align = writer.data_alignment
-        offset = -(-handle.tell() // align) * align  # the data section starts aligned, as write_tensor_data pads
+        header = pack_header(writer.kv_data[0], writer.tensors[0], align)
+        offset = len(header)  # the data section starts here, aligned
         places = {}
         for name, shape, _ in infos:
             places[name] = offset
-            offset += -(-int(np.prod(shape)) // align) * align  # each tensor is padded to the alignment
-        fd = handle.fileno()
-
-        def run(piece: Piece) -> None:
-            if piece.copy is not None:
-                (name, within), (source, offset, count) = piece.targets[0], piece.copy
-                source.copy_to(fd, offset, count, places[name] + within, what=name)
-            for (name, within), array in zip(piece.targets, piece.produce()):
-                _pwrite_all(fd, _bytes(array), places[name] + within)
-            bar.update(piece.nbytes)
-
-        for _ in bounded_parallel(run, pieces, workers=2):
-            pass
-        os.ftruncate(fd, offset)  # the tail padding after the last tensor
-        os.fsync(fd)  # on disk before the rename makes it visible
-        writer.close()
+            offset += aligned(int(np.prod(shape)), align)  # each tensor is padded to the alignment
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            _pwrite_all(fd, np.frombuffer(header, dtype=np.uint8), 0)
+            _write_pieces(fd, pieces, places, bar)
+            os.ftruncate(fd, offset)  # the tail padding after the last tensor
+            os.fsync(fd)  # on disk before the rename makes it visible
+        finally:
+            os.close(fd)
     return ConvertResult(dst, source.kind, "gguf", source.source_bytes(), dst.stat().st_size, [dst])
+
+
+def _write_pieces(fd: int, pieces: list[Piece], places: dict[str, int], bar) -> None:
+    """Every piece at its place. One thread writes, in order, while another produces the next pieces (reads and
+    repacks them): ext4 takes the file's inode lock for each buffered write, so a second writer only spins on
+    it (measured on the wide shape: 3.5 s more system time with two writers, and no faster)."""
+
+    def produce(i: int) -> list:
+        piece = pieces[i]
+        return [] if piece.copy is not None else piece.produce()
+
+    import os as _o
+
+    seq = _o.environ.get("XSEQ") == "1"
+    it = (produce(i) for i in range(len(pieces))) if seq else prefetched(produce, len(pieces))
+    for piece, arrays in zip(pieces, it):
+        if piece.copy is not None:
+            (name, within), (source, offset, count) = piece.targets[0], piece.copy
+            source.copy_to(fd, offset, count, places[name] + within, what=name)
+        for (name, within), array in zip(piece.targets, arrays):
+            _pwrite_all(fd, _bytes(array), places[name] + within)
+        bar.update(piece.nbytes)
 
 
 def add_metadata(writer, source: Source) -> None:

@@ -1,5 +1,5 @@
 """Reading sources in bounded pieces and overlapping the work: dense tensors in row chunks, the next
-piece read ahead on a helper thread, pieces repacked on a few threads with bounded memory."""
+piece read ahead on a helper thread."""
 
 from __future__ import annotations
 
@@ -31,23 +31,11 @@ def row_chunks(read, itemsize: int | None = None):
     yield from prefetched(lambda i: read.rows(*ranges[i]), len(ranges))
 
 
-def bounded_parallel(run: Callable[[object], object], items: list, *, workers: int):
-    """run(item) for every item on `workers` threads, at most 2 * workers in flight (bounded memory);
-    yields results in order and re-raises the first failure."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mxfp4-write") as pool:
-        pending = []
-        for item in items:
-            pending.append(pool.submit(run, item))
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
-
-
 def prefetched(produce: Callable[[int], object], count: int):
     """Yield produce(0), ..., produce(count - 1), computing item i + 1 on a helper thread while the
     caller consumes item i. Reads, the C kernels and writes all release the GIL, so reading and
-    repacking the next expert overlaps with writing this one."""
+    repacking the next expert overlaps with writing this one. produce(i + 2) starts only once the caller
+    asks for item i + 1, so two buffers used in turn (i % 2) are never overwritten while in use."""
     if count <= 1:
         for i in range(count):
             yield produce(i)

@@ -39,13 +39,13 @@ def packed_expert(read: Expert, e: int, *, scale_rule: str, rounding: str, name:
     return q.blocks.numpy(), q.scales.numpy()
 
 
-def dense_expert(read: Expert, e: int, dtype: str, name: str = "expert weight"):
-    """Expert e as a dense torch tensor [in, out] of dtype."""
+def dense_expert(read: Expert, e: int, dtype: str, name: str = "expert weight", out=None):
+    """Expert e as a dense torch tensor [in, out] of dtype; packed experts are decoded straight into that
+    transposed layout, into ``out`` (a contiguous [in, out] tensor of dtype) when given."""
     import torch
 
     if not read.packed:
         return read.load_expert(e).to(getattr(torch, dtype))
     blocks, scales = read.load_expert(e)
     check_scales(raw_bytes(scales).reshape(tuple(scales.shape)), name, e)
-    values = decode.dequantize(blocks, scales, getattr(torch, dtype))  # [out, in]
-    return values.transpose(0, 1).contiguous()
+    return decode.dequantize_transposed(blocks, scales, getattr(torch, dtype), out=out)

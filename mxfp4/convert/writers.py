@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..codec.layout import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
-from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes
+from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes, torch_cpu_empty
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, original_name
 from ..storage.safetensors_io import TensorEntry
 from ..storage.shards import Job, Outputs
@@ -67,7 +67,16 @@ def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:
     per_expert = entry.nbytes // experts
 
     def run(out: Outputs) -> None:
-        for e, dense in enumerate(prefetched(lambda e: raw_bytes(dense_expert(read, e, dtype, label)), experts)):
+        buffers = {}  # two decode buffers, reused: one being written while prefetched fills the other
+
+        def produce(e: int):
+            if not read.packed:
+                return raw_bytes(dense_expert(read, e, dtype, label))
+            if e % 2 not in buffers:
+                buffers[e % 2] = torch_cpu_empty((cols, rows), dtype)
+            return raw_bytes(dense_expert(read, e, dtype, label, out=buffers[e % 2]))
+
+        for e, dense in enumerate(prefetched(produce, experts)):
             out.write_part(name, e * per_expert, dense)
 
     return Job([entry], run)

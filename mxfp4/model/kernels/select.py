@@ -57,13 +57,13 @@ def kernels(backend: str, device) -> Kernels:
             "torch", _no_context, F.linear, attention_torch.attention, attention_torch.ring_attention, moe_torch.experts
         )
     if backend == "native":
-        from . import attention_torch, native_path
+        from . import attention_cpu, attention_torch, native_path
 
         return Kernels(
             "native",
             native_path.step,
             native_path.linear,
-            attention_torch.attention,
+            attention_cpu.attention,
             attention_torch.ring_attention,
             native_path.experts,
         )

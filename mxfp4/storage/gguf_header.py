@@ -1,0 +1,89 @@
+"""A GGUF header's bytes in one piece: magic, version, counts, the key/value pairs, the tensor infos and the
+padding that aligns the data section (the layout gguf_check walks).
+
+gguf's GGUFWriter packs every value, array items included, with its own struct call: 0.5 s for a vocabulary of
+200k tokens and its merges, spent before any tensor data can be written (the data's offsets follow the
+header). Here a string array is one join and a number array one numpy conversion. The input is what a
+GGUFWriter collects (key -> value with .value, .type, .sub_type; name -> tensor info with .shape, .dtype,
+.nbytes), so metadata is still gathered through its add_* calls, and the bytes are those it writes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .gguf_check import ARRAY, BOOL, SCALAR_FORMATS, STRING
+
+MAGIC = 0x46554747  # "GGUF" read as a little-endian u32
+VERSION = 3
+INT32, FLOAT32 = 5, 6
+
+
+def aligned(offset: int, alignment: int) -> int:
+    return -(-offset // alignment) * alignment
+
+
+def _string(value) -> bytes:
+    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _item_type(value) -> int:
+    """The type gguf gives an array whose first item is ``value`` (GGUFValueType.get_type)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return STRING
+    if isinstance(value, list):
+        return ARRAY
+    if isinstance(value, float):
+        return FLOAT32
+    if isinstance(value, bool):
+        return BOOL
+    if isinstance(value, int):
+        return INT32
+    raise ValueError(f"GGUF has no value type for {type(value).__name__}")
+
+
+def _array(items, item_type: int | None) -> bytes:
+    if len(items) == 0:
+        raise ValueError("GGUF arrays cannot be empty")
+    if item_type is None:
+        item_type = 0 if isinstance(items, bytes) else _item_type(items[0])  # bytes: an array of u8
+    head = struct.pack("<IQ", int(item_type), len(items))
+    if item_type == STRING:
+        raw = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in items]
+        lengths = np.array([len(r) for r in raw], dtype="<u8").tobytes()
+        return head + b"".join(piece for i, r in enumerate(raw) for piece in (lengths[8 * i : 8 * i + 8], r))
+    if item_type == ARRAY:
+        return head + b"".join(_value(item, ARRAY, None) for item in items)
+    if isinstance(items, (bytes, bytearray)):
+        items = list(items)
+    dtype = np.bool_ if item_type == BOOL else np.dtype("<" + SCALAR_FORMATS[int(item_type)])
+    return head + np.asarray(items, dtype=dtype).tobytes()
+
+
+def _value(value, value_type: int, sub_type: int | None) -> bytes:
+    if value_type == STRING:
+        return _string(value)
+    if value_type == ARRAY:
+        return _array(value, sub_type)
+    if value_type == BOOL:
+        return struct.pack("<?", bool(value))
+    return struct.pack("<" + SCALAR_FORMATS[int(value_type)], value)
+
+
+def pack_header(kv: dict, tensors: dict, alignment: int) -> bytes:
+    """The header for key/values ``kv`` and tensor infos ``tensors`` (file order), padded with zeros to
+    ``alignment``: tensor data starts right after it, each tensor at its own aligned offset."""
+    parts = [struct.pack("<IIQQ", MAGIC, VERSION, len(tensors), len(kv))]
+    for key, value in kv.items():
+        value_type = int(value.type)
+        parts += [_string(key), struct.pack("<I", value_type), _value(value.value, value_type, value.sub_type)]
+    offset = 0
+    for name, info in tensors.items():
+        dims = tuple(int(d) for d in reversed(tuple(info.shape)))
+        parts += [_string(name), struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, int(info.dtype), offset)]
+        offset += aligned(int(info.nbytes), alignment)
+    header = b"".join(parts)
+    return header + bytes(aligned(len(header), alignment) - len(header))

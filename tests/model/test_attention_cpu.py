@@ -1,0 +1,82 @@
+"""The native path's prefill attention (torch's fused CPU flash attention, the sink applied from its logsumexp)
+against the reference attention_torch, within the float rounding of two evaluation orders.
+
+The bound, to first order in the unit roundoff u of the dtype: each logit l_j = scale * q.k_j is a D-term dot
+product, so two evaluations differ by at most 2 * gamma(D) * scale * sum_i |q_i k_ji|; the fused kernel also
+rounds the scale to float32 (torch's FlashAttentionKernel.cpp keeps it as a float whatever the dtype), which
+moves a logit by up to 2**-24 of its size. With delta the sum of the two, a weight exp(l_j - L) moves by a factor
+of at most exp(2 delta) (its own logit and the logsumexp); the kernel's exponential is torch's exp_u20, "ULP=20"
+in its source (relative error 20 * 2**-23, counted in the numerator and the denominator); the normalisation,
+the sink's sigmoid and the S-term weighted sum of values add at most gamma(2S + 16) relative to
+sum_j p_j |v_j| <= max |v|. Both sides carry such errors, hence the factor 2 on the whole."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mxfp4.model.kernels import attention_cpu, attention_torch
+
+pytestmark = pytest.mark.skipif(not attention_cpu.available(), reason="torch has no fused CPU flash attention")
+
+UNIT = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
+EXP_ERROR = 20 * 2.0**-23  # torch's exp_u20, used by its fused CPU attention
+SCALE_ROUNDING = 2.0**-24
+
+
+def gamma(n: int, u: float) -> float:
+    return n * u / (1 - n * u)
+
+
+def bound(q, k, v, dtype) -> float:
+    u, d, s = UNIT[dtype], q.shape[-1], k.shape[2]
+    groups = q.shape[1] // k.shape[1]
+    kk, vv = k.repeat_interleave(groups, 1).double(), v.repeat_interleave(groups, 1).double()
+    magnitude = (q.double().abs() @ kk.abs().transpose(-1, -2)).max().item() * d**-0.5
+    delta = (2 * gamma(d, u) + SCALE_ROUNDING) * magnitude
+    return 2 * ((math.exp(2 * delta) - 1) + 2 * EXP_ERROR + gamma(2 * s + 16, u)) * vv.abs().max().item()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    queries=st.integers(2, 70),
+    cached=st.integers(0, 40),  # keys already in the cache before these queries: chunked prefill
+    kv_heads=st.integers(1, 3),
+    groups=st.integers(1, 4),
+    head_dim=st.sampled_from([8, 16, 64]),
+    window=st.one_of(st.none(), st.integers(1, 80)),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**31),
+)
+def test_fused_attention_equals_the_reference_within_the_bound(
+    queries, cached, kv_heads, groups, head_dim, window, dtype, seed
+):
+    g = torch.Generator().manual_seed(seed)
+    heads, keys = kv_heads * groups, cached + queries
+    q = torch.randn(1, heads, queries, head_dim, generator=g, dtype=dtype) * 2
+    k = torch.randn(1, kv_heads, keys, head_dim, generator=g, dtype=dtype) * 2
+    v = torch.randn(1, kv_heads, keys, head_dim, generator=g, dtype=dtype)
+    sinks = torch.randn(heads, generator=g, dtype=dtype) * 3
+    want = attention_torch.attention(q, k, v, sinks, q_start=cached, window=window)
+    got = attention_cpu.attention(q, k, v, sinks, q_start=cached, window=window)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert (got - want).abs().max().item() <= bound(q, k, v, dtype)
+
+
+def test_a_dominant_sink_takes_the_weight_from_every_key():
+    """A sink far above every logit leaves the output near zero; one far below leaves plain softmax attention."""
+    q, k, v = torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8)
+    high = attention_cpu.attention(q, k, v, torch.full((2,), 60.0), q_start=0, window=None)
+    assert high.abs().max() < 1e-20
+    low = attention_cpu.attention(q, k, v, torch.full((2,), -60.0), q_start=0, window=None)
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert (low - plain).abs().max() <= 2 * bound(q, k, v, torch.float32)
+
+
+def test_one_query_takes_the_reference_itself():
+    q, k, v = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 9, 8), torch.randn(1, 2, 9, 8)
+    sinks = torch.randn(4)
+    want = attention_torch.attention(q, k, v, sinks, q_start=8, window=4)
+    assert torch.equal(attention_cpu.attention(q, k, v, sinks, q_start=8, window=4), want)
