@@ -213,11 +213,7 @@ def _write_pieces(fd: int, pieces: list[Piece], places: dict[str, int], bar) -> 
         piece = pieces[i]
         return [] if piece.copy is not None else piece.produce()
 
-    import os as _o
-
-    seq = _o.environ.get("XSEQ") == "1"
-    it = (produce(i) for i in range(len(pieces))) if seq else prefetched(produce, len(pieces))
-    for piece, arrays in zip(pieces, it):
+    for piece, arrays in zip(pieces, prefetched(produce, len(pieces))):
         if piece.copy is not None:
             (name, within), (source, offset, count) = piece.targets[0], piece.copy
             source.copy_to(fd, offset, count, places[name] + within, what=name)
