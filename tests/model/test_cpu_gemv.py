@@ -53,6 +53,29 @@ def test_mxfp4_product_equals_the_decoded_matmul_within_the_bound(rows, col_bloc
     assert ((got.double() - want.double()).abs() <= bound(x, w, want)).all()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 70),
+    col_blocks=st.integers(1, 12),
+    tokens=st.integers(1, 12),  # one token: the decode loop with two accumulators; more: one per token
+    seed=st.integers(0, 2**31),
+    with_bias=st.booleans(),
+)
+def test_mxfp4_product_of_bf16_activations_within_the_bound(rows, col_blocks, tokens, seed, with_bias):
+    """bf16 activations as they are (AVX512-BF16 where the CPU has it, else widened): the same exact products,
+    so the same bound against the float32 matmul of the decoded matrix."""
+    cols = 32 * col_blocks
+    blocks, scales = random_mxfp4(rows, cols, seed)
+    w = decode.dequantize(blocks, scales, torch.float32)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = (torch.randn(tokens, cols, generator=g) * 3).bfloat16()
+    bias = torch.randn(rows, generator=g) if with_bias else None
+    want = x.float() @ w.T + (bias if with_bias else 0)
+    got = cpu_gemv.mxfp4_linear(x, blocks, scales, bias)
+    assert got.dtype == torch.float32 and got.shape == (tokens, rows)
+    assert ((got.double() - want.double()).abs() <= bound(x.float(), w, want)).all()
+
+
 def test_a_nan_scale_gives_nan_in_its_row_only():
     blocks, scales = random_mxfp4(8, 96, 0)
     scales[3, 1] = 0xFF
