@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -209,39 +210,42 @@ def main() -> None:
 
     config = synthetic.hf_config(**SHAPES[args.shape])
     work = Path(tempfile.mkdtemp(prefix="bench-model-"))
-    directory, gguf = work / "hf", work / "model.gguf"
-    synthetic.write_checkpoint(directory, config)
-    convert(directory, gguf, to="gguf")
-    weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
-    per_token = bytes_per_token(config)
-    shape = SHAPES[args.shape]
-    print(
-        f"shape {args.shape}: {shape['num_hidden_layers']} layers, {shape['num_local_experts']} experts (top "
-        f"{shape['num_experts_per_tok']}), hidden {shape['hidden_size']}, vocab {shape['vocab_size']:,}; "
-        f"weights {weights / 2**30:.2f} GiB; bf16; prefill {args.prompt} tokens, decode {args.new_tokens}; "
-        f"{os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB of weights"
-    )
-    rows = {}
-    for _ in range(args.rounds):  # implementations alternate, so a slow spell of the machine hits them all alike
-        for name in args.only or IMPLEMENTATIONS:
-            path = gguf if name == "llama.cpp" else directory
-            child = ["--child", name, "--path", str(path), "--prompt", str(args.prompt)]
-            child += ["--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat)]
-            result, rss = run_child(child)
-            row = (name, args.prompt / result["prefill_s"], args.new_tokens / result["decode_s"], rss)
-            best = rows.get(name, row)
-            rows[name] = (name, max(best[1], row[1]), max(best[2], row[2]), max(best[3], row[3]))
-    rows = list(rows.values())
-    llama = next((r for r in rows if r[0] == "llama.cpp"), None)
-    header = f"{'implementation':14s} {'prefill tok/s':>13s} {'decode tok/s':>12s} {'ms/token':>9s} {'GB/s':>6s}"
-    print(header + f" {'prefill vs llama':>16s} {'decode vs llama':>15s} {'peak RSS GiB':>12s}")
-    for name, prefill, decode, rss in rows:
-        vs = (f"{prefill / llama[1]:15.2f}x", f"{decode / llama[2]:14.2f}x") if llama else ("", "")
+    try:
+        directory, gguf = work / "hf", work / "model.gguf"
+        synthetic.write_checkpoint(directory, config)
+        convert(directory, gguf, to="gguf")
+        weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+        per_token = bytes_per_token(config)
+        shape = SHAPES[args.shape]
         print(
-            f"{name:14s} {prefill:13.1f} {decode:12.1f} {1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} "
-            f"{vs[0]:>16s} {vs[1]:>15s} {rss:12.2f}"
+            f"shape {args.shape}: {shape['num_hidden_layers']} layers, {shape['num_local_experts']} experts (top "
+            f"{shape['num_experts_per_tok']}), hidden {shape['hidden_size']}, vocab {shape['vocab_size']:,}; "
+            f"weights {weights / 2**30:.2f} GiB; bf16; prefill {args.prompt} tokens, decode {args.new_tokens}; "
+            f"{os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB of weights"
         )
-    print(f"(weights on disk {weights / 2**30:.2f} GiB: the goal is peak RSS <= weights + 1 GiB)")
+        rows = {}
+        for _ in range(args.rounds):  # implementations alternate, so a slow spell of the machine hits them all alike
+            for name in args.only or IMPLEMENTATIONS:
+                path = gguf if name == "llama.cpp" else directory
+                child = ["--child", name, "--path", str(path), "--prompt", str(args.prompt)]
+                child += ["--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat)]
+                result, rss = run_child(child)
+                row = (name, args.prompt / result["prefill_s"], args.new_tokens / result["decode_s"], rss)
+                best = rows.get(name, row)
+                rows[name] = (name, max(best[1], row[1]), max(best[2], row[2]), max(best[3], row[3]))
+        rows = list(rows.values())
+        llama = next((r for r in rows if r[0] == "llama.cpp"), None)
+        header = f"{'implementation':14s} {'prefill tok/s':>13s} {'decode tok/s':>12s} {'ms/token':>9s} {'GB/s':>6s}"
+        print(header + f" {'prefill vs llama':>16s} {'decode vs llama':>15s} {'peak RSS GiB':>12s}")
+        for name, prefill, decode, rss in rows:
+            vs = (f"{prefill / llama[1]:15.2f}x", f"{decode / llama[2]:14.2f}x") if llama else ("", "")
+            print(
+                f"{name:14s} {prefill:13.1f} {decode:12.1f} {1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} "
+                f"{vs[0]:>16s} {vs[1]:>15s} {rss:12.2f}"
+            )
+        print(f"(weights on disk {weights / 2**30:.2f} GiB: the goal is peak RSS <= weights + 1 GiB)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the checkpoint and its GGUF: 8 GB on the wide shape
 
 
 if __name__ == "__main__":
