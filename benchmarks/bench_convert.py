@@ -132,7 +132,10 @@ WIDE = dict(
 TARGET_FILES = {"gguf": "out.gguf"}
 
 
-def every_target(work: Path, shape: str, rounds: int) -> None:
+EVERY_TARGET = ("gguf", "mxfp4", "original", "mlx", "bf16")
+
+
+def every_target(work: Path, shape: str, rounds: int, targets=EVERY_TARGET) -> None:
     """Every --to against a plain copy of the same files, in alternation (medians), with CPU seconds."""
     src = work / f"{shape}-synthetic"
     if not (src / "config.json").exists():
@@ -144,7 +147,7 @@ def every_target(work: Path, shape: str, rounds: int) -> None:
         f"{'--to':9s} {'copy s':>7s} {'convert s':>9s} {'vs copy':>8s} {'out GiB':>8s} {'copy out s':>10s} "
         f"{'vs copy out':>11s} {'CPU user+sys s':>15s} {'peak RSS GiB':>12s}"
     )
-    for target in ("gguf", "mxfp4", "original", "mlx", "bf16"):
+    for target in targets:
         copies, runs, out_copies, out_bytes = [], [], [], 0
         for _ in range(rounds):
             copies.append(copy_time(src, work / "copy"))
@@ -176,6 +179,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="a directory with ~60 GB free")
     parser.add_argument("--every-target", choices=["wide", "20b"], help="every --to against cp on this shape")
+    parser.add_argument(
+        "--targets", default=",".join(EVERY_TARGET), help="with --every-target: these --to, comma-separated"
+    )
     parser.add_argument("--skip-120b", action="store_true")
     parser.add_argument("--layers-120b", type=int, default=2)
     parser.add_argument("--only", choices=["gguf", "bf16"], help="convert to this target only")
@@ -185,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.every_target:
-        return every_target(args.work, args.every_target, args.rounds)
+        return every_target(args.work, args.every_target, args.rounds, args.targets.split(","))
     results: dict[str, dict] = {}
 
     disk = write_speed(args.work / "speed.bin")

@@ -173,6 +173,27 @@ def crossover(repeat: int) -> None:
             native = best(lambda: cpu_gemv.dense_linear(x, weight), repeat)
             dense = best(lambda: torch.nn.functional.linear(x, weight), repeat)
             print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
+    crossover_attention(repeat)
+
+
+def crossover_attention(repeat: int) -> None:
+    """Grouped (decode) against fused flash attention per query count, 64 heads of 64 over 8 KV heads, bf16,
+    with no cache and with 512 cached positions: attention_cpu.MIN_QUERIES comes from this table."""
+    import torch
+
+    from mxfp4.model.kernels import attention_cpu
+
+    print("attention, 64 query heads / 8 KV heads of 64, bf16 (ms)")
+    print(f"{'queries':>7s} {'cached':>6s} {'grouped':>8s} {'fused':>8s} {'fused / grouped':>16s}")
+    for cached in (0, 512):
+        for queries in (1, 2, 4, 8, 16, 32, 64):
+            keys = queries + cached
+            q = torch.randn(1, 64, queries, 64).bfloat16()
+            k, v = torch.randn(1, 8, keys, 64).bfloat16(), torch.randn(1, 8, keys, 64).bfloat16()
+            sinks = torch.randn(64).bfloat16()
+            grouped = best(lambda: attention_cpu.grouped_attention(q, k, v, sinks, q_start=cached, window=None), repeat)
+            fused = best(lambda: attention_cpu.fused_attention(q, k, v, sinks, q_start=cached, window=None), repeat)
+            print(f"{queries:7d} {cached:6d} {grouped * 1e3:8.2f} {fused * 1e3:8.2f} {fused / grouped:15.2f}x")
 
 
 def main() -> None:

@@ -28,11 +28,19 @@ def attention(
 ) -> torch.Tensor:
     """attention_torch.attention: q [B, H, T, D] at positions q_start.., k and v [B, KV, S, D] at the latest S
     positions, sinks [H] -> [B, H, T, D]."""
-    t, s = q.shape[2], k.shape[2]
+    t = q.shape[2]
     if q.device.type != "cpu":
         return attention_torch.attention(q, k, v, sinks, q_start=q_start, window=window)
     if t < MIN_QUERIES or _FLASH is None:
         return grouped_attention(q, k, v, sinks, q_start=q_start, window=window)
+    return fused_attention(q, k, v, sinks, q_start=q_start, window=window)
+
+
+def fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, *, q_start: int, window: int | None
+) -> torch.Tensor:
+    """attention() through torch's fused CPU flash attention (where available()), the sink from its logsumexp."""
+    t, s = q.shape[2], k.shape[2]
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     mask, causal = _mask(t, s, q_start, window, q.dtype)
