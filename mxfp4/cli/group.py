@@ -5,11 +5,9 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from .heap import keep_freed_buffers
 
 
 @click.group()
 @click.version_option(__version__, prog_name="mxfp4")
 def main() -> None:
     """Exact, fast MXFP4 for gpt-oss-style checkpoints."""
-    keep_freed_buffers()
