@@ -57,7 +57,7 @@ def test_mxfp4_product_equals_the_decoded_matmul_within_the_bound(rows, col_bloc
 @given(
     rows=st.integers(1, 70),
     col_blocks=st.integers(1, 12),
-    tokens=st.integers(1, 12),  # one token: the decode loop with two accumulators; more: one per token
+    tokens=st.integers(1, 12),  # one to past the 8 one call takes
     seed=st.integers(0, 2**31),
     with_bias=st.booleans(),
 )

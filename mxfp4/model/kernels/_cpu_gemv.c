@@ -233,45 +233,6 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
     }
 }
 
-/* One activation row (a decode step): the row's blocks go to two accumulators in turn, so two block sums are in
- * flight instead of each waiting on the last one's multiply-add. Same products; the block sums are added in
- * two interleaved chains, then together (a summation order the bound covers). */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_row1_avx512bf16(
-    const uint8_t *blocks, const uint8_t *scales, int64_t cols, const uint16_t *x, int64_t row0, int64_t row1,
-    float *acc) {
-    int64_t nb = cols / BLOCK;
-    uint16_t table[32];
-    for (int i = 0; i < 32; i++) {
-        float v = (float)TWICE_E2M1[i & 15] * 0.5f;
-        uint32_t bits;
-        memcpy(&bits, &v, 4);
-        table[i] = (uint16_t)(bits >> 16);
-    }
-    const __m512i lut = _mm512_loadu_si512(table);
-    const __m128i low4 = _mm_set1_epi8(0x0F);
-#define BLOCK_PRODUCT(b)                                                                                   \
-    _mm512_dpbf16_ps(_mm512_setzero_ps(),                                                                  \
-                     (__m512bh)_mm512_permutexvar_epi16(                                                   \
-                         _mm512_cvtepu8_epi16(_mm256_set_m128i(                                            \
-                             _mm_and_si128(_mm_srli_epi16(_mm_loadu_si128((const __m128i *)(q + (b) * BLOCK_BYTES)), 4), low4), \
-                             _mm_and_si128(_mm_loadu_si128((const __m128i *)(q + (b) * BLOCK_BYTES)), low4))),   \
-                         lut),                                                                             \
-                     (__m512bh)_mm512_loadu_si512(x + (b) * BLOCK))
-    for (int64_t r = row0; r < row1; r++) {
-        __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-        const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
-        const uint8_t *s = scales + r * nb;
-        int64_t b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            even = _mm512_fmadd_ps(BLOCK_PRODUCT(b), _mm512_set1_ps(2.0f * HALF_SCALE[s[b]]), even);
-            odd = _mm512_fmadd_ps(BLOCK_PRODUCT(b + 1), _mm512_set1_ps(2.0f * HALF_SCALE[s[b + 1]]), odd);
-        }
-        if (b < nb) even = _mm512_fmadd_ps(BLOCK_PRODUCT(b), _mm512_set1_ps(2.0f * HALF_SCALE[s[b]]), even);
-        acc[r] = _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
-    }
-#undef BLOCK_PRODUCT
-}
-
 #else
 #define HAVE_AVX2_PATH 0
 #endif
@@ -364,11 +325,8 @@ static void *run_task(void *arg) {
     if (t->kind == 0) {
         if (t->xs_bf16) {
 #if HAVE_AVX2_PATH
-            if (t->tokens == 1)
-                mxfp4_row1_avx512bf16(t->blocks, t->scales, t->cols, t->xs_bf16, t->row0, t->row1, t->y);
-            else
-                mxfp4_rows_avx512bf16(t->blocks, t->scales, t->cols, t->xs_bf16, t->tokens, t->row0, t->row1, t->y,
-                                      t->rows);
+            mxfp4_rows_avx512bf16(t->blocks, t->scales, t->cols, t->xs_bf16, t->tokens, t->row0, t->row1, t->y,
+                                  t->rows);
 #endif
         } else if (use_avx2()) {
 #if HAVE_AVX2_PATH
