@@ -193,9 +193,9 @@ DEFINE_DECODE(mx_decode32, uint64_t)
 /* Decoding rows [row_start, row_stop) of a matrix [rows, cols] (cols / 32 blocks a row) straight into its
  * transpose out [cols, rows]: transformers keeps dense experts as [in, out] while the blocks run along in.
  * Rows go in tiles of TILE_ROWS; each tile's block column is decoded into a small buffer, then written out
- * one output row at a time (TILE_ROWS consecutive elements: whole cache lines). Callers split rows at
- * multiples of TILE_ROWS so that two threads never write one cache line. Same table, same values as
- * mx_decode16/32. */
+ * one output row at a time (TILE_ROWS consecutive elements, 64 bytes of bf16). Callers split rows at
+ * multiples of TILE_ROWS, so threads write disjoint runs (sharing a cache line only at the edges where a
+ * row of out is not a whole number of lines). Same table, same values as mx_decode16/32. */
 #define TILE_ROWS 32
 #define DEFINE_DECODE_T(NAME, WORD, HALF, SHIFT)                                                         \
     KERNEL void NAME(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t blocks_per_row,     \
