@@ -1,6 +1,7 @@
-"""gpt-oss attention for the native CPU path's prefill: torch's fused flash attention for the CPU, with the sink
-applied afterwards from the logsumexp the kernel returns. Same signature and result as attention_torch.attention
-(within the float rounding of a different evaluation order; tests/model/test_attention_cpu.py states the bound).
+"""gpt-oss attention for the native CPU path. Prompts: torch's fused flash attention for the CPU, with the sink
+applied afterwards from the logsumexp the kernel returns; decoding: the query heads of each KV head as one
+matrix. Same signature and result as attention_torch.attention (within the float rounding of a different
+evaluation order; tests/model/test_attention_cpu.py states the bound).
 
 Why the sink can come afterwards: with logits l_j over the allowed keys and L = logsumexp(l), the sink s joins
 only the denominator, so each weight is exp(l_j) / (exp(L) + exp(s)) = softmax(l)_j * sigmoid(L - s). The fused
@@ -63,12 +64,7 @@ def grouped_attention(
     logits = q.reshape(b, kv, groups * t, d) @ k.transpose(-1, -2)  # rows g * T + i: head kv * G + g, query i
     wide = torch.promote_types(q.dtype, torch.float32)
     logits = logits.to(wide) * d**-0.5
-    positions = q_start + torch.arange(t)
-    keys = q_start + t - s + torch.arange(s)
-    allowed = keys[None, :] <= positions[:, None]
-    if window is not None:
-        allowed &= keys[None, :] > positions[:, None] - window
-    logits = logits.masked_fill(~allowed.repeat(groups, 1), float("-inf"))
+    logits = logits.masked_fill(~_allowed(t, s, q_start, window).repeat(groups, 1), float("-inf"))
     sink = sinks.to(wide).view(1, kv, groups, 1).expand(b, kv, groups, t).reshape(b, kv, groups * t, 1)
     top = torch.maximum(logits.amax(-1, keepdim=True), sink)
     weights = torch.exp(logits - top)
@@ -82,9 +78,14 @@ def _mask(t: int, s: int, q_start: int, window: int | None, dtype: torch.dtype):
     right only when the keys are exactly the queries' positions and no window cuts in."""
     if s == t and (window is None or window >= t):
         return None, True
+    return torch.zeros(t, s, dtype=dtype).masked_fill_(~_allowed(t, s, q_start, window), float("-inf")), False
+
+
+def _allowed(t: int, s: int, q_start: int, window: int | None) -> torch.Tensor:
+    """[T, S]: query i (position q_start + i) sees key j (the latest S positions) when i - window < j <= i."""
     positions = q_start + torch.arange(t)
     keys = q_start + t - s + torch.arange(s)
     allowed = keys[None, :] <= positions[:, None]
     if window is not None:
         allowed &= keys[None, :] > positions[:, None] - window
-    return torch.zeros(t, s, dtype=dtype).masked_fill_(~allowed, float("-inf")), False
+    return allowed
