@@ -51,21 +51,8 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def copy_time(src: Path, dst: Path) -> float:
-    dst.mkdir()
-    os.sync()
-    start = time.perf_counter()
-    for path in sorted(src.glob("*.safetensors")):
-        shutil.copyfile(path, dst / path.name)
-    os.sync()
-    seconds = time.perf_counter() - start
-    shutil.rmtree(dst)
-    return seconds
-
-
-def copy_output_time(output: Path, dst: Path) -> float:
-    """Seconds for cp (+ sync) of a conversion's output, file or folder: the disk's price for those bytes."""
-    files = sorted(p for p in output.rglob("*") if p.is_file()) if output.is_dir() else [output]
+def timed_copy(files: list[Path], dst: Path) -> float:
+    """Seconds for cp (+ sync) of files into a fresh folder dst, removed afterwards."""
     dst.mkdir()
     os.sync()
     start = time.perf_counter()
@@ -75,6 +62,16 @@ def copy_output_time(output: Path, dst: Path) -> float:
     seconds = time.perf_counter() - start
     shutil.rmtree(dst)
     return seconds
+
+
+def copy_time(src: Path, dst: Path) -> float:
+    """Seconds for cp (+ sync) of a checkpoint's safetensors: the baseline every conversion is held to."""
+    return timed_copy(sorted(src.glob("*.safetensors")), dst)
+
+
+def copy_output_time(output: Path, dst: Path) -> float:
+    """Seconds for cp (+ sync) of a conversion's output, file or folder: the disk's price for those bytes."""
+    return timed_copy(sorted(p for p in output.rglob("*") if p.is_file()) if output.is_dir() else [output], dst)
 
 
 def write_speed(path: Path, gib: int = 4) -> float:

@@ -17,6 +17,12 @@ from ..errors import CheckpointError
 COPY_PIECE = 64 * 2**20
 
 
+def copy_pieces(count: int) -> list[tuple[int, int]]:
+    """(start, bytes) of the COPY_PIECE-sized pieces covering count bytes: the unit of kernel copies and of the
+    progress bar's steps."""
+    return [(done, min(COPY_PIECE, count - done)) for done in range(0, count, COPY_PIECE)]
+
+
 class PositionedFile:
     """One file opened unbuffered on first use; ``read`` shares no file offset between callers (preadv)
     where the OS has it, and serialises seek + read where it does not."""

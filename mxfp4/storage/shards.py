@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .pread import COPY_PIECE
+from .pread import copy_pieces
 from .safetensors_io import SafetensorsWriter, TensorEntry
 from .store import INDEX_NAME
 
@@ -42,8 +42,7 @@ class Outputs:
         """Bytes stored elsewhere as they are (extent: file, offset, count) into tensor name, copied by the kernel
         in 64 MiB pieces (the progress bar moves with them)."""
         source, offset, count = extent
-        for done in range(0, count, COPY_PIECE):
-            piece = min(COPY_PIECE, count - done)
+        for done, piece in copy_pieces(count):
             self._writers[name].copy_part(name, byte_offset + done, source, offset + done, piece)
             self._bar.update(piece)
 
