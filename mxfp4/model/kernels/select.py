@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...codec.backend import resolve_backend
-from ...errors import OptionError
+from ...errors import BackendUnavailableError, OptionError
 
 MODEL_BACKENDS = ("auto", "torch", "native", "triton")
 
@@ -40,8 +40,6 @@ def resolve_model_backend(backend: str, device) -> str:
         if not on_cpu:
             raise OptionError("backend='native' runs on the CPU; a GPU model takes 'torch' or 'triton'")
         if not cpu_gemv.available():
-            from ...errors import BackendUnavailableError
-
             raise BackendUnavailableError("backend='native' needs the C kernels, not built in this install")
     return backend
 
