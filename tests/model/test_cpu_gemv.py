@@ -103,6 +103,36 @@ def test_every_code_at_every_position_decodes_as_the_spec_says():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(dtype):
+    """Five blocks a row (the bf16 kernel's four-block group, then one block on its own): one row per (code,
+    element), a random E8M0 scale per block from 0 (2**-127, a denormal) to 252 (the largest whose values stay
+    finite); x = e_j picks element j, so each product is one decoded value, exact whatever the order."""
+    cols = 5 * 32
+    rows = []
+    for code in range(16):
+        for j in range(cols):
+            nibbles = torch.zeros(cols, dtype=torch.uint8)
+            nibbles[j] = code
+            rows.append(nibbles[0::2] | (nibbles[1::2] << 4))
+    blocks = torch.stack(rows).reshape(-1, 5, 16)
+    scales = torch.randint(0, 253, (blocks.shape[0], 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    scales[:5, :] = 0  # the denormal scale in every block position
+    got = cpu_gemv.mxfp4_linear(torch.eye(cols, dtype=dtype), blocks, scales)
+    want = decode.dequantize(blocks, scales, torch.float32).reshape(-1, cols).T
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block", [0, 2, 3, 4])  # inside the four-block group, its last block, the tail
+def test_a_nan_scale_anywhere_in_a_row_gives_nan_in_that_row_only(dtype, block):
+    blocks, scales = random_mxfp4(8, 5 * 32, block)
+    scales[3, block] = 0xFF
+    got = cpu_gemv.mxfp4_linear(torch.randn(2, 5 * 32).to(dtype), blocks, scales)
+    assert torch.isnan(got[:, 3]).all()
+    assert torch.isfinite(got[:, [r for r in range(8) if r != 3]]).all()
+
+
 def test_fused_swiglu_clamps_and_matches_the_twin_on_our_own_pre_activations():
     rows, cols = 64, 128
     blocks, scales = random_mxfp4(rows, cols, 3, scale_range=(125, 131))  # pre-activations beyond +-7

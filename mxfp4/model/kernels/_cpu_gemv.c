@@ -197,32 +197,75 @@ __attribute__((target("avx2,fma"))) static void f32_rows_avx2(const float *w, in
     dense_rows_avx2(w, 0, cols, xs, tokens, row0, row1, acc, rows);
 }
 
-/* bf16 activations on CPUs with AVX512-BF16: each block's 32 codes become bf16 values by one table lookup
- * (vpermw), and one vdpbf16ps multiplies them with the block's 32 activations, products exact in float32 and
- * summed in pairs (denormal activations, below 1e-38, count as zero there). Then the block sum is scaled. */
+/* bf16 activations on CPUs with AVX512-BF16. Four blocks a step: their 64 code bytes are one load; the 128
+ * codes become bf16 values by two 16-entry byte lookups (vpshufb: the value's low and high bytes) interleaved
+ * back into words, which leaves 128-bit lane k of each of the four weight vectors holding 8 values of block k;
+ * the activations were reordered to match (group_order). Four vdpbf16ps multiply them with the activations,
+ * products exact in float32 and summed in pairs (denormal activations, below 1e-38, count as zero there), so
+ * lane k of the sum belongs to block k alone and one multiply by [s0 x4, s1 x4, s2 x4, s3 x4] scales all four.
+ * A scale is the E8M0 byte shifted into a float's exponent (exact: a power of two), 0 and 0xFF fixed up to
+ * 2**-127 and NaN. Blocks past the last whole group (cols / 32 not a multiple of 4) go one at a time as the
+ * HF nibbles come (split order), their 32 codes as 16-bit indices into a 32-entry word table (vpermw).
+ * Measured on this project's Zen 4 VM, 2 threads, a 20b gate_up: 1.4-1.6x the one-block-a-step loop. */
+#define GROUP 4 /* blocks a step */
+
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_avx512bf16(
     const uint8_t *blocks, const uint8_t *scales, int64_t cols, const uint16_t *xs, int64_t tokens, int64_t row0,
     int64_t row1, float *acc, int64_t rows) {
-    int64_t nb = cols / BLOCK;
-    uint16_t table[32];
-    for (int i = 0; i < 32; i++) {
-        float v = (float)TWICE_E2M1[i & 15] * 0.5f;
+    int64_t nb = cols / BLOCK, groups = nb / GROUP;
+    uint8_t low_bytes[16], high_bytes[16];
+    uint16_t words[32];
+    for (int i = 0; i < 16; i++) {
+        float v = (float)TWICE_E2M1[i] * 0.5f;
         uint32_t bits;
-        memcpy(&bits, &v, 4);
-        table[i] = (uint16_t)(bits >> 16); /* exact: E2M1 values have 2 significant bits */
+        memcpy(&bits, &v, 4); /* bf16 is the top half: exact, E2M1 values have 2 significant bits */
+        low_bytes[i] = (uint8_t)(bits >> 16);
+        high_bytes[i] = (uint8_t)(bits >> 24);
+        words[i] = words[i + 16] = (uint16_t)(bits >> 16);
     }
-    const __m512i lut = _mm512_loadu_si512(table);
-    const __m128i low4 = _mm_set1_epi8(0x0F);
+    const __m512i word_table = _mm512_loadu_si512(words);
+    const __m512i low_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)low_bytes));
+    const __m512i high_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)high_bytes));
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m128i spread = _mm_set_epi8(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0); /* each scale 4 times */
+    const __m512i nan_bits = _mm512_set1_epi32(255 << 23), tiny = _mm512_set1_epi32(0x00400000);
+    const __m512i quiet_nan = _mm512_set1_epi32(0x7FC00000);
     for (int64_t r = row0; r < row1; r++) {
         __m512 total[MAX_TOKENS];
         for (int64_t t = 0; t < tokens; t++) total[t] = _mm512_setzero_ps();
         const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
         const uint8_t *s = scales + r * nb;
-        for (int64_t b = 0; b < nb; b++) {
+        for (int64_t g = 0; g < groups; g++) {
+            __m512i bytes = _mm512_loadu_si512(q + g * GROUP * BLOCK_BYTES);
+            __m512i even = _mm512_and_si512(bytes, low4), odd = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4);
+            __m512i even_low = _mm512_shuffle_epi8(low_table, even), even_high = _mm512_shuffle_epi8(high_table, even);
+            __m512i odd_low = _mm512_shuffle_epi8(low_table, odd), odd_high = _mm512_shuffle_epi8(high_table, odd);
+            __m512bh w0 = (__m512bh)_mm512_unpacklo_epi8(even_low, even_high);
+            __m512bh w1 = (__m512bh)_mm512_unpackhi_epi8(even_low, even_high);
+            __m512bh w2 = (__m512bh)_mm512_unpacklo_epi8(odd_low, odd_high);
+            __m512bh w3 = (__m512bh)_mm512_unpackhi_epi8(odd_low, odd_high);
+            int32_t four;
+            memcpy(&four, s + g * GROUP, 4);
+            __m512i exponent = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(four), spread));
+            __m512i bits = _mm512_slli_epi32(exponent, 23);
+            bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512()), tiny);
+            bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(bits, nan_bits), quiet_nan);
+            __m512 scale = _mm512_castsi512_ps(bits);
+            for (int64_t t = 0; t < tokens; t++) {
+                const uint16_t *x = xs + t * cols + g * GROUP * BLOCK;
+                __m512 sum = _mm512_dpbf16_ps(_mm512_setzero_ps(), w0, (__m512bh)_mm512_loadu_si512(x));
+                sum = _mm512_dpbf16_ps(sum, w1, (__m512bh)_mm512_loadu_si512(x + 32));
+                sum = _mm512_dpbf16_ps(sum, w2, (__m512bh)_mm512_loadu_si512(x + 64));
+                sum = _mm512_dpbf16_ps(sum, w3, (__m512bh)_mm512_loadu_si512(x + 96));
+                total[t] = _mm512_fmadd_ps(sum, scale, total[t]);
+            }
+        }
+        for (int64_t b = groups * GROUP; b < nb; b++) {
             __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
-            __m128i even = _mm_and_si128(bytes, low4), odd = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
+            __m128i even = _mm_and_si128(bytes, _mm512_castsi512_si128(low4));
+            __m128i odd = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm512_castsi512_si128(low4));
             __m512i codes = _mm512_cvtepu8_epi16(_mm256_set_m128i(odd, even));
-            __m512bh w = (__m512bh)_mm512_permutexvar_epi16(codes, lut);
+            __m512bh w = (__m512bh)_mm512_permutexvar_epi16(codes, word_table);
             __m512 scale = _mm512_set1_ps(2.0f * HALF_SCALE[s[b]]);
             for (int64_t t = 0; t < tokens; t++) {
                 __m512bh x = (__m512bh)_mm512_loadu_si512(xs + t * cols + b * BLOCK);
@@ -231,6 +274,27 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
         }
         for (int64_t t = 0; t < tokens; t++) acc[t * rows + r] = _mm512_reduce_add_ps(total[t]);
     }
+}
+
+/* The activation order mxfp4_rows_avx512bf16 reads, for one row of x [cols]: each whole group of four blocks as
+ * four 32-value chunks (c = 0..3: even elements 0-7, even 8-15, odd 0-7, odd 8-15 of each block; chunk c holds 8
+ * of block k at 8k), and the blocks after the last group in split order (16 even elements, then 16 odd). */
+static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
+    int64_t grouped = cols / (GROUP * BLOCK) * (GROUP * BLOCK);
+    for (int64_t g = 0; g < grouped; g += GROUP * BLOCK) {
+        uint16_t *dst = out + g;
+        for (int chunk = 0; chunk < 4; chunk++)
+            for (int k = 0; k < GROUP; k++)
+                for (int j = 0; j < 8; j++) {
+                    int odd = chunk >> 1, pair = (chunk & 1) * 8 + j; /* element 2 * pair + odd of block k */
+                    *dst++ = x[g + k * BLOCK + 2 * pair + odd];
+                }
+    }
+    for (int64_t b = grouped; b < cols; b += BLOCK)
+        for (int j = 0; j < 16; j++) {
+            out[b + j] = x[b + 2 * j];
+            out[b + 16 + j] = x[b + 2 * j + 1];
+        }
 }
 
 #else
@@ -464,12 +528,9 @@ int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
                     float alpha, float *out, int threads) {
     if (!use_avx512bf16()) return 0;
     pthread_once(&tables_once, build_tables);
-    for (int64_t t = 0; t < tokens; t++)
-        for (int64_t b = 0; b < cols; b += BLOCK)
-            for (int j = 0; j < 16; j++) {
-                scratch[t * cols + b + j] = x[t * cols + b + 2 * j];
-                scratch[t * cols + b + 16 + j] = x[t * cols + b + 2 * j + 1];
-            }
+#if HAVE_AVX2_PATH
+    for (int64_t t = 0; t < tokens; t++) group_order(x + t * cols, cols, scratch + t * cols);
+#endif
     Task t = {0, blocks, scales, NULL, NULL, rows, cols, tokens, NULL, scratch, bias, y, swiglu, limit, alpha, out,
               0, rows};
     run_split(&t, threads);
