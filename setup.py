@@ -13,7 +13,13 @@ setup(
         ),
         Extension(
             "mxfp4.model.kernels._cpu_gemv",
-            sources=["mxfp4/model/kernels/_cpu_gemv.c"],
+            sources=[
+                "mxfp4/model/kernels/_cpu_gemv.c",
+                "mxfp4/model/kernels/_cpu_attention.c",
+                "mxfp4/model/kernels/_cpu_moe.c",
+                "mxfp4/model/kernels/cpu_pool.c",
+            ],
+            depends=["mxfp4/model/kernels/cpu_pool.h", "mxfp4/model/kernels/cpu_gemv.h"],
             extra_compile_args=["-O3", "-fno-fast-math", "-pthread"],
             extra_link_args=["-pthread"],
             optional=True,

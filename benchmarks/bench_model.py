@@ -177,23 +177,25 @@ def crossover(repeat: int) -> None:
 
 
 def crossover_attention(repeat: int) -> None:
-    """Grouped (decode) against fused flash attention per query count, 64 heads of 64 over 8 KV heads, bf16,
-    with no cache and with 512 cached positions: attention_cpu.MIN_QUERIES comes from this table."""
+    """The decode paths (the C kernel of cpu_attention, and grouped_attention where it does not apply) against fused
+    flash attention per query count, 64 heads of 64 over 8 KV heads, bf16, with no cache and with 512 cached
+    positions: attention_cpu.MIN_QUERIES comes from this table."""
     import torch
 
-    from mxfp4.model.kernels import attention_cpu
+    from mxfp4.model.kernels import attention_cpu, cpu_attention
 
     print("attention, 64 query heads / 8 KV heads of 64, bf16 (ms)")
-    print(f"{'queries':>7s} {'cached':>6s} {'grouped':>8s} {'fused':>8s} {'fused / grouped':>16s}")
+    print(f"{'queries':>7s} {'cached':>6s} {'C':>8s} {'grouped':>8s} {'fused':>8s} {'fused / C':>10s}")
     for cached in (0, 512):
         for queries in (1, 2, 4, 8, 16, 32, 64):
             keys = queries + cached
             q = torch.randn(1, 64, queries, 64).bfloat16()
             k, v = torch.randn(1, 8, keys, 64).bfloat16(), torch.randn(1, 8, keys, 64).bfloat16()
             sinks = torch.randn(64).bfloat16()
+            c = best(lambda: cpu_attention.attention(q, k, v, sinks, window=None), repeat)
             grouped = best(lambda: attention_cpu.grouped_attention(q, k, v, sinks, q_start=cached, window=None), repeat)
             fused = best(lambda: attention_cpu.fused_attention(q, k, v, sinks, q_start=cached, window=None), repeat)
-            print(f"{queries:7d} {cached:6d} {grouped * 1e3:8.2f} {fused * 1e3:8.2f} {fused / grouped:15.2f}x")
+            print(f"{queries:7d} {cached:6d} {c * 1e3:8.2f} {grouped * 1e3:8.2f} {fused * 1e3:8.2f} {fused / c:9.2f}x")
 
 
 def main() -> None:

@@ -12,11 +12,12 @@ sum_j p_j |v_j| <= max |v|. Both sides carry such errors, hence the factor 2 on 
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mxfp4.model.kernels import attention_cpu, attention_torch
+from mxfp4.model.kernels import attention_cpu, attention_torch, cpu_attention, cpu_gemv
 
 UNIT = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
 EXP_ERROR = 20 * 2.0**-23  # torch's exp_u20, used by its fused CPU attention
@@ -58,10 +59,18 @@ def test_fused_attention_equals_the_reference_within_the_bound(
     sinks = torch.randn(heads, generator=g, dtype=dtype) * 3
     want = attention_torch.attention(q, k, v, sinks, q_start=cached, window=window)
     fused = (attention_cpu.fused_attention,) if attention_cpu.available() else ()  # torch >= 2.2
-    for path in (*fused, attention_cpu.grouped_attention, attention_cpu.attention):
+    for path in (*fused, attention_cpu.grouped_attention, attention_cpu.attention, c_kernel):
         got = path(q, k, v, sinks, q_start=cached, window=window)
+        if got is None:  # the C kernel takes bf16 and float32 only
+            assert path is c_kernel and dtype == torch.float64
+            continue
         assert got.dtype == dtype and got.shape == want.shape
         assert (got - want).abs().max().item() <= bound(q, k, v, dtype), path.__name__
+
+
+def c_kernel(q, k, v, sinks, *, q_start, window):
+    """cpu_attention.attention under the other paths' signature (its result does not depend on q_start)."""
+    return cpu_attention.attention(q, k, v, sinks, window=window)
 
 
 def test_a_dominant_sink_takes_the_weight_from_every_key():
@@ -93,3 +102,26 @@ def test_bf16_decoding_within_the_bf16_bound_of_the_exact_result():
     delta = (u + gamma(64, u32)) * 64**-0.5 * (qq.abs() @ kk.abs().transpose(-1, -2)).max().item()
     tolerance = (math.exp(2 * delta) - 1 + u + gamma(300, u32)) * vv.abs().max().item() + u * exact.abs().max().item()
     assert (ours - exact).abs().max().item() <= tolerance
+
+
+@pytest.mark.skipif(not cpu_gemv.available(), reason="the C kernels are built by pip install -e .")
+@pytest.mark.parametrize("queries, window, batch", [(1, None, 1), (1, 128, 2), (5, 40, 1), (31, None, 2)])
+def test_the_c_kernel_on_bf16_within_float32_rounding_of_the_exact_result(queries, window, batch):
+    """bf16 inputs, float32 arithmetic, rounded once to bf16 at the end: against the float64 evaluation of the same
+    inputs the error is the float32 bound (the logits' D-term sums, exp, the S-term weighted sum) plus the bf16
+    rounding of the output (unit roundoff 2**-8). More keys than one chunk of the online softmax (300 against 64),
+    windows that cut in, several queries and batches."""
+    g = torch.Generator().manual_seed(queries)
+    q = torch.randn(batch, 64, queries, 64, generator=g).bfloat16()
+    k = (torch.randn(batch, 8, 300, 64, generator=g) * 2).bfloat16()
+    v = torch.randn(batch, 8, 300, 64, generator=g).bfloat16()
+    sinks = torch.randn(64, generator=g).bfloat16()
+    got = cpu_attention.attention(q, k, v, sinks, window=window)
+    assert got is not None and got.dtype == torch.bfloat16
+    exact = attention_torch.attention(q.double(), k.double(), v.double(), sinks.double(), q_start=299, window=window)
+    u = UNIT[torch.float32]
+    magnitude = (q.double().abs() @ k.double().repeat_interleave(8, 1).abs().transpose(-1, -2)).max().item() / 8
+    delta = 2 * gamma(64, u) * magnitude
+    vmax = v.double().abs().max().item()
+    tolerance = ((math.exp(2 * delta) - 1) + 4 * u + gamma(2 * 300 + 16, u)) * vmax + 2.0**-8 * exact.abs().max().item()
+    assert (got.double() - exact).abs().max().item() <= tolerance

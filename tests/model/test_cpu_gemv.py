@@ -164,12 +164,13 @@ def swiglu_slopes(limit: float, alpha: float = moe_torch.SWIGLU_ALPHA) -> tuple[
     return float((s * (1 + alpha * g * (1 - s))).abs().max()) * (limit + 1), limit
 
 
-def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypatch):
+@pytest.mark.parametrize("n", [1, 6])  # one token: the whole MoE in one C call (moe_token); more: per expert
+def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypatch, n):
     """Decode-sized groups (<= EXPERT_TOKENS tokens an expert) run from the blocks, and the result is the twin's
     within the bound propagated through both products: gate_up's product bound, times the SwiGLU's slopes, plus
     a few ulps for the two SwiGLU evaluations, carried through down's |W| and its own product bound, then
     weighted by the routing scores; float32 throughout."""
-    experts, hidden, inter, n, limit = 4, 128, 96, 6, 7.0
+    experts, hidden, inter, limit = 4, 128, 96, 7.0
     gate_up = random_mxfp4(experts * 2 * inter, hidden, 1)
     down = random_mxfp4(experts * hidden, inter, 2)
     gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
@@ -202,9 +203,42 @@ def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypa
         raise AssertionError("an expert was decoded to a dense matrix")
 
     monkeypatch.setattr(decode, "dequantize", no_dense)
+    calls = []
+    monkeypatch.setattr(cpu_gemv, "moe_token", lambda *a: calls.append(1) or moe_token(*a))
     got = native_path.experts(*args)
+    assert len(calls) == (n == 1)
     assert want.abs().max() > 0.1
     assert ((got.double() - want.double()).abs() <= allowed).all()
+
+
+moe_token = cpu_gemv.moe_token
+
+
+def test_one_token_moe_is_the_per_expert_products_summed_bf16():
+    """bf16: moe_token is, per expert, the fused gate_up product and down on its SwiGLU output rounded to bf16
+    (the products tested above), weighted and summed in float32: equal to that composition within the float32
+    rounding of the k-term weighted sum."""
+    experts, hidden, inter, limit = 8, 256, 160, 7.0  # 8 blocks (two groups) in, 5 (a group and a tail) down
+    gate_up = random_mxfp4(experts * 2 * inter, hidden, 11)
+    down = random_mxfp4(experts * hidden, inter, 12)
+    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
+    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
+    g = torch.Generator().manual_seed(13)
+    x = (torch.randn(hidden, generator=g) * 0.1).bfloat16()
+    chosen, weights = torch.tensor([5, 0, 3, 6]), torch.softmax(torch.randn(4, generator=g), -1)
+    up_bias, down_bias = (
+        (torch.randn(experts, 2 * inter) * 0.1).bfloat16(),
+        (torch.randn(experts, hidden) * 0.1).bfloat16(),
+    )
+    got = cpu_gemv.moe_token(x, chosen, weights, gate_up, up_bias, down, down_bias, limit, moe_torch.SWIGLU_ALPHA)
+    terms = []
+    for c, e in enumerate(chosen.tolist()):
+        act = cpu_gemv.mxfp4_swiglu(x[None], gate_up[0][e], gate_up[1][e], up_bias[e], limit, moe_torch.SWIGLU_ALPHA)
+        y = cpu_gemv.mxfp4_linear(act.bfloat16(), down[0][e], down[1][e], down_bias[e])[0]
+        terms.append(weights[c].double() * y.double())
+    want = torch.stack(terms).sum(0)
+    assert got.dtype == torch.float32 and want.abs().max() > 0.1
+    assert ((got.double() - want).abs() <= 2 * gamma(4) * torch.stack(terms).abs().sum(0)).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -215,6 +249,18 @@ def test_dense_product_equals_the_float32_matmul_within_the_bound(dtype):
     want = x @ w.float().T
     got = cpu_gemv.dense_linear(x, w)
     assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
+
+
+@pytest.mark.parametrize("cols", [1003, 1024, 31, 64 + 5])  # tails of every kind past the 64 weights a step
+def test_bf16_product_of_bf16_activations_within_the_bound(cols):
+    """bf16 x on bf16 W (vdpbf16ps where the CPU has it, else widened): the same exact products, the same bound."""
+    g = torch.Generator().manual_seed(cols)
+    w = torch.randn(257, cols, generator=g).bfloat16()
+    x = torch.randn(6, cols, generator=g).bfloat16()
+    bias = torch.randn(257, generator=g)
+    want = x.float() @ w.float().T + bias
+    got = cpu_gemv.dense_linear(x, w, bias)
+    assert ((got.double() - want.double()).abs() <= bound(x.float(), w.float(), want)).all()
 
 
 def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():

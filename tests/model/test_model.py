@@ -47,6 +47,19 @@ def test_logits_match_transformers(hf, dtype, tolerance, backend):
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
 
 
+def test_native_bf16_decoding_within_twice_transformers_own_bf16_error(hf):
+    """One token a call (the native path's C attention and one-call MoE) against transformers' float32 logits of
+    the whole sequence, within twice the error transformers' own bf16 run of the sequence makes."""
+    model = mxfp4.model.load(hf, dtype=torch.bfloat16, backend="native")
+    with torch.no_grad():
+        cache = model.new_cache()
+        steps = [model(IDS[:, :1], cache)] + [model(IDS[:, t : t + 1], cache, start=t) for t in range(1, IDS.shape[1])]
+    ours = torch.cat(steps, dim=1).float()
+    exact = transformers_logits(hf, torch.float32).float()
+    theirs = transformers_logits(hf, torch.bfloat16).float()
+    assert (ours - exact).abs().max() <= 2 * (theirs - exact).abs().max()
+
+
 def test_every_source_format_gives_the_same_logits(hf, tmp_path):
     convert(hf, tmp_path / "bf16", to="bf16")
     convert(hf, tmp_path / "original", to="original")

@@ -17,11 +17,12 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
+
+#include "cpu_gemv.h"
+#include "cpu_pool.h"
 
 #define BLOCK 32
 #define BLOCK_BYTES 16
-#define MAX_THREADS 64
 #define MAX_TOKENS 8 /* the small-batch limit: one decoded block is reused for up to this many activations (more
                         would spill the per-token accumulators out of the 16 AVX2 registers) */
 #define INLINE static inline __attribute__((always_inline))
@@ -276,6 +277,42 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
     }
 }
 
+/* bf16 weights times bf16 activations on CPUs with AVX512-BF16: one vdpbf16ps per 32 weights (products exact in
+ * float32, summed in pairs; denormal inputs count as zero there), two accumulators a token, the row's last
+ * cols % 32 through a masked load (zeros past the end add nothing). Two instructions per 64 bytes of weights
+ * leave the loads the whole machine: the AVX2 loop widens every weight to float32 first. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void bf16_rows_avx512bf16(
+    const uint16_t *w, int64_t cols, const uint16_t *xs, int64_t tokens, int64_t row0, int64_t row1, float *acc,
+    int64_t rows) {
+    __mmask32 tail = (__mmask32)((1ull << (cols % 32)) - 1);
+    for (int64_t r = row0; r < row1; r++) {
+        const uint16_t *row = w + r * cols;
+        for (int64_t t0 = 0; t0 < tokens; t0 += 4) {
+            int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
+            __m512 a[4][2];
+            for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm512_setzero_ps();
+            int64_t k = 0;
+            for (; k + 64 <= cols; k += 64) {
+                __m512bh w0 = (__m512bh)_mm512_loadu_si512(row + k), w1 = (__m512bh)_mm512_loadu_si512(row + k + 32);
+                for (int64_t t = 0; t < n; t++) {
+                    const uint16_t *x = xs + (t0 + t) * cols + k;
+                    a[t][0] = _mm512_dpbf16_ps(a[t][0], w0, (__m512bh)_mm512_loadu_si512(x));
+                    a[t][1] = _mm512_dpbf16_ps(a[t][1], w1, (__m512bh)_mm512_loadu_si512(x + 32));
+                }
+            }
+            for (; k < cols; k += 32) {
+                __mmask32 m = k + 32 <= cols ? (__mmask32)~0u : tail;
+                __m512bh wk = (__m512bh)_mm512_maskz_loadu_epi16(m, row + k);
+                for (int64_t t = 0; t < n; t++) {
+                    __m512bh x = (__m512bh)_mm512_maskz_loadu_epi16(m, xs + (t0 + t) * cols + k);
+                    a[t][0] = _mm512_dpbf16_ps(a[t][0], wk, x);
+                }
+            }
+            for (int64_t t = 0; t < n; t++) acc[(t0 + t) * rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][0], a[t][1]));
+        }
+    }
+}
+
 /* The activation order mxfp4_rows_avx512bf16 reads, for one row of x [cols]: each whole group of four blocks as
  * four 32-value chunks (c = 0..3: even elements 0-7, even 8-15, odd 0-7, odd 8-15 of each block; chunk c holds 8
  * of block k at 8k), and the blocks after the last group in split order (16 even elements, then 16 odd). */
@@ -356,7 +393,7 @@ typedef struct {
     const float *f32;
     int64_t rows, cols, tokens;
     const float *xs; /* [tokens, cols]; MXFP4: reordered even/odd */
-    const uint16_t *xs_bf16; /* MXFP4 with bf16 activations on AVX512-BF16: reordered even/odd, or NULL */
+    const uint16_t *xs_bf16; /* bf16 activations on AVX512-BF16 (MXFP4: in group_order), or NULL */
     const float *bias; /* [rows] or NULL */
     float *y;          /* [tokens, rows] */
     /* fused SwiGLU over interleaved (gate, up) row pairs: out [tokens, rows / 2] */
@@ -400,7 +437,11 @@ static void *run_task(void *arg) {
             mxfp4_rows_portable(t->blocks, t->scales, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
         }
     } else if (t->kind == 1) {
-        if (use_avx2()) {
+        if (t->xs_bf16) {
+#if HAVE_AVX2_PATH
+            bf16_rows_avx512bf16(t->bf16, t->cols, t->xs_bf16, t->tokens, t->row0, t->row1, t->y, t->rows);
+#endif
+        } else if (use_avx2()) {
 #if HAVE_AVX2_PATH
             bf16_rows_avx2(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
 #endif
@@ -420,94 +461,15 @@ static void *run_task(void *arg) {
     return NULL;
 }
 
-/* A persistent pool: decoding makes a few dozen short calls a token, and creating threads for each cost ~0.1-0.4 ms
- * here (more than a small product). Workers spin for SPIN_NS after a job (the next call usually comes sooner),
- * then sleep on a condition variable. One job at a time: a call that finds the pool busy (another Python thread
- * in here) runs its rows on its own thread. */
-#define SPIN_NS 200000
-
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER; /* held by the caller that owns the pool */
-static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static int pool_workers = 0;
-static Task pool_tasks[MAX_THREADS];
-static int pool_count = 0;
-static volatile int generation = 0;
-static int remaining = 0; /* tasks of the current job not finished by workers (atomic builtins) */
-
-static int64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+static void run_rows(void *context, int64_t begin, int64_t end) {
+    Task task = *(const Task *)context;
+    task.row0 = begin;
+    task.row1 = end;
+    run_task(&task);
 }
 
-static void *worker(void *arg) {
-    int index = (int)(intptr_t)arg; /* runs pool_tasks[index] of each job, when the job has that many */
-    int seen = 0;
-    for (;;) {
-        int64_t until = now_ns() + SPIN_NS;
-        while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen && now_ns() < until) {
-#if defined(__x86_64__)
-            __builtin_ia32_pause();
-#endif
-        }
-        if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
-            pthread_mutex_lock(&wake_lock);
-            while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) pthread_cond_wait(&wake, &wake_lock);
-            pthread_mutex_unlock(&wake_lock);
-        }
-        seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
-        if (index < pool_count) {
-            run_task(&pool_tasks[index]);
-            __atomic_fetch_sub(&remaining, 1, __ATOMIC_ACQ_REL);
-        }
-    }
-    return NULL;
-}
-
-static void grow_pool(int workers) {
-    while (pool_workers < workers) {
-        pthread_t id;
-        if (pthread_create(&id, NULL, worker, (void *)(intptr_t)(pool_workers + 1)) != 0) break;
-        pthread_detach(id);
-        pool_workers++;
-    }
-}
-
-static void run_split(Task *base, int threads) {
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    int64_t step = (base->rows + threads - 1) / threads;
-    step += step & 1; /* even: a SwiGLU pair never straddles two threads */
-    Task tasks[MAX_THREADS];
-    int n = 0;
-    for (int64_t r = 0; r < base->rows; r += step, n++) {
-        tasks[n] = *base;
-        tasks[n].row0 = r;
-        tasks[n].row1 = r + step < base->rows ? r + step : base->rows;
-    }
-    if (n <= 1 || pthread_mutex_trylock(&pool_lock) != 0) {
-        for (int i = 0; i < n; i++) run_task(&tasks[i]);
-        return;
-    }
-    grow_pool(n - 1);
-    int helpers = n - 1 < pool_workers ? n - 1 : pool_workers;
-    for (int i = 0; i < n; i++) pool_tasks[i] = tasks[i];
-    pool_count = helpers + 1;
-    __atomic_store_n(&remaining, helpers, __ATOMIC_RELEASE);
-    pthread_mutex_lock(&wake_lock);
-    __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
-    pthread_cond_broadcast(&wake);
-    pthread_mutex_unlock(&wake_lock);
-    run_task(&pool_tasks[0]);
-    for (int i = helpers + 1; i < n; i++) run_task(&pool_tasks[i]); /* no worker to be had for these */
-    while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) > 0) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
-    }
-    pthread_mutex_unlock(&pool_lock);
-}
+/* even ranges: a SwiGLU pair never straddles two threads */
+static void run_split(Task *base, int threads) { pool_run(run_rows, base, base->rows, 2, threads); }
 
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for MXFP4 W (HF blocks [rows, cols/32, 16], scales
  * [rows, cols/32]); scratch: tokens * cols floats. With swiglu, out[t, r/2] = clamped SwiGLU of the pair. */
@@ -542,6 +504,16 @@ void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int
               float *y, int threads) {
     Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
     run_split(&t, threads);
+}
+
+/* mxg_bf16 for bf16 activations x [T, K]. Returns 0 (nothing done) where the CPU lacks AVX512-BF16; the caller
+ * then widens x to float32 and calls mxg_bf16. */
+int mxg_bf16_bf16x(const uint16_t *w, int64_t rows, int64_t cols, const uint16_t *x, int64_t tokens, const float *bias,
+                   float *y, int threads) {
+    if (!use_avx512bf16()) return 0;
+    Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, NULL, x, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
+    run_split(&t, threads);
+    return 1;
 }
 
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for float32 W [rows, cols]. */

@@ -7,32 +7,10 @@ Arithmetic and its bound against the torch twin: see _cpu_gemv.c (tests/model/te
 
 from __future__ import annotations
 
-import ctypes
-from functools import lru_cache
-
 import torch
 
 from ...codec.native import thread_count
-
-_P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-
-
-@lru_cache(maxsize=1)
-def _library():
-    try:
-        from . import _cpu_gemv
-    except ImportError:
-        return None
-    lib = ctypes.CDLL(_cpu_gemv.__file__)
-    lib.mxg_mxfp4.argtypes = [_P, _P, _I64, _I64, _P, _I64, _P, _P, _P, _INT, _F32, _F32, _P, _INT]
-    lib.mxg_bf16.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P, _INT]
-    lib.mxg_f32.argtypes = lib.mxg_bf16.argtypes
-    lib.mxg_f32.restype = None
-    lib.mxg_mxfp4_bf16x.argtypes = lib.mxg_mxfp4.argtypes
-    lib.mxg_mxfp4.restype = lib.mxg_bf16.restype = None
-    lib.mxg_mxfp4_bf16x.restype = ctypes.c_int
-    lib.mxg_max_tokens.restype = ctypes.c_int
-    return lib
+from .cpu_library import library as _library
 
 
 def available() -> bool:
@@ -101,7 +79,8 @@ def mxfp4_swiglu(
 
 
 def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x [T, K] @ W.T (+ bias) for bf16 or float32 W [N, K] -> float32 [T, N]."""
+    """x [T, K] @ W.T (+ bias) for bf16 or float32 W [N, K] -> float32 [T, N]. bf16 x on bf16 W is taken as it is
+    on CPUs with AVX512-BF16, else widened to float32 (the same products either way)."""
     rows, cols = weight.shape
     lib = _library()
     kernel = {torch.bfloat16: lib.mxg_bf16, torch.float32: lib.mxg_f32}[weight.dtype]
@@ -109,9 +88,35 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     bias = None if bias is None else bias.to(torch.float32).contiguous()
 
     def run(chunk: torch.Tensor) -> torch.Tensor:
-        chunk = _rows_of(chunk)
         y = torch.empty((chunk.shape[0], rows), dtype=torch.float32)
-        kernel(_ptr(weight), rows, cols, _ptr(chunk), chunk.shape[0], _ptr(bias), _ptr(y), thread_count())
+        tail = (chunk.shape[0], _ptr(bias), _ptr(y), thread_count())
+        if weight.dtype == chunk.dtype == torch.bfloat16:
+            chunk = chunk.contiguous()
+            if lib.mxg_bf16_bf16x(_ptr(weight), rows, cols, _ptr(chunk), *tail):
+                return y
+        chunk = _rows_of(chunk)
+        kernel(_ptr(weight), rows, cols, _ptr(chunk), *tail)
         return y
 
     return _in_chunks(x, run)
+
+
+def moe_token(x, experts, weights, gate_up, gate_up_bias, down, down_bias, limit: float, alpha: float):
+    """One token's MoE in one C call (_cpu_moe.c): x [H] (bf16 or float32), its k expert ids and routing weights,
+    gate_up and down as (blocks, scales) of every expert, their biases [E, 2I] and [E, H] -> float32 [H]; None
+    where the activations are of another dtype or scratch memory was not to be had."""
+    if x.dtype not in (torch.bfloat16, torch.float32):
+        return None
+    (up_blocks, up_scales), (down_blocks, down_scales) = gate_up, down
+    hidden, inter = x.shape[-1], down_blocks.shape[2] * 32
+    parts = [t.contiguous() for t in (x, up_blocks, up_scales, down_blocks, down_scales)]
+    biases = [b.to(x.dtype).contiguous() for b in (gate_up_bias, down_bias)]
+    experts = experts.to(torch.int64).contiguous()
+    weights = weights.to(torch.float32).contiguous()
+    out = torch.empty(hidden, dtype=torch.float32)
+    done = _library().mxm_token(
+        _ptr(parts[0]), int(x.dtype == torch.bfloat16), hidden, inter, experts.numel(), _ptr(experts),
+        _ptr(weights), _ptr(parts[1]), _ptr(parts[2]), _ptr(biases[0]), _ptr(parts[3]), _ptr(parts[4]),
+        _ptr(biases[1]), limit, alpha, _ptr(out), thread_count(),
+    )  # fmt: skip
+    return out if done else None

@@ -50,9 +50,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
-    """moe_torch.experts' signature and result (within float32 rounding), small groups from the blocks."""
-    out = torch.zeros_like(x)
+    """moe_torch.experts' signature and result (within float32 rounding), small groups from the blocks; one token
+    (decoding) in a single C call."""
     packed = isinstance(gate_up, tuple) and isinstance(down, tuple)
+    if packed and x.shape[0] == 1:
+        y = cpu_gemv.moe_token(x[0], indices[0], scores[0], gate_up, gate_up_bias, down, down_bias, limit, SWIGLU_ALPHA)
+        if y is not None:
+            return y.to(x.dtype)[None]
+    out = torch.zeros_like(x)
     for e, tokens, weight in expert_groups(indices, scores):
         if packed and tokens.numel() <= EXPERT_TOKENS:
             act = cpu_gemv.mxfp4_swiglu(x[tokens], gate_up[0][e], gate_up[1][e], gate_up_bias[e], limit, SWIGLU_ALPHA)

@@ -1,0 +1,164 @@
+/* gpt-oss attention of a few queries (decoding, small chunks) against a KV cache on the CPU, in one call: logits,
+ * the sink, the sliding window and the weighted sum of values without a torch op between them. Called from
+ * mxfp4/model/kernels/cpu_attention.py through ctypes; the (batch, KV head) pairs are split over the pool's
+ * threads (cpu_pool.h).
+ *
+ * What it computes (attention_torch.attention's result): query head h = kv * G + g, query i of T, sees key j
+ * (of the latest S positions, so the T queries are the last T of them) when j <= i + S - T and, with a window, j > i + S - T - window; its output is
+ * sum_j softmax_j * v_j where the softmax runs over the allowed logits l_j = scale * q.k_j and the head's sink,
+ * which joins the denominator only. Arithmetic: float32 throughout (bf16 inputs widened exactly), the softmax
+ * online over chunks of CHUNK keys, started from the sink (running maximum = sink, denominator = 1): a chunk whose
+ * maximum is larger rescales the denominator and the accumulated values by exp(old - new). The bound the tests
+ * hold it to is in tests/model/test_attention_cpu.py. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cpu_pool.h"
+
+#define CHUNK 64      /* keys whose logits are held at once */
+#define ROW_BLOCK 32  /* query rows (G heads x T queries of one KV head) taken together */
+#define MAX_DIM 256   /* head dims above this are left to torch */
+#define INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    const void *q, *k, *v; /* [B, H, T, D], [B, KV, S, D], [B, KV, S, D]: contiguous, bf16 or float32 */
+    const float *sinks;    /* [H] */
+    void *out;             /* [B, H, T, D], the inputs' dtype */
+    int is_bf16;
+    int64_t heads, kv_heads, queries, keys, dim, window; /* window <= 0: none */
+    float scale;
+} Attention;
+
+INLINE float load(const void *base, int64_t i, int is_bf16) {
+    if (!is_bf16) return ((const float *)base)[i];
+    uint32_t bits = (uint32_t)((const uint16_t *)base)[i] << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+INLINE void store(void *base, int64_t i, float value, int is_bf16) {
+    if (!is_bf16) {
+        ((float *)base)[i] = value;
+        return;
+    }
+    uint32_t bits;
+    memcpy(&bits, &value, 4);
+    if (isnan(value))
+        bits = 0x7FC00000u;
+    else
+        bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest, ties to even: torch's float -> bf16 */
+    ((uint16_t *)base)[i] = (uint16_t)(bits >> 16);
+}
+
+/* q (float32, D values) . key j: eight partial sums, which the compiler keeps in one vector register */
+INLINE float dot(const float *q, const void *keys, int64_t j, int64_t dim, int is_bf16) {
+    float partial[8] = {0};
+    int64_t d = 0;
+    for (; d + 8 <= dim; d += 8)
+        for (int u = 0; u < 8; u++) partial[u] += q[d + u] * load(keys, j * dim + d + u, is_bf16);
+    float total = 0.0f;
+    for (int u = 0; u < 8; u++) total += partial[u];
+    for (; d < dim; d++) total += q[d] * load(keys, j * dim + d, is_bf16);
+    return total;
+}
+
+/* Rows [r0, r1) of one (batch, KV head) unit: row r is query head kv * G + r / T at query r % T. */
+INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1, int is_bf16) {
+    int64_t t_count = a->queries, s_count = a->keys, dim = a->dim;
+    int64_t groups = a->heads / a->kv_heads, b = unit / a->kv_heads, kv = unit % a->kv_heads;
+    const void *keys = (const char *)a->k + (b * a->kv_heads + kv) * s_count * dim * (is_bf16 ? 2 : 4);
+    const void *values = (const char *)a->v + (b * a->kv_heads + kv) * s_count * dim * (is_bf16 ? 2 : 4);
+    float q[ROW_BLOCK][MAX_DIM], acc[ROW_BLOCK][MAX_DIM], logits[ROW_BLOCK][CHUNK];
+    float top[ROW_BLOCK], denominator[ROW_BLOCK];
+    int64_t first[ROW_BLOCK], last[ROW_BLOCK]; /* each row's allowed keys: first..last */
+    int64_t lo = s_count, hi = -1;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t i = r % t_count, head = kv * groups + r / t_count, row = r - r0;
+        int64_t q_offset = ((b * a->heads + head) * t_count + i) * dim;
+        for (int64_t d = 0; d < dim; d++) q[row][d] = load(a->q, q_offset + d, is_bf16);
+        memset(acc[row], 0, sizeof(float) * dim);
+        top[row] = a->sinks[head];
+        denominator[row] = 1.0f; /* the sink's own exp(sink - top) */
+        last[row] = i + s_count - t_count < s_count - 1 ? i + s_count - t_count : s_count - 1;
+        first[row] = a->window > 0 ? i + s_count - t_count - a->window + 1 : 0;
+        if (first[row] < 0) first[row] = 0;
+        if (first[row] < lo) lo = first[row];
+        if (last[row] > hi) hi = last[row];
+    }
+    for (int64_t j0 = lo; j0 <= hi; j0 += CHUNK) {
+        int64_t j1 = j0 + CHUNK <= hi + 1 ? j0 + CHUNK : hi + 1;
+        for (int64_t r = r0; r < r1; r++) {
+            int64_t row = r - r0;
+            int64_t from = first[row] > j0 ? first[row] : j0, to = last[row] < j1 - 1 ? last[row] : j1 - 1;
+            if (from > to) continue;
+            float chunk_top = -INFINITY;
+            for (int64_t j = from; j <= to; j++) {
+                float l = dot(q[row], keys, j, dim, is_bf16) * a->scale;
+                logits[row][j - j0] = l;
+                if (l > chunk_top || isnan(l)) chunk_top = l;
+            }
+            if (chunk_top > top[row] || isnan(chunk_top)) {
+                float factor = expf(top[row] - chunk_top);
+                denominator[row] *= factor;
+                for (int64_t d = 0; d < dim; d++) acc[row][d] *= factor;
+                top[row] = chunk_top;
+            }
+            for (int64_t j = from; j <= to; j++) {
+                float p = expf(logits[row][j - j0] - top[row]);
+                denominator[row] += p;
+                for (int64_t d = 0; d < dim; d++) acc[row][d] += p * load(values, j * dim + d, is_bf16);
+            }
+        }
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t i = r % t_count, head = kv * groups + r / t_count, row = r - r0;
+        int64_t offset = ((b * a->heads + head) * t_count + i) * dim;
+        for (int64_t d = 0; d < dim; d++) store(a->out, offset + d, acc[row][d] / denominator[row], is_bf16);
+    }
+}
+
+INLINE void attend_units(const Attention *a, int64_t begin, int64_t end, int is_bf16) {
+    int64_t rows = (a->heads / a->kv_heads) * a->queries;
+    for (int64_t unit = begin; unit < end; unit++)
+        for (int64_t r0 = 0; r0 < rows; r0 += ROW_BLOCK)
+            attend_rows(a, unit, r0, r0 + ROW_BLOCK < rows ? r0 + ROW_BLOCK : rows, is_bf16);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void units_bf16_avx2(const Attention *a, int64_t b, int64_t e) {
+    attend_units(a, b, e, 1);
+}
+__attribute__((target("avx2,fma"))) static void units_f32_avx2(const Attention *a, int64_t b, int64_t e) {
+    attend_units(a, b, e, 0);
+}
+#define HAVE_AVX2_PATH 1
+#else
+#define HAVE_AVX2_PATH 0
+#endif
+
+static void units_bf16(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 1); }
+static void units_f32(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 0); }
+
+static void run_units(void *context, int64_t begin, int64_t end) {
+    const Attention *a = (const Attention *)context;
+#if HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        (a->is_bf16 ? units_bf16_avx2 : units_f32_avx2)(a, begin, end);
+        return;
+    }
+#endif
+    (a->is_bf16 ? units_bf16 : units_f32)(a, begin, end);
+}
+
+/* Returns 0 (nothing done) for a head dim over MAX_DIM or heads not a multiple of kv_heads: the caller keeps
+ * torch's path. */
+int mxa_attention(const void *q, const void *k, const void *v, const float *sinks, void *out, int is_bf16,
+                  int64_t batch, int64_t heads, int64_t kv_heads, int64_t queries, int64_t keys, int64_t dim,
+                  int64_t window, float scale, int threads) {
+    if (dim > MAX_DIM || dim < 1 || kv_heads < 1 || heads % kv_heads != 0) return 0;
+    Attention a = {q, k, v, sinks, out, is_bf16, heads, kv_heads, queries, keys, dim, window, scale};
+    pool_run(run_units, &a, batch * kv_heads, 1, threads);
+    return 1;
+}

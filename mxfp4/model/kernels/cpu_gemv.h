@@ -1,0 +1,14 @@
+/* The products of _cpu_gemv.c that the other kernels of this extension build on (_cpu_moe.c). */
+#ifndef MXFP4_CPU_GEMV_H
+#define MXFP4_CPU_GEMV_H
+
+#include <stdint.h>
+
+void mxg_mxfp4(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const float *x,
+               int64_t tokens, const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha,
+               float *out, int threads);
+int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const uint16_t *x,
+                    int64_t tokens, const float *bias, float *y, uint16_t *scratch, int swiglu, float limit,
+                    float alpha, float *out, int threads);
+
+#endif

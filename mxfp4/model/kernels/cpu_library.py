@@ -1,0 +1,33 @@
+"""The C kernels of the native CPU path (_cpu_gemv.c, _cpu_attention.c, _cpu_moe.c: one extension, one thread
+pool), loaded through ctypes with their signatures; None where the extension was not built."""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+
+_P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+
+
+@lru_cache(maxsize=1)
+def library():
+    try:
+        from . import _cpu_gemv
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(_cpu_gemv.__file__)
+    lib.mxg_mxfp4.argtypes = [_P, _P, _I64, _I64, _P, _I64, _P, _P, _P, _INT, _F32, _F32, _P, _INT]
+    lib.mxg_bf16.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P, _INT]
+    lib.mxg_f32.argtypes = lib.mxg_bf16.argtypes
+    lib.mxg_bf16_bf16x.argtypes = lib.mxg_bf16.argtypes
+    lib.mxg_bf16_bf16x.restype = ctypes.c_int
+    lib.mxg_f32.restype = None
+    lib.mxg_mxfp4_bf16x.argtypes = lib.mxg_mxfp4.argtypes
+    lib.mxg_mxfp4.restype = lib.mxg_bf16.restype = None
+    lib.mxg_mxfp4_bf16x.restype = ctypes.c_int
+    lib.mxg_max_tokens.restype = ctypes.c_int
+    lib.mxa_attention.argtypes = [_P, _P, _P, _P, _P, _INT, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _INT]
+    lib.mxa_attention.restype = ctypes.c_int
+    lib.mxm_token.argtypes = [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _F32, _F32, _P, _INT]
+    lib.mxm_token.restype = ctypes.c_int
+    return lib
