@@ -310,3 +310,27 @@ print("ok")
     env = {**__import__("os").environ, "MXFP4_CPU_PORTABLE": "1"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7, 64])
+def test_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypatch, threads):
+    """The pool cuts a call into pieces that threads take from a shared counter: every row is computed once by the
+    same code whoever takes it, and a SwiGLU pair never straddles two pieces, so any split is the one-thread result.
+    More threads than this machine's cores still split (they only wait for each other)."""
+    blocks, scales = random_mxfp4(70, 160, 4)
+    x = torch.randn(3, 160).bfloat16()
+    bias = torch.randn(70)
+    weight = torch.randn(70, 100).bfloat16()
+
+    def results():
+        return (
+            cpu_gemv.mxfp4_linear(x, blocks, scales, bias),
+            cpu_gemv.mxfp4_swiglu(x, blocks, scales, bias, 7.0, moe_torch.SWIGLU_ALPHA),
+            cpu_gemv.dense_linear(x[:, :100], weight, bias),
+        )
+
+    monkeypatch.setattr(cpu_gemv, "thread_count", lambda: 1)
+    alone = results()
+    monkeypatch.setattr(cpu_gemv, "thread_count", lambda: threads)
+    for got, want in zip(results(), alone):
+        assert torch.equal(got, want)

@@ -9,8 +9,8 @@
 
 typedef void (*pool_fn)(void *context, int64_t begin, int64_t end);
 
-/* job(context, begin, end) over [0, units) split into at most `threads` ranges, each a multiple of `multiple`
- * long (but the last); the caller's thread runs the first range. Returns when every range is done. */
+/* job(context, begin, end) over [0, units) in pieces, each a multiple of `multiple` long (but the last), taken by
+ * up to `threads` threads, the caller's among them. Returns when every piece is done. */
 void pool_run(pool_fn job, void *context, int64_t units, int64_t multiple, int threads);
 
 #endif
