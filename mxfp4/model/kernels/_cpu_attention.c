@@ -52,26 +52,71 @@ INLINE void store(void *base, int64_t i, float value, int is_bf16) {
     ((uint16_t *)base)[i] = (uint16_t)(bits >> 16);
 }
 
-/* q (float32, D values) . key j: eight partial sums, which the compiler keeps in one vector register */
-INLINE float dot(const float *q, const void *keys, int64_t j, int64_t dim, int is_bf16) {
-    float partial[8] = {0};
-    int64_t d = 0;
-    for (; d + 8 <= dim; d += 8)
-        for (int u = 0; u < 8; u++) partial[u] += q[d + u] * load(keys, j * dim + d + u, is_bf16);
-    float total = 0.0f;
-    for (int u = 0; u < 8; u++) total += partial[u];
-    for (; d < dim; d++) total += q[d] * load(keys, j * dim + d, is_bf16);
-    return total;
+/* logits[c] = q . keys[c] for c < n (n rounded up to 8; rows past n are zeros): plain C, eight partial sums. */
+INLINE void logits_portable(const float *q, float keys[][MAX_DIM], int64_t n, int64_t dim, float *logits) {
+    for (int64_t c = 0; c < n; c++) {
+        float partial[8] = {0};
+        int64_t d = 0;
+        for (; d + 8 <= dim; d += 8)
+            for (int u = 0; u < 8; u++) partial[u] += q[d + u] * keys[c][d + u];
+        float total = 0.0f;
+        for (int u = 0; u < 8; u++) total += partial[u];
+        for (; d < dim; d++) total += q[d] * keys[c][d];
+        logits[c] = total;
+    }
 }
 
-/* Rows [r0, r1) of one (batch, KV head) unit: row r is query head kv * G + r / T at query r % T. */
-INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1, int is_bf16) {
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+
+/* The same for dim a multiple of 8: eight keys at a time, one accumulator each, the eight sums reduced together
+ * (three rounds of pairwise adds) into one vector of eight logits. */
+__attribute__((target("avx2,fma"))) static void logits_avx2(const float *q, float keys[][MAX_DIM], int64_t n,
+                                                             int64_t dim, float *logits) {
+    for (int64_t c = 0; c < n; c += 8) {
+        __m256 acc[8];
+        for (int u = 0; u < 8; u++) acc[u] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < dim; d += 8) {
+            __m256 qv = _mm256_loadu_ps(q + d);
+            for (int u = 0; u < 8; u++) acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(keys[c + u] + d), acc[u]);
+        }
+        __m256 a01 = _mm256_hadd_ps(acc[0], acc[1]), a23 = _mm256_hadd_ps(acc[2], acc[3]);
+        __m256 a45 = _mm256_hadd_ps(acc[4], acc[5]), a67 = _mm256_hadd_ps(acc[6], acc[7]);
+        __m256 b0 = _mm256_hadd_ps(a01, a23), b1 = _mm256_hadd_ps(a45, a67); /* per 128-bit half: 4 keys' halves */
+        __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+        _mm256_storeu_ps(logits + c, sums);
+    }
+}
+
+/* acc[d] += sum over c in [from, to] of p[c] * values[c][d], for dim a multiple of 8: 64 dims at a time held in
+ * registers across the keys (in memory each add would wait for the previous one's store). Same order of adds. */
+__attribute__((target("avx2,fma"))) static void accumulate_avx2(float *acc, const float *p, float values[][MAX_DIM],
+                                                                 int64_t from, int64_t to, int64_t dim) {
+    for (int64_t d0 = 0; d0 < dim; d0 += 64) {
+        int width = dim - d0 < 64 ? (int)(dim - d0) / 8 : 8;
+        __m256 sum[8];
+        for (int u = 0; u < width; u++) sum[u] = _mm256_loadu_ps(acc + d0 + 8 * u);
+        for (int64_t c = from; c <= to; c++) {
+            __m256 weight = _mm256_set1_ps(p[c]);
+            for (int u = 0; u < width; u++)
+                sum[u] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(values[c] + d0 + 8 * u), sum[u]);
+        }
+        for (int u = 0; u < width; u++) _mm256_storeu_ps(acc + d0 + 8 * u, sum[u]);
+    }
+}
+#else
+#define HAVE_AVX2_PATH 0
+#endif
+
+/* Rows [r0, r1) of one (batch, KV head) unit: row r is query head kv * G + r / T at query r % T. Each chunk of keys
+ * and values is widened to float32 once and serves every row. vector: the caller is the AVX2 build. */
+INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1, int is_bf16, int vector) {
     int64_t t_count = a->queries, s_count = a->keys, dim = a->dim;
     int64_t groups = a->heads / a->kv_heads, b = unit / a->kv_heads, kv = unit % a->kv_heads;
-    const void *keys = (const char *)a->k + (b * a->kv_heads + kv) * s_count * dim * (is_bf16 ? 2 : 4);
-    const void *values = (const char *)a->v + (b * a->kv_heads + kv) * s_count * dim * (is_bf16 ? 2 : 4);
-    float q[ROW_BLOCK][MAX_DIM], acc[ROW_BLOCK][MAX_DIM], logits[ROW_BLOCK][CHUNK];
-    float top[ROW_BLOCK], denominator[ROW_BLOCK];
+    int64_t base = (b * a->kv_heads + kv) * s_count * dim;
+    float q[ROW_BLOCK][MAX_DIM], acc[ROW_BLOCK][MAX_DIM], keys[CHUNK][MAX_DIM], values[CHUNK][MAX_DIM];
+    float top[ROW_BLOCK], denominator[ROW_BLOCK], logits[CHUNK];
     int64_t first[ROW_BLOCK], last[ROW_BLOCK]; /* each row's allowed keys: first..last */
     int64_t lo = s_count, hi = -1;
     for (int64_t r = r0; r < r1; r++) {
@@ -88,16 +133,27 @@ INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1
         if (last[row] > hi) hi = last[row];
     }
     for (int64_t j0 = lo; j0 <= hi; j0 += CHUNK) {
-        int64_t j1 = j0 + CHUNK <= hi + 1 ? j0 + CHUNK : hi + 1;
+        int64_t n = j0 + CHUNK <= hi + 1 ? CHUNK : hi + 1 - j0, padded = (n + 7) / 8 * 8;
+        for (int64_t c = 0; c < n; c++)
+            for (int64_t d = 0; d < dim; d++) keys[c][d] = load(a->k, base + (j0 + c) * dim + d, is_bf16);
+        for (int64_t c = 0; c < n; c++)
+            for (int64_t d = 0; d < dim; d++) values[c][d] = load(a->v, base + (j0 + c) * dim + d, is_bf16);
+        for (int64_t c = n; c < padded; c++) memset(keys[c], 0, sizeof(float) * dim);
         for (int64_t r = r0; r < r1; r++) {
             int64_t row = r - r0;
-            int64_t from = first[row] > j0 ? first[row] : j0, to = last[row] < j1 - 1 ? last[row] : j1 - 1;
+            int64_t from = (first[row] > j0 ? first[row] : j0) - j0;
+            int64_t to = (last[row] < j0 + n - 1 ? last[row] : j0 + n - 1) - j0;
             if (from > to) continue;
+#if HAVE_AVX2_PATH
+            if (vector && dim % 8 == 0)
+                logits_avx2(q[row], keys, padded, dim, logits);
+            else
+#endif
+                logits_portable(q[row], keys, n, dim, logits);
             float chunk_top = -INFINITY;
-            for (int64_t j = from; j <= to; j++) {
-                float l = dot(q[row], keys, j, dim, is_bf16) * a->scale;
-                logits[row][j - j0] = l;
-                if (l > chunk_top || isnan(l)) chunk_top = l;
+            for (int64_t c = from; c <= to; c++) {
+                logits[c] *= a->scale;
+                if (logits[c] > chunk_top || isnan(logits[c])) chunk_top = logits[c];
             }
             if (chunk_top > top[row] || isnan(chunk_top)) {
                 float factor = expf(top[row] - chunk_top);
@@ -105,11 +161,18 @@ INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1
                 for (int64_t d = 0; d < dim; d++) acc[row][d] *= factor;
                 top[row] = chunk_top;
             }
-            for (int64_t j = from; j <= to; j++) {
-                float p = expf(logits[row][j - j0] - top[row]);
-                denominator[row] += p;
-                for (int64_t d = 0; d < dim; d++) acc[row][d] += p * load(values, j * dim + d, is_bf16);
+            for (int64_t c = from; c <= to; c++) { /* the weights, in place of the logits */
+                logits[c] = expf(logits[c] - top[row]);
+                denominator[row] += logits[c];
             }
+#if HAVE_AVX2_PATH
+            if (vector && dim % 8 == 0) {
+                accumulate_avx2(acc[row], logits, values, from, to, dim);
+                continue;
+            }
+#endif
+            for (int64_t c = from; c <= to; c++)
+                for (int64_t d = 0; d < dim; d++) acc[row][d] += logits[c] * values[c][d];
         }
     }
     for (int64_t r = r0; r < r1; r++) {
@@ -119,27 +182,24 @@ INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1
     }
 }
 
-INLINE void attend_units(const Attention *a, int64_t begin, int64_t end, int is_bf16) {
+INLINE void attend_units(const Attention *a, int64_t begin, int64_t end, int is_bf16, int vector) {
     int64_t rows = (a->heads / a->kv_heads) * a->queries;
     for (int64_t unit = begin; unit < end; unit++)
         for (int64_t r0 = 0; r0 < rows; r0 += ROW_BLOCK)
-            attend_rows(a, unit, r0, r0 + ROW_BLOCK < rows ? r0 + ROW_BLOCK : rows, is_bf16);
+            attend_rows(a, unit, r0, r0 + ROW_BLOCK < rows ? r0 + ROW_BLOCK : rows, is_bf16, vector);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if HAVE_AVX2_PATH
 __attribute__((target("avx2,fma"))) static void units_bf16_avx2(const Attention *a, int64_t b, int64_t e) {
-    attend_units(a, b, e, 1);
+    attend_units(a, b, e, 1, 1);
 }
 __attribute__((target("avx2,fma"))) static void units_f32_avx2(const Attention *a, int64_t b, int64_t e) {
-    attend_units(a, b, e, 0);
+    attend_units(a, b, e, 0, 1);
 }
-#define HAVE_AVX2_PATH 1
-#else
-#define HAVE_AVX2_PATH 0
 #endif
 
-static void units_bf16(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 1); }
-static void units_f32(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 0); }
+static void units_bf16(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 1, 0); }
+static void units_f32(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 0, 0); }
 
 static void run_units(void *context, int64_t begin, int64_t end) {
     const Attention *a = (const Attention *)context;

@@ -19,7 +19,7 @@ import torch
 
 from . import attention_torch, cpu_attention
 
-MIN_QUERIES = 32  # fewer queries take grouped_attention: faster against a cache up to 16 queries, even at 32
+MIN_QUERIES = 32  # fewer queries take the C kernel or grouped_attention (see attention())
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)  # torch >= 2.2
 
 
@@ -32,11 +32,14 @@ def attention(
 ) -> torch.Tensor:
     """attention_torch.attention: q [B, H, T, D] at positions q_start.., k and v [B, KV, S, D] at the latest S
     positions, sinks [H] -> [B, H, T, D]."""
-    t = q.shape[2]
+    t, s = q.shape[2], k.shape[2]
     if q.device.type != "cpu":
         return attention_torch.attention(q, k, v, sinks, q_start=q_start, window=window)
     if t < MIN_QUERIES or _FLASH is None:
-        out = cpu_attention.attention(q, k, v, sinks, window=window) if t < MIN_QUERIES else None
+        # the C kernel where `bench_model.py --crossover` finds it fastest: one query (decoding), or a short prompt
+        # with nothing cached (up to 32 queries); against a cache grouped_attention's matmuls win from 2 queries
+        c_kernel = t < MIN_QUERIES and (t == 1 or s == t)
+        out = cpu_attention.attention(q, k, v, sinks, window=window) if c_kernel else None
         return grouped_attention(q, k, v, sinks, q_start=q_start, window=window) if out is None else out
     return fused_attention(q, k, v, sinks, q_start=q_start, window=window)
 
