@@ -3,6 +3,7 @@
     python benchmarks/bench_model.py                      # small: 8 layers, 16 experts, hidden 512, vocab 8192
     python benchmarks/bench_model.py --shape wide         # 20b width cut to 4 layers, 32 experts top 4, vocab 201,088
     python benchmarks/bench_model.py --crossover          # where the native C products stop paying (batch sizes)
+    python benchmarks/bench_model.py --shape wide --interleave   # native and llama.cpp decode steps taken in turn
 
 Builds a synthetic MXFP4 checkpoint (and its GGUF, written by mxfp4 convert), then runs each implementation in
 its own child process: prefill of --prompt tokens (batch 1), then --new-tokens greedy decode steps from the KV
@@ -10,6 +11,9 @@ cache. Prints tokens/s, the ratio to llama.cpp, each child's peak RSS, and for d
 one token reads (unembedding + attention + the routed experts of every layer) and the bandwidth that implies.
 Times are the best of --repeat runs inside each child, and with --rounds N the best of N children per implementation,
 run in alternation (this machine's memory bandwidth drifts between minutes); compare ratios, not absolutes.
+--interleave loads mxfp4 native and llama.cpp into one process and takes their decode steps in turn, one each,
+so both see the same moment of the machine: it prints the median step of each and the median of the per-step
+ratios (the least drift-prone decode figure here).
 """
 
 from __future__ import annotations
@@ -103,6 +107,55 @@ def child_llama(gguf: Path, prompt, new: int, repeat: int) -> dict:
         return time.perf_counter() - start
 
     return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
+
+
+def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
+    """mxfp4 native and llama.cpp in one process, after a prefill each, decode steps alternating: the per-step
+    times of both (each follows its own greedy tokens)."""
+    import llama_cpp
+    import numpy as np
+    import torch
+
+    import mxfp4.model
+
+    llama = llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=len(prompt) + new + 8, n_batch=len(prompt), n_threads=os.cpu_count(),
+        verbose=False,
+    )  # fmt: skip
+    ours = mxfp4.model.load(directory, backend="native", dtype=torch.bfloat16)
+    llama.reset()
+    llama.eval(prompt)
+    theirs_token = int(np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).argmax())
+    theirs_s, ours_s = [], []
+    with torch.no_grad():
+        cache = ours.new_cache()
+        token = ours(torch.tensor([prompt]), cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+        for step in range(new):
+            start = time.perf_counter()
+            llama.eval([theirs_token])
+            theirs_token = int(np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).argmax())
+            middle = time.perf_counter()
+            token = ours(token, cache, start=len(prompt) + step)[:, -1].argmax(-1, keepdim=True)
+            ours_s.append(time.perf_counter() - middle)
+            theirs_s.append(middle - start)
+    return {"ours_s": ours_s, "llama_s": theirs_s}
+
+
+def interleaved_report(result: dict, per_token: int) -> None:
+    import statistics
+
+    ours, theirs = result["ours_s"], result["llama_s"]
+    ratios = [t / o for t, o in zip(theirs, ours)]
+    print(f"decode steps taken in turn ({len(ours)} each):")
+    print(f"{'implementation':14s} {'median ms/token':>15s} {'fastest':>8s} {'GB/s at median':>14s}")
+    for name, times in (("mxfp4 native", ours), ("llama.cpp", theirs)):
+        median = statistics.median(times)
+        print(f"{name:14s} {median * 1e3:15.1f} {min(times) * 1e3:8.1f} {per_token / median / 1e9:14.1f}")
+    quartiles = statistics.quantiles(ratios, n=4)
+    print(
+        f"native decode speed vs llama.cpp, per step: median {statistics.median(ratios):.2f}x "
+        f"(quartiles {quartiles[0]:.2f}x-{quartiles[2]:.2f}x)"
+    )
 
 
 def child_transformers(directory: Path, prompt, new: int, repeat: int) -> dict:
@@ -209,6 +262,9 @@ def main() -> None:
     )
     parser.add_argument("--only", action="append", choices=IMPLEMENTATIONS, help="run only these (repeatable)")
     parser.add_argument("--crossover", action="store_true", help="time the native products per batch size")
+    parser.add_argument(
+        "--interleave", action="store_true", help="native and llama.cpp decode steps in turn in one process"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -219,7 +275,9 @@ def main() -> None:
     prompt = [random.Random(0).randrange(0, 8000) for _ in range(args.prompt)]
     if args.child:
         path, new, repeat = Path(args.path), args.new_tokens, args.repeat
-        if args.child.startswith("mxfp4"):
+        if args.child == "interleaved":
+            result = child_interleaved(path, path.parent / "model.gguf", prompt, new)
+        elif args.child.startswith("mxfp4"):
             result = child_mxfp4(path, args.child.split()[1], prompt, new, repeat)
         elif args.child == "llama.cpp":
             result = child_llama(path, prompt, new, repeat)
@@ -246,6 +304,10 @@ def main() -> None:
             f"weights {weights / 2**30:.2f} GiB; bf16; prefill {args.prompt} tokens, decode {args.new_tokens}; "
             f"{os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB of weights"
         )
+        if args.interleave:
+            child = ["--child", "interleaved", "--path", str(directory), "--prompt", str(args.prompt)]
+            result, _ = run_child(child + ["--new-tokens", str(args.new_tokens)])
+            return interleaved_report(result, per_token)
         rows = {}
         for _ in range(args.rounds):  # implementations alternate, so a slow spell of the machine hits them all alike
             for name in args.only or IMPLEMENTATIONS:
