@@ -221,7 +221,7 @@ def crossover(repeat: int) -> None:
     for dtype in (torch.bfloat16, torch.float32):
         weight = torch.randn(201088, 2880).to(dtype)
         print(f"{str(dtype).removeprefix('torch.')} unembedding [{weight.shape[0]}, {weight.shape[1]}]")
-        for tokens in (1, 2, 4):
+        for tokens in (1, 2, 4, 8):
             x = torch.randn(tokens, 2880).to(dtype)
             native = best(lambda: cpu_gemv.dense_linear(x, weight), repeat)
             dense = best(lambda: torch.nn.functional.linear(x, weight), repeat)

@@ -19,7 +19,7 @@ from . import cpu_gemv
 from .moe_torch import SWIGLU_ALPHA, expert_groups, expert_output
 
 EXPERT_TOKENS = 8  # measured crossovers: see the module docstring
-LINEAR_TOKENS = {torch.bfloat16: 1, torch.float32: 2}  # rows, per weight dtype
+LINEAR_TOKENS = {torch.bfloat16: 4, torch.float32: 8}  # rows, per weight dtype
 
 
 @contextmanager
