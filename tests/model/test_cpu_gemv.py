@@ -282,7 +282,8 @@ def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():
 
 
 def test_the_portable_loops_keep_the_same_bound():
-    """MXFP4_CPU_PORTABLE=1 runs the plain C loops (what a CPU without AVX2 gets), in a fresh process."""
+    """MXFP4_CPU_PORTABLE=1 runs the plain C loops (what a CPU without AVX2 gets: products, the one-token MoE's
+    widening fallback, the attention kernel), in a fresh process."""
     import subprocess
     import sys
 
@@ -301,10 +302,15 @@ for dtype in (torch.float32, torch.bfloat16):
     assert ((got.double() - want.double()).abs() <= t.bound(x.float(), w, want)).all()
 for dtype in (torch.float32, torch.bfloat16):
     d = torch.randn(33, 70).to(dtype)
-    x = torch.randn(5, 70)
-    want = x @ d.float().T
+    x = torch.randn(5, 70).to(dtype)  # bf16 x on bf16 W: the widening fallback of the vdpbf16ps loop
+    want = x.float() @ d.float().T
     got = cpu_gemv.dense_linear(x, d)
-    assert ((got.double() - want.double()).abs() <= t.bound(x, d.float(), want)).all()
+    assert ((got.double() - want.double()).abs() <= t.bound(x.float(), d.float(), want)).all()
+t.test_one_token_moe_is_the_per_expert_products_summed_bf16()  # bf16 activations widened for each product
+import test_attention_cpu as a
+a.test_fused_attention_equals_the_reference_within_the_bound()  # the C kernel's plain loops among the paths
+for args in ((1, 128, 2), (5, 40, 1)):
+    a.test_the_c_kernel_on_bf16_within_float32_rounding_of_the_exact_result(*args)
 print("ok")
 """
     env = {**__import__("os").environ, "MXFP4_CPU_PORTABLE": "1"}

@@ -12,13 +12,14 @@
  * hold it to is in tests/model/test_attention_cpu.py. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_pool.h"
 
 #define CHUNK 64      /* keys whose logits are held at once */
 #define ROW_BLOCK 32  /* query rows (G heads x T queries of one KV head) taken together */
-#define MAX_DIM 256   /* head dims above this are left to torch */
+#define MAX_DIM 128   /* head dims above this are left to torch (gpt-oss: 64); bounds the ~100 KB of stack a call takes */
 #define INLINE static inline __attribute__((always_inline))
 
 typedef struct {
@@ -201,10 +202,25 @@ __attribute__((target("avx2,fma"))) static void units_f32_avx2(const Attention *
 static void units_bf16(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 1, 0); }
 static void units_f32(const Attention *a, int64_t b, int64_t e) { attend_units(a, b, e, 0, 0); }
 
+/* MXFP4_CPU_PORTABLE=1 (read once) runs the plain C loops, as in _cpu_gemv.c: how the tests reach them here. */
+static int use_avx2(void) {
+#if HAVE_AVX2_PATH
+    static int known = -1;
+    if (known < 0) {
+        const char *portable = getenv("MXFP4_CPU_PORTABLE");
+        known = !(portable != NULL && portable[0] == '1') && __builtin_cpu_supports("avx2") &&
+                __builtin_cpu_supports("fma");
+    }
+    return known;
+#else
+    return 0;
+#endif
+}
+
 static void run_units(void *context, int64_t begin, int64_t end) {
     const Attention *a = (const Attention *)context;
 #if HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (use_avx2()) {
         (a->is_bf16 ? units_bf16_avx2 : units_f32_avx2)(a, begin, end);
         return;
     }

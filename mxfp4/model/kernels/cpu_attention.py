@@ -13,7 +13,7 @@ from ...codec.native import thread_count
 from .cpu_library import library
 
 DTYPES = (torch.bfloat16, torch.float32)
-MAX_HEAD_DIM = 256  # the kernel's MAX_DIM
+MAX_HEAD_DIM = 128  # the kernel's MAX_DIM
 
 
 def attention(
