@@ -28,6 +28,8 @@ def library():
     lib.mxg_max_tokens.restype = ctypes.c_int
     lib.mxa_attention.argtypes = [_P, _P, _P, _P, _P, _INT, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _INT]
     lib.mxa_attention.restype = ctypes.c_int
+    lib.mxa_exp.argtypes = [_P, _P, _I64]
+    lib.mxa_exp.restype = ctypes.c_int
     lib.mxm_token.argtypes = [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _F32, _F32, _P, _INT]
     lib.mxm_token.restype = ctypes.c_int
     return lib
