@@ -240,7 +240,7 @@ def crossover_attention(repeat: int) -> None:
     print("attention, 64 query heads / 8 KV heads of 64, bf16 (ms)")
     print(f"{'queries':>7s} {'cached':>6s} {'C':>8s} {'grouped':>8s} {'fused':>8s} {'fused / C':>10s}")
     for cached in (0, 512):
-        for queries in (1, 2, 4, 8, 16, 32, 64):
+        for queries in (1, 2, 4, 8, 16, 32, 64) + ((128, 256) if cached == 0 else ()):
             keys = queries + cached
             q = torch.randn(1, 64, queries, 64).bfloat16()
             k, v = torch.randn(1, 8, keys, 64).bfloat16(), torch.randn(1, 8, keys, 64).bfloat16()

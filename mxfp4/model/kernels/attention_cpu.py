@@ -1,16 +1,17 @@
-"""gpt-oss attention for the native CPU path. Prompts: torch's fused flash attention for the CPU, with the sink
-applied afterwards from the logsumexp the kernel returns; decoding: the C kernel of cpu_attention (one call a
-layer), or where it does not apply (float64, an unbuilt extension) the query heads of each KV head as one matrix.
+"""gpt-oss attention for the native CPU path. Long prompts: torch's fused flash attention for the CPU, with the
+sink applied afterwards from the logsumexp the kernel returns; decoding and short prompts: the C kernel of
+cpu_attention (one call a layer); a few queries against a cache, or where the C kernel does not apply (float64,
+an unbuilt extension): the query heads of each KV head as one matrix.
 Same signature and result as attention_torch.attention (within the float rounding of a different evaluation
 order; tests/model/test_attention_cpu.py states the bound).
 
 Why the sink can come afterwards: with logits l_j over the allowed keys and L = logsumexp(l), the sink s joins
 only the denominator, so each weight is exp(l_j) / (exp(L) + exp(s)) = softmax(l)_j * sigmoid(L - s). The fused
 kernel never writes the [T, S] logits, which is most of the reference's time on long prompts (measured on the
-wide shape, 512 tokens, 64 heads: 160 ms a full layer in attention_torch, 54 ms here). Decode-sized queries
-(fewer than MIN_QUERIES) take the C kernel instead, where the fused call's set-up is the larger cost; between
-decode steps the weights stream through the caches, and each of grouped_attention's ~25 torch ops then costs
-several times what it does in a loop (measured on the wide shape: 0.75 ms a layer in the model, 0.2 ms alone).
+wide shape, 512 tokens, 64 heads: 160 ms a full layer in attention_torch, 54 ms here). Between decode steps the
+weights stream through the caches, and each of grouped_attention's ~25 torch ops then costs several times what it
+does in a loop (measured on the wide shape: 0.75 ms a layer in the model, 0.2 ms alone): the C kernel's one call
+is what decoding takes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import torch
 
 from . import attention_torch, cpu_attention
 
-MIN_QUERIES = 32  # fewer queries take the C kernel or grouped_attention (see attention())
+# Where each path is fastest, from `bench_model.py --crossover` on this machine (README, "CPU decoding"): the C
+# kernel up to 2 queries against a cache and up to 128 with nothing cached (a prompt); otherwise grouped_attention
+# below MIN_QUERIES queries and torch's fused kernel from there.
+C_QUERIES_CACHED = 2
+C_QUERIES_UNCACHED = 128
+MIN_QUERIES = 32
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)  # torch >= 2.2
 
 
@@ -35,12 +41,12 @@ def attention(
     t, s = q.shape[2], k.shape[2]
     if q.device.type != "cpu":
         return attention_torch.attention(q, k, v, sinks, q_start=q_start, window=window)
+    if t <= (C_QUERIES_UNCACHED if s == t else C_QUERIES_CACHED):
+        out = cpu_attention.attention(q, k, v, sinks, window=window)
+        if out is not None:
+            return out
     if t < MIN_QUERIES or _FLASH is None:
-        # the C kernel where `bench_model.py --crossover` finds it fastest: one query (decoding), or a short prompt
-        # with nothing cached (up to 32 queries); against a cache grouped_attention's matmuls win from 2 queries
-        c_kernel = t < MIN_QUERIES and (t == 1 or s == t)
-        out = cpu_attention.attention(q, k, v, sinks, window=window) if c_kernel else None
-        return grouped_attention(q, k, v, sinks, q_start=q_start, window=window) if out is None else out
+        return grouped_attention(q, k, v, sinks, q_start=q_start, window=window)
     return fused_attention(q, k, v, sinks, q_start=q_start, window=window)
 
 
