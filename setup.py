@@ -19,7 +19,11 @@ setup(
                 "mxfp4/model/kernels/_cpu_moe.c",
                 "mxfp4/model/kernels/cpu_pool.c",
             ],
-            depends=["mxfp4/model/kernels/cpu_pool.h", "mxfp4/model/kernels/cpu_gemv.h"],
+            depends=[
+                "mxfp4/model/kernels/cpu_pool.h",
+                "mxfp4/model/kernels/cpu_gemv.h",
+                "mxfp4/model/kernels/cpu_bf16.h",
+            ],
             extra_compile_args=["-O3", "-fno-fast-math", "-pthread"],
             extra_link_args=["-pthread"],
             optional=True,

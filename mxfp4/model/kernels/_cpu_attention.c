@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_bf16.h"
 #include "cpu_pool.h"
 
 #define CHUNK 64      /* keys whose logits are held at once */
@@ -31,26 +32,11 @@ typedef struct {
     float scale;
 } Attention;
 
-INLINE float load(const void *base, int64_t i, int is_bf16) {
-    if (!is_bf16) return ((const float *)base)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)base)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 INLINE void store(void *base, int64_t i, float value, int is_bf16) {
-    if (!is_bf16) {
-        ((float *)base)[i] = value;
-        return;
-    }
-    uint32_t bits;
-    memcpy(&bits, &value, 4);
-    if (isnan(value))
-        bits = 0x7FC00000u;
+    if (is_bf16)
+        ((uint16_t *)base)[i] = f32_to_bf16(value);
     else
-        bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest, ties to even: torch's float -> bf16 */
-    ((uint16_t *)base)[i] = (uint16_t)(bits >> 16);
+        ((float *)base)[i] = value;
 }
 
 /* logits[c] = q . keys[c] for c < n (n rounded up to 8; rows past n are zeros): plain C, eight partial sums. */
@@ -156,7 +142,7 @@ INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1
     for (int64_t r = r0; r < r1; r++) {
         int64_t i = r % t_count, head = kv * groups + r / t_count, row = r - r0;
         int64_t q_offset = ((b * a->heads + head) * t_count + i) * dim;
-        for (int64_t d = 0; d < dim; d++) q[row][d] = load(a->q, q_offset + d, is_bf16);
+        for (int64_t d = 0; d < dim; d++) q[row][d] = element(a->q, q_offset + d, is_bf16);
         memset(acc[row], 0, sizeof(float) * dim);
         top[row] = a->sinks[head];
         denominator[row] = 1.0f; /* the sink's own exp(sink - top) */
@@ -169,9 +155,9 @@ INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1
     for (int64_t j0 = lo; j0 <= hi; j0 += CHUNK) {
         int64_t n = j0 + CHUNK <= hi + 1 ? CHUNK : hi + 1 - j0, padded = (n + 7) / 8 * 8;
         for (int64_t c = 0; c < n; c++)
-            for (int64_t d = 0; d < dim; d++) keys[c][d] = load(a->k, base + (j0 + c) * dim + d, is_bf16);
+            for (int64_t d = 0; d < dim; d++) keys[c][d] = element(a->k, base + (j0 + c) * dim + d, is_bf16);
         for (int64_t c = 0; c < n; c++)
-            for (int64_t d = 0; d < dim; d++) values[c][d] = load(a->v, base + (j0 + c) * dim + d, is_bf16);
+            for (int64_t d = 0; d < dim; d++) values[c][d] = element(a->v, base + (j0 + c) * dim + d, is_bf16);
         for (int64_t c = n; c < padded; c++) memset(keys[c], 0, sizeof(float) * dim);
         for (int64_t r = r0; r < r1; r++) {
             int64_t row = r - r0;

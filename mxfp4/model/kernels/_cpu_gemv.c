@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cpu_bf16.h"
 #include "cpu_gemv.h"
 #include "cpu_pool.h"
 
@@ -37,17 +38,6 @@ static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 static void build_tables(void) {
     for (int s = 0; s < 255; s++) HALF_SCALE[s] = ldexpf(1.0f, s - 128);
     HALF_SCALE[255] = NAN;
-}
-
-INLINE float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-INLINE float element(const void *row, int64_t k, int is_bf16) {
-    return is_bf16 ? bf16_to_f32(((const uint16_t *)row)[k]) : ((const float *)row)[k];
 }
 
 /* x [T, K] reordered per block as the HF nibbles come: the 16 even elements, then the 16 odd ones. Byte j of

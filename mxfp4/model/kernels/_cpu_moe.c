@@ -11,23 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_bf16.h"
 #include "cpu_gemv.h"
-
-static float widen(const void *base, int64_t i, int is_bf16) {
-    if (!is_bf16) return ((const float *)base)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)base)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static uint16_t to_bf16(float value) { /* round to nearest, ties to even; NaN stays NaN (torch's cast) */
-    uint32_t bits;
-    memcpy(&bits, &value, 4);
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
-    bits += 0x7FFFu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
 
 /* y [rows] = W x + bias (+ the SwiGLU into act [rows / 2]) for one token: bf16 x through AVX512-BF16 where the CPU
  * has it, else widened to float32 (wide: [cols] floats of scratch). */
@@ -39,7 +24,7 @@ static void product(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
         return;
     const float *xf = (const float *)x;
     if (is_bf16) {
-        for (int64_t i = 0; i < cols; i++) wide[i] = widen(x, i, 1);
+        for (int64_t i = 0; i < cols; i++) wide[i] = element(x, i, 1);
         xf = wide;
     }
     mxg_mxfp4(blocks, scales, rows, cols, xf, 1, bias, y, (float *)scratch, swiglu, limit, alpha, act, threads);
@@ -63,13 +48,13 @@ int mxm_token(const void *x, int is_bf16, int64_t hidden, int64_t inter, int64_t
     int64_t up_rows = 2 * inter, up_blocks = hidden / 32, down_blocks_per_row = inter / 32;
     for (int64_t c = 0; c < k; c++) {
         int64_t e = experts[c];
-        for (int64_t r = 0; r < up_rows; r++) up_bias[r] = widen(gate_up_bias, e * up_rows + r, is_bf16);
-        for (int64_t r = 0; r < hidden; r++) down_b[r] = widen(down_bias, e * hidden + r, is_bf16);
+        for (int64_t r = 0; r < up_rows; r++) up_bias[r] = element(gate_up_bias, e * up_rows + r, is_bf16);
+        for (int64_t r = 0; r < hidden; r++) down_b[r] = element(down_bias, e * hidden + r, is_bf16);
         product(gate_up_blocks + e * up_rows * up_blocks * 16, gate_up_scales + e * up_rows * up_blocks, up_rows,
                 hidden, x, is_bf16, up_bias, h, scratch, widened, 1, limit, alpha, act, threads);
         const void *down_x = act;
         if (is_bf16) {
-            for (int64_t i = 0; i < inter; i++) act16[i] = to_bf16(act[i]);
+            for (int64_t i = 0; i < inter; i++) act16[i] = f32_to_bf16(act[i]);
             down_x = act16;
         }
         product(down_blocks + e * hidden * down_blocks_per_row * 16, down_scales + e * hidden * down_blocks_per_row,
