@@ -80,30 +80,38 @@ def child_mxfp4(directory: Path, backend: str, prompt, new: int, repeat: int) ->
         return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
 
 
-def child_llama(gguf: Path, prompt, new: int, repeat: int) -> dict:
+def open_llama(gguf: Path, prompt, new: int):
+    """llama.cpp on gguf with room for the prompt and `new` tokens, on every core."""
     import llama_cpp
 
-    model = llama_cpp.Llama(
+    return llama_cpp.Llama(
         model_path=str(gguf), n_ctx=len(prompt) + new + 8, n_batch=len(prompt), n_threads=os.cpu_count(),
         verbose=False,
     )  # fmt: skip
+
+
+def llama_greedy(model) -> int:
+    """The argmax of the last evaluated position's logits. Without logits_all llama-cpp-python keeps no scores,
+    so the context's last row is read directly."""
+    import numpy as np
+
+    return int(np.ctypeslib.as_array(model._ctx.get_logits(), shape=(model.n_vocab(),)).argmax())
+
+
+def child_llama(gguf: Path, prompt, new: int, repeat: int) -> dict:
+    model = open_llama(gguf, prompt, new)
 
     def prefill():
         model.reset()
         model.eval(prompt)
 
-    import numpy as np
-
-    def last_logits():  # without logits_all, llama-cpp-python keeps no scores: read the context's last row
-        return np.ctypeslib.as_array(model._ctx.get_logits(), shape=(model.n_vocab(),))
-
     def decode():
         prefill()
-        token = int(last_logits().argmax())
+        token = llama_greedy(model)
         start = time.perf_counter()
         for _ in range(new):
             model.eval([token])
-            token = int(last_logits().argmax())
+            token = llama_greedy(model)
         return time.perf_counter() - start
 
     return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
@@ -112,20 +120,15 @@ def child_llama(gguf: Path, prompt, new: int, repeat: int) -> dict:
 def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
     """mxfp4 native and llama.cpp in one process, after a prefill each, decode steps alternating: the per-step
     times of both (each follows its own greedy tokens)."""
-    import llama_cpp
-    import numpy as np
     import torch
 
     import mxfp4.model
 
-    llama = llama_cpp.Llama(
-        model_path=str(gguf), n_ctx=len(prompt) + new + 8, n_batch=len(prompt), n_threads=os.cpu_count(),
-        verbose=False,
-    )  # fmt: skip
+    llama = open_llama(gguf, prompt, new)
     ours = mxfp4.model.load(directory, backend="native", dtype=torch.bfloat16)
     llama.reset()
     llama.eval(prompt)
-    theirs_token = int(np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).argmax())
+    theirs_token = llama_greedy(llama)
     theirs_s, ours_s = [], []
     with torch.no_grad():
         cache = ours.new_cache()
@@ -133,7 +136,7 @@ def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
         for step in range(new):
             start = time.perf_counter()
             llama.eval([theirs_token])
-            theirs_token = int(np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).argmax())
+            theirs_token = llama_greedy(llama)
             middle = time.perf_counter()
             token = ours(token, cache, start=len(prompt) + step)[:, -1].argmax(-1, keepdim=True)
             ours_s.append(time.perf_counter() - middle)
