@@ -84,7 +84,8 @@ def test_a_dominant_sink_takes_the_weight_from_every_key():
 
 
 def test_bf16_decoding_within_the_bf16_bound_of_the_exact_result():
-    """One query against a bf16 cache, against the float64 evaluation of the same bf16 inputs. The grouped path
+    """One query against a bf16 cache, against the float64 evaluation of the same bf16 inputs (the grouped path,
+    which decoding takes where the C kernel does not apply; the C kernel's own bf16 test is below). It
     rounds each logit to bf16 (u = 2**-8, after a float32 D-term sum), each softmax weight to bf16, and the
     output; so with delta = (u + gamma(D)) * scale * max sum |q k| the error is at most
     (exp(2 delta) - 1 + u + gamma(S)) * max |v| + u * max |out|."""
@@ -96,7 +97,7 @@ def test_bf16_decoding_within_the_bf16_bound_of_the_exact_result():
     )
     b = [t.bfloat16() for t in (q, k, v, torch.randn(64, generator=g))]
     exact = attention_torch.attention(*[t.double() for t in b], q_start=299, window=None)
-    ours = attention_cpu.attention(*b, q_start=299, window=None).double()
+    ours = attention_cpu.grouped_attention(*b, q_start=299, window=None).double()  # decoding takes C here
     u, u32 = 2.0**-8, UNIT[torch.float32]
     qq, kk, vv = b[0].double(), b[1].double().repeat_interleave(8, 1), b[2].double()
     delta = (u + gamma(64, u32)) * 64**-0.5 * (qq.abs() @ kk.abs().transpose(-1, -2)).max().item()

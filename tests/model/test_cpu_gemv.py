@@ -87,16 +87,21 @@ def test_a_nan_scale_gives_nan_in_its_row_only():
     assert torch.isfinite(got[:, keep]).all()
 
 
-def test_every_code_at_every_position_decodes_as_the_spec_says():
-    """One row per (code, element): x = e_j picks element j of the block, so the product is its value."""
-    codes = torch.arange(16, dtype=torch.uint8)
+def one_code_rows(cols: int) -> torch.Tensor:
+    """HF blocks [16 * cols, cols / 32, 16]: one row per (code, element), that element holding the code and every
+    other element code 0 (the value 0)."""
     rows = []
-    for code in codes:
-        for j in range(32):
-            nibbles = torch.zeros(32, dtype=torch.uint8)
+    for code in range(16):
+        for j in range(cols):
+            nibbles = torch.zeros(cols, dtype=torch.uint8)
             nibbles[j] = code
             rows.append(nibbles[0::2] | (nibbles[1::2] << 4))
-    blocks = torch.stack(rows).reshape(-1, 1, 16)
+    return torch.stack(rows).reshape(-1, cols // 32, 16)
+
+
+def test_every_code_at_every_position_decodes_as_the_spec_says():
+    """One row per (code, element): x = e_j picks element j of the block, so the product is its value."""
+    blocks = one_code_rows(32)
     scales = torch.full((blocks.shape[0], 1), 127, dtype=torch.uint8)
     got = cpu_gemv.mxfp4_linear(torch.eye(32), blocks, scales)  # [32 elements, 16 * 32 rows]
     want = decode.dequantize(blocks, scales, torch.float32).reshape(-1, 32).T
@@ -109,13 +114,7 @@ def test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(
     element), a random E8M0 scale per block from 0 (2**-127, a denormal) to 252 (the largest whose values stay
     finite); x = e_j picks element j, so each product is one decoded value, exact whatever the order."""
     cols = 5 * 32
-    rows = []
-    for code in range(16):
-        for j in range(cols):
-            nibbles = torch.zeros(cols, dtype=torch.uint8)
-            nibbles[j] = code
-            rows.append(nibbles[0::2] | (nibbles[1::2] << 4))
-    blocks = torch.stack(rows).reshape(-1, 5, 16)
+    blocks = one_code_rows(cols)
     scales = torch.randint(0, 253, (blocks.shape[0], 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
     scales[:5, :] = 0  # the denormal scale in every block position
     got = cpu_gemv.mxfp4_linear(torch.eye(cols, dtype=dtype), blocks, scales)

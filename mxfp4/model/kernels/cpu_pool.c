@@ -5,7 +5,7 @@
  * slowed for a moment (this VM's neighbours) hands its share to the others instead of holding up the call
  * (measured on the wide shape: 58.4 / 63.7 / 62.5 ms a decode step against 63.2 / 64.8 / 64.2 with one fixed range
  * a thread, alternating). One job at a time: a call that finds the pool busy (another Python thread in here) runs
- * its pieces on its own thread. */
+ * the whole job on its own thread. */
 #include "cpu_pool.h"
 
 #include <pthread.h>
