@@ -141,8 +141,8 @@ def every_target(work: Path, shape: str, rounds: int, targets=EVERY_TARGET) -> N
     source_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
     print(f"{shape}: {source_bytes / 2**30:.2f} GiB of safetensors; {os.cpu_count()} cores", flush=True)
     print(
-        f"{'--to':9s} {'copy s':>7s} {'convert s':>9s} {'vs copy':>8s} {'out GiB':>8s} {'copy out s':>10s} "
-        f"{'vs copy out':>11s} {'CPU user+sys s':>15s} {'peak RSS GiB':>12s}"
+        f"{'--to':9s} {'copy s':>7s} {'convert s':>9s} {'vs copy':>8s} {'paired':>7s} {'out GiB':>8s} "
+        f"{'copy out s':>10s} {'vs copy out':>11s} {'CPU user+sys s':>15s} {'peak RSS GiB':>12s}"
     )
     for target in targets:
         copies, runs, out_copies, out_bytes = [], [], [], 0
@@ -159,8 +159,10 @@ def every_target(work: Path, shape: str, rounds: int, targets=EVERY_TARGET) -> N
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
         copy, out_copy = median(copies), median(out_copies)
         run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        paired = median([r["seconds"] / c for r, c in zip(runs, copies)])  # each round against its own copy
         print(
-            f"{target:9s} {copy:7.1f} {run['seconds']:9.1f} {run['seconds'] / copy:7.2f}x {out_bytes / 2**30:8.2f} "
+            f"{target:9s} {copy:7.1f} {run['seconds']:9.1f} {run['seconds'] / copy:7.2f}x {paired:6.2f}x "
+            f"{out_bytes / 2**30:8.2f} "
             f"{out_copy:10.1f} {run['seconds'] / out_copy:10.2f}x {run['user']:7.1f}+{run['sys']:<7.1f} "
             f"{max(r['rss'] for r in runs):12.2f}",
             flush=True,

@@ -7,9 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import gguf
-from gguf import TokenType
-
 from ..errors import CheckpointError
 from .gguf_fields import read_field
 
@@ -44,28 +41,28 @@ def byte_level_bpe(vocab: dict[str, int], merges: list, added: list[dict]) -> di
 
 def vocab_tokens(tokenizer_json: Path, vocab_size: int) -> tuple[list[str], list[int]]:
     """Tokens 0..vocab_size-1 and their GGUF types; ids the tokenizer lacks become '[PADn]' (unused)."""
+    from gguf import TokenType  # gguf is imported only by the commands that read or write GGUF (50 ms)
+
     try:
         data = json.loads(tokenizer_json.read_text())
         vocab = dict(data["model"]["vocab"])
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{tokenizer_json}: not a BPE tokenizer.json ({type(error).__name__}: {error})") from None
     added = {t["id"]: t for t in data.get("added_tokens", [])}
-    by_id = {i: t for t, i in vocab.items()}
-    by_id.update({i: t["content"] for i, t in added.items()})
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i not in by_id:
-            tokens.append(f"[PAD{i}]")
-            types.append(TokenType.UNUSED)
-        elif i in added:
-            token = by_id[i]
-            tokens.append(token)
-            types.append(
-                TokenType.CONTROL if added[i].get("special") or LOOKS_SPECIAL.match(token) else TokenType.USER_DEFINED
-            )
-        else:
-            tokens.append(by_id[i])
-            types.append(TokenType.NORMAL)
+    # Filled by index rather than looked up id by id: 200k tokens, and this runs before any tensor is written.
+    tokens: list = [None] * vocab_size
+    types = [TokenType.NORMAL] * vocab_size
+    for token, i in vocab.items():
+        if type(i) is int and 0 <= i < vocab_size:
+            tokens[i] = token
+    for i, t in added.items():
+        if type(i) is int and 0 <= i < vocab_size:
+            tokens[i] = token = t["content"]
+            special = t.get("special") or LOOKS_SPECIAL.match(token)
+            types[i] = TokenType.CONTROL if special else TokenType.USER_DEFINED
+    for i in [i for i, token in enumerate(tokens) if token is None]:
+        tokens[i] = f"[PAD{i}]"
+        types[i] = TokenType.UNUSED
     return tokens, types
 
 
@@ -74,6 +71,8 @@ def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
     tokenizer_json = directory / "tokenizer.json"
     if not tokenizer_json.is_file():
         raise CheckpointError(f"{directory}: no tokenizer.json; llama.cpp needs the tokenizer inside the GGUF")
+    import gguf
+
     tokens, types = vocab_tokens(tokenizer_json, vocab_size)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-4o")
@@ -87,6 +86,8 @@ def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
 def tokenizer_files(fields: dict, path: Path) -> dict[str, str]:
     """tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from a GGUF's vocabulary
     (``fields``: the header's key/value pairs of ``path``): the inverse of add_tokenizer. {} when it holds none."""
+    from gguf import TokenType
+
     r, p = fields, path
     tokens = read_field(r, "tokenizer.ggml.tokens", p, default=[], required=False)
     if not tokens:

@@ -8,7 +8,7 @@ from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes, torch_cpu_empty
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, original_name
 from ..storage.safetensors_io import TensorEntry
 from ..storage.shards import Job, Outputs
-from .readahead import prefetched, row_chunks
+from .readahead import row_chunks
 from .stream import Dense, Expert, Source
 from .transform import check_scales, dense_expert, packed_expert
 
@@ -43,8 +43,8 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
         if read.copy_blocks is not None:  # the same block layout: blocks copied by the kernel, scales checked
             copy_packed_experts(out, read, blocks_name, scales_name, label)
             return
-        produce = lambda e: packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)  # noqa: E731
-        for e, (b, s) in enumerate(prefetched(produce, experts)):
+        for e in range(experts):
+            b, s = packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)
             out.write_part(blocks_name, e * per_blocks, b)
             out.write_part(scales_name, e * per_scales, s)
 
@@ -67,16 +67,13 @@ def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:
     per_expert = entry.nbytes // experts
 
     def run(out: Outputs) -> None:
-        buffers = {}  # two decode buffers, reused: one being written while prefetched fills the other
+        buffer = torch_cpu_empty((cols, rows), dtype) if read.packed else None  # one decode buffer, reused
 
-        def produce(e: int):
-            if not read.packed:
-                return raw_bytes(dense_expert(read, e, dtype, label))
-            if e % 2 not in buffers:
-                buffers[e % 2] = torch_cpu_empty((cols, rows), dtype)
-            return raw_bytes(dense_expert(read, e, dtype, label, out=buffers[e % 2]))
-
-        for e, dense in enumerate(prefetched(produce, experts)):
+        for e in range(experts):
+            if read.packed:
+                dense = raw_bytes(dense_expert(read, e, dtype, label, out=buffer))
+            else:
+                dense = raw_bytes(dense_expert(read, e, dtype, label))
             out.write_part(name, e * per_expert, dense)
 
     return Job([entry], run)

@@ -1,5 +1,8 @@
 """The mxfp4 convert / inspect / verify commands over the library."""
 
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
@@ -68,3 +71,19 @@ def test_convert_errors_are_one_line(hf, tmp_path):
     (tmp_path / "taken").mkdir()
     result = run("convert", hf, tmp_path / "taken", "--to", "bf16")
     assert result.exit_code == 1 and "already exists; pass --force" in result.output
+
+
+@pytest.mark.parametrize("target", ["mxfp4", "original", "mlx"])
+def test_a_quiet_byte_moving_convert_loads_no_torch_gguf_or_tqdm(hf, tmp_path, target):
+    """Moving MXFP4 bytes needs none of them, and importing them is a tenth of a small conversion's time."""
+    code = (
+        "import sys\n"
+        "from mxfp4.cli import main\n"
+        "main(['convert', sys.argv[1], sys.argv[2], '--to', sys.argv[3], '--quiet'], standalone_mode=False)\n"
+        "print(sorted({'torch', 'gguf', 'tqdm'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(hf), str(tmp_path / "out"), target], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
