@@ -26,8 +26,8 @@ from ..storage.gguf_header import aligned, pack_header
 from ..storage.pread import copy_pieces
 from ..storage.space import check_free_space
 from .gguf_vocab import add_tokenizer
-from .readahead import row_ranges
 from .result import ConvertResult
+from .row_chunks import row_ranges
 from .stream import Dense, Expert, Source
 from .transform import packed_expert
 
@@ -199,10 +199,7 @@ def write_gguf(
 def _write_pieces(fd: int, pieces: list[Piece], places: dict[str, int], bar) -> None:
     """Every piece at its place, produced (read, repacked) and written in turn by this thread. One writer: ext4
     takes the file's inode lock for each buffered write, so a second writer only spun on it (wide shape: 3.5 s
-    more system time, no faster). No producer thread either: the repack already runs on every core (the native
-    pool), and a helper producing the next piece meanwhile only competed with the writer and the kernel's
-    writeback for two cores (wide shape, alternating rounds: 5.5 s a conversion with it, 4.5 s without; from a
-    cold page cache 8.8 s and 7.9 s, the kernel's readahead keeping the reads ahead)."""
+    more system time, no faster). No producer thread either: see mxfp4.convert.row_chunks."""
 
     for piece in pieces:
         arrays = piece.produce()

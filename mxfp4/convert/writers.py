@@ -8,7 +8,7 @@ from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes, torch_cpu_empty
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, original_name
 from ..storage.safetensors_io import TensorEntry
 from ..storage.shards import Job, Outputs
-from .readahead import row_chunks
+from .row_chunks import row_chunks
 from .stream import Dense, Expert, Source
 from .transform import check_scales, dense_expert, packed_expert
 
@@ -69,12 +69,8 @@ def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:
     def run(out: Outputs) -> None:
         buffer = torch_cpu_empty((cols, rows), dtype) if read.packed else None  # one decode buffer, reused
 
-        for e in range(experts):
-            if read.packed:
-                dense = raw_bytes(dense_expert(read, e, dtype, label, out=buffer))
-            else:
-                dense = raw_bytes(dense_expert(read, e, dtype, label))
-            out.write_part(name, e * per_expert, dense)
+        for e in range(experts):  # (a dense source's expert is cast, out unused)
+            out.write_part(name, e * per_expert, raw_bytes(dense_expert(read, e, dtype, label, out=buffer)))
 
     return Job([entry], run)
 

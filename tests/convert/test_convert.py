@@ -146,7 +146,7 @@ class TestTransformers:
 
 @pytest.mark.parametrize("target", ["bf16", "original", "gguf"])
 def test_row_chunked_streaming_writes_the_same_bytes(hf, tmp_path, monkeypatch, target):
-    import mxfp4.convert.readahead as readahead
+    import mxfp4.convert.row_chunks as row_chunks
 
     def files_of(directory):
         convert(hf, directory / "model.gguf" if target == "gguf" else directory / "out", to=target)
@@ -155,5 +155,5 @@ def test_row_chunked_streaming_writes_the_same_bytes(hf, tmp_path, monkeypatch, 
     (tmp_path / "whole").mkdir()
     (tmp_path / "chunked").mkdir()
     whole = files_of(tmp_path / "whole")
-    monkeypatch.setattr(readahead, "ROW_CHUNK_BYTES", 1000)  # the embedding (48 KiB) now streams in ~50 chunks
+    monkeypatch.setattr(row_chunks, "ROW_CHUNK_BYTES", 1000)  # the embedding (48 KiB) now streams in ~50 chunks
     assert files_of(tmp_path / "chunked") == whole

@@ -251,10 +251,10 @@ class TestLlamaCpp:
 
 
 def test_gguf_source_streams_rows_with_the_same_bytes(ours, tmp_path, monkeypatch):
-    import mxfp4.convert.readahead as readahead
+    import mxfp4.convert.row_chunks as row_chunks
 
     convert(ours, tmp_path / "whole", to="bf16")
-    monkeypatch.setattr(readahead, "ROW_CHUNK_BYTES", 1000)  # embedding and lm_head now stream in chunks
+    monkeypatch.setattr(row_chunks, "ROW_CHUNK_BYTES", 1000)  # embedding and lm_head now stream in chunks
     convert(ours, tmp_path / "chunked", to="bf16")
     assert same_tensors(all_tensors(tmp_path / "whole"), all_tensors(tmp_path / "chunked"))
 
