@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError
@@ -39,22 +40,34 @@ def byte_level_bpe(vocab: dict[str, int], merges: list, added: list[dict]) -> di
     }
 
 
-def vocab_tokens(tokenizer_json: Path, vocab_size: int) -> tuple[list[str], list[int]]:
-    """Tokens 0..vocab_size-1 and their GGUF types; ids the tokenizer lacks become '[PADn]' (unused)."""
+def read_tokenizer_json(tokenizer_json: Path) -> dict:
+    """tokenizer.json parsed, refused with a CheckpointError unless it holds a BPE vocabulary."""
+    try:
+        data = json.loads(tokenizer_json.read_bytes())
+        dict(data["model"]["vocab"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{tokenizer_json}: not a BPE tokenizer.json ({type(error).__name__}: {error})") from None
+    return data
+
+
+def vocab_tokens(tokenizer_json: Path, vocab_size: int, data: dict | None = None) -> tuple[list[str], list[int]]:
+    """Tokens 0..vocab_size-1 and their GGUF types; ids the tokenizer lacks become '[PADn]' (unused).
+    ``data``: tokenizer.json already parsed (read_tokenizer_json)."""
     from gguf import TokenType  # gguf is imported only by the commands that read or write GGUF (50 ms)
 
-    try:
-        data = json.loads(tokenizer_json.read_text())
-        vocab = dict(data["model"]["vocab"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{tokenizer_json}: not a BPE tokenizer.json ({type(error).__name__}: {error})") from None
+    data = read_tokenizer_json(tokenizer_json) if data is None else data
+    vocab = dict(data["model"]["vocab"])
     added = {t["id"]: t for t in data.get("added_tokens", [])}
     # Filled by index rather than looked up id by id: 200k tokens, and this runs before any tensor is written.
     tokens: list = [None] * vocab_size
     types = [TokenType.NORMAL] * vocab_size
-    for token, i in vocab.items():
-        if type(i) is int and 0 <= i < vocab_size:
-            tokens[i] = token
+    ids = list(vocab.values())
+    if len(ids) <= vocab_size and set(map(type, ids)) <= {int} and ids == list(range(len(ids))):
+        tokens[: len(ids)] = vocab  # the usual layout, ids 0..n-1 in order: one slice, no step per token
+    else:
+        for token, i in vocab.items():
+            if type(i) is int and 0 <= i < vocab_size:
+                tokens[i] = token
     for i, t in added.items():
         if type(i) is int and 0 <= i < vocab_size:
             tokens[i] = token = t["content"]
@@ -66,6 +79,39 @@ def vocab_tokens(tokenizer_json: Path, vocab_size: int) -> tuple[list[str], list
     return tokens, types
 
 
+class _ParsedOnce:
+    """Stands in for the json module inside gguf.vocab while SpecialVocab runs: tokenizer.json is answered
+    from the parse add_tokenizer already made (the largest file, and this all happens before the first tensor
+    is written); every other file and call goes to json as usual. Should gguf stop reading the file through
+    json.load, it simply parses it again."""
+
+    def __init__(self, path: Path, data: dict):
+        self._path, self._data = path.resolve(), data
+
+    def load(self, handle, *args, **kwargs):
+        name = getattr(handle, "name", None)
+        if isinstance(name, str) and not args and not kwargs and Path(name).resolve() == self._path:
+            return self._data  # SpecialVocab only reads it; vocab_tokens is done with it
+        return json.load(handle, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(json, name)
+
+
+@contextmanager
+def _tokenizer_json_answered(path: Path, data: dict):
+    import gguf.vocab
+
+    if getattr(gguf.vocab, "json", None) is not json:  # not the module as we know it: leave it alone
+        yield
+        return
+    gguf.vocab.json = _ParsedOnce(path, data)
+    try:
+        yield
+    finally:
+        gguf.vocab.json = json
+
+
 def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
     """tokenizer.ggml.* keys: tokens, types, merges, special ids, chat template."""
     tokenizer_json = directory / "tokenizer.json"
@@ -73,14 +119,17 @@ def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
         raise CheckpointError(f"{directory}: no tokenizer.json; llama.cpp needs the tokenizer inside the GGUF")
     import gguf
 
-    tokens, types = vocab_tokens(tokenizer_json, vocab_size)
+    data = read_tokenizer_json(tokenizer_json)
+    tokens, types = vocab_tokens(tokenizer_json, vocab_size, data)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-4o")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     # Merges, bos/eos/pad ids and the chat template: the gguf package's SpecialVocab reads
     # tokenizer.json, tokenizer_config.json and config.json exactly as llama.cpp's converter does.
-    gguf.SpecialVocab(directory, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
+    with _tokenizer_json_answered(tokenizer_json, data):
+        special = gguf.SpecialVocab(directory, load_merges=True, n_vocab=len(tokens))
+    special.add_to_gguf(writer)
 
 
 def tokenizer_files(fields: dict, path: Path) -> dict[str, str]:

@@ -7,7 +7,6 @@ are quantized with the chosen scale rule.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
 from ..progress import progress_bar
 from ..storage.atomic import atomic_output
 from ..storage.gguf_header import aligned, pack_header
+from ..storage.output_file import OutputFile
 from ..storage.pread import copy_pieces
 from ..storage.space import check_free_space
 from .gguf_vocab import add_tokenizer
@@ -84,7 +84,7 @@ def _dense_pieces(name: str, read: Dense):
 
     if read.extent is not None and as_f32 and read.dtype in WIDEN:  # small tensors: widened in numpy, exactly
         return shape, qtype, [Piece([(name, 0)], lambda: [float32_of(read)], total)]
-    if read.extent is not None and not as_f32:  # the bytes as they are, copied by the kernel in 64 MiB pieces
+    if read.extent is not None and not as_f32:  # the bytes as they are, read straight into the output in 64 MiB pieces
         source, offset, count = read.extent
         pieces = [Piece([(name, done)], list, size, (source, offset + done, size)) for done, size in copy_pieces(count)]
         return shape, qtype, pieces
@@ -133,12 +133,6 @@ def _expert_pieces(names: tuple[str, ...], read: Expert, *, scale_rule: str, rou
     ]
 
 
-def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    view, done = memoryview(data), 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
-
-
 def write_gguf(
     source: Source,
     dst,
@@ -155,7 +149,7 @@ def write_gguf(
     config = source.config
     dst = Path(dst)
     infos: list[tuple[str, tuple[int, ...], object]] = []  # (GGUF name, byte shape, GGML type), in file order
-    pieces: list[Piece] = []
+    groups: list[tuple[list[str], list[Piece]]] = []  # each source tensor's GGUF names and pieces, in file order
     for tensor in canonical_tensors(config):
         read = source.read(tensor)
         names = gguf_names(tensor)
@@ -170,7 +164,7 @@ def write_gguf(
         else:
             shape, qtype, parts = _dense_pieces(names[0], read)
             infos.append((names[0], shape, qtype))
-        pieces += parts
+        groups.append((names, parts))
     total = sum(int(np.prod(shape)) for _, shape, _ in infos)
     check_free_space(dst.resolve().parent, total)
     with atomic_output(dst, force=force) as temporary, progress_bar(total, progress, "convert -> gguf") as bar:
@@ -185,29 +179,34 @@ def write_gguf(
         for name, shape, _ in infos:
             places[name] = offset
             offset += aligned(int(np.prod(shape)), align)  # each tensor is padded to the alignment
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            _pwrite_all(fd, np.frombuffer(header, dtype=np.uint8), 0)
-            _write_pieces(fd, pieces, places, bar)
-            os.ftruncate(fd, offset)  # the tail padding after the last tensor
-            os.fsync(fd)  # on disk before the rename makes it visible
-        finally:
-            os.close(fd)
+        sizes = {name: int(np.prod(shape)) for name, shape, _ in infos}
+        pieces = []
+        for names, parts in groups:  # each tensor's padding right after it: the output's windows fill in order
+            pieces += parts + [_padding(names, sizes, align)]
+        with OutputFile(temporary, offset) as out:
+            out.write(0, header)
+            _write_pieces(out, pieces, places, bar)
     return ConvertResult(dst, source.kind, "gguf", source.source_bytes(), dst.stat().st_size, [dst])
 
 
-def _write_pieces(fd: int, pieces: list[Piece], places: dict[str, int], bar) -> None:
-    """Every piece at its place, produced (read, repacked) and written in turn by this thread. One writer: ext4
-    takes the file's inode lock for each buffered write, so a second writer only spun on it (wide shape: 3.5 s
-    more system time, no faster). No producer thread either: see mxfp4.convert.row_chunks."""
+def _padding(names, sizes: dict[str, int], align: int) -> Piece:
+    """The zeros after each of these tensors up to the alignment."""
+    pads = [aligned(sizes[n], align) - sizes[n] for n in names]
+    return Piece([(n, sizes[n]) for n in names], lambda: [np.zeros(pad, np.uint8) for pad in pads], 0)
+
+
+def _write_pieces(out: OutputFile, pieces: list[Piece], places: dict[str, int], bar) -> None:
+    """Every piece at its place, produced (read, repacked) and handed to the output in turn by this thread;
+    the output's own thread writes them to disk (mxfp4.storage.output_file). No producer thread: see
+    mxfp4.convert.row_chunks."""
 
     for piece in pieces:
         arrays = piece.produce()
         if piece.copy is not None:
             (name, within), (source, offset, count) = piece.targets[0], piece.copy
-            source.copy_to(fd, offset, count, places[name] + within, what=name)
+            out.read_from(source, offset, count, places[name] + within, what=name)
         for (name, within), array in zip(piece.targets, arrays):
-            _pwrite_all(fd, _bytes(array), places[name] + within)
+            out.write(places[name] + within, _bytes(array))
         bar.update(piece.nbytes)
 
 

@@ -18,7 +18,7 @@ def dense_job(name: str, read: Dense, cast: str | None = None) -> Job:
     dtype = read.dtype if cast is None else SAFETENSORS_CODE_OF[cast]
 
     def run(out: Outputs) -> None:
-        if read.extent is not None and cast is None:  # the bytes as they are: copied by the kernel
+        if read.extent is not None and cast is None:  # the bytes as they are, read straight into the output
             out.copy_part(name, 0, read.extent)
             return
         import torch
@@ -40,7 +40,7 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
     per_blocks, per_scales = blocks.nbytes // experts, scales.nbytes // experts
 
     def run(out: Outputs) -> None:
-        if read.copy_blocks is not None:  # the same block layout: blocks copied by the kernel, scales checked
+        if read.copy_blocks is not None:  # the same block layout: blocks copied as they are, scales checked
             copy_packed_experts(out, read, blocks_name, scales_name, label)
             return
         for e in range(experts):
@@ -52,7 +52,7 @@ def _packed_job(blocks_name: str, scales_name: str, read: Expert, *, scale_rule:
 
 
 def copy_packed_experts(out: Outputs, read: Expert, blocks_name: str, scales_name: str, label: str) -> None:
-    """Every expert of a packed weight whose source stores HF's block bytes: blocks copied by the kernel into
+    """Every expert of a packed weight whose source stores HF's block bytes: blocks copied as they are into
     blocks_name, scales (read, and refused if they hold the NaN byte) written to scales_name."""
     for e in range(read.shape[0]):
         (source, offset, count), scales = read.copy_blocks(e)  # scales: uint8 numpy

@@ -52,13 +52,20 @@ def _array(items, item_type: int | None) -> bytes:
         item_type = 0 if isinstance(items, bytes) else _item_type(items[0])  # bytes: an array of u8
     head = struct.pack("<IQ", int(item_type), len(items))
     if item_type == STRING:
-        return head + _string_items([s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in items])
+        return head + _string_items(_encoded(items))
     if item_type == ARRAY:
         return head + b"".join(_value(item, ARRAY, None) for item in items)
     if isinstance(items, (bytes, bytearray)):
         items = list(items)
     dtype = np.bool_ if item_type == BOOL else np.dtype("<" + SCALAR_FORMATS[int(item_type)])
     return head + np.asarray(items, dtype=dtype).tobytes()
+
+
+def _encoded(items) -> list[bytes]:
+    try:
+        return list(map(str.encode, items))  # all str, the usual case: encoded without a Python step per item
+    except TypeError:
+        return [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in items]
 
 
 def _string_items(raw: list[bytes]) -> bytes:

@@ -1,6 +1,6 @@
 """Positioned reads of byte ranges from one file, safe to run from several threads at once.
 
-Reads go straight into a fresh buffer rather than through a memory map: pages of a mapped multi-GB
+Reads go straight into a buffer (fresh, or the caller's) rather than through a memory map: pages of a mapped multi-GB
 checkpoint stay resident in the process once touched, while read() keeps memory at the slice in hand.
 """
 
@@ -35,9 +35,14 @@ class PositionedFile:
     def read(self, offset: int, count: int, *, what: str) -> np.ndarray:
         """count bytes from absolute offset, as a fresh uint8 array; a short file is a CheckpointError
         naming the file and ``what`` was being read."""
-        self._open()
         buffer = np.empty(count, dtype=np.uint8)
-        view, done = memoryview(buffer), 0
+        self.read_into(buffer, offset, what=what)
+        return buffer
+
+    def read_into(self, buffer: np.ndarray, offset: int, *, what: str) -> None:
+        """Fill ``buffer`` (a contiguous, writable uint8 array) with the bytes from absolute offset."""
+        self._open()
+        view, done, count = memoryview(buffer), 0, len(buffer)
         while done < count:
             if hasattr(os, "preadv"):
                 n = os.preadv(self._handle.fileno(), [view[done:]], offset + done)
@@ -48,7 +53,6 @@ class PositionedFile:
             if not n:
                 raise CheckpointError(f"{self.path}: file ended inside {what}; it is truncated")
             done += n
-        return buffer
 
     def copy_to(self, fd: int, offset: int, count: int, dst_offset: int, *, what: str) -> None:
         """count bytes from absolute offset into file descriptor fd at dst_offset, inside the kernel where it can

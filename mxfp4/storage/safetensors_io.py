@@ -18,6 +18,7 @@ import numpy as np
 
 from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
+from .output_file import OutputFile
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 
@@ -137,7 +138,6 @@ class SafetensorsWriter:
 
     def __init__(self, path: str | os.PathLike, entries: list[TensorEntry], metadata: dict[str, str] | None = None):
         self.path = Path(path)
-        self._file = open(path, "wb")
         header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
         self._places: dict[str, tuple[int, int]] = {}
         self._written: dict[str, int] = {}
@@ -153,43 +153,37 @@ class SafetensorsWriter:
             offset += entry.nbytes
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # data starts 8-byte aligned
-        self._file.write(struct.pack("<Q", len(text)) + text)
         self._data_start = 8 + len(text)
-        self._file.truncate(self._data_start + offset)
+        self._out = OutputFile(path, self._data_start + offset)
+        self._out.write(0, struct.pack("<Q", len(text)) + text)
+
+    def _place(self, name: str, byte_offset: int, count: int) -> int:
+        start, size = self._places[name]
+        if byte_offset < 0 or byte_offset + count > size:
+            raise CheckpointError(
+                f"internal: {count} bytes at offset {byte_offset} overrun tensor {name!r} ({size} bytes)"
+            )
+        self._written[name] += count
+        return self._data_start + start + byte_offset
 
     def write_part(self, name: str, byte_offset: int, array: np.ndarray) -> None:
-        start, size = self._places[name]
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        if byte_offset < 0 or byte_offset + data.nbytes > size:
-            raise CheckpointError(
-                f"internal: {data.nbytes} bytes at offset {byte_offset} overrun tensor {name!r} ({size} bytes)"
-            )
-        self._file.seek(self._data_start + start + byte_offset)
-        self._file.write(data.data)
-        self._written[name] += data.nbytes
+        self._out.write(self._place(name, byte_offset, data.nbytes), data)
 
     def write(self, name: str, array: np.ndarray) -> None:
         self.write_part(name, 0, array)
 
     def copy_part(self, name: str, byte_offset: int, source, source_offset: int, count: int) -> None:
         """count bytes of ``source`` (a storage.pread.PositionedFile) from source_offset into tensor name at
-        byte_offset, without passing through this process where the kernel can copy them."""
-        start, size = self._places[name]
-        if byte_offset < 0 or byte_offset + count > size:
-            raise CheckpointError(
-                f"internal: {count} bytes at offset {byte_offset} overrun tensor {name!r} ({size} bytes)"
-            )
-        self._file.flush()  # the header went through Python's buffer; this goes straight to the descriptor
-        source.copy_to(self._file.fileno(), source_offset, count, self._data_start + start + byte_offset, what=name)
-        self._written[name] += count
+        byte_offset, read straight into the output's buffers."""
+        self._out.read_from(source, source_offset, count, self._place(name, byte_offset, count), what=name)
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())  # on disk before the caller renames it into place
-        self._file.close()
         short = [n for n, (_, size) in self._places.items() if self._written[n] != size]
         if short:
+            self._out.abort()
             raise CheckpointError(f"internal: tensor {short[0]!r} of {self.path} was not written completely")
+        self._out.close()  # fsynced: on disk before the caller renames it into place
 
     def __enter__(self) -> "SafetensorsWriter":
         return self
@@ -198,4 +192,4 @@ class SafetensorsWriter:
         if exc[0] is None:
             self.close()
         else:
-            self._file.close()
+            self._out.abort()

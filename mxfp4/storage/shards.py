@@ -39,8 +39,8 @@ class Outputs:
         self.write_part(name, 0, array)
 
     def copy_part(self, name: str, byte_offset: int, extent) -> None:
-        """Bytes stored elsewhere as they are (extent: file, offset, count) into tensor name, copied by the kernel
-        in 64 MiB pieces (the progress bar moves with them)."""
+        """Bytes stored elsewhere as they are (extent: file, offset, count) into tensor name, read straight into
+        the output file in 64 MiB pieces (the progress bar moves with them)."""
         source, offset, count = extent
         for done, piece in copy_pieces(count):
             self._writers[name].copy_part(name, byte_offset + done, source, offset + done, piece)

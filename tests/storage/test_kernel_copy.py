@@ -1,5 +1,6 @@
-"""Bytes that move unchanged are copied by the kernel (copy_file_range); where it is refused, by read and pwrite,
-with the same result."""
+"""Bytes that move unchanged are read straight into the output's windows where it is written with O_DIRECT;
+where it is written in place they are copied by the kernel (copy_file_range), or where that is refused by read
+and pwrite: the same files every way."""
 
 import errno
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mxfp4.convert import convert
+from mxfp4.storage import output_file
 from mxfp4.storage.pread import PositionedFile
 from mxfp4.testing.checkpoints import all_tensors, same_tensors
 
@@ -29,6 +31,8 @@ def test_copy_to_moves_the_bytes_and_refuses_a_short_file(tmp_path):
 @pytest.mark.parametrize("to", ["mxfp4", "original", "gguf", "mlx"])
 def test_conversions_are_the_same_without_copy_file_range(tmp_path, monkeypatch, to):
     suffix = ".gguf" if to == "gguf" else ""
+    convert(TINY, tmp_path / f"direct{suffix}", to=to)  # O_DIRECT where this filesystem takes it
+    monkeypatch.setattr(output_file, "open_direct", lambda path: None)  # written in place from here on
     calls = []
     real = getattr(os, "copy_file_range", None)
 
@@ -50,7 +54,9 @@ def test_conversions_are_the_same_without_copy_file_range(tmp_path, monkeypatch,
     if to == "gguf":
         from gguf import GGUFReader
 
-        a, b = GGUFReader(tmp_path / "kernel.gguf"), GGUFReader(tmp_path / "fallback.gguf")
-        assert [(t.name, bytes(t.data)) for t in a.tensors] == [(t.name, bytes(t.data)) for t in b.tensors]
+        readers = [GGUFReader(tmp_path / f"{way}.gguf") for way in ("direct", "kernel", "fallback")]
+        a, b, c = [[(t.name, bytes(t.data)) for t in r.tensors] for r in readers]
+        assert a == b == c
     else:
         assert same_tensors(all_tensors(tmp_path / "kernel"), all_tensors(tmp_path / "fallback"))
+        assert same_tensors(all_tensors(tmp_path / "direct"), all_tensors(tmp_path / "kernel"))
