@@ -1,7 +1,9 @@
 """vocab_tokens: the token list and types llama.cpp's converter writes, on the cases the synthetic tokenizer
 lacks (ids the tokenizer skips, added tokens that are not special, ids past the model's vocabulary)."""
 
+import contextlib
 import json
+from pathlib import Path
 
 from gguf import TokenType
 
@@ -30,3 +32,52 @@ def test_gaps_added_tokens_and_out_of_range_ids(tmp_path):
         TokenType.USER_DEFINED,
         TokenType.UNUSED,
     ]
+
+
+def test_in_order_vocab_takes_the_fast_path_with_the_same_result(tmp_path):
+    vocab = {f"t{i}": i for i in range(6)}
+    added = [{"id": 6, "content": "<|end|>", "special": True}]
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(byte_level_bpe(vocab, [], added)))
+    assert vocab_tokens(path, 9) == (
+        [f"t{i}" for i in range(6)] + ["<|end|>", "[PAD7]", "[PAD8]"],
+        [TokenType.NORMAL] * 6 + [TokenType.CONTROL, TokenType.UNUSED, TokenType.UNUSED],
+    )
+    vocab["t5"] = True  # not an int id: skipped, as on the slow path
+    path.write_text(json.dumps(byte_level_bpe(vocab, [], added)))
+    assert vocab_tokens(path, 7)[0] == [f"t{i}" for i in range(5)] + ["[PAD5]", "<|end|>"]
+
+
+def test_tokenizer_json_is_parsed_once_and_the_keys_are_those_of_a_second_parse(tmp_path, monkeypatch):
+    import gguf
+
+    from mxfp4.convert import gguf_vocab
+
+    tiny = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss"
+    size = (tiny / "tokenizer.json").stat().st_size
+    parses = []
+    real_load, real_loads = json.load, json.loads
+
+    def load(handle, *args, **kwargs):
+        parses.append(Path(handle.name).name)
+        return real_load(handle, *args, **kwargs)
+
+    def loads(text, *args, **kwargs):
+        parses.append("tokenizer.json" if len(text) == size else "other")
+        return real_loads(text, *args, **kwargs)
+
+    def keys(answer_from_our_parse: bool) -> dict:
+        writer = gguf.GGUFWriter(tmp_path / "unused.gguf", "gpt-oss")
+        if not answer_from_our_parse:
+            monkeypatch.setattr(gguf_vocab, "_tokenizer_json_answered", lambda path, data: contextlib.nullcontext())
+        gguf_vocab.add_tokenizer(writer, tiny, 201088)
+        return {k: (v.value, v.type) for k, v in writer.kv_data[0].items()}
+
+    monkeypatch.setattr(json, "load", load)
+    monkeypatch.setattr(json, "loads", loads)
+    once = keys(answer_from_our_parse=True)
+    assert parses.count("tokenizer.json") == 1, parses
+    parses.clear()
+    twice = keys(answer_from_our_parse=False)
+    assert parses.count("tokenizer.json") == 2, parses
+    assert once == twice and "tokenizer.ggml.merges" in once
