@@ -155,7 +155,11 @@ class SafetensorsWriter:
         text += b" " * (-len(text) % 8)  # data starts 8-byte aligned
         self._data_start = 8 + len(text)
         self._out = OutputFile(path, self._data_start + offset)
-        self._out.write(0, struct.pack("<Q", len(text)) + text)
+        try:
+            self._out.write(0, struct.pack("<Q", len(text)) + text)
+        except BaseException:  # no caller holds the writer yet to abort it
+            self._out.abort()
+            raise
 
     def _place(self, name: str, byte_offset: int, count: int) -> int:
         start, size = self._places[name]
