@@ -78,15 +78,17 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
     from ..eval.parity import perplexity
     from ..eval.tokens import check_ids
     from ..model import load
+    from ..model.kernels.select import describe
 
     ids = _tokens(checkpoint, tokens, text)
     model = load(checkpoint, device=device, backend=backend)
     check_ids(ids, model.config.vocab_size, checkpoint)
     value = perplexity(model, ids, context=context, stride=stride)
+    kernels = describe(model.backend)  # which kernels ran, so a figure can be read
     click.echo(
-        json.dumps({"perplexity": value, "tokens": int(ids.size)})
+        json.dumps({"perplexity": value, "tokens": int(ids.size), "kernels": kernels})
         if as_json
-        else f"perplexity {value:.4f} over {ids.size - 1} scored tokens"
+        else f"perplexity {value:.4f} over {ids.size - 1} scored tokens ({kernels})"
     )
 
 

@@ -30,7 +30,7 @@ class RingCache:
 class StaticCache:
     def __init__(self, model, batch: int, max_positions: int, *, chunk: int = 128):
         c = model.config
-        device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+        device, dtype = model.lm_head.weight.device, model.dtype
         self.max_positions, self.chunk = max_positions, chunk
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.used = 0  # the host's count of positions written by eager calls (graph replays bypass it)

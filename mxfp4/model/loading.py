@@ -20,13 +20,16 @@ def load(path, *, backend: str = "auto", device=None, dtype=None) -> GptOss:
     C products that read MXFP4 blocks and bf16 weights at memory speed for decoding and small batches) or
     'triton' (kernels that decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1)."""
     device = torch.device(device or "cpu")
-    kernels(backend, device)  # refuse an unusable backend before reading anything
+    chosen = kernels(backend, device)  # refuse an unusable backend before reading anything
     dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    # The native path computes float32 from bf16 weights as they are (widened in its products, exactly), so a
+    # float32 model keeps the checkpoint's bf16 matrices: half the memory, half the bytes a decode step reads.
+    keep_bf16 = chosen.name == "native" and dtype == torch.float32
     source = open_source(path)
     model = GptOss.empty(source.config, device=device, dtype=dtype)
     for tensor in canonical_tensors(source.config):
         target = model if tensor.layer is None else model.layers[tensor.layer]
-        _fill(target, tensor, source.read(tensor), dtype, device)
+        _fill(target, tensor, source.read(tensor), dtype, device, keep_bf16)
     return model.use_backend(backend).eval()
 
 
@@ -44,18 +47,23 @@ def load_block(source: Source, layer: int, *, dtype=torch.float32, device=None, 
     return block.eval()
 
 
-def _fill(target: torch.nn.Module, tensor: Canonical, read, dtype, device) -> None:
-    """One canonical tensor into the model (global tensors) or its block (a layer's)."""
+def _fill(target: torch.nn.Module, tensor: Canonical, read, dtype, device, keep_bf16: bool = False) -> None:
+    """One canonical tensor into the model (global tensors) or its block (a layer's). keep_bf16: bf16 weight
+    matrices (embeddings, attention, router, unembedding, dense experts) stay bf16 whatever dtype is."""
     if not tensor.expert:
         assert isinstance(read, Dense)
-        _assign(target, module_path(tensor), read.load(), dtype, device)
+        value = read.load()
+        kept = keep_bf16 and value.dtype == torch.bfloat16 and value.dim() == 2 and tensor.name.endswith(".weight")
+        _assign(target, module_path(tensor), value, torch.bfloat16 if kept else dtype, device)
         return
     experts = target.mlp.experts
     if read.packed:  # keep MXFP4: the whole [E, ...] blocks and scales, 4.25 bits per weight
         parts = [read.load_expert(e) for e in range(read.shape[0])]
         value = (torch.stack([p[0] for p in parts]).to(device), torch.stack([p[1] for p in parts]).to(device))
     else:  # a dense fine-tune: [E, in, out] -> [E, out, in]
-        value = torch.stack([read.load_out_in(e).to(dtype) for e in range(read.shape[0])]).to(device)
+        parts = [read.load_out_in(e) for e in range(read.shape[0])]
+        kept = keep_bf16 and parts[0].dtype == torch.bfloat16
+        value = torch.stack([p.to(torch.bfloat16 if kept else dtype) for p in parts]).to(device)
     experts.set_weight(module_path(tensor), value)
 
 

@@ -36,6 +36,11 @@ class GptOss(nn.Module):
         model.inv_freq = yarn_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)[0].to(device)
         return model
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' dtype (the norms'): weight matrices may be stored narrower (loading.load)."""
+        return self.norm.weight.dtype
+
     def use_backend(self, backend: str) -> "GptOss":
         """Run linears, attention and experts on backend 'auto', 'torch', 'native' or 'triton' (kernels/select.py)."""
         chosen = kernels(backend, self.lm_head.weight.device)
@@ -58,7 +63,7 @@ class GptOss(nn.Module):
             return self._forward(ids, cache, start, last_only)
 
     def _forward(self, ids, cache, start: int, last_only: bool) -> torch.Tensor:
-        x = self.embed_tokens(ids)  # [B, T, H]
+        x = self.embed_tokens(ids).to(self.dtype)  # [B, T, H] (the table may be kept in bf16: loading.load)
         if isinstance(cache, StaticCache):  # positions continue from the cache's own (device) counter
             cache.reserve(ids.shape[1])
             start = cache.position

@@ -109,6 +109,17 @@ def test_cli_ppl_and_compare_json(ckpts):
     )
     assert ppl.exit_code == 0, ppl.output
     assert set(json.loads(ppl.output)) >= {"perplexity"}
+    assert json.loads(ppl.output)["kernels"] == "torch"  # the default backend, named
+    from mxfp4.model.kernels import cpu_gemv
+
+    if cpu_gemv.available():  # the native path names the instruction set its C kernels chose
+        native = runner.invoke(
+            main,
+            ["eval", "ppl", str(ckpts / "dense"), "--tokens", str(ckpts / "tokens.txt"), "--context", "48"]
+            + ["--backend", "native"],
+        )
+        assert native.exit_code == 0, native.output
+        assert native.output.strip().endswith(f"(native (C kernels: {cpu_gemv.isa()}))")
     result = runner.invoke(
         main,
         [

@@ -126,3 +126,34 @@ def test_transformers_5_rope_parameters_read_like_rope_scaling(tmp_path):
     new["rope_parameters"] = {**new.pop("rope_scaling"), "rope_theta": new.pop("rope_theta")}
     a, b = GptOssConfig.from_hf_dict(old), GptOssConfig.from_hf_dict(json.loads(json.dumps(new)))
     assert a.rope_scaling == b.rope_scaling and a.rope_theta == b.rope_theta and a.rope_scaling["rope_type"] == "yarn"
+
+
+def test_a_float32_native_model_keeps_bf16_weights_and_gives_the_float32_logits(hf):
+    """The native path widens bf16 weights as it computes, so a float32 model keeps the checkpoint's bf16 matrices
+    (half the memory and the bytes a decode step reads) and its logits are still those of float32 weights:
+    within the float32 bound of the torch path's, which holds float32 copies. use_backend('torch') on it still runs
+    (the weights are cast for each call). Prompt, and decoding from the cache (the C products)."""
+    from mxfp4.model.kernels import cpu_gemv
+
+    if not cpu_gemv.available():
+        pytest.skip("the native path's C kernels are not built")
+    native = mxfp4.model.load(hf, dtype=torch.float32, backend="native")
+    torch_path = mxfp4.model.load(hf, dtype=torch.float32, backend="torch")
+    assert native.dtype == torch.float32 and native.lm_head.weight.dtype == torch.bfloat16
+    assert native.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    assert native.layers[0].mlp.router.weight.dtype == torch.bfloat16
+    assert native.norm.weight.dtype == torch.float32 and native.layers[0].self_attn.q_proj.bias.dtype == torch.float32
+    assert torch_path.lm_head.weight.dtype == torch.float32
+    weights = sum(p.numel() * p.element_size() for p in native.parameters())
+    assert weights < 0.6 * sum(p.numel() * p.element_size() for p in torch_path.parameters())
+    with torch.no_grad():
+        want = torch_path(IDS)
+        got = native(IDS)
+        cache = native.new_cache()
+        steps = [native(IDS[:, :1], cache)] + [native(IDS[:, t : t + 1], cache, start=t) for t in range(1, 6)]
+        again = native.use_backend("torch")(IDS)
+    assert got.dtype == torch.float32
+    # the float32 model test's tolerance (test_logits_match_transformers): only the summation order differs
+    assert (got - want).abs().max() <= 1e-4
+    assert (torch.cat(steps, dim=1) - want[:, :6]).abs().max() <= 1e-4
+    assert torch.equal(again, want)

@@ -33,11 +33,13 @@
 static const int8_t TWICE_E2M1[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 static float HALF_SCALE[256]; /* 2**(s - 127) / 2, NaN for 0xFF */
+static float SCALE[256];      /* 2**(s - 127), NaN for 0xFF */
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 static void build_tables(void) {
     for (int s = 0; s < 255; s++) HALF_SCALE[s] = ldexpf(1.0f, s - 128);
     HALF_SCALE[255] = NAN;
+    for (int s = 0; s < 256; s++) SCALE[s] = 2.0f * HALF_SCALE[s];
 }
 
 /* x [T, K] reordered per block as the HF nibbles come: the 16 even elements, then the 16 odd ones. Byte j of
@@ -52,6 +54,44 @@ static void split_even_odd(const float *x, int64_t tokens, int64_t cols, float *
                 dst[b + 16 + j] = src[b + 2 * j + 1];
             }
         }
+    }
+}
+
+/* x [T, K] in the order mxfp4_rows_avx2 reads: each pair of blocks (b, b + 1) as eight 8-value chunks, chunk i
+ * holding 4 elements of block b then the same 4 of block b + 1 (i < 4: even elements 8i/2.., i >= 4: odd ones),
+ * and an odd last block in split order (16 even elements, then 16 odd). */
+static const int PAIR_CHUNK_BASE[8] = {0, 2, 16, 18, 1, 3, 17, 19};
+
+static void pair_order(const float *x, int64_t tokens, int64_t cols, float *out) {
+    int64_t nb = cols / BLOCK;
+    for (int64_t t = 0; t < tokens; t++) {
+        const float *src = x + t * cols;
+        float *dst = out + t * cols;
+        for (int64_t p = 0; p + 1 < nb; p += 2)
+            for (int i = 0; i < 8; i++)
+                for (int half = 0; half < 2; half++)
+                    for (int j = 0; j < 4; j++) *dst++ = src[(p + half) * BLOCK + PAIR_CHUNK_BASE[i] + 4 * j];
+        if (nb % 2)
+            for (int j = 0; j < 16; j++) {
+                dst[j] = src[(nb - 1) * BLOCK + 2 * j];
+                dst[16 + j] = src[(nb - 1) * BLOCK + 2 * j + 1];
+            }
+    }
+}
+
+/* x [T, K] in the order bf16_rows_avx2 reads: each whole 16 elements as their 8 even ones, then the 8 odd ones;
+ * the last K % 16 as they are. */
+static void split16(const float *x, int64_t tokens, int64_t cols, float *out) {
+    int64_t whole = cols / 16 * 16;
+    for (int64_t t = 0; t < tokens; t++) {
+        const float *src = x + t * cols;
+        float *dst = out + t * cols;
+        for (int64_t k = 0; k < whole; k += 16)
+            for (int j = 0; j < 8; j++) {
+                dst[k + j] = src[k + 2 * j];
+                dst[k + 8 + j] = src[k + 2 * j + 1];
+            }
+        for (int64_t k = whole; k < cols; k++) dst[k] = src[k];
     }
 }
 
@@ -95,26 +135,110 @@ __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+/* total + one pair of blocks (32 code bytes at q, scales s[0..1]) times x (pair_order), for mxfp4_rows_avx2. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_dot(const uint8_t *q, const uint8_t *s,
+                                                                                const float *x, __m256i low_table,
+                                                                                __m256i high_table, __m256 total) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256i bytes = _mm256_loadu_si256((const __m256i *)q);
+    __m256i even = _mm256_and_si256(bytes, low4), odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+    __m256i even_low = _mm256_shuffle_epi8(low_table, even), even_high = _mm256_shuffle_epi8(high_table, even);
+    __m256i odd_low = _mm256_shuffle_epi8(low_table, odd), odd_high = _mm256_shuffle_epi8(high_table, odd);
+    __m256i e0 = _mm256_unpacklo_epi8(even_low, even_high), e1 = _mm256_unpackhi_epi8(even_low, even_high);
+    __m256i o0 = _mm256_unpacklo_epi8(odd_low, odd_high), o1 = _mm256_unpackhi_epi8(odd_low, odd_high);
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256 a = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e0, 16)), _mm256_loadu_ps(x));
+    __m256 b = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(o0, 16)), _mm256_loadu_ps(x + 32));
+    a = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(e0, high)), _mm256_loadu_ps(x + 8), a);
+    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(o0, high)), _mm256_loadu_ps(x + 40), b);
+    a = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e1, 16)), _mm256_loadu_ps(x + 16), a);
+    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(o1, 16)), _mm256_loadu_ps(x + 48), b);
+    a = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(e1, high)), _mm256_loadu_ps(x + 24), a);
+    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(o1, high)), _mm256_loadu_ps(x + 56), b);
+    __m256 scale = _mm256_set_m128(_mm_set1_ps(SCALE[s[1]]), _mm_set1_ps(SCALE[s[0]]));
+    return _mm256_fmadd_ps(_mm256_add_ps(a, b), scale, total);
+}
+
+/* Two blocks a step: their 32 code bytes are one load (block b in the low 128-bit lane, b + 1 in the high one).
+ * The codes become float32 values without a conversion instruction: two 16-entry byte lookups (vpshufb) give the
+ * low and high bytes of each value's bf16 form (exact: E2M1 values have 2 significant bits), interleaving them
+ * gives bf16 words, and a shift (the low word of each 32-bit lane) or a mask (the high word) gives float32s. Each
+ * of the eight weight vectors then holds 4 values of block b in its low lane and 4 of block b + 1 in its high
+ * lane, and the activations were put in the same order (pair_order), so one multiply by [s_b x4, s_b+1 x4]
+ * scales a step's sum (a power of two: exact). An odd last block goes alone, its 32 codes widened by int8 ->
+ * float32 conversions (split order). Shuffles bound the loop (8 per 64 weights). Measured on an AVX2-only Zen 3
+ * (2.45 GHz), a 20b-wide 65,536-row matrix from memory: 5.3-5.7 GB/s on one thread and 7.9-9.5 on two, where
+ * the one-block-a-step loop with int8 -> float32 conversions it replaced read 3.3 and 6.3. */
 __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *blocks, const uint8_t *scales,
                                                                  int64_t cols, const float *xs, int64_t tokens,
                                                                  int64_t row0, int64_t row1, float *acc,
                                                                  int64_t rows) {
-    int64_t nb = cols / BLOCK;
+    int64_t nb = cols / BLOCK, pairs = nb / 2;
+    uint8_t low_bytes[16], high_bytes[16];
+    for (int i = 0; i < 16; i++) {
+        float v = (float)TWICE_E2M1[i] * 0.5f;
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        low_bytes[i] = (uint8_t)(bits >> 16);
+        high_bytes[i] = (uint8_t)(bits >> 24);
+    }
+    const __m256i low_table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)low_bytes));
+    const __m256i high_table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)high_bytes));
+    const __m256i low4 = _mm256_set1_epi8(0x0F), high = _mm256_set1_epi32((int)0xFFFF0000u);
     const __m128i lut = _mm_loadu_si128((const __m128i *)TWICE_E2M1);
-    const __m128i low4 = _mm_set1_epi8(0x0F);
     for (int64_t r = row0; r < row1; r++) {
         __m256 total[MAX_TOKENS];
         for (int64_t t = 0; t < tokens; t++) total[t] = _mm256_setzero_ps();
         const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
         const uint8_t *s = scales + r * nb;
-        for (int64_t b = 0; b < nb; b++) {
+        int64_t p = 0;
+        if (tokens == 1) { /* decoding: two pairs a step, two running totals, everything in registers */
+            __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+            for (; p + 2 <= pairs; p += 2) {
+                t0 = pair_dot(q + p * 2 * BLOCK_BYTES, s + 2 * p, xs + p * 2 * BLOCK, low_table, high_table, t0);
+                t1 = pair_dot(q + (p + 1) * 2 * BLOCK_BYTES, s + 2 * p + 2, xs + (p + 1) * 2 * BLOCK, low_table,
+                              high_table, t1);
+            }
+            total[0] = _mm256_add_ps(t0, t1);
+        }
+        for (; p < pairs; p++) {
+            __m256i bytes = _mm256_loadu_si256((const __m256i *)(q + p * 2 * BLOCK_BYTES));
+            __m256i even = _mm256_and_si256(bytes, low4);
+            __m256i odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+            __m256i even_low = _mm256_shuffle_epi8(low_table, even), even_high = _mm256_shuffle_epi8(high_table, even);
+            __m256i odd_low = _mm256_shuffle_epi8(low_table, odd), odd_high = _mm256_shuffle_epi8(high_table, odd);
+            __m256i e0 = _mm256_unpacklo_epi8(even_low, even_high), e1 = _mm256_unpackhi_epi8(even_low, even_high);
+            __m256i o0 = _mm256_unpacklo_epi8(odd_low, odd_high), o1 = _mm256_unpackhi_epi8(odd_low, odd_high);
+            __m256 w[8] = {
+                _mm256_castsi256_ps(_mm256_slli_epi32(e0, 16)), _mm256_castsi256_ps(_mm256_and_si256(e0, high)),
+                _mm256_castsi256_ps(_mm256_slli_epi32(e1, 16)), _mm256_castsi256_ps(_mm256_and_si256(e1, high)),
+                _mm256_castsi256_ps(_mm256_slli_epi32(o0, 16)), _mm256_castsi256_ps(_mm256_and_si256(o0, high)),
+                _mm256_castsi256_ps(_mm256_slli_epi32(o1, 16)), _mm256_castsi256_ps(_mm256_and_si256(o1, high)),
+            };
+            __m256 scale = _mm256_set_m128(_mm_set1_ps(SCALE[s[2 * p + 1]]), _mm_set1_ps(SCALE[s[2 * p]]));
+            for (int64_t t = 0; t < tokens; t++) {
+                const float *x = xs + t * cols + p * 2 * BLOCK;
+                __m256 a = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
+                __m256 b = _mm256_mul_ps(w[4], _mm256_loadu_ps(x + 32));
+                a = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + 8), a);
+                b = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(x + 40), b);
+                a = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x + 16), a);
+                b = _mm256_fmadd_ps(w[6], _mm256_loadu_ps(x + 48), b);
+                a = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + 24), a);
+                b = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(x + 56), b);
+                total[t] = _mm256_fmadd_ps(_mm256_add_ps(a, b), scale, total[t]);
+            }
+        }
+        if (nb % 2) { /* the last block alone, in split order */
+            int64_t b = nb - 1;
             __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
-            __m128i even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, low4));
-            __m128i odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
-            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(even));
-            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(even, 8)));
-            __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(odd));
-            __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(odd, 8)));
+            __m128i codes_even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, _mm256_castsi256_si128(low4)));
+            __m128i codes_odd =
+                _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm256_castsi256_si128(low4)));
+            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes_even));
+            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(codes_even, 8)));
+            __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes_odd));
+            __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(codes_odd, 8)));
             __m256 scale = _mm256_set1_ps(HALF_SCALE[s[b]]);
             for (int64_t t = 0; t < tokens; t++) {
                 const float *x = xs + t * cols + b * BLOCK;
@@ -176,10 +300,63 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void dense_rows
     }
 }
 
+/* bf16 weights on AVX2: the 32-bit lane p of 16 loaded weights holds elements 2p (low half) and 2p + 1 (high
+ * half), so a shift gives the even elements as float32s and a mask the odd ones, two instructions for 16 weights
+ * where widening in order takes five; the activations come in the same order (split16). One token (decoding):
+ * four accumulators, so the loop waits on no FMA's latency. Measured on an AVX2-only Zen 3, a 377 MB matrix:
+ * 16.9 GB/s on 2 threads (a streaming sum of the same machine: 16-17), 11.3 on one; in-order widening with two
+ * accumulators read 13.3 and 7.1 (a decode step of 20b's width is mostly this product: the unembedding). */
 __attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *xs,
                                                                 int64_t tokens, int64_t row0, int64_t row1,
                                                                 float *acc, int64_t rows) {
-    dense_rows_avx2(w, 1, cols, xs, tokens, row0, row1, acc, rows);
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    int64_t whole = cols / 16 * 16;
+    for (int64_t r = row0; r < row1; r++) {
+        const uint16_t *row = w + r * cols;
+        if (tokens == 1) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+                   a3 = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 32 <= whole; k += 32) {
+                __m256i h0 = _mm256_loadu_si256((const __m256i *)(row + k));
+                __m256i h1 = _mm256_loadu_si256((const __m256i *)(row + k + 16));
+                a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(xs + k), a0);
+                a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(h0, high)), _mm256_loadu_ps(xs + k + 8), a1);
+                a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_loadu_ps(xs + k + 16), a2);
+                a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(h1, high)), _mm256_loadu_ps(xs + k + 24), a3);
+            }
+            for (; k < whole; k += 16) {
+                __m256i h0 = _mm256_loadu_si256((const __m256i *)(row + k));
+                a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(xs + k), a0);
+                a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(h0, high)), _mm256_loadu_ps(xs + k + 8), a1);
+            }
+            float total = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            for (int64_t j = whole; j < cols; j++) total += bf16_to_f32(row[j]) * xs[j];
+            acc[r] = total;
+            continue;
+        }
+        for (int64_t t0 = 0; t0 < tokens; t0 += 4) {
+            int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
+            __m256 a[4][2];
+            for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+            for (int64_t k = 0; k < whole; k += 16) {
+                __m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
+                __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+                __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(h, high));
+                for (int64_t t = 0; t < n; t++) {
+                    const float *x = xs + (t0 + t) * cols + k;
+                    a[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), a[t][0]);
+                    a[t][1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), a[t][1]);
+                }
+            }
+            for (int64_t t = 0; t < n; t++) {
+                const float *x = xs + (t0 + t) * cols;
+                float total = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
+                for (int64_t j = whole; j < cols; j++) total += bf16_to_f32(row[j]) * x[j];
+                acc[(t0 + t) * rows + r] = total;
+            }
+        }
+    }
 }
 
 __attribute__((target("avx2,fma"))) static void f32_rows_avx2(const float *w, int64_t cols, const float *xs,
@@ -324,6 +501,147 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
         }
 }
 
+/* ---- many tokens: a register-blocked GEMM on decoded panels (AVX2 + FMA) ------------------------------------
+ * Prefill gives a routed expert tens to hundreds of tokens, and the unembedding every position: there the products
+ * are compute-bound, and the row-at-a-time loops above (one decoded block shared by at most MAX_TOKENS tokens,
+ * horizontal sums, a scale multiply a block) reach a third of the FMA rate. Here GEMM_ROWS weight rows are
+ * decoded (MXFP4, scaled: exact float32 values) or widened (bf16) once into a float32 panel, the activations are
+ * packed once a call as [K][16]-token tiles, and a 6 x 16 block of outputs lives in twelve accumulators while k
+ * runs: per k, two tile loads and six broadcast weights feed twelve FMAs. Each output is one float32 sum over k in
+ * order (FMA: each exact product rounded into the sum), so the bound of the products above holds, and the result
+ * does not depend on how rows are split over threads. */
+#define GEMM_ROWS 6
+#define GEMM_TILE 16
+
+/* c[i][j] = sum_k panel[i][k] * tile[k][j] for i < mr (rows), j < width (8 or 16 tokens); rows GEMM_ROWS apart by
+ * `stride` floats. always_inline: each call site passes constants, so each (mr, width) gets its own loop. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void gemm_block(const float *panel, int64_t stride,
+                                                                                int64_t cols, const float *tile,
+                                                                                int width, int mr, float *c) {
+    __m256 acc[GEMM_ROWS][2];
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < cols; k++) {
+        __m256 b0 = _mm256_loadu_ps(tile + k * width);
+        __m256 b1 = width == 16 ? _mm256_loadu_ps(tile + k * width + 8) : b0;
+        for (int i = 0; i < mr; i++) {
+            __m256 a = _mm256_broadcast_ss(panel + i * stride + k);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            if (width == 16) acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        _mm256_storeu_ps(c + i * GEMM_TILE, acc[i][0]);
+        if (width == 16) _mm256_storeu_ps(c + i * GEMM_TILE + 8, acc[i][1]);
+    }
+}
+
+/* gemm_block for 6 rows and 16 tokens (nearly every call) with its twelve accumulators named: given as an array,
+ * GCC stored each of them to the stack every k (measured: 42 GFLOP/s instead of the FMA rate). */
+#define GEMM_ROW_STEP(i)                                                                                           \
+    a = _mm256_broadcast_ss(p##i + k);                                                                             \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);                                                                     \
+    c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
+
+__attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, int64_t stride, int64_t cols,
+                                                           const float *tile, float *c) {
+    const float *p0 = panel, *p1 = panel + stride, *p2 = panel + 2 * stride, *p3 = panel + 3 * stride,
+                *p4 = panel + 4 * stride, *p5 = panel + 5 * stride;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < cols; k++) {
+        __m256 b0 = _mm256_loadu_ps(tile + k * 16), b1 = _mm256_loadu_ps(tile + k * 16 + 8), a;
+        GEMM_ROW_STEP(0)
+        GEMM_ROW_STEP(1)
+        GEMM_ROW_STEP(2)
+        GEMM_ROW_STEP(3)
+        GEMM_ROW_STEP(4)
+        GEMM_ROW_STEP(5)
+    }
+    __m256 all[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    for (int i = 0; i < 12; i++) _mm256_storeu_ps(c + i * 8, all[i]);
+}
+
+#define GEMM_CASE(MR)                                                                                              \
+    case MR:                                                                                                       \
+        if (width == 16)                                                                                           \
+            gemm_block(panel, stride, cols, tile, 16, MR, c);                                                      \
+        else                                                                                                       \
+            gemm_block(panel, stride, cols, tile, 8, MR, c);                                                       \
+        break;
+
+__attribute__((target("avx2,fma"))) static void gemm_dispatch(const float *panel, int64_t stride, int64_t cols,
+                                                               const float *tile, int width, int mr, float *c) {
+    if (mr == 6 && width == 16) return gemm_6x16(panel, stride, cols, tile, c);
+    switch (mr) {
+        GEMM_CASE(1)
+        GEMM_CASE(2)
+        GEMM_CASE(3)
+        GEMM_CASE(4)
+        GEMM_CASE(5)
+        GEMM_CASE(6)
+    }
+}
+
+/* One MXFP4 row decoded and scaled into float32, each block in split order (its 16 even elements, then the 16
+ * odd ones), which the packed activations follow. */
+__attribute__((target("avx2,fma"))) static void decode_row_split(const uint8_t *q, const uint8_t *s, int64_t nb,
+                                                                  float *out) {
+    const __m128i lut = _mm_loadu_si128((const __m128i *)TWICE_E2M1), low4 = _mm_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; b++) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
+        __m128i even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, low4));
+        __m128i odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+        __m256 scale = _mm256_set1_ps(HALF_SCALE[s[b]]);
+        float *o = out + b * BLOCK;
+        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(even)), scale));
+        _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(even, 8))), scale));
+        _mm256_storeu_ps(o + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(odd)), scale));
+        _mm256_storeu_ps(o + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(odd, 8))), scale));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void widen_row(const uint16_t *w, int64_t cols, float *out) {
+    int64_t k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(w + k));
+        _mm256_storeu_ps(out + k, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+    }
+    for (; k < cols; k++) out[k] = bf16_to_f32(w[k]);
+}
+
+/* Rows [row0, row1) of y [tokens, rows] for weights of `kind` (0 MXFP4, 1 bf16, 2 float32) against the packed
+ * activations. Returns 0 where the panel's memory was not to be had. */
+__attribute__((target("avx2,fma"))) static int gemm_rows_avx2(int kind, const uint8_t *blocks, const uint8_t *scales,
+                                                               const void *dense, int64_t cols, const float *packed,
+                                                               int64_t tokens, int64_t row0, int64_t row1, float *y,
+                                                               int64_t rows) {
+    float *panel = kind == 2 ? NULL : malloc(sizeof(float) * GEMM_ROWS * cols);
+    if (kind != 2 && panel == NULL) return 0;
+    int64_t nb = cols / BLOCK;
+    float c[GEMM_ROWS * GEMM_TILE];
+    for (int64_t r0 = row0; r0 < row1; r0 += GEMM_ROWS) {
+        int mr = row1 - r0 < GEMM_ROWS ? (int)(row1 - r0) : GEMM_ROWS;
+        const float *rows_at = panel;
+        for (int i = 0; i < mr; i++) {
+            int64_t r = r0 + i;
+            if (kind == 0)
+                decode_row_split(blocks + r * nb * BLOCK_BYTES, scales + r * nb, nb, panel + i * cols);
+            else if (kind == 1)
+                widen_row((const uint16_t *)dense + r * cols, cols, panel + i * cols);
+        }
+        if (kind == 2) rows_at = (const float *)dense + r0 * cols;
+        for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TILE) {
+            int width = tokens - t0 > 8 ? 16 : 8;
+            gemm_dispatch(rows_at, cols, cols, packed + t0 * cols, width, mr, c);
+            int64_t n = tokens - t0 < width ? tokens - t0 : width;
+            for (int i = 0; i < mr; i++)
+                for (int64_t j = 0; j < n; j++) y[(t0 + j) * rows + r0 + i] = c[i * GEMM_TILE + j];
+        }
+    }
+    free(panel);
+    return 1;
+}
+
 #else
 #define HAVE_AVX2_PATH 0
 #endif
@@ -342,37 +660,31 @@ static void dense_rows_portable(const void *w, int is_bf16, int64_t cols, const 
     }
 }
 
-/* MXFP4_CPU_PORTABLE=1 (read once) runs the portable C loops: how the tests check them on a machine with AVX2. */
-static int portable_only(void) {
+/* The widest instruction set the kernels use, from the CPU running them (cpuid), not the build machine: 2
+ * AVX512-BF16 (with AVX-512 F and BW), 1 AVX2 + FMA, 0 the portable loops. MXFP4_CPU_ISA (read once) caps it:
+ * "avx2" or "portable" (MXFP4_CPU_PORTABLE=1 too): how the tests reach every path on one machine. */
+static int isa_level(void) {
     static int known = -1;
-    if (known < 0) {
-        const char *value = getenv("MXFP4_CPU_PORTABLE");
-        known = value != NULL && value[0] == '1';
-    }
+    if (known >= 0) return known;
+    int level = 0;
+#if HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = 1;
+    if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512bf16"))
+        level = 2;
+#endif
+    const char *cap = getenv("MXFP4_CPU_ISA"), *portable = getenv("MXFP4_CPU_PORTABLE");
+    if ((cap != NULL && strcmp(cap, "portable") == 0) || (portable != NULL && portable[0] == '1')) level = 0;
+    if (cap != NULL && strcmp(cap, "avx2") == 0 && level > 1) level = 1;
+    known = level;
     return known;
 }
 
-static int use_avx512bf16(void) {
-#if HAVE_AVX2_PATH
-    static int known = -1;
-    if (known < 0)
-        known = !portable_only() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512bf16");
-    return known;
-#else
-    return 0;
-#endif
-}
+static int use_avx512bf16(void) { return isa_level() >= 2; }
+static int use_avx2(void) { return isa_level() >= 1; }
 
-static int use_avx2(void) {
-#if HAVE_AVX2_PATH
-    static int known = -1;
-    if (known < 0) known = !portable_only() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return known;
-#else
-    return 0;
-#endif
-}
+/* The instruction set the products run with (isa_level), for reports. */
+int mxg_isa(void) { return isa_level(); }
 
 /* ---- the calls: rows split over threads ----------------------------------------------------------------------- */
 
@@ -391,6 +703,9 @@ typedef struct {
     float limit, alpha;
     float *out;
     int64_t row0, row1;
+    int natural_order; /* bf16 on AVX2: x could not be reordered, so the portable loop takes it */
+    int gemm;          /* many tokens: gemm_rows_avx2 on xs packed by pack_tiles */
+    int *failed;       /* gemm: set where a panel's memory was not to be had */
 } Task;
 
 static void finish_rows(const Task *t) {
@@ -413,6 +728,17 @@ static void finish_rows(const Task *t) {
 
 static void *run_task(void *arg) {
     Task *t = (Task *)arg;
+#if HAVE_AVX2_PATH
+    if (t->gemm) {
+        const void *dense = t->kind == 1 ? (const void *)t->bf16 : (const void *)t->f32;
+        if (gemm_rows_avx2(t->kind, t->blocks, t->scales, dense, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y,
+                           t->rows))
+            finish_rows(t);
+        else
+            __atomic_store_n(t->failed, 1, __ATOMIC_RELEASE);
+        return NULL;
+    }
+#endif
     if (t->kind == 0) {
         if (t->xs_bf16) {
 #if HAVE_AVX2_PATH
@@ -431,7 +757,7 @@ static void *run_task(void *arg) {
 #if HAVE_AVX2_PATH
             bf16_rows_avx512bf16(t->bf16, t->cols, t->xs_bf16, t->tokens, t->row0, t->row1, t->y, t->rows);
 #endif
-        } else if (use_avx2()) {
+        } else if (use_avx2() && !t->natural_order) {
 #if HAVE_AVX2_PATH
             bf16_rows_avx2(t->bf16, t->cols, t->xs, t->tokens, t->row0, t->row1, t->y, t->rows);
 #endif
@@ -467,7 +793,10 @@ void mxg_mxfp4(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64
                int64_t tokens, const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha,
                float *out, int threads) {
     pthread_once(&tables_once, build_tables);
-    split_even_odd(x, tokens, cols, scratch);
+    if (use_avx2())
+        pair_order(x, tokens, cols, scratch);
+    else
+        split_even_odd(x, tokens, cols, scratch);
     Task t = {0, blocks, scales, NULL, NULL, rows, cols, tokens, scratch, NULL, bias, y, swiglu, limit, alpha, out,
               0, rows};
     run_split(&t, threads);
@@ -492,8 +821,16 @@ int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for bf16 W [rows, cols]. */
 void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int64_t tokens, const float *bias,
               float *y, int threads) {
-    Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
+    float *split = NULL;
+    if (use_avx2()) { /* the activations in the order the AVX2 loop reads (split16); in place of x if no memory */
+        split = malloc(sizeof(float) * tokens * cols);
+        if (split != NULL) split16(x, tokens, cols, split);
+    }
+    Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, split ? split : x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0,
+              rows};
+    t.natural_order = split == NULL;
     run_split(&t, threads);
+    free(split);
 }
 
 /* mxg_bf16 for bf16 activations x [T, K]. Returns 0 (nothing done) where the CPU lacks AVX512-BF16; the caller
@@ -513,7 +850,111 @@ void mxg_f32(const float *w, int64_t rows, int64_t cols, const float *x, int64_t
     run_split(&t, threads);
 }
 
+/* x [T, K] as gemm_rows_avx2 reads it: tiles of 16 tokens (the last one 8 wide where at most 8 remain) as
+ * [K][width], zero past the last token; each row's k in split order per block for MXFP4 weights (split), else
+ * as it is. Tile j starts at 16 j K. */
+static void pack_tiles(const float *x, int64_t tokens, int64_t cols, int split, float *out) {
+    for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TILE) {
+        int width = tokens - t0 > 8 ? 16 : 8;
+        float *tile = out + t0 * cols;
+        for (int j = 0; j < width; j++) {
+            const float *src = x + (t0 + j) * cols;
+            int present = t0 + j < tokens;
+            for (int64_t k = 0; k < cols; k++) {
+                int64_t from = k;
+                if (split) {
+                    int64_t b = k / BLOCK, i = k % BLOCK;
+                    from = b * BLOCK + (i < 16 ? 2 * i : 2 * (i - 16) + 1);
+                }
+                tile[k * width + j] = present ? src[from] : 0.0f;
+            }
+        }
+    }
+}
+
+/* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for any number of tokens through the panel GEMM; W of `kind`: 0
+ * MXFP4 (blocks, scales), 1 bf16, 2 float32 (dense). With swiglu, out[t, r/2] = the clamped SwiGLU of each pair.
+ * Returns 0 (nothing done) where the CPU lacks AVX2 or memory was not to be had: the caller takes another path. */
+int mxg_gemm(int kind, const uint8_t *blocks, const uint8_t *scales, const void *dense, int64_t rows, int64_t cols,
+             const float *x, int64_t tokens, const float *bias, float *y, int swiglu, float limit, float alpha,
+             float *out, int threads) {
+#if HAVE_AVX2_PATH
+    if (!use_avx2() || tokens < 1 || (kind == 0 && cols % BLOCK)) return 0;
+    pthread_once(&tables_once, build_tables);
+    int64_t padded = (tokens + GEMM_TILE - 1) / GEMM_TILE * GEMM_TILE;
+    float *packed = malloc(sizeof(float) * padded * cols);
+    if (packed == NULL) return 0;
+    pack_tiles(x, tokens, cols, kind == 0, packed);
+    int failed = 0;
+    Task t = {kind, blocks, scales, (const uint16_t *)dense, (const float *)dense, rows, cols, tokens, packed, NULL,
+              bias, y, swiglu, limit, alpha, out, 0, rows};
+    t.gemm = 1;
+    t.failed = &failed;
+    pool_run(run_rows, &t, rows, GEMM_ROWS, threads);
+    free(packed);
+    return !failed;
+#else
+    return 0;
+#endif
+}
+
 int mxg_max_tokens(void) { return MAX_TOKENS; }
+
+/* ---- the machine's read bandwidth, for benchmarks: a streaming sum of n floats over the pool's threads ---- */
+
+typedef struct {
+    const float *data;
+    int64_t n, chunk;
+    float *partial; /* one sum a chunk */
+} StreamTask;
+
+#if HAVE_AVX2_PATH
+__attribute__((target("avx2,fma"))) static float stream_sum_avx2(const float *p, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+    }
+    float total = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) total += p[i];
+    return total;
+}
+#endif
+
+static void stream_chunks(void *context, int64_t begin, int64_t end) {
+    const StreamTask *t = (const StreamTask *)context;
+    for (int64_t c = begin; c < end; c++) {
+        const float *p = t->data + c * t->chunk;
+        int64_t n = (c + 1) * t->chunk <= t->n ? t->chunk : t->n - c * t->chunk;
+        float total = 0.0f;
+#if HAVE_AVX2_PATH
+        if (use_avx2()) {
+            t->partial[c] = stream_sum_avx2(p, n);
+            continue;
+        }
+#endif
+        for (int64_t i = 0; i < n; i++) total += p[i];
+        t->partial[c] = total;
+    }
+}
+
+/* The sum of n floats read once from memory on `threads` threads (its time is the benchmark's figure). */
+float mxg_stream_sum(const float *data, int64_t n, int threads) {
+    const int64_t chunk = 1 << 16;
+    int64_t chunks = (n + chunk - 1) / chunk;
+    float *partial = calloc(chunks > 0 ? chunks : 1, sizeof(float));
+    if (partial == NULL) return NAN;
+    StreamTask t = {data, n, chunk, partial};
+    pool_run(stream_chunks, &t, chunks, 1, threads);
+    float total = 0.0f;
+    for (int64_t c = 0; c < chunks; c++) total += partial[c];
+    free(partial);
+    return total;
+}
+
 
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_gemv", "CPU GEMV kernels (called through ctypes).", -1, NULL};
 PyMODINIT_FUNC PyInit__cpu_gemv(void) { return PyModule_Create(&module); }

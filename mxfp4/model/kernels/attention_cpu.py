@@ -20,7 +20,7 @@ import torch
 
 from . import attention_torch, cpu_attention
 
-# Where each path is fastest, from `bench_model.py --crossover` on this machine (README, "CPU decoding"): the C
+# Where each path is fastest, from `bench_model.py --crossover` (docs/cpu.md, docs/benchmarks.md): the C
 # kernel up to 2 queries against a cache and up to 128 with nothing cached (a prompt); otherwise grouped_attention
 # below MIN_QUERIES queries and torch's fused kernel from there.
 C_QUERIES_CACHED = 2

@@ -17,6 +17,29 @@ def available() -> bool:
     return _library() is not None
 
 
+ISA_NAMES = ("portable C", "AVX2+FMA", "AVX512-BF16")
+
+
+def isa() -> str:
+    """The instruction set the C kernels run with on this CPU (chosen at run time from cpuid; the environment
+    variable MXFP4_CPU_ISA=avx2 or =portable caps it): 'AVX512-BF16', 'AVX2+FMA' or 'portable C'."""
+    return ISA_NAMES[_library().mxg_isa()]
+
+
+def native_bf16() -> bool:
+    """Whether the C kernels (and torch's bf16 matmul) have AVX512-BF16 on this CPU."""
+    return _library().mxg_isa() == 2
+
+
+def stream_sum(x: torch.Tensor) -> float:
+    """The sum of a contiguous float32 tensor, read once with every core: the C kernels' view of the machine's
+    memory read bandwidth (benchmarks time it)."""
+    x = x.contiguous()
+    if x.dtype != torch.float32:
+        raise TypeError(f"stream_sum reads float32, got {x.dtype}")
+    return float(_library().mxg_stream_sum(_ptr(x), x.numel(), thread_count()))
+
+
 def max_tokens() -> int:
     """The most activation rows one call takes (a decoded block is reused across them)."""
     return _library().mxg_max_tokens()
@@ -120,3 +143,36 @@ def moe_token(x, experts, weights, gate_up, gate_up_bias, down, down_bias, limit
         _ptr(biases[1]), limit, alpha, _ptr(out), thread_count(),
     )  # fmt: skip
     return out if done else None
+
+
+_GEMM_KINDS = {torch.bfloat16: 1, torch.float32: 2}
+
+
+def _gemm(kind: int, x, blocks, scales, dense, rows: int, cols: int, bias, swiglu: bool, limit: float, alpha: float):
+    x = _rows_of(x)
+    bias = None if bias is None else bias.to(torch.float32).contiguous()
+    y = torch.empty((x.shape[0], rows), dtype=torch.float32)
+    out = torch.empty((x.shape[0], rows // 2), dtype=torch.float32) if swiglu else None
+    done = _library().mxg_gemm(
+        kind, _ptr(blocks), _ptr(scales), _ptr(dense), rows, cols, _ptr(x), x.shape[0], _ptr(bias), _ptr(y),
+        int(swiglu), limit, alpha, _ptr(out), thread_count(),
+    )  # fmt: skip
+    if not done:
+        return None
+    return out if swiglu else y
+
+
+def mxfp4_gemm(x, blocks, scales, bias=None, *, swiglu: bool = False, limit: float = 0.0, alpha: float = 0.0):
+    """mxfp4_linear (or, with swiglu, mxfp4_swiglu) for any number of rows through the panel GEMM of _cpu_gemv.c
+    (the rows of W decoded a few at a time, tiles of 16 activation rows) -> float32; None where it cannot run
+    (no AVX2, no memory): the caller takes another path."""
+    blocks, scales = blocks.contiguous(), scales.contiguous()
+    rows, cols = blocks.shape[0], blocks.shape[1] * 32
+    return _gemm(0, x, blocks, scales, None, rows, cols, bias, swiglu, limit, alpha)
+
+
+def dense_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """dense_linear for any number of rows through the panel GEMM (bf16 rows widened a few at a time) -> float32
+    [T, N]; None where it cannot run."""
+    weight = weight.contiguous()
+    return _gemm(_GEMM_KINDS[weight.dtype], x, None, None, weight, *weight.shape, bias, False, 0.0, 0.0)

@@ -26,6 +26,11 @@ def library():
     lib.mxg_mxfp4.restype = lib.mxg_bf16.restype = None
     lib.mxg_mxfp4_bf16x.restype = ctypes.c_int
     lib.mxg_max_tokens.restype = ctypes.c_int
+    lib.mxg_isa.restype = ctypes.c_int
+    lib.mxg_gemm.argtypes = [_INT, _P, _P, _P, _I64, _I64, _P, _I64, _P, _P, _INT, _F32, _F32, _P, _INT]
+    lib.mxg_gemm.restype = ctypes.c_int
+    lib.mxg_stream_sum.argtypes = [_P, _I64, _INT]
+    lib.mxg_stream_sum.restype = _F32
     lib.mxa_attention.argtypes = [_P, _P, _P, _P, _P, _INT, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _INT]
     lib.mxa_attention.restype = ctypes.c_int
     lib.mxa_exp.argtypes = [_P, _P, _I64]

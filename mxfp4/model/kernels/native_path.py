@@ -1,10 +1,13 @@
-"""The model's CPU path with the C products of cpu_gemv where they are faster: decoding and small batches.
+"""The model's CPU path with the C products of cpu_gemv where they are faster than torch's.
 
-Experts: a routed expert with at most EXPERT_TOKENS tokens runs gate_up (fused with the clamped SwiGLU) and
-down straight from its MXFP4 blocks; a larger group decodes the expert once and lets torch's matmul run
-(moe_torch). Dense linears (attention, router, unembedding) in bf16 or float32 with at most LINEAR_TOKENS rows
-run the C product; others stay torch's. The thresholds are the crossovers measured by
-``benchmarks/bench_model.py --crossover`` on this project's 2-core machine (README, "CPU decoding").
+Decoding and small batches (at most EXPERT_TOKENS tokens an expert, LINEAR_TOKENS rows a dense linear): the
+row-at-a-time C products, MXFP4 straight from the blocks (gate_up fused with the clamped SwiGLU). More tokens, in
+float32 arithmetic: the C panel GEMM (cpu_gemv.mxfp4_gemm / dense_gemm: a few weight rows decoded or widened at a
+time into float32, register-blocked against tiles of 16 tokens), for MXFP4 experts and bf16 matrices, wherever
+the activations are float32 (a float32 model keeps the checkpoint's bf16 weights) or the CPU lacks AVX512-BF16
+(torch's bf16 matmul runs at about a fifth of its float32 rate there: 18.5 against 95 GFLOP/s on an AVX2-only
+Zen 3). With bf16 activations on AVX512-BF16 CPUs, torch's bf16 matmul on a decoded expert (moe_torch). The
+thresholds are the crossovers of ``benchmarks/bench_model.py --crossover`` (docs/benchmarks.md).
 Intermediates stay float32; results are cast to the activations' dtype.
 """
 
@@ -13,13 +16,13 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 
 import torch
-import torch.nn.functional as F
 
-from . import cpu_gemv
-from .moe_torch import SWIGLU_ALPHA, expert_groups, expert_output
+from . import cpu_gemv, linear_torch, widened
+from .moe_torch import SWIGLU_ALPHA, clamped_swiglu, expert_groups, expert_output
 
 EXPERT_TOKENS = 8  # measured crossovers: see the module docstring
 LINEAR_TOKENS = {torch.bfloat16: 4, torch.float32: 8}  # rows, per weight dtype
+DENSE_ROWS = 128  # rows of one panel GEMM call: the unembedding's float32 result is then 103 MB at most
 
 
 @contextmanager
@@ -41,11 +44,20 @@ def step(tokens: int):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with the C product for bf16 or float32 weights and few rows."""
+    """F.linear, with the C product for bf16 or float32 weights and few rows, and widened panels for bf16 weights
+    where torch's bf16 matmul would be slow or the activations are float32."""
     rows = x.numel() // x.shape[-1]
-    if rows > LINEAR_TOKENS.get(weight.dtype, 0) or weight.device.type != "cpu":
-        return F.linear(x, weight, bias)
-    y = cpu_gemv.dense_linear(x.reshape(rows, x.shape[-1]), weight, bias)
+    if weight.device.type != "cpu":
+        return linear_torch.linear(x, weight, bias)
+    flat = x.reshape(rows, x.shape[-1])
+    if rows <= LINEAR_TOKENS.get(weight.dtype, 0):
+        y = cpu_gemv.dense_linear(flat, weight, bias)
+    elif weight.dtype == torch.bfloat16 and (
+        x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and not cpu_gemv.native_bf16())
+    ):
+        y = dense_many(flat, weight, bias, x.dtype)
+    else:
+        return linear_torch.linear(x, weight, bias)
     return y.to(x.dtype).reshape(x.shape[:-1] + (weight.shape[0],))
 
 
@@ -58,12 +70,52 @@ def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: f
         if y is not None:
             return y.to(x.dtype)[None]
     out = torch.zeros_like(x)
+    # float32 products where torch's bf16 matmul is slow, the activations are float32, or dense expert weights are
+    # kept in bf16 for float32 work; torch's bf16 matmul on CPUs with AVX512-BF16
+    widen = x.dtype == torch.float32 or (
+        x.dtype == torch.bfloat16 and (not cpu_gemv.native_bf16() or (not packed and gate_up.dtype != x.dtype))
+    )
     for e, tokens, weight in expert_groups(indices, scores):
         if packed and tokens.numel() <= EXPERT_TOKENS:
             act = cpu_gemv.mxfp4_swiglu(x[tokens], gate_up[0][e], gate_up[1][e], gate_up_bias[e], limit, SWIGLU_ALPHA)
             # rounded to the activations' dtype, as the twin's SwiGLU output is (bf16 takes the AVX512-BF16 path)
             y = cpu_gemv.mxfp4_linear(act.to(x.dtype), down[0][e], down[1][e], down_bias[e]).to(x.dtype)
+        elif widen:
+            y = float32_expert(x[tokens], e, gate_up, gate_up_bias, down, down_bias, limit).to(x.dtype)
         else:
             y = expert_output(x[tokens], e, gate_up, gate_up_bias, down, down_bias, limit)
         out.index_add_(0, tokens, y * weight)
     return out
+
+
+def float32_expert(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
+    """moe_torch.expert_output in float32 arithmetic through the C panel GEMM (widened panels and torch where it
+    cannot run), packed experts or dense ones -> float32 [n, H]; with bf16 activations the SwiGLU output is rounded
+    to bf16 before down, as the twin's is."""
+    act = None
+    if isinstance(gate_up, tuple):
+        blocks, scales = gate_up[0][e], gate_up[1][e]
+        act = cpu_gemv.mxfp4_gemm(xs, blocks, scales, gate_up_bias[e], swiglu=True, limit=limit, alpha=SWIGLU_ALPHA)
+    if act is None:
+        act = clamped_swiglu(_float32_product(xs, gate_up, e, gate_up_bias[e]), limit)
+    return _float32_product(act.to(xs.dtype), down, e, down_bias[e])
+
+
+def _float32_product(x: torch.Tensor, weight, e: int, bias: torch.Tensor) -> torch.Tensor:
+    if isinstance(weight, tuple):
+        y = cpu_gemv.mxfp4_gemm(x, weight[0][e], weight[1][e], bias)
+        return y if y is not None else widened.mxfp4_linear(x, weight[0][e], weight[1][e], bias)
+    return dense_many(x, weight[e], bias)
+
+
+def dense_many(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype=torch.float32) -> torch.Tensor:
+    """x [T, K] @ weight.T (+ bias) in float32 for many rows -> [T, N] in dtype: the C panel GEMM, or widened panels
+    through torch's float32 matmul where it cannot run. Rows go DENSE_ROWS at a time, so the float32 result of a
+    wide weight never exists whole beside its dtype copy (a 512-token prefill's logits: 412 MB in float32)."""
+    if x.shape[0] > DENSE_ROWS:
+        out = torch.empty((x.shape[0], weight.shape[0]), dtype=dtype)
+        for start in range(0, x.shape[0], DENSE_ROWS):
+            out[start : start + DENSE_ROWS] = dense_many(x[start : start + DENSE_ROWS], weight, bias)
+        return out
+    y = cpu_gemv.dense_gemm(x, weight, bias) if weight.dtype in (torch.bfloat16, torch.float32) else None
+    return (y if y is not None else widened.dense_linear(x, weight, bias)).to(dtype)

@@ -45,14 +45,17 @@ def resolve_model_backend(backend: str, device) -> str:
 
 
 def kernels(backend: str, device) -> Kernels:
-    import torch.nn.functional as F
-
     backend = resolve_model_backend(backend, device)
     if backend == "torch":
-        from . import attention_torch, moe_torch
+        from . import attention_torch, linear_torch, moe_torch
 
         return Kernels(
-            "torch", _no_context, F.linear, attention_torch.attention, attention_torch.ring_attention, moe_torch.experts
+            "torch",
+            _no_context,
+            linear_torch.linear,
+            attention_torch.attention,
+            attention_torch.ring_attention,
+            moe_torch.experts,
         )
     if backend == "native":
         from . import attention_cpu, attention_torch, native_path
@@ -66,11 +69,25 @@ def kernels(backend: str, device) -> Kernels:
             native_path.experts,
         )
     resolve_backend("triton", on_cuda=getattr(device, "type", device) == "cuda")  # a clear error when it can't run
-    from . import attention_triton, moe_triton
+    from . import attention_triton, linear_torch, moe_triton
 
     return Kernels(
-        "triton", _no_context, F.linear, attention_triton.attention, attention_triton.ring_attention, moe_triton.experts
+        "triton",
+        _no_context,
+        linear_torch.linear,
+        attention_triton.attention,
+        attention_triton.ring_attention,
+        moe_triton.experts,
     )
+
+
+def describe(name: str) -> str:
+    """What a backend runs, for reports: 'native' names the instruction set its C kernels chose on this CPU."""
+    if name == "native":
+        from . import cpu_gemv
+
+        return f"native (C kernels: {cpu_gemv.isa()})"
+    return name
 
 
 def _no_context(tokens: int):

@@ -1,0 +1,265 @@
+"""The native path's many-token products and its instruction-set dispatch: the C panel GEMM (MXFP4, bf16, float32
+weights) and the widened panels it falls back to, against the float32 matmul within the bound of two summation
+orders (test_cpu_gemv.bound); the paths native_path takes per CPU; every instruction set below this CPU's, forced
+in a child process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_cpu_gemv import U, bound, experts_bound, one_code_rows, random_mxfp4
+
+from mxfp4.codec import decode
+from mxfp4.model.kernels import cpu_gemv, moe_torch, native_path, widened
+
+pytestmark = pytest.mark.skipif(not cpu_gemv.available(), reason="the C kernels are built by pip install -e .")
+
+
+needs_gemm = pytest.mark.skipif(
+    not cpu_gemv.available() or cpu_gemv.isa() == "portable C", reason="the panel GEMM needs AVX2 + FMA"
+)
+
+
+@needs_gemm
+@pytest.mark.parametrize("tokens", [1, 8, 9, 16, 17, 40])  # an 8-wide tile, a padded 16, whole 16s, a tail
+@pytest.mark.parametrize("rows, cols", [(37, 96), (12, 160)])  # 6-row panels and a remainder; odd block counts
+def test_gemm_mxfp4_product_within_the_bound(tokens, rows, cols):
+    blocks, scales = random_mxfp4(rows, cols, tokens)
+    w = decode.dequantize(blocks, scales, torch.float32)
+    g = torch.Generator().manual_seed(tokens)
+    bias = torch.randn(rows, generator=g)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(tokens, cols, generator=g).to(dtype)
+        want = x.float() @ w.T + bias
+        got = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
+        assert got.dtype == torch.float32 and got.shape == (tokens, rows)
+        assert ((got.double() - want.double()).abs() <= bound(x.float(), w, want)).all()
+
+
+@needs_gemm
+def test_gemm_decodes_every_code_at_every_position_under_every_scale():
+    """One row per (code, element), a random scale per block from 0 (a denormal) to 252; x = e_j picks element j,
+    so each product is one decoded value, exact whatever the order (test_cpu_gemv's case, through the GEMM)."""
+    cols = 5 * 32
+    blocks = one_code_rows(cols)
+    scales = torch.randint(0, 253, (blocks.shape[0], 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    scales[:5, :] = 0
+    got = cpu_gemv.mxfp4_gemm(torch.eye(cols), blocks, scales)
+    assert torch.equal(got, decode.dequantize(blocks, scales, torch.float32).reshape(-1, cols).T)
+
+
+@needs_gemm
+def test_gemm_nan_scale_gives_nan_in_its_row_only():
+    blocks, scales = random_mxfp4(14, 96, 2)
+    scales[9, 2] = 0xFF
+    got = cpu_gemv.mxfp4_gemm(torch.randn(20, 96), blocks, scales)
+    assert torch.isnan(got[:, 9]).all()
+    assert torch.isfinite(got[:, [r for r in range(14) if r != 9]]).all()
+
+
+@needs_gemm
+def test_gemm_fused_swiglu_is_the_swiglu_of_its_own_product():
+    rows, cols = 64, 128
+    blocks, scales = random_mxfp4(rows, cols, 3, scale_range=(125, 131))  # pre-activations beyond +-7
+    x = torch.randn(21, cols, generator=torch.Generator().manual_seed(1)) * 2
+    bias = torch.randn(rows, generator=torch.Generator().manual_seed(2))
+    h = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
+    assert (h[:, 0::2] > 7).any() and (h[:, 1::2] < -7).any() and (h[:, 1::2] > 7).any()  # the clamp is exercised
+    got = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias, swiglu=True, limit=7.0, alpha=moe_torch.SWIGLU_ALPHA)
+    # the same pre-activations (the GEMM's order does not depend on the epilogue); the C and torch sigmoid and
+    # products round differently: a few float32 ulps of each output (as test_cpu_gemv's fused SwiGLU test)
+    assert torch.allclose(got, moe_torch.clamped_swiglu(h, 7.0), rtol=8 * U * 8, atol=1e-30)
+
+
+@needs_gemm
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("tokens", [3, 16, 33])
+def test_gemm_dense_product_within_the_bound(dtype, tokens):
+    g = torch.Generator().manual_seed(tokens)
+    w = torch.randn(29, 70, generator=g).to(dtype)  # 70: a widening tail past the whole 8s
+    x = torch.randn(tokens, 70, generator=g)
+    bias = torch.randn(29, generator=g)
+    want = x @ w.float().T + bias
+    got = cpu_gemv.dense_gemm(x, w, bias)
+    assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
+
+
+@needs_gemm
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_gemm_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypatch, threads):
+    blocks, scales = random_mxfp4(70, 160, 4)
+    x = torch.randn(19, 160, generator=torch.Generator().manual_seed(3))
+    weight = torch.randn(70, 100, generator=torch.Generator().manual_seed(4)).bfloat16()
+
+    def results():
+        return (
+            cpu_gemv.mxfp4_gemm(x, blocks, scales),
+            cpu_gemv.mxfp4_gemm(x, blocks, scales, swiglu=True, limit=7.0, alpha=moe_torch.SWIGLU_ALPHA),
+            cpu_gemv.dense_gemm(x[:, :100], weight),
+        )
+
+    monkeypatch.setattr(cpu_gemv, "thread_count", lambda: 1)
+    alone = results()
+    monkeypatch.setattr(cpu_gemv, "thread_count", lambda: threads)
+    for got, want in zip(results(), alone):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("panel", [7, 512])  # panels that cut the rows unevenly, and one that takes them all
+def test_widened_dense_product_within_the_bound(monkeypatch, panel):
+    monkeypatch.setattr(widened, "DENSE_PANEL_ROWS", panel)
+    g = torch.Generator().manual_seed(11)
+    weight = torch.randn(45, 70, generator=g).bfloat16()
+    bias = torch.randn(45, generator=g)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(13, 70, generator=g).to(dtype)
+        want = x.float() @ weight.float().T + bias
+        got = widened.dense_linear(x, weight, bias)
+        assert got.dtype == torch.float32 and got.shape == (13, 45)
+        assert ((got.double() - want.double()).abs() <= bound(x.float(), weight.float(), want)).all()
+
+
+@pytest.mark.parametrize("panel", [5, 576])
+def test_widened_mxfp4_product_within_the_bound(monkeypatch, panel):
+    monkeypatch.setattr(widened, "MXFP4_PANEL_ROWS", panel)
+    blocks, scales = random_mxfp4(37, 96, 3)
+    w = decode.dequantize(blocks, scales, torch.float32)
+    x = torch.randn(20, 96, generator=torch.Generator().manual_seed(4))
+    bias = torch.randn(37, generator=torch.Generator().manual_seed(5))
+    want = x @ w.T + bias
+    got = widened.mxfp4_linear(x, blocks, scales, bias)
+    assert ((got.double() - want.double()).abs() <= bound(x, w, want)).all()
+
+
+@pytest.mark.parametrize("gemm_runs", [True, False])  # False: the widened panels a CPU without AVX2 gets
+def test_many_rows_of_bf16_go_to_float32_products_exactly_where_torch_bf16_is_slow(monkeypatch, gemm_runs):
+    """bf16 weights with many rows: float32 activations always take float32 products (a float32 model keeps bf16
+    weights); bf16 activations do on CPUs without AVX512-BF16 and stay torch's bf16 matmul on those with it."""
+    calls = []
+    real = native_path.dense_many
+    monkeypatch.setattr(native_path, "dense_many", lambda *a: calls.append(a[0].dtype) or real(*a))
+    if not gemm_runs:
+        monkeypatch.setattr(cpu_gemv, "dense_gemm", lambda *a: None)
+    w = torch.randn(40, 64, generator=torch.Generator().manual_seed(6)).bfloat16()
+    many = native_path.LINEAR_TOKENS[torch.bfloat16] + 1
+    x = torch.randn(2, many, 64, generator=torch.Generator().manual_seed(7))
+    for dtype in (torch.float32, torch.bfloat16):
+        got = native_path.linear(x.to(dtype), w)
+        assert got.dtype == dtype and got.shape == (2, many, 40)
+        flat = x.to(dtype).float().reshape(-1, 64)
+        want = flat @ w.float().T
+        rounding = 2**-8 if dtype == torch.bfloat16 else 0.0  # the result rounded once to bf16
+        allowed = bound(flat, w.float(), want) + rounding * want.double().abs()
+        assert ((got.reshape(-1, 40).double() - want.double()).abs() <= allowed).all()
+    assert calls == [torch.float32] + ([] if cpu_gemv.native_bf16() else [torch.bfloat16])
+
+
+@pytest.mark.parametrize("gemm_runs", [True, False])
+def test_large_expert_groups_take_float32_products_within_the_bound(monkeypatch, gemm_runs):
+    """Groups above EXPERT_TOKENS with float32 activations: float32 products (the panel GEMM with its fused SwiGLU,
+    or widened panels where it cannot run); the result is the twin's within the bound of the C path's test."""
+    monkeypatch.setattr(native_path, "EXPERT_TOKENS", 2)
+    if not gemm_runs:
+        monkeypatch.setattr(cpu_gemv, "mxfp4_gemm", lambda *a, **k: None)
+    experts, hidden, inter, limit = 3, 64, 64, 7.0
+    gate_up = random_mxfp4(experts * 2 * inter, hidden, 1)
+    down = random_mxfp4(experts * hidden, inter, 2)
+    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
+    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
+    g = torch.Generator().manual_seed(8)
+    n = 9
+    x = torch.randn(n, hidden, generator=g) * 0.1
+    indices = torch.stack([torch.randperm(experts, generator=g)[:2] for _ in range(n)])
+    scores = torch.softmax(torch.randn(n, 2, generator=g), -1)
+    biases = torch.randn(experts, 2 * inter, generator=g) * 0.1, torch.randn(experts, hidden, generator=g) * 0.1
+    args = (x, indices, scores, gate_up, biases[0], down, biases[1], limit)
+    calls = []
+    real = native_path.float32_expert
+    monkeypatch.setattr(native_path, "float32_expert", lambda *a: calls.append(1) or real(*a))
+    got = native_path.experts(*args)
+    want = moe_torch.experts(*args)
+    assert len(calls) == len(indices.unique())
+    assert want.abs().max() > 0.1
+    assert ((got.double() - want.double()).abs() <= experts_bound(*args, want)).all()
+
+
+def test_the_isa_reported_is_the_cpus():
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        flags = set(next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split())
+    if {"avx512f", "avx512bw", "avx512_bf16"} <= flags:
+        expected = "AVX512-BF16"
+    elif {"avx2", "fma"} <= flags:
+        expected = "AVX2+FMA"
+    else:
+        pytest.skip("not an x86 CPU with /proc/cpuinfo flags")
+    assert cpu_gemv.isa() == expected
+    assert cpu_gemv.native_bf16() == (expected == "AVX512-BF16")
+
+
+@pytest.mark.parametrize("cap, name", [("avx2", "AVX2+FMA"), ("portable", "portable C")])
+def test_every_instruction_set_below_the_cpus_keeps_the_bound(cap, name):
+    """MXFP4_CPU_ISA caps the kernels' instruction set in a fresh process: on an AVX512-BF16 machine 'avx2' runs
+    the AVX2 loops, everywhere 'portable' the plain C ones; each product (one token, a few, the one-token MoE)
+    within the bound, and the path reported."""
+    if cap == "avx2" and cpu_gemv.isa() == "portable C":
+        pytest.skip("this CPU has no AVX2")
+    script = f"""
+import torch, sys
+sys.path.insert(0, "tests/model")
+import test_cpu_gemv as t
+from mxfp4.codec import decode
+from mxfp4.model.kernels import cpu_gemv
+assert cpu_gemv.isa() == {name!r}, cpu_gemv.isa()
+for cols in (96, 160, 2880):  # an odd block count (a block alone after the pairs), even, the 20b width
+    blocks, scales = t.random_mxfp4(37, cols, 9)
+    w = decode.dequantize(blocks, scales, torch.float32)
+    for tokens in (1, 3, 8):
+        x = torch.randn(tokens, cols, generator=torch.Generator().manual_seed(tokens)).bfloat16()
+        want = x.float() @ w.T
+        got = cpu_gemv.mxfp4_linear(x, blocks, scales)
+        assert ((got.double() - want.double()).abs() <= t.bound(x.float(), w, want)).all()
+    for dtype in (torch.float32, torch.bfloat16):
+        d = torch.randn(33, cols + 5).to(dtype)  # a tail past the whole 16s
+        for tokens in (1, 5):
+            x = torch.randn(tokens, cols + 5)
+            want = x @ d.float().T
+            got = cpu_gemv.dense_linear(x, d)
+            assert ((got.double() - want.double()).abs() <= t.bound(x, d.float(), want)).all()
+    x = torch.randn(20, cols)
+    got = cpu_gemv.mxfp4_gemm(x, blocks, scales)
+    if {cap!r} == "portable":
+        assert got is None  # the panel GEMM is AVX2 code: callers fall back to widened panels
+    else:
+        want = x @ w.T
+        assert ((got.double() - want.double()).abs() <= t.bound(x, w, want)).all()
+t.test_one_token_moe_is_the_per_expert_products_summed_bf16()
+t.test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(torch.float32)
+print("ok")
+"""
+    env = {**os.environ, "MXFP4_CPU_ISA": cap}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_stream_sum_reads_every_float_once():
+    x = torch.arange(200_003, dtype=torch.float32) % 7  # past a chunk of 65,536, with a ragged last one
+    assert cpu_gemv.stream_sum(x) == float(x.double().sum())
+    with pytest.raises(TypeError):
+        cpu_gemv.stream_sum(x.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_many_rows_go_in_row_chunks_into_the_activations_dtype(monkeypatch, dtype):
+    """dense_many cuts the rows into DENSE_ROWS-row calls (the float32 logits of a long prompt never exist whole
+    beside their bf16 copy): chunks that divide the rows unevenly give each row its one-call result."""
+    monkeypatch.setattr(native_path, "DENSE_ROWS", 4)
+    g = torch.Generator().manual_seed(9)
+    w = torch.randn(30, 64, generator=g).bfloat16()
+    x = torch.randn(11, 64, generator=g)
+    got = native_path.dense_many(x, w, None, dtype)
+    assert got.dtype == dtype and got.shape == (11, 30)
+    monkeypatch.setattr(native_path, "DENSE_ROWS", 64)
+    assert torch.equal(got, native_path.dense_many(x, w, None, dtype))
