@@ -6,9 +6,13 @@
     python benchmarks/bench_model.py --shape wide --interleave   # native and llama.cpp decode steps taken in turn
 
 Builds a synthetic MXFP4 checkpoint (and its GGUF, written by mxfp4 convert), then runs each implementation in
-its own child process: prefill of --prompt tokens (batch 1), then --new-tokens greedy decode steps from the KV
-cache. Prints tokens/s, the ratio to llama.cpp, each child's peak RSS, and for decoding the bytes of weights
-one token reads (unembedding + attention + the routed experts of every layer) and the bandwidth that implies.
+its own child process: prefill of --prompt tokens (batch 1) with the logits of every position (--last-logits:
+the last one only), then --new-tokens greedy decode steps from the KV cache. Ours runs with bf16 and with float32
+activations (both keep the checkpoint's bf16 weights). Prints the instruction set the C kernels chose, the
+machine's read bandwidth measured in the same run (a streaming sum over every core), tokens/s, the ratio to
+llama.cpp, each child's peak RSS, and for decoding the bytes of weights one token reads (unembedding + attention
++ the routed experts of every layer), the bandwidth that implies and its share of the floor (bytes / measured
+bandwidth: the fastest a decode step can be).
 Times are the best of --repeat runs inside each child, and with --rounds N the best of N children per implementation,
 run in alternation (this machine's memory bandwidth drifts between minutes); compare ratios, not absolutes.
 --interleave loads mxfp4 native and llama.cpp into one process and takes their decode steps in turn, one each,
@@ -40,7 +44,7 @@ SHAPES = {
         head_dim=64, num_attention_heads=64, num_key_value_heads=8, vocab_size=201088, sliding_window=128,
     ),
 }  # fmt: skip
-IMPLEMENTATIONS = ("mxfp4 native", "mxfp4 torch", "llama.cpp", "transformers")
+IMPLEMENTATIONS = ("mxfp4 native bf16", "mxfp4 native float32", "mxfp4 torch bf16", "llama.cpp", "transformers")
 
 
 def bytes_per_token(c: dict, dtype_bytes: int = 2) -> int:
@@ -56,17 +60,17 @@ def bytes_per_token(c: dict, dtype_bytes: int = 2) -> int:
 # ---- children: one implementation each, printing {"prefill_s", "decode_s"} --------------------------------------
 
 
-def child_mxfp4(directory: Path, backend: str, prompt, new: int, repeat: int) -> dict:
+def child_mxfp4(directory: Path, backend: str, dtype: str, prompt, new: int, repeat: int, all_logits: bool) -> dict:
     import torch
 
     import mxfp4.model
 
-    model = mxfp4.model.load(directory, backend=backend, dtype=torch.bfloat16)
+    model = mxfp4.model.load(directory, backend=backend, dtype=getattr(torch, dtype))
     ids = torch.tensor([prompt])
 
     def prefill():
         cache = model.new_cache()
-        return cache, model(ids, cache, last_only=True)
+        return cache, model(ids, cache, last_only=not all_logits)
 
     def decode():
         cache, logits = prefill()
@@ -80,13 +84,13 @@ def child_mxfp4(directory: Path, backend: str, prompt, new: int, repeat: int) ->
         return {"prefill_s": best(prefill, repeat), "decode_s": min(decode() for _ in range(repeat))}
 
 
-def open_llama(gguf: Path, prompt, new: int):
-    """llama.cpp on gguf with room for the prompt and `new` tokens, on every core."""
+def open_llama(gguf: Path, prompt, new: int, all_logits: bool = False):
+    """llama.cpp on gguf with room for the prompt and `new` tokens, on every core; all_logits: every position's."""
     import llama_cpp
 
     return llama_cpp.Llama(
         model_path=str(gguf), n_ctx=len(prompt) + new + 8, n_batch=len(prompt), n_threads=os.cpu_count(),
-        verbose=False,
+        logits_all=all_logits, verbose=False,
     )  # fmt: skip
 
 
@@ -95,11 +99,13 @@ def llama_greedy(model) -> int:
     so the context's last row is read directly."""
     import numpy as np
 
+    if model._logits_all:  # every position kept: the last evaluated row of the scores
+        return int(model.scores[model.n_tokens - 1].argmax())
     return int(np.ctypeslib.as_array(model._ctx.get_logits(), shape=(model.n_vocab(),)).argmax())
 
 
-def child_llama(gguf: Path, prompt, new: int, repeat: int) -> dict:
-    model = open_llama(gguf, prompt, new)
+def child_llama(gguf: Path, prompt, new: int, repeat: int, all_logits: bool) -> dict:
+    model = open_llama(gguf, prompt, new, all_logits)
 
     def prefill():
         model.reset()
@@ -144,6 +150,32 @@ def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
     return {"ours_s": ours_s, "llama_s": theirs_s}
 
 
+def child_machine() -> dict:
+    """The CPU, the instruction set of the C kernels and the read bandwidth (B/s): the best of 5 streaming sums of
+    1 GiB over every core (in a child, so the parent's peak RSS, which each implementation's child starts from
+    at fork, stays small)."""
+    import platform
+
+    import torch
+
+    from mxfp4.model.kernels import cpu_gemv
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    data = torch.ones(2**28)
+    seconds = best(lambda: cpu_gemv.stream_sum(data), 5)
+    return {"cpu": model or platform.processor(), "isa": cpu_gemv.isa(), "bandwidth": data.numel() * 4 / seconds}
+
+
+def machine_report() -> float:
+    """Prints child_machine's findings; returns the bandwidth."""
+    machine, _ = run_child(["--child", "machine", "--path", "-"])
+    print(
+        f"CPU {machine['cpu']}; C kernels: {machine['isa']}; read bandwidth {machine['bandwidth'] / 1e9:.1f} GB/s "
+        f"({os.cpu_count()} threads)"
+    )
+    return machine["bandwidth"]
+
+
 def interleaved_report(result: dict, per_token: int) -> None:
     import statistics
 
@@ -161,7 +193,7 @@ def interleaved_report(result: dict, per_token: int) -> None:
     )
 
 
-def child_transformers(directory: Path, prompt, new: int, repeat: int) -> dict:
+def child_transformers(directory: Path, prompt, new: int, repeat: int, all_logits: bool) -> dict:
     import warnings
 
     import torch
@@ -174,7 +206,7 @@ def child_transformers(directory: Path, prompt, new: int, repeat: int) -> dict:
     ids = torch.tensor([prompt])
 
     def prefill():
-        return model(ids, use_cache=True)
+        return model(ids, use_cache=True, logits_to_keep=0 if all_logits else 1)
 
     def decode():
         out = prefill()
@@ -204,31 +236,44 @@ def run_child(args: list[str]) -> tuple[dict, float]:
 
 
 def crossover(repeat: int) -> None:
-    """Native C product against torch (decode to bf16, then matmul) per batch size, at 20b's expert and
-    unembedding shapes: the thresholds of mxfp4.model.kernels.native_path come from this table."""
+    """The native C products against each other and torch per batch size, at 20b's expert and unembedding shapes:
+    the thresholds of mxfp4.model.kernels.native_path come from this table. 'rows' is the row-at-a-time product
+    (decoding), 'gemm' the panel GEMM (many tokens), 'torch' the matmul on a decoded bf16 expert (or the bf16
+    weight as it is) and 'torch f32' the same in float32."""
     import torch
 
     from mxfp4.codec import decode
     from mxfp4.model.kernels import cpu_gemv
 
+    print(f"C kernels: {cpu_gemv.isa()}; {os.cpu_count()} threads; times in ms, GFLOP/s of the fastest")
     rows, cols = 5760, 2880
     blocks = torch.randint(0, 256, (rows, cols // 32, 16), dtype=torch.uint8)
     scales = torch.randint(118, 130, (rows, cols // 32), dtype=torch.uint8)
-    print(f"MXFP4 expert gate_up [{rows}, {cols}], bf16 activations; {os.cpu_count()} threads")
-    print(f"{'tokens':>6s} {'native ms':>10s} {'torch ms':>9s} {'torch / native':>15s}")
-    for tokens in (1, 2, 4, 8, 12, 16, 32):
+    print(f"MXFP4 expert gate_up [{rows}, {cols}], bf16 activations")
+    print(f"{'tokens':>6s} {'rows':>8s} {'gemm':>8s} {'torch':>8s} {'torch f32':>9s} {'GFLOP/s':>8s}")
+    for tokens in (1, 2, 4, 8, 9, 12, 16, 32, 64, 128, 512):
         x = torch.randn(tokens, cols).bfloat16()
-        native = best(lambda: cpu_gemv.mxfp4_linear(x, blocks, scales), repeat)
-        dense = best(lambda: x @ decode.dequantize(blocks, scales, torch.bfloat16).T, repeat)
-        print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
+        times = [
+            best(lambda: cpu_gemv.mxfp4_linear(x, blocks, scales), repeat),
+            best(lambda: cpu_gemv.mxfp4_gemm(x, blocks, scales), repeat),
+            best(lambda: x @ decode.dequantize(blocks, scales, torch.bfloat16).T, repeat),
+            best(lambda: x.float() @ decode.dequantize(blocks, scales, torch.float32).T, repeat),
+        ]
+        flops = 2 * rows * cols * tokens / min(times) / 1e9
+        print(f"{tokens:6d} " + " ".join(f"{t * 1e3:8.2f}" for t in times) + f" {flops:8.1f}")
     for dtype in (torch.bfloat16, torch.float32):
         weight = torch.randn(201088, 2880).to(dtype)
         print(f"{str(dtype).removeprefix('torch.')} unembedding [{weight.shape[0]}, {weight.shape[1]}]")
-        for tokens in (1, 2, 4, 8):
+        print(f"{'tokens':>6s} {'rows':>8s} {'gemm':>8s} {'torch':>8s} {'GFLOP/s':>8s}")
+        for tokens in (1, 2, 4, 8, 16, 64):
             x = torch.randn(tokens, 2880).to(dtype)
-            native = best(lambda: cpu_gemv.dense_linear(x, weight), repeat)
-            dense = best(lambda: torch.nn.functional.linear(x, weight), repeat)
-            print(f"{tokens:6d} {native * 1e3:10.2f} {dense * 1e3:9.2f} {dense / native:14.2f}x")
+            times = [
+                best(lambda: cpu_gemv.dense_linear(x, weight), repeat) if tokens <= 8 else float("nan"),
+                best(lambda: cpu_gemv.dense_gemm(x, weight), repeat),
+                best(lambda: torch.nn.functional.linear(x, weight), repeat),
+            ]
+            flops = 2 * weight.numel() * tokens / min(t for t in times if t == t) / 1e9
+            print(f"{tokens:6d} " + " ".join(f"{t * 1e3:8.2f}" for t in times) + f" {flops:8.1f}")
     crossover_attention(repeat)
 
 
@@ -268,6 +313,7 @@ def main() -> None:
     parser.add_argument(
         "--interleave", action="store_true", help="native and llama.cpp decode steps in turn in one process"
     )
+    parser.add_argument("--last-logits", action="store_true", help="prefill computes the last position's logits only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -277,15 +323,19 @@ def main() -> None:
 
     prompt = [random.Random(0).randrange(0, 8000) for _ in range(args.prompt)]
     if args.child:
-        path, new, repeat = Path(args.path), args.new_tokens, args.repeat
-        if args.child == "interleaved":
+        path, new, repeat, every = Path(args.path), args.new_tokens, args.repeat, not args.last_logits
+        if args.child == "machine":
+            result = child_machine()
+        elif args.child == "interleaved":
             result = child_interleaved(path, path.parent / "model.gguf", prompt, new)
         elif args.child.startswith("mxfp4"):
-            result = child_mxfp4(path, args.child.split()[1], prompt, new, repeat)
+            _, backend, dtype = args.child.split()
+            dtype = {"bf16": "bfloat16"}.get(dtype, dtype)
+            result = child_mxfp4(path, backend, dtype, prompt, new, repeat, every)
         elif args.child == "llama.cpp":
-            result = child_llama(path, prompt, new, repeat)
+            result = child_llama(path, prompt, new, repeat, every)
         else:
-            result = child_transformers(path, prompt, new, repeat)
+            result = child_transformers(path, prompt, new, repeat, every)
         print(json.dumps(result))
         return
 
@@ -301,12 +351,15 @@ def main() -> None:
         weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
         per_token = bytes_per_token(config)
         shape = SHAPES[args.shape]
+        logits = "the last position's logits" if args.last_logits else "logits at every position"
         print(
             f"shape {args.shape}: {shape['num_hidden_layers']} layers, {shape['num_local_experts']} experts (top "
             f"{shape['num_experts_per_tok']}), hidden {shape['hidden_size']}, vocab {shape['vocab_size']:,}; "
-            f"weights {weights / 2**30:.2f} GiB; bf16; prefill {args.prompt} tokens, decode {args.new_tokens}; "
-            f"{os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB of weights"
+            f"weights {weights / 2**30:.2f} GiB (bf16 and MXFP4); prefill {args.prompt} tokens with {logits}, "
+            f"decode {args.new_tokens}; {os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB "
+            "of weights"
         )
+        bandwidth = machine_report()
         if args.interleave:
             child = ["--child", "interleaved", "--path", str(directory), "--prompt", str(args.prompt)]
             result, _ = run_child(child + ["--new-tokens", str(args.new_tokens)])
@@ -317,20 +370,29 @@ def main() -> None:
                 path = gguf if name == "llama.cpp" else directory
                 child = ["--child", name, "--path", str(path), "--prompt", str(args.prompt)]
                 child += ["--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat)]
+                child += ["--last-logits"] if args.last_logits else []
                 result, rss = run_child(child)
                 row = (name, args.prompt / result["prefill_s"], args.new_tokens / result["decode_s"], rss)
+                print(
+                    f"  {name}: prefill {row[1]:.1f} tok/s, decode {row[2]:.2f} tok/s, peak RSS {rss:.2f} GiB",
+                    flush=True,
+                )
                 best = rows.get(name, row)
                 rows[name] = (name, max(best[1], row[1]), max(best[2], row[2]), max(best[3], row[3]))
         rows = list(rows.values())
         llama = next((r for r in rows if r[0] == "llama.cpp"), None)
-        header = f"{'implementation':14s} {'prefill tok/s':>13s} {'decode tok/s':>12s} {'ms/token':>9s} {'GB/s':>6s}"
-        print(header + f" {'prefill vs llama':>16s} {'decode vs llama':>15s} {'peak RSS GiB':>12s}")
+        floor_s = per_token / bandwidth
+        header = f"{'implementation':20s} {'prefill tok/s':>13s} {'decode tok/s':>12s} {'ms/token':>9s} {'GB/s':>6s}"
+        print(header + f" {'% floor':>7s} {'prefill vs llama':>16s} {'decode vs llama':>15s} {'peak RSS GiB':>12s}")
         for name, prefill, decode, rss in rows:
             vs = (f"{prefill / llama[1]:15.2f}x", f"{decode / llama[2]:14.2f}x") if llama else ("", "")
             print(
-                f"{name:14s} {prefill:13.1f} {decode:12.1f} {1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} "
-                f"{vs[0]:>16s} {vs[1]:>15s} {rss:12.2f}"
+                f"{name:20s} {prefill:13.1f} {decode:12.1f} {1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} "
+                f"{100 * floor_s * decode:6.0f}% {vs[0]:>16s} {vs[1]:>15s} {rss:12.2f}"
             )
+        print(
+            f"(decode floor: {per_token / 1e6:.0f} MB a token at {bandwidth / 1e9:.1f} GB/s = {floor_s * 1e3:.1f} ms)"
+        )
         print(f"(weights on disk {weights / 2**30:.2f} GiB: the goal is peak RSS <= weights + 1 GiB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the checkpoint and its GGUF: 8 GB on the wide shape
