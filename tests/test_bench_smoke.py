@@ -1,8 +1,11 @@
-"""The GPU kernel benchmark runs end to end at tiny shapes on the CPU (Triton interpreter), so a machine
-with a GPU finds it working. Its times are not looked at: timings never go in a test."""
+"""The benchmarks run end to end at small shapes on the CPU (the GPU kernel benchmark under the Triton interpreter),
+so a machine that runs them for figures finds them working. Their times are not looked at: timings never go in a
+test."""
 
 import subprocess
 import sys
+
+import pytest
 
 
 def test_kernel_benchmark_runs_at_tiny_shapes():
@@ -23,3 +26,19 @@ def test_kernel_benchmark_runs_at_tiny_shapes():
         "backend torch",
     ):
         assert section in result.stdout, (section, result.stdout)
+
+
+def test_model_benchmark_runs_on_the_small_shape():
+    """bench_model.py end to end on its small shape with a short prompt: ours in both dtypes and llama.cpp, each in
+    its own child, the machine line (CPU, kernels, bandwidth) and the table with the decode floor's share."""
+    pytest.importorskip("llama_cpp")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_model.py", "--prompt", "12", "--new-tokens", "2", "--repeat", "1"]
+        + ["--only", "mxfp4 native bf16", "--only", "mxfp4 native float32", "--only", "llama.cpp"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("C kernels: ", "read bandwidth", "% floor", "mxfp4 native bf16", "mxfp4 native float32", "llama.cpp"):
+        assert line in result.stdout, (line, result.stdout)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from test_cpu_gemv import U, bound, experts_bound, one_code_rows, random_mxfp4
+from test_cpu_gemv import U, bound, experts_bound, one_code_rows, random_moe, random_mxfp4
 
 from mxfp4.codec import decode
 from mxfp4.model.kernels import cpu_gemv, moe_torch, native_path, widened
@@ -143,7 +143,7 @@ def test_many_rows_of_bf16_go_to_float32_products_exactly_where_torch_bf16_is_sl
     if not gemm_runs:
         monkeypatch.setattr(cpu_gemv, "dense_gemm", lambda *a: None)
     w = torch.randn(40, 64, generator=torch.Generator().manual_seed(6)).bfloat16()
-    many = native_path.LINEAR_TOKENS[torch.bfloat16] + 1
+    many = native_path.linear_tokens(torch.bfloat16) + 1
     x = torch.randn(2, many, 64, generator=torch.Generator().manual_seed(7))
     for dtype in (torch.float32, torch.bfloat16):
         got = native_path.linear(x.to(dtype), w)
@@ -163,18 +163,8 @@ def test_large_expert_groups_take_float32_products_within_the_bound(monkeypatch,
     monkeypatch.setattr(native_path, "EXPERT_TOKENS", 2)
     if not gemm_runs:
         monkeypatch.setattr(cpu_gemv, "mxfp4_gemm", lambda *a, **k: None)
-    experts, hidden, inter, limit = 3, 64, 64, 7.0
-    gate_up = random_mxfp4(experts * 2 * inter, hidden, 1)
-    down = random_mxfp4(experts * hidden, inter, 2)
-    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
-    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
-    g = torch.Generator().manual_seed(8)
-    n = 9
-    x = torch.randn(n, hidden, generator=g) * 0.1
-    indices = torch.stack([torch.randperm(experts, generator=g)[:2] for _ in range(n)])
-    scores = torch.softmax(torch.randn(n, 2, generator=g), -1)
-    biases = torch.randn(experts, 2 * inter, generator=g) * 0.1, torch.randn(experts, hidden, generator=g) * 0.1
-    args = (x, indices, scores, gate_up, biases[0], down, biases[1], limit)
+    args = random_moe(9, experts=3, hidden=64, inter=64, seed=8)
+    indices = args[1]
     calls = []
     real = native_path.float32_expert
     monkeypatch.setattr(native_path, "float32_expert", lambda *a: calls.append(1) or real(*a))

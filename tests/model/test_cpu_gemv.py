@@ -163,6 +163,21 @@ def swiglu_slopes(limit: float, alpha: float = moe_torch.SWIGLU_ALPHA) -> tuple[
     return float((s * (1 + alpha * g * (1 - s))).abs().max()) * (limit + 1), limit
 
 
+def random_moe(n: int, experts: int, hidden: int, inter: int, seed: int, limit: float = 7.0) -> tuple:
+    """moe_torch.experts' arguments for n tokens routed top-2 over packed random experts (biases ~0.1, x ~0.1)."""
+    gate_up = random_mxfp4(experts * 2 * inter, hidden, 1)
+    down = random_mxfp4(experts * hidden, inter, 2)
+    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
+    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, hidden, generator=g) * 0.1
+    indices = torch.stack([torch.randperm(experts, generator=g)[:2] for _ in range(n)])
+    scores = torch.softmax(torch.randn(n, 2, generator=g), -1)
+    gate_up_bias = torch.randn(experts, 2 * inter, generator=g) * 0.1
+    down_bias = torch.randn(experts, hidden, generator=g) * 0.1
+    return x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit
+
+
 def experts_bound(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit, want) -> torch.Tensor:
     """How far two float32 evaluations of the packed experts may differ (float32 activations): gate_up's product
     bound, times the SwiGLU's slopes, plus a few ulps for the two SwiGLU evaluations, carried through down's |W|
@@ -190,17 +205,7 @@ def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypa
     within the bound propagated through both products: gate_up's product bound, times the SwiGLU's slopes, plus
     a few ulps for the two SwiGLU evaluations, carried through down's |W| and its own product bound, then
     weighted by the routing scores; float32 throughout."""
-    experts, hidden, inter, limit = 4, 128, 96, 7.0
-    gate_up = random_mxfp4(experts * 2 * inter, hidden, 1)
-    down = random_mxfp4(experts * hidden, inter, 2)
-    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
-    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(n, hidden, generator=g) * 0.1
-    indices = torch.stack([torch.randperm(experts, generator=g)[:2] for _ in range(n)])
-    scores = torch.softmax(torch.randn(n, 2, generator=g), -1)
-    gate_up_bias, down_bias = torch.randn(experts, 2 * inter) * 0.1, torch.randn(experts, hidden) * 0.1
-    args = (x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit)
+    args = random_moe(n, experts=4, hidden=128, inter=96, seed=5)
     want = moe_torch.experts(*args)
     allowed = experts_bound(*args, want)
 
@@ -273,7 +278,7 @@ def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():
     w = torch.randn(40, 64)
     for dtype in (torch.bfloat16, torch.float32):
         wd = w.to(dtype)
-        many = torch.randn(native_path.LINEAR_TOKENS[dtype] + 1, 64).to(dtype)
+        many = torch.randn(native_path.linear_tokens(dtype) + 1, 64).to(dtype)
         if dtype == torch.float32 or cpu_gemv.native_bf16():  # else widened panels: test_widened.py
             assert torch.equal(native_path.linear(many, wd), torch.nn.functional.linear(many, wd))
         few = torch.randn(1, 1, 64).to(dtype)

@@ -253,11 +253,13 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
     }
 }
 
-/* Two 8-float vectors of weights from row + k: bf16 widened by a shift, float32 as it is. */
+/* Two 8-float vectors of weights from row + k: bf16 as its 8 even elements then its 8 odd ones (the 32-bit lane p
+ * of the 16 loaded weights holds elements 2p and 2p + 1: a shift gives the first as a float32, a mask the second;
+ * the activations come in that order, split16), float32 as it is. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void load16_bf16(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k));
-    *lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
-    *hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+    *lo = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+    *hi = _mm256_castsi256_ps(_mm256_and_si256(h, _mm256_set1_epi32((int)0xFFFF0000u)));
 }
 
 __attribute__((target("avx2,fma"), always_inline)) static inline void load16_f32(const void *row, int64_t k, __m256 *lo, __m256 *hi) {
@@ -309,53 +311,32 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void dense_rows
 __attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *xs,
                                                                 int64_t tokens, int64_t row0, int64_t row1,
                                                                 float *acc, int64_t rows) {
-    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    if (tokens > 1) { /* a few tokens: 4 at a time */
+        dense_rows_avx2(w, 1, cols, xs, tokens, row0, row1, acc, rows);
+        return;
+    }
     int64_t whole = cols / 16 * 16;
     for (int64_t r = row0; r < row1; r++) {
         const uint16_t *row = w + r * cols;
-        if (tokens == 1) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
-                   a3 = _mm256_setzero_ps();
-            int64_t k = 0;
-            for (; k + 32 <= whole; k += 32) {
-                __m256i h0 = _mm256_loadu_si256((const __m256i *)(row + k));
-                __m256i h1 = _mm256_loadu_si256((const __m256i *)(row + k + 16));
-                a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(xs + k), a0);
-                a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(h0, high)), _mm256_loadu_ps(xs + k + 8), a1);
-                a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_loadu_ps(xs + k + 16), a2);
-                a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(h1, high)), _mm256_loadu_ps(xs + k + 24), a3);
-            }
-            for (; k < whole; k += 16) {
-                __m256i h0 = _mm256_loadu_si256((const __m256i *)(row + k));
-                a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(xs + k), a0);
-                a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(h0, high)), _mm256_loadu_ps(xs + k + 8), a1);
-            }
-            float total = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-            for (int64_t j = whole; j < cols; j++) total += bf16_to_f32(row[j]) * xs[j];
-            acc[r] = total;
-            continue;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        __m256 even, odd;
+        int64_t k = 0;
+        for (; k + 32 <= whole; k += 32) {
+            load16_bf16(row, k, &even, &odd);
+            a0 = _mm256_fmadd_ps(even, _mm256_loadu_ps(xs + k), a0);
+            a1 = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xs + k + 8), a1);
+            load16_bf16(row, k + 16, &even, &odd);
+            a2 = _mm256_fmadd_ps(even, _mm256_loadu_ps(xs + k + 16), a2);
+            a3 = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xs + k + 24), a3);
         }
-        for (int64_t t0 = 0; t0 < tokens; t0 += 4) {
-            int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
-            __m256 a[4][2];
-            for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
-            for (int64_t k = 0; k < whole; k += 16) {
-                __m256i h = _mm256_loadu_si256((const __m256i *)(row + k));
-                __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
-                __m256 hi = _mm256_castsi256_ps(_mm256_and_si256(h, high));
-                for (int64_t t = 0; t < n; t++) {
-                    const float *x = xs + (t0 + t) * cols + k;
-                    a[t][0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), a[t][0]);
-                    a[t][1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), a[t][1]);
-                }
-            }
-            for (int64_t t = 0; t < n; t++) {
-                const float *x = xs + (t0 + t) * cols;
-                float total = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
-                for (int64_t j = whole; j < cols; j++) total += bf16_to_f32(row[j]) * x[j];
-                acc[(t0 + t) * rows + r] = total;
-            }
+        for (; k < whole; k += 16) {
+            load16_bf16(row, k, &even, &odd);
+            a0 = _mm256_fmadd_ps(even, _mm256_loadu_ps(xs + k), a0);
+            a1 = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xs + k + 8), a1);
         }
+        float total = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (int64_t j = whole; j < cols; j++) total += bf16_to_f32(row[j]) * xs[j];
+        acc[r] = total;
     }
 }
 

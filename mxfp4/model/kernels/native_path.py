@@ -1,6 +1,6 @@
 """The model's CPU path with the C products of cpu_gemv where they are faster than torch's.
 
-Decoding and small batches (at most EXPERT_TOKENS tokens an expert, LINEAR_TOKENS rows a dense linear): the
+Decoding and small batches (at most EXPERT_TOKENS tokens an expert, linear_tokens() rows a dense linear): the
 row-at-a-time C products, MXFP4 straight from the blocks (gate_up fused with the clamped SwiGLU). More tokens, in
 float32 arithmetic: the C panel GEMM (cpu_gemv.mxfp4_gemm / dense_gemm: a few weight rows decoded or widened at a
 time into float32, register-blocked against tiles of 16 tokens), for MXFP4 experts and bf16 matrices, wherever
@@ -21,7 +21,10 @@ from . import cpu_gemv, linear_torch, widened
 from .moe_torch import SWIGLU_ALPHA, clamped_swiglu, expert_groups, expert_output
 
 EXPERT_TOKENS = 8  # measured crossovers: see the module docstring
-LINEAR_TOKENS = {torch.bfloat16: 4, torch.float32: 8}  # rows, per weight dtype
+# rows, per weight dtype, by whether the CPU has AVX512-BF16 (where torch's bf16 matmul is fast from 5 rows); on
+# AVX2 the row-at-a-time product beats the panel GEMM up to the 8 rows one call takes (2026-12-02, Zen 3, the
+# bf16 unembedding: 147 against 217 ms at 8 rows)
+LINEAR_TOKENS = {True: {torch.bfloat16: 4, torch.float32: 8}, False: {torch.bfloat16: 8, torch.float32: 8}}
 DENSE_ROWS = 128  # rows of one panel GEMM call: the unembedding's float32 result is then 103 MB at most
 
 
@@ -43,6 +46,11 @@ def step(tokens: int):
     return _torch_single_threaded() if tokens <= EXPERT_TOKENS else nullcontext()
 
 
+def linear_tokens(dtype: torch.dtype) -> int:
+    """The most rows a dense linear with weights of dtype runs in the row-at-a-time C product on this CPU."""
+    return LINEAR_TOKENS[cpu_gemv.native_bf16()].get(dtype, 0)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, with the C product for bf16 or float32 weights and few rows, and widened panels for bf16 weights
     where torch's bf16 matmul would be slow or the activations are float32."""
@@ -50,7 +58,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if weight.device.type != "cpu":
         return linear_torch.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
-    if rows <= LINEAR_TOKENS.get(weight.dtype, 0):
+    if rows <= linear_tokens(weight.dtype):
         y = cpu_gemv.dense_linear(flat, weight, bias)
     elif weight.dtype == torch.bfloat16 and (
         x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and not cpu_gemv.native_bf16())
