@@ -42,6 +42,17 @@ static void build_tables(void) {
     for (int s = 0; s < 256; s++) SCALE[s] = 2.0f * HALF_SCALE[s];
 }
 
+/* The bf16 form of each code's E2M1 value (exact: E2M1 values have 2 significant bits): the byte-lookup kernels
+ * (AVX2, AVX512-BF16) take their low and high byte tables from it. */
+static void e2m1_bf16(uint16_t out[16]) {
+    for (int i = 0; i < 16; i++) {
+        float v = (float)TWICE_E2M1[i] * 0.5f;
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        out[i] = (uint16_t)(bits >> 16);
+    }
+}
+
 /* x [T, K] reordered per block as the HF nibbles come: the 16 even elements, then the 16 odd ones. Byte j of
  * a block holds element 2j in its low nibble and 2j + 1 in its high one, so low nibbles meet even elements. */
 static void split_even_odd(const float *x, int64_t tokens, int64_t cols, float *out) {
@@ -135,28 +146,52 @@ __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-/* total + one pair of blocks (32 code bytes at q, scales s[0..1]) times x (pair_order), for mxfp4_rows_avx2. */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_dot(const uint8_t *q, const uint8_t *s,
-                                                                                const float *x, __m256i low_table,
-                                                                                __m256i high_table, __m256 total) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
+/* The 64 weights of a pair of blocks (32 code bytes at q) as eight float32 vectors, in the order pair_order puts
+ * the activations (see mxfp4_rows_avx2). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void pair_weights(const uint8_t *q, __m256i low_table,
+                                                                                  __m256i high_table, __m256 w[8]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), high = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256i bytes = _mm256_loadu_si256((const __m256i *)q);
     __m256i even = _mm256_and_si256(bytes, low4), odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
     __m256i even_low = _mm256_shuffle_epi8(low_table, even), even_high = _mm256_shuffle_epi8(high_table, even);
     __m256i odd_low = _mm256_shuffle_epi8(low_table, odd), odd_high = _mm256_shuffle_epi8(high_table, odd);
-    __m256i e0 = _mm256_unpacklo_epi8(even_low, even_high), e1 = _mm256_unpackhi_epi8(even_low, even_high);
-    __m256i o0 = _mm256_unpacklo_epi8(odd_low, odd_high), o1 = _mm256_unpackhi_epi8(odd_low, odd_high);
-    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-    __m256 a = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e0, 16)), _mm256_loadu_ps(x));
-    __m256 b = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(o0, 16)), _mm256_loadu_ps(x + 32));
-    a = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(e0, high)), _mm256_loadu_ps(x + 8), a);
-    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(o0, high)), _mm256_loadu_ps(x + 40), b);
-    a = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(e1, 16)), _mm256_loadu_ps(x + 16), a);
-    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(o1, 16)), _mm256_loadu_ps(x + 48), b);
-    a = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(e1, high)), _mm256_loadu_ps(x + 24), a);
-    b = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(o1, high)), _mm256_loadu_ps(x + 56), b);
-    __m256 scale = _mm256_set_m128(_mm_set1_ps(SCALE[s[1]]), _mm_set1_ps(SCALE[s[0]]));
+    __m256i words[4] = {_mm256_unpacklo_epi8(even_low, even_high), _mm256_unpackhi_epi8(even_low, even_high),
+                        _mm256_unpacklo_epi8(odd_low, odd_high), _mm256_unpackhi_epi8(odd_low, odd_high)};
+    for (int i = 0; i < 4; i++) {
+        w[2 * i] = _mm256_castsi256_ps(_mm256_slli_epi32(words[i], 16));
+        w[2 * i + 1] = _mm256_castsi256_ps(_mm256_and_si256(words[i], high));
+    }
+}
+
+/* total + the pair's weights w times x (64 activations in pair_order), scaled by [s_b x4, s_b+1 x4]. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_sum(const __m256 w[8], const float *x,
+                                                                                __m256 scale, __m256 total) {
+    __m256 a = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
+    __m256 b = _mm256_mul_ps(w[4], _mm256_loadu_ps(x + 32));
+    a = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + 8), a);
+    b = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(x + 40), b);
+    a = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x + 16), a);
+    b = _mm256_fmadd_ps(w[6], _mm256_loadu_ps(x + 48), b);
+    a = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + 24), a);
+    b = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(x + 56), b);
     return _mm256_fmadd_ps(_mm256_add_ps(a, b), scale, total);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_scale(const uint8_t *s) {
+    return _mm256_set_m128(_mm_set1_ps(SCALE[s[1]]), _mm_set1_ps(SCALE[s[0]]));
+}
+
+/* The 32 codes of one block (16 bytes at q) as 2 * E2M1 integers in float32, split order (16 even elements, then
+ * 16 odd), four vectors: exact; the caller applies the block's scale. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void block_twice_e2m1(const uint8_t *q, __m256 w[4]) {
+    const __m128i lut = _mm_loadu_si128((const __m128i *)TWICE_E2M1), low4 = _mm_set1_epi8(0x0F);
+    __m128i bytes = _mm_loadu_si128((const __m128i *)q);
+    __m128i even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, low4));
+    __m128i odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
+    w[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(even));
+    w[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(even, 8)));
+    w[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(odd));
+    w[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(odd, 8)));
 }
 
 /* Two blocks a step: their 32 code bytes are one load (block b in the low 128-bit lane, b + 1 in the high one).
@@ -174,20 +209,17 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
                                                                  int64_t row0, int64_t row1, float *acc,
                                                                  int64_t rows) {
     int64_t nb = cols / BLOCK, pairs = nb / 2;
+    uint16_t bf16[16];
     uint8_t low_bytes[16], high_bytes[16];
+    e2m1_bf16(bf16);
     for (int i = 0; i < 16; i++) {
-        float v = (float)TWICE_E2M1[i] * 0.5f;
-        uint32_t bits;
-        memcpy(&bits, &v, 4);
-        low_bytes[i] = (uint8_t)(bits >> 16);
-        high_bytes[i] = (uint8_t)(bits >> 24);
+        low_bytes[i] = (uint8_t)bf16[i];
+        high_bytes[i] = (uint8_t)(bf16[i] >> 8);
     }
     const __m256i low_table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)low_bytes));
     const __m256i high_table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)high_bytes));
-    const __m256i low4 = _mm256_set1_epi8(0x0F), high = _mm256_set1_epi32((int)0xFFFF0000u);
-    const __m128i lut = _mm_loadu_si128((const __m128i *)TWICE_E2M1);
     for (int64_t r = row0; r < row1; r++) {
-        __m256 total[MAX_TOKENS];
+        __m256 total[MAX_TOKENS], w[8];
         for (int64_t t = 0; t < tokens; t++) total[t] = _mm256_setzero_ps();
         const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
         const uint8_t *s = scales + r * nb;
@@ -195,57 +227,29 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
         if (tokens == 1) { /* decoding: two pairs a step, two running totals, everything in registers */
             __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
             for (; p + 2 <= pairs; p += 2) {
-                t0 = pair_dot(q + p * 2 * BLOCK_BYTES, s + 2 * p, xs + p * 2 * BLOCK, low_table, high_table, t0);
-                t1 = pair_dot(q + (p + 1) * 2 * BLOCK_BYTES, s + 2 * p + 2, xs + (p + 1) * 2 * BLOCK, low_table,
-                              high_table, t1);
+                pair_weights(q + p * 2 * BLOCK_BYTES, low_table, high_table, w);
+                t0 = pair_sum(w, xs + p * 2 * BLOCK, pair_scale(s + 2 * p), t0);
+                pair_weights(q + (p + 1) * 2 * BLOCK_BYTES, low_table, high_table, w);
+                t1 = pair_sum(w, xs + (p + 1) * 2 * BLOCK, pair_scale(s + 2 * p + 2), t1);
             }
             total[0] = _mm256_add_ps(t0, t1);
         }
         for (; p < pairs; p++) {
-            __m256i bytes = _mm256_loadu_si256((const __m256i *)(q + p * 2 * BLOCK_BYTES));
-            __m256i even = _mm256_and_si256(bytes, low4);
-            __m256i odd = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-            __m256i even_low = _mm256_shuffle_epi8(low_table, even), even_high = _mm256_shuffle_epi8(high_table, even);
-            __m256i odd_low = _mm256_shuffle_epi8(low_table, odd), odd_high = _mm256_shuffle_epi8(high_table, odd);
-            __m256i e0 = _mm256_unpacklo_epi8(even_low, even_high), e1 = _mm256_unpackhi_epi8(even_low, even_high);
-            __m256i o0 = _mm256_unpacklo_epi8(odd_low, odd_high), o1 = _mm256_unpackhi_epi8(odd_low, odd_high);
-            __m256 w[8] = {
-                _mm256_castsi256_ps(_mm256_slli_epi32(e0, 16)), _mm256_castsi256_ps(_mm256_and_si256(e0, high)),
-                _mm256_castsi256_ps(_mm256_slli_epi32(e1, 16)), _mm256_castsi256_ps(_mm256_and_si256(e1, high)),
-                _mm256_castsi256_ps(_mm256_slli_epi32(o0, 16)), _mm256_castsi256_ps(_mm256_and_si256(o0, high)),
-                _mm256_castsi256_ps(_mm256_slli_epi32(o1, 16)), _mm256_castsi256_ps(_mm256_and_si256(o1, high)),
-            };
-            __m256 scale = _mm256_set_m128(_mm_set1_ps(SCALE[s[2 * p + 1]]), _mm_set1_ps(SCALE[s[2 * p]]));
-            for (int64_t t = 0; t < tokens; t++) {
-                const float *x = xs + t * cols + p * 2 * BLOCK;
-                __m256 a = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
-                __m256 b = _mm256_mul_ps(w[4], _mm256_loadu_ps(x + 32));
-                a = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x + 8), a);
-                b = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(x + 40), b);
-                a = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x + 16), a);
-                b = _mm256_fmadd_ps(w[6], _mm256_loadu_ps(x + 48), b);
-                a = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x + 24), a);
-                b = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(x + 56), b);
-                total[t] = _mm256_fmadd_ps(_mm256_add_ps(a, b), scale, total[t]);
-            }
+            pair_weights(q + p * 2 * BLOCK_BYTES, low_table, high_table, w);
+            __m256 scale = pair_scale(s + 2 * p);
+            for (int64_t t = 0; t < tokens; t++) total[t] = pair_sum(w, xs + t * cols + p * 2 * BLOCK, scale, total[t]);
         }
         if (nb % 2) { /* the last block alone, in split order */
             int64_t b = nb - 1;
-            __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
-            __m128i codes_even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, _mm256_castsi256_si128(low4)));
-            __m128i codes_odd =
-                _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm256_castsi256_si128(low4)));
-            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes_even));
-            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(codes_even, 8)));
-            __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes_odd));
-            __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(codes_odd, 8)));
+            __m256 v[4];
+            block_twice_e2m1(q + b * BLOCK_BYTES, v);
             __m256 scale = _mm256_set1_ps(HALF_SCALE[s[b]]);
             for (int64_t t = 0; t < tokens; t++) {
                 const float *x = xs + t * cols + b * BLOCK;
-                __m256 sum = _mm256_mul_ps(w0, _mm256_loadu_ps(x));
-                sum = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), sum);
-                sum = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + 16), sum);
-                sum = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + 24), sum);
+                __m256 sum = _mm256_mul_ps(v[0], _mm256_loadu_ps(x));
+                sum = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(x + 8), sum);
+                sum = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(x + 16), sum);
+                sum = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(x + 24), sum);
                 total[t] = _mm256_fmadd_ps(sum, scale, total[t]);
             }
         }
@@ -363,14 +367,12 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
     int64_t row1, float *acc, int64_t rows) {
     int64_t nb = cols / BLOCK, groups = nb / GROUP;
     uint8_t low_bytes[16], high_bytes[16];
-    uint16_t words[32];
+    uint16_t bf16[16], words[32];
+    e2m1_bf16(bf16);
     for (int i = 0; i < 16; i++) {
-        float v = (float)TWICE_E2M1[i] * 0.5f;
-        uint32_t bits;
-        memcpy(&bits, &v, 4); /* bf16 is the top half: exact, E2M1 values have 2 significant bits */
-        low_bytes[i] = (uint8_t)(bits >> 16);
-        high_bytes[i] = (uint8_t)(bits >> 24);
-        words[i] = words[i + 16] = (uint16_t)(bits >> 16);
+        low_bytes[i] = (uint8_t)bf16[i];
+        high_bytes[i] = (uint8_t)(bf16[i] >> 8);
+        words[i] = words[i + 16] = bf16[i];
     }
     const __m512i word_table = _mm512_loadu_si512(words);
     const __m512i low_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)low_bytes));
@@ -494,10 +496,10 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
 #define GEMM_ROWS 6
 #define GEMM_TILE 16
 
-/* c[i][j] = sum_k panel[i][k] * tile[k][j] for i < mr (rows), j < width (8 or 16 tokens); rows GEMM_ROWS apart by
- * `stride` floats. always_inline: each call site passes constants, so each (mr, width) gets its own loop. */
-__attribute__((target("avx2,fma"), always_inline)) static inline void gemm_block(const float *panel, int64_t stride,
-                                                                                int64_t cols, const float *tile,
+/* c[i][j] = sum_k panel[i][k] * tile[k][j] for i < mr (rows of `cols` floats), j < width (8 or 16 tokens).
+ * always_inline: each call site passes constants, so each (mr, width) gets its own loop. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void gemm_block(const float *panel, int64_t cols,
+                                                                                const float *tile,
                                                                                 int width, int mr, float *c) {
     __m256 acc[GEMM_ROWS][2];
     for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -505,7 +507,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void gemm_block
         __m256 b0 = _mm256_loadu_ps(tile + k * width);
         __m256 b1 = width == 16 ? _mm256_loadu_ps(tile + k * width + 8) : b0;
         for (int i = 0; i < mr; i++) {
-            __m256 a = _mm256_broadcast_ss(panel + i * stride + k);
+            __m256 a = _mm256_broadcast_ss(panel + i * cols + k);
             acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
             if (width == 16) acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
         }
@@ -523,10 +525,10 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void gemm_block
     c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);                                                                     \
     c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
 
-__attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, int64_t stride, int64_t cols,
-                                                           const float *tile, float *c) {
-    const float *p0 = panel, *p1 = panel + stride, *p2 = panel + 2 * stride, *p3 = panel + 3 * stride,
-                *p4 = panel + 4 * stride, *p5 = panel + 5 * stride;
+__attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, int64_t cols, const float *tile,
+                                                           float *c) {
+    const float *p0 = panel, *p1 = panel + cols, *p2 = panel + 2 * cols, *p3 = panel + 3 * cols,
+                *p4 = panel + 4 * cols, *p5 = panel + 5 * cols;
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int64_t k = 0; k < cols; k++) {
@@ -545,14 +547,14 @@ __attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, in
 #define GEMM_CASE(MR)                                                                                              \
     case MR:                                                                                                       \
         if (width == 16)                                                                                           \
-            gemm_block(panel, stride, cols, tile, 16, MR, c);                                                      \
+            gemm_block(panel, cols, tile, 16, MR, c);                                                      \
         else                                                                                                       \
-            gemm_block(panel, stride, cols, tile, 8, MR, c);                                                       \
+            gemm_block(panel, cols, tile, 8, MR, c);                                                       \
         break;
 
-__attribute__((target("avx2,fma"))) static void gemm_dispatch(const float *panel, int64_t stride, int64_t cols,
+__attribute__((target("avx2,fma"))) static void gemm_dispatch(const float *panel, int64_t cols,
                                                                const float *tile, int width, int mr, float *c) {
-    if (mr == 6 && width == 16) return gemm_6x16(panel, stride, cols, tile, c);
+    if (mr == 6 && width == 16) return gemm_6x16(panel, cols, tile, c);
     switch (mr) {
         GEMM_CASE(1)
         GEMM_CASE(2)
@@ -567,17 +569,10 @@ __attribute__((target("avx2,fma"))) static void gemm_dispatch(const float *panel
  * odd ones), which the packed activations follow. */
 __attribute__((target("avx2,fma"))) static void decode_row_split(const uint8_t *q, const uint8_t *s, int64_t nb,
                                                                   float *out) {
-    const __m128i lut = _mm_loadu_si128((const __m128i *)TWICE_E2M1), low4 = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; b++) {
-        __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b * BLOCK_BYTES));
-        __m128i even = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, low4));
-        __m128i odd = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), low4));
-        __m256 scale = _mm256_set1_ps(HALF_SCALE[s[b]]);
-        float *o = out + b * BLOCK;
-        _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(even)), scale));
-        _mm256_storeu_ps(o + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(even, 8))), scale));
-        _mm256_storeu_ps(o + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(odd)), scale));
-        _mm256_storeu_ps(o + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(odd, 8))), scale));
+        __m256 v[4], scale = _mm256_set1_ps(HALF_SCALE[s[b]]);
+        block_twice_e2m1(q + b * BLOCK_BYTES, v);
+        for (int i = 0; i < 4; i++) _mm256_storeu_ps(out + b * BLOCK + 8 * i, _mm256_mul_ps(v[i], scale));
     }
 }
 
@@ -613,7 +608,7 @@ __attribute__((target("avx2,fma"))) static int gemm_rows_avx2(int kind, const ui
         if (kind == 2) rows_at = (const float *)dense + r0 * cols;
         for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TILE) {
             int width = tokens - t0 > 8 ? 16 : 8;
-            gemm_dispatch(rows_at, cols, cols, packed + t0 * cols, width, mr, c);
+            gemm_dispatch(rows_at, cols, packed + t0 * cols, width, mr, c);
             int64_t n = tokens - t0 < width ? tokens - t0 : width;
             for (int i = 0; i < mr; i++)
                 for (int64_t j = 0; j < n; j++) y[(t0 + j) * rows + r0 + i] = c[i * GEMM_TILE + j];
@@ -910,13 +905,13 @@ static void stream_chunks(void *context, int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; c++) {
         const float *p = t->data + c * t->chunk;
         int64_t n = (c + 1) * t->chunk <= t->n ? t->chunk : t->n - c * t->chunk;
-        float total = 0.0f;
 #if HAVE_AVX2_PATH
         if (use_avx2()) {
             t->partial[c] = stream_sum_avx2(p, n);
             continue;
         }
 #endif
+        float total = 0.0f;
         for (int64_t i = 0; i < n; i++) total += p[i];
         t->partial[c] = total;
     }

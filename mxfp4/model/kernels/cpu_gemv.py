@@ -7,6 +7,8 @@ Arithmetic and its bound against the torch twin: see _cpu_gemv.c (tests/model/te
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from ...codec.native import thread_count
@@ -20,15 +22,21 @@ def available() -> bool:
 ISA_NAMES = ("portable C", "AVX2+FMA", "AVX512-BF16")
 
 
+@lru_cache(maxsize=1)
+def _isa_level() -> int:
+    # fixed for the process (the C side reads cpuid and MXFP4_CPU_ISA once): asked on every linear, so asked once
+    return _library().mxg_isa()
+
+
 def isa() -> str:
     """The instruction set the C kernels run with on this CPU (chosen at run time from cpuid; the environment
     variable MXFP4_CPU_ISA=avx2 or =portable caps it): 'AVX512-BF16', 'AVX2+FMA' or 'portable C'."""
-    return ISA_NAMES[_library().mxg_isa()]
+    return ISA_NAMES[_isa_level()]
 
 
 def native_bf16() -> bool:
     """Whether the C kernels (and torch's bf16 matmul) have AVX512-BF16 on this CPU."""
-    return _library().mxg_isa() == 2
+    return _isa_level() == 2
 
 
 def stream_sum(x: torch.Tensor) -> float:

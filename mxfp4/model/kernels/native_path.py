@@ -52,8 +52,8 @@ def linear_tokens(dtype: torch.dtype) -> int:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with the C product for bf16 or float32 weights and few rows, and widened panels for bf16 weights
-    where torch's bf16 matmul would be slow or the activations are float32."""
+    """F.linear, with the row-at-a-time C product for bf16 or float32 weights and few rows, and float32 products
+    (dense_many) for bf16 weights where torch's bf16 matmul would be slow or the activations are float32."""
     rows = x.numel() // x.shape[-1]
     if weight.device.type != "cpu":
         return linear_torch.linear(x, weight, bias)
