@@ -50,17 +50,22 @@ def run_atheris(target: str, seconds: int, out: Path, rss_limit_mb: int = 4096) 
     return executions, crashes
 
 
-def run_hypothesis(target: str, seconds: float) -> tuple[int, int]:
+def run_hypothesis(target: str, seconds: float | None = None, examples: int | None = None) -> tuple[int, int]:
+    """(executions, crashes) of hypothesis-generated inputs to ``target``: for ``seconds`` (batches of 500 until the
+    time is up), or exactly one batch of ``examples`` inputs (what a test asks for: a count, not a time, so a slow
+    machine runs the same inputs)."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
     from .targets import run_one, seeds
 
+    if (seconds is None) == (examples is None):
+        raise ValueError("give exactly one of seconds and examples")
     for seed in seeds(target):
         run_one(target, seed)
     count = 0
 
-    @settings(max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples or 500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(
         st.binary(max_size=4096)
         | st.sampled_from(seeds(target)).flatmap(
@@ -72,13 +77,15 @@ def run_hypothesis(target: str, seconds: float) -> tuple[int, int]:
         count += 1
         run_one(target, data)
 
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:  # batches of 500, until the time is up
+    deadline = time.monotonic() + (seconds or 0)
+    while True:
         try:
             check()
         except Exception as error:  # hypothesis shrinks and re-raises the failure
             print(f"{target}: crash: {type(error).__name__}: {error}", file=sys.stderr)
             return count, 1
+        if examples is not None or time.monotonic() >= deadline:
+            break
     return count, 0
 
 

@@ -7,8 +7,7 @@ and torch, in the gpt-oss / Hugging Face and GGUF layouts.
     ((2, 1, 16), (2, 1), 4.25)
 """
 
-from .codec import repack as layout
-from .codec import rules
+from . import layout, rules
 from .codec.constants import BITS_PER_PARAM, BLOCK_SIZE
 from .codec.decode import dequantize
 from .codec.encode import quantize

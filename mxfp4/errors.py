@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class MXFP4Error(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose. ``parameter``: the library parameter that
+    decides the matter, when one does (the CLI names its flag beside the message)."""
+
+    def __init__(self, *args: object, parameter: str | None = None):
+        super().__init__(*args)
+        self.parameter = parameter
 
 
 class ShapeError(MXFP4Error, ValueError):
@@ -20,7 +25,8 @@ class NonFiniteError(MXFP4Error, ValueError):
 
 
 class OptionError(MXFP4Error, ValueError):
-    """An option (scale rule, rounding, backend, ...) has a value that is not one of its choices."""
+    """An option (scale rule, rounding, backend, ...) has a value that is not one of its choices, or values
+    that cannot go together."""
 
 
 class BackendUnavailableError(MXFP4Error, RuntimeError):

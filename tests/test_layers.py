@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mxfp4"
 
 # Lowest first. A module may import its own layer and any layer before it.
 LAYERS = [
-    ("mxfp4.errors", "mxfp4.dtypes", "mxfp4.progress"),
+    ("mxfp4.errors", "mxfp4.dtypes", "mxfp4.progress", "mxfp4.choices"),
     ("mxfp4.codec",),
     ("mxfp4.storage",),
     ("mxfp4.gpt_oss",),
@@ -36,13 +36,14 @@ def is_package(name: str) -> bool:
     return MODULES[name].name == "__init__.py"
 
 
-def imported_modules(name: str) -> set[str]:
-    """The package's modules that `name` imports anywhere in its text."""
-    here = name if is_package(name) else name.rpartition(".")[0]
+def imports_in(text: str, name: str, modules: set[str], packages: set[str]) -> set[str]:
+    """The modules of ``modules`` that module ``name`` (source ``text``) imports anywhere, function-local
+    imports included; ``packages``: the names among them that are packages (relative imports start there)."""
+    here = name if name in packages else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name in MODULES}
+            found |= {alias.name for alias in node.names if alias.name in modules}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -52,9 +53,15 @@ def imported_modules(name: str) -> set[str]:
                 continue
             for alias in node.names:
                 target = f"{base}.{alias.name}"
-                found.add(target if target in MODULES else base)
+                found.add(target if target in modules else base)
     found.discard(name)
     return found
+
+
+def imported_modules(name: str) -> set[str]:
+    """The package's modules that `name` imports anywhere in its text."""
+    packages = {m for m in MODULES if is_package(m)}
+    return imports_in(MODULES[name].read_text(), name, set(MODULES), packages)
 
 
 GRAPH = {name: imported_modules(name) for name in MODULES}
@@ -104,10 +111,25 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_walk_sees_function_local_imports():
-    graph = {"a": {"b"}, "b": {"a"}}
-    assert cycles(graph) == [["a", "b"]]
-    tree = "def f():\n    from .codec import layout\n"
-    assert any(isinstance(n, ast.ImportFrom) for n in ast.walk(ast.parse(tree)))
+    modules = {"mxfp4.codec", "mxfp4.codec.layout", "mxfp4.convert", "mxfp4.convert.api", "mxfp4.errors"}
+    packages = {"mxfp4.codec", "mxfp4.convert"}
+    text = (
+        "import os\n"
+        "from ..errors import CheckpointError\n"
+        "def f():\n"
+        "    from ..codec import layout\n"
+        "    class C:\n"
+        "        def g(self):\n"
+        "            import mxfp4.convert\n"
+    )
+    found = imports_in(text, "mxfp4.convert.api", modules, packages)
+    assert found == {"mxfp4.errors", "mxfp4.codec.layout", "mxfp4.convert"}
+    assert imports_in("from . import api\n", "mxfp4.convert", modules, packages) == {"mxfp4.convert.api"}
+
+
+def test_tarjan_finds_a_cycle_and_the_real_graph_has_edges():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert "mxfp4.codec.layout_reference" in GRAPH["mxfp4.codec.tensor"]
 
 
 def test_no_import_cycles():

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..convert.api import MXFP4_TARGETS, WriteOptions, write_target
+from ..choices import CALIBRATE_SCALE_RULE, MXFP4_TARGETS, FloatName, LoraLayout, Rounding, ScaleRule, Target
+from ..convert.api import WriteOptions, write_target
 from ..convert.result import ConvertResult
 from ..convert.sources import open_source
 from ..errors import CheckpointError, OptionError
 from ..eval.tokens import check_ids
-from ..finetune.adapter import read_adapter
+from ..finetune.adapter import check_lora_layout, read_adapter
 from ..finetune.merged_source import MergedSource
 from .layerwise import MIN_TOKENS, CalibratedSource, LayerReport
 
@@ -29,14 +30,14 @@ def calibration_windows(ids: np.ndarray, *, vocab_size: int, context: int, sampl
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     check_ids(ids, vocab_size, where)
     if context < 2:
-        raise OptionError(f"--calibrate-context {context}: a window needs at least 2 tokens")
+        raise OptionError(f"context={context}: a calibration window needs at least 2 tokens", parameter="context")
     available = ids.size // context
     wanted = available if samples is None else samples
     if wanted < 1 or wanted > available:
         raise CheckpointError(
             f"{where}: {ids.size} tokens make {available} windows of {context}; "
             f"{'at least one is' if samples is None else f'{samples} are'} needed (give more tokens, or a smaller "
-            f"--calibrate-context / --calibrate-samples)"
+            f"context / samples)"
         )
     return ids[: wanted * context].reshape(wanted, context)
 
@@ -44,7 +45,11 @@ def calibration_windows(ids: np.ndarray, *, vocab_size: int, context: int, sampl
 def _calibrated(source, dst, tokens, options: WriteOptions, *, context, samples, min_tokens, device, where):
     """Write ``source`` with its experts GPTQ-quantized on ``tokens``: the shared core of both entry points."""
     if options.to not in MXFP4_TARGETS:
-        raise OptionError(f"--calibrate quantizes experts to MXFP4; --to {options.to} keeps them dense")
+        raise OptionError(
+            f"calibration quantizes experts to MXFP4; to={options.to!r} keeps them dense "
+            f"(one of {', '.join(map(repr, MXFP4_TARGETS))})",
+            parameter="to",
+        )
     windows = calibration_windows(
         tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
     )
@@ -59,14 +64,14 @@ def convert_calibrated(
     dst,
     tokens,
     *,
-    to: str = "mxfp4",
-    scale_rule: str = "mse",
-    rounding: str | None = None,
+    to: Target = "mxfp4",
+    scale_rule: ScaleRule = CALIBRATE_SCALE_RULE,
+    rounding: Rounding | None = None,
     context: int = 256,
     samples: int | None = None,
     min_tokens: int = MIN_TOKENS,
     device=None,
-    dtype: str = "bfloat16",
+    dtype: FloatName = "bfloat16",
     max_shard_size=None,
     force: bool = False,
     progress: bool = False,
@@ -84,15 +89,15 @@ def merge_lora_calibrated(
     dst,
     tokens,
     *,
-    to: str = "mxfp4",
-    scale_rule: str = "mse",
-    rounding: str | None = None,
+    to: Target = "mxfp4",
+    scale_rule: ScaleRule = CALIBRATE_SCALE_RULE,
+    rounding: Rounding | None = None,
     context: int = 256,
     samples: int | None = None,
     min_tokens: int = MIN_TOKENS,
     device=None,
-    dtype: str = "bfloat16",
-    lora_layout: str | None = None,
+    dtype: FloatName = "bfloat16",
+    lora_layout: LoraLayout | None = None,
     max_shard_size=None,
     force: bool = False,
     progress: bool = False,
@@ -100,6 +105,7 @@ def merge_lora_calibrated(
 ) -> CalibrationResult:
     """merge_lora with the merged experts GPTQ-quantized (every expert, trained by the adapter or not)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
+    check_lora_layout(lora_layout)
     source = open_source(base)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)

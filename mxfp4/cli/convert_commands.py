@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..choices import CONVERT_SCALE_RULE
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
@@ -18,8 +19,8 @@ from .tables import format_table
 @click.argument("src")
 @click.argument("dst", type=click.Path())
 @target_options(
-    scale_rule="round_up",
-    scale_help="Only when dense experts become MXFP4.",
+    scale_rule=CONVERT_SCALE_RULE,
+    scale_help="Only when dense experts become MXFP4 (calibrated or not).",
     dtype_help="Dense experts' dtype (--to bf16).",
 )
 @calibrate_options
@@ -81,9 +82,10 @@ def convert(
 @click.argument("a")
 @click.argument("b")
 @click.option("--all", "show_all", is_flag=True, help="List every tensor, not only mismatches.")
-@clean_errors
+@clean_errors(input_error_exit=2)
 def verify(a, b, show_all) -> None:
-    """Compare checkpoints A and B tensor by tensor (any formats); exit 1 on any mismatch."""
+    """Compare checkpoints A and B tensor by tensor (any formats): exit 0 when they agree, 1 on any mismatch, 2
+    on a usage or input error (an unreadable checkpoint)."""
     from ..convert.verify import verify as run
 
     result = run(a, b)

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..choices import MODEL_BACKENDS
 from .group import main
 from .signals import clean_errors
 from .tables import format_table
@@ -16,16 +17,19 @@ def eval_group() -> None:
     """Perplexity, parity between checkpoints (KL, top-1, delta perplexity) and quality gates."""
 
 
+# Exit codes of every eval command (and verify): 0 pass, 1 a failed check (a regression), 2 a usage or input error.
+clean_eval_errors = clean_errors(input_error_exit=2)
+
+
 def _tokens(checkpoint, tokens, text):
-    from ..convert import open_source
-    from ..eval.tokens import read_token_file, tokenize_text
+    from ..eval.gate import evaluation_tokens
 
     if (tokens is None) == (text is None):
         raise click.UsageError("give exactly one of --tokens FILE (.npy or whitespace-separated ids) and --text FILE")
-    return read_token_file(tokens) if tokens else tokenize_text(text, open_source(checkpoint).tokenizer_dir())
+    return evaluation_tokens(checkpoint, tokens, text)
 
 
-_token_options = [
+_input_options = [
     click.option(
         "--tokens",
         type=click.Path(exists=True, dir_okay=False),
@@ -38,24 +42,26 @@ _token_options = [
     ),
     click.option("--context", type=int, default=256, show_default=True, help="Window length (tokens)."),
     click.option("--stride", type=int, help="Window step (default: the context; smaller gives more history)."),
-    click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
 ]
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-def _with_token_options(command):
-    for option in reversed(_token_options):
+def _with_input_options(command):
+    """--tokens / --text, --context, --stride: what a model is evaluated on."""
+    for option in reversed(_input_options):
         command = option(command)
     return command
 
 
-MODEL_BACKENDS = ("auto", "torch", "native", "triton")  # mxfp4.model.kernels.select's (a test holds them equal)
+def _with_token_options(command):
+    return _with_input_options(_json_option(command))
 
 
 def _with_model_options(command):
     """--device and --backend: where the models run (a GPU makes a real model's evaluation practical)."""
     command = click.option(
         "--backend",
-        type=click.Choice(MODEL_BACKENDS),  # the model's own list, spelled here: importing it would import torch
+        type=click.Choice(MODEL_BACKENDS),
         default="torch",
         show_default=True,
         help="Model compute path: torch (the reference), native (CPU C products), auto, or triton (a GPU, or "
@@ -70,7 +76,7 @@ def _with_model_options(command):
 @click.argument("checkpoint")
 @_with_token_options
 @_with_model_options
-@clean_errors
+@clean_eval_errors
 def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend) -> None:
     """Perplexity of CHECKPOINT on the given tokens (sliding windows; see mxfp4.eval.parity)."""
     import json
@@ -97,7 +103,7 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
 @click.argument("candidate")
 @_with_token_options
 @_with_model_options
-@clean_errors
+@clean_eval_errors
 def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend) -> None:
     """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
     import json
@@ -127,19 +133,22 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json, d
 
 @eval_group.command(name="gate")
 @click.argument("checkpoint")
-@click.option(
-    "--baseline",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="quality.json with tokens and thresholds.",
-)
+@click.option("--baseline", required=True, type=click.Path(dir_okay=False), help="quality.json: tokens, thresholds.")
+@_json_option
 @_with_model_options
-@clean_errors
-def eval_gate(checkpoint, baseline, device, backend) -> None:
-    """Exit 1 when CHECKPOINT regresses past the thresholds in --baseline (for CI)."""
-    from ..eval.gate import gate
+@clean_eval_errors
+def eval_gate(checkpoint, baseline, as_json, device, backend) -> None:
+    """Check CHECKPOINT against the thresholds in --baseline (for CI): exit 0 when every check passes, 1 on a
+    regression, 2 on a usage or input error (a missing or malformed baseline, a broken checkpoint)."""
+    import json
 
-    _, checks = gate(checkpoint, baseline, device=device, backend=backend)
+    from ..eval.gate import gate, gate_json
+
+    values, checks = gate(checkpoint, baseline, device=device, backend=backend)
+    failed = [c for c in checks if not c.passed]
+    if as_json:
+        click.echo(json.dumps(gate_json(values, checks), indent=2))
+        sys.exit(1 if failed else 0)
     rows = [
         [
             c.measure,
@@ -150,7 +159,6 @@ def eval_gate(checkpoint, baseline, device, backend) -> None:
         for c in checks
     ]
     click.echo(format_table(["measure", "value", "threshold", "result"], rows))
-    failed = [c for c in checks if not c.passed]
     click.echo(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed")
     if failed:
         sys.exit(1)
@@ -158,47 +166,59 @@ def eval_gate(checkpoint, baseline, device, backend) -> None:
 
 @eval_group.command(name="baseline")
 @click.argument("checkpoint")
-@click.option("--tokens", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--reference", help="A checkpoint to compare against (adds KL, top-1 and delta thresholds).")
+@_with_input_options
+@click.option(
+    "--reference",
+    help="A checkpoint to compare against, in any format or a hub id (adds KL, top-1 and delta thresholds).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write quality.json.")
-@click.option("--context", type=int, default=256, show_default=True)
 @click.option("--margin", type=float, default=0.1, show_default=True, help="Relative slack allowed on each measure.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@_json_option
 @_with_model_options
-@clean_errors
-def eval_baseline(checkpoint, tokens, reference, out, context, margin, force, device, backend) -> None:
+@clean_eval_errors
+def eval_baseline(
+    checkpoint, tokens, text, context, stride, reference, out, margin, force, as_json, device, backend
+) -> None:
     """Measure CHECKPOINT once and write a baseline (quality.json) for `mxfp4 eval gate`."""
+    import json
+
     from ..eval.gate import make_baseline
 
+    if (tokens is None) == (text is None):
+        raise click.UsageError("give exactly one of --tokens FILE (.npy or whitespace-separated ids) and --text FILE")
     data = make_baseline(
         checkpoint,
         tokens,
         out,
+        text=text,
         reference=reference,
         context=context,
+        stride=stride,
         margin=margin,
         force=force,
         device=device,
         backend=backend,
     )
+    if as_json:
+        click.echo(json.dumps({"output": str(out), **data}, indent=2))
+        return
     click.echo(f"wrote {out}: " + ", ".join(f"{k} {v:.6g}" for k, v in data["thresholds"].items()))
 
 
 @eval_group.command(name="rules")
 @click.argument("dense")
-@click.option("--tokens", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--context", type=int, default=256, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@_with_token_options
 @_with_model_options
-@clean_errors
-def eval_rules(dense, tokens, context, as_json, device, backend) -> None:
+@clean_eval_errors
+def eval_rules(dense, tokens, text, context, stride, as_json, device, backend) -> None:
     """Compare the scale rules on DENSE (bf16 experts): weight SQNR, delta perplexity, KL, top-1."""
     import json
 
     from ..eval.rule_comparison import compare_rules
-    from ..eval.tokens import read_token_file
 
-    base, results = compare_rules(dense, read_token_file(tokens), context=context, device=device, backend=backend)
+    ids = _tokens(dense, tokens, text)
+    base, results = compare_rules(dense, ids, context=context, stride=stride, device=device, backend=backend)
     if as_json:
         click.echo(json.dumps({"dense_perplexity": base, "rules": [r.to_json() for r in results]}, indent=2))
         return
@@ -225,7 +245,7 @@ def eval_rules(dense, tokens, context, as_json, device, backend) -> None:
 @click.argument("quantized")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of SQNR and clipped share per layer.")
 @click.option("--json", "as_json", is_flag=True)
-@clean_errors
+@clean_eval_errors
 def eval_report(dense, quantized, plot, as_json) -> None:
     """Per-tensor error of QUANTIZED (MXFP4 experts) against DENSE: SQNR, max |error|, clipped share."""
     import json

@@ -7,6 +7,7 @@ import json
 
 import click
 
+from ..choices import LORA_LAYOUTS, MERGE_SCALE_RULE
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
@@ -14,16 +15,13 @@ from .options import calibrate_options, target_options
 from .signals import clean_errors
 from .tables import format_table
 
-# mxfp4.finetune.adapter.LORA_LAYOUTS, spelled out so that the CLI does not import torch (a test keeps them equal)
-LORA_LAYOUTS = ("peft", "swapped", "unsloth")
-
 
 @main.command(name="merge-lora")
 @click.argument("base")
 @click.argument("adapter")
 @click.argument("dst", type=click.Path())
 @target_options(
-    scale_rule="mse",
+    scale_rule=MERGE_SCALE_RULE,
     scale_help="How merged experts are requantized (MXFP4 targets; mse adds no noise where a delta is small).",
     dtype_help="What merged tensors are cast to (and dense experts, --to bf16).",
 )
@@ -85,15 +83,16 @@ def merge_lora(
             **options,
         )
         if as_json:
-            click.echo(json.dumps({"output": str(dst), "layers": [r.to_json() for r in calibrated.layers]}, indent=2))
+            layers = [r.to_json() for r in calibrated.layers]
+            click.echo(json.dumps(_merge_json(calibrated.written.output, None, [], layers), indent=2))
         elif not quiet:
             echo_layer_report(calibrated.layers)
             click.echo(f"\nwrote {calibrated.written.output}: the adapter merged, experts quantized by GPTQ")
         return
     result = run(base, adapter, dst, **options)
     if as_json:
-        report = {"output": str(result.written.output), "kept": result.kept}
-        click.echo(json.dumps({**report, "tensors": [s.to_json() for s in result.survival]}, indent=2))
+        tensors = [s.to_json() for s in result.survival]
+        click.echo(json.dumps(_merge_json(result.written.output, result.kept, tensors, []), indent=2))
         return
     for lost in result.lost:
         why = (
@@ -119,3 +118,10 @@ def merge_lora(
         f"merged, {100 * result.kept:.1f}% of the whole delta kept, {len(result.lost)} tensors kept less than half; "
         f"{human_bytes(written.bytes_out)} written"
     )
+
+
+def _merge_json(output, kept: float | None, tensors: list, layers: list) -> dict:
+    """`merge-lora --json`, one schema with or without --calibrate: the delta-survival report (kept: the share of
+    the whole delta kept, null when GPTQ quantized the experts; tensors: one row per merged tensor) and the
+    calibration report (layers: one row per layer, empty without --calibrate)."""
+    return {"output": str(output), "kept": kept, "tensors": tensors, "layers": layers}

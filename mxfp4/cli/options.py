@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..codec.rules import ROUNDINGS, SCALE_RULES
-from ..convert import TARGETS
+from ..choices import ROUNDINGS, SCALE_RULES, TARGETS
 from ..dtypes import FLOAT_NAMES
 
 

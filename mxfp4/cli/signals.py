@@ -72,9 +72,32 @@ def _leave(what: str, code: int) -> None:
     os._exit(code)
 
 
-def clean_errors(command):
-    """Library errors and OS errors -> one 'error: ...' line on stderr, exit 1; Ctrl-C -> 130; SIGTERM
-    -> 143. No traceback, and (by the library's atomic outputs) nothing partial left behind."""
+# The library's parameter names -> the flags that set them, so that an error names both.
+FLAGS = {
+    "backend": "--backend",
+    "context": "--calibrate-context",
+    "dtype": "--dtype",
+    "force": "--force",
+    "lora_layout": "--lora-layout",
+    "max_shard_size": "--max-shard-size",
+    "rounding": "--rounding",
+    "samples": "--calibrate-samples",
+    "scale_rule": "--scale-rule",
+    "stride": "--stride",
+    "to": "--to",
+}
+
+
+def flag_of(parameter: str | None) -> str | None:
+    return FLAGS.get(parameter) if parameter else None
+
+
+def clean_errors(command=None, *, input_error_exit: int = 1):
+    """Library errors and OS errors -> one 'error: ...' line on stderr, exit ``input_error_exit`` (1; 2 for
+    the commands whose exit 1 means a failed check); Ctrl-C -> 130; SIGTERM -> 143. No traceback, and (by the
+    library's atomic outputs) nothing partial left behind."""
+    if command is None:
+        return functools.partial(clean_errors, input_error_exit=input_error_exit)
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -83,13 +106,14 @@ def clean_errors(command):
             return command(*args, **kwargs)
         except MXFP4Error as error:
             _ignore_late_signals()  # before reporting, so nothing interrupts the report
-            click.echo(f"error: {error}", err=True)
-            sys.exit(1)
+            flag = flag_of(error.parameter)
+            click.echo(f"error: {error}" + (f" (option {flag})" if flag else ""), err=True)
+            sys.exit(input_error_exit)
         except OSError as error:
             _ignore_late_signals()
             where = f" ({error.filename})" if error.filename else ""
             click.echo(f"error: {error.strerror or error}{where}; the output was not written", err=True)
-            sys.exit(1)
+            sys.exit(input_error_exit)
         except Terminated:
             _leave("terminated", 143)
         except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from importlib.util import find_spec
 
+from ..choices import CODEC_BACKENDS
 from ..errors import BackendUnavailableError, OptionError
 from . import native
 from .rules import check_choice
@@ -16,7 +17,7 @@ from .rules import check_choice
 REFERENCE_CHUNK_BLOCKS = 1 << 14  # bounds the numpy reference's temporaries to a few MiB
 
 
-BACKENDS = ("auto", "numpy", "native", "torch", "triton")
+BACKENDS = CODEC_BACKENDS
 
 
 def triton_available() -> bool:

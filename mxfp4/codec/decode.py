@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ..choices import CodecBackend
 from ..dtypes import is_torch_tensor, name_of, numpy_alias, numpy_dtype, output_name, torch_cpu_empty, torch_dtype
 from ..errors import OptionError, ShapeError
 from . import native, reference
 from .backend import REFERENCE_CHUNK_BLOCKS, resolve_backend, torch_kernels
 from .constants import BLOCK_SIZE, PACKED_BYTES_PER_BLOCK
-from .layout import check_blocks_scales, logical_shape
+from .layout_reference import check_blocks_scales, logical_shape
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _decode_cpu_into(
@@ -42,7 +46,15 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype_name: str) -> None:
         )
 
 
-def dequantize(blocks: Any, scales: Any, dtype: Any = None, *, backend: str = "auto", out: Any = None) -> Any:
+@overload
+def dequantize(
+    blocks: np.ndarray, scales: np.ndarray, dtype: Any = ..., *, backend: CodecBackend = ..., out: Any = ...
+) -> np.ndarray: ...
+@overload
+def dequantize(
+    blocks: torch.Tensor, scales: torch.Tensor, dtype: Any = ..., *, backend: CodecBackend = ..., out: Any = ...
+) -> torch.Tensor: ...
+def dequantize(blocks: Any, scales: Any, dtype: Any = None, *, backend: CodecBackend = "auto", out: Any = None) -> Any:
     """MXFP4 ``blocks`` [..., n, 16] + ``scales`` [..., n] -> values [..., n * 32].
 
     dtype: float32 (default), float16 or bfloat16, as a string or a numpy / ml_dtypes / torch dtype.

@@ -5,10 +5,11 @@ CPU torch tensors are handed to the CPU backends as numpy views of the same memo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ..choices import QUANTIZE_SCALE_RULE, CodecBackend, NonFinite, Rounding, ScaleRule
 from ..dtypes import float_name, is_torch_tensor, numpy_alias, raw_numpy_view, to_float32
 from ..errors import NonFiniteError, OptionError, ShapeError
 from . import native, reference
@@ -16,6 +17,9 @@ from .backend import REFERENCE_CHUNK_BLOCKS, resolve_backend, torch_kernels
 from .constants import BLOCK_SIZE, E8M0_NAN, PACKED_BYTES_PER_BLOCK
 from .rules import KERNEL_RULES, check_options, resolve_rounding
 from .tensor import MXFP4Tensor
+
+if TYPE_CHECKING:
+    import torch
 
 
 def label(name: str | None) -> str:
@@ -83,15 +87,35 @@ def _encode_cpu(flat: np.ndarray, dtype_name: str, scale_rule: str, rounding: st
     return blocks, scales
 
 
+@overload
+def quantize(
+    x: np.ndarray,
+    *,
+    scale_rule: ScaleRule = ...,
+    rounding: Rounding | None = ...,
+    nonfinite: NonFinite = ...,
+    backend: CodecBackend = ...,
+    name: str | None = ...,
+) -> MXFP4Tensor[np.ndarray]: ...
+@overload
+def quantize(
+    x: torch.Tensor,
+    *,
+    scale_rule: ScaleRule = ...,
+    rounding: Rounding | None = ...,
+    nonfinite: NonFinite = ...,
+    backend: CodecBackend = ...,
+    name: str | None = ...,
+) -> MXFP4Tensor[torch.Tensor]: ...
 def quantize(
     x: Any,
     *,
-    scale_rule: str = "floor",
-    rounding: str | None = None,
-    nonfinite: str = "error",
-    backend: str = "auto",
+    scale_rule: ScaleRule = QUANTIZE_SCALE_RULE,
+    rounding: Rounding | None = None,
+    nonfinite: NonFinite = "error",
+    backend: CodecBackend = "auto",
     name: str | None = None,
-) -> MXFP4Tensor:
+) -> MXFP4Tensor[Any]:
     """Quantize ``x`` [..., K] (K a multiple of 32; blocks run along the last axis) to MXFP4.
 
     x: numpy array or torch tensor of float32, float16 or bfloat16 (numpy bfloat16 is ml_dtypes').

@@ -1,4 +1,4 @@
-"""The C kernels in mxfp4/_native.c, run over chunks on every core.
+"""The C kernels in mxfp4/codec/_native.c, run over chunks on every core.
 
 ctypes releases the GIL during each foreign call, so a thread pool gives real parallelism. Decoding goes
 through (scale byte, code byte) tables built here from the numpy reference, so the C loop only moves

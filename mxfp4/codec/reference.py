@@ -19,7 +19,7 @@ from .constants import (
     E8M0_MAX_FINITE,
     E8M0_NAN,
 )
-from .layout import pack_codes, unpack_codes
+from .layout_reference import pack_codes, unpack_codes
 from .rules import MANTISSA_BUMP_AT, MLX_ZERO_SCALE_BYTE, TIE_ROUNDS_UP
 
 _F32_ABS_MASK = np.uint32(0x7FFFFFFF)
@@ -76,7 +76,7 @@ def round_magnitudes(r: np.ndarray, rounding: str) -> np.ndarray:
     """|x| / 2**X (float32, >= 0) -> E2M1 magnitude codes 0..7, saturating at 6 (code 7).
 
     A magnitude code is the number of midpoints that r passes; at an exact midpoint the tie rule
-    (mxfp4.rules.TIE_ROUNDS_UP) says whether it counts as passed.
+    (mxfp4.codec.rules.TIE_ROUNDS_UP) says whether it counts as passed.
     """
     codes = np.zeros(r.shape, dtype=np.uint8)
     for midpoint, tie_up in zip(E2M1_MIDPOINTS, TIE_ROUNDS_UP[rounding]):

@@ -42,21 +42,27 @@ decode to NaN) and codes 0.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from ..choices import NONFINITE_MODES, ROUNDINGS, SCALE_RULES, NonFinite, Rounding, ScaleRule
 from ..errors import OptionError
 
-ScaleRule = Literal["floor", "round_up", "even", "mse", "mlx"]
-Rounding = Literal["rne", "ggml"]
-NonFinite = Literal["error", "nan_scale"]
+__all__ = [
+    "KERNEL_RULES",
+    "NONFINITE_MODES",
+    "ROUNDINGS",
+    "SCALE_RULES",
+    "NonFinite",
+    "Rounding",
+    "ScaleRule",
+    "check_choice",
+    "check_options",
+    "default_rounding",
+    "resolve_rounding",
+]
 
-SCALE_RULES: tuple[str, ...] = ("floor", "round_up", "even", "mse", "mlx")
 # Rules that only the numpy reference and the torch twin implement; the C and Triton kernels do not
 KERNEL_RULES: tuple[str, ...] = ("floor", "round_up", "even", "mse")
-ROUNDINGS: tuple[str, ...] = ("rne", "ggml")
-NONFINITE_MODES: tuple[str, ...] = ("error", "nan_scale")
 
 # float32 mantissa fields (m - 1) * 2**23 above which the rule moves X one step up from floor.
 # round_up bumps when m > 1.5, even when m >= 1.75; encoded as "bump when mantissa >= threshold".
@@ -76,7 +82,7 @@ ROUNDING_IDS = {name: i for i, name in enumerate(ROUNDINGS)}
 
 def check_choice(kind: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise OptionError(f"{kind}={value!r} is not one of {', '.join(map(repr, choices))}")
+        raise OptionError(f"{kind}={value!r} is not one of {', '.join(map(repr, choices))}", parameter=kind)
     return value  # type: ignore[return-value]
 
 

@@ -1,4 +1,4 @@
-"""The MXFP4 codec in torch ops: a twin of mxfp4.reference (same names, same arithmetic) that runs on
+"""The MXFP4 codec in torch ops: a twin of mxfp4.codec.reference (same names, same arithmetic) that runs on
 any torch device, so CUDA tensors never leave the GPU. Tests hold it byte-identical to the reference.
 
 Bits are handled as int32 (torch has no full uint32 arithmetic): |x|'s bits are non-negative there.

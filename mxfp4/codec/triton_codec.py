@@ -1,6 +1,6 @@
 """The MXFP4 codec as Triton kernels (GPU; on the CPU under TRITON_INTERPRET=1 for tests).
 
-Same names and arithmetic as mxfp4.reference / mxfp4.torch_codec (its twin): scales from float32
+Same names and arithmetic as mxfp4.codec.reference / mxfp4.codec.torch_codec (its twin): scales from float32
 exponent bits, elements rounded by comparing with the exact midpoints, and the canonical quiet NaN for
 scale byte 0xFF. Tests hold every kernel byte-identical to the numpy reference. The mse rule's
 fixed-order float64 sums run through the torch twin (the same bytes) until they get a kernel.

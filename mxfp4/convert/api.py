@@ -7,9 +7,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..choices import CONVERT_SCALE_RULE, TARGETS, FloatName, Rounding, ScaleRule, Target
 from ..codec.rules import check_options, resolve_rounding
 from ..dtypes import FLOAT_NAMES
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionError
 from ..progress import progress_bar
 from ..storage.atomic import atomic_directory
 from ..storage.shards import total_bytes, write_shards
@@ -21,18 +22,15 @@ from .sources import open_source
 from .stream import Source
 from .writers import hf_jobs, original_dtypes, original_jobs
 
-TARGETS = ("mxfp4", "bf16", "original", "gguf", "mlx")
-MXFP4_TARGETS = ("mxfp4", "gguf", "original", "mlx")  # the targets that store experts as MXFP4
-
 
 def convert(
     src,
     dst,
     *,
-    to: str,
-    scale_rule: str = "round_up",
-    rounding: str | None = None,
-    dtype: str = "bfloat16",
+    to: Target,
+    scale_rule: ScaleRule = CONVERT_SCALE_RULE,
+    rounding: Rounding | None = None,
+    dtype: FloatName = "bfloat16",
     max_shard_size: str | int | None = None,
     force: bool = False,
     progress: bool = False,
@@ -40,8 +38,9 @@ def convert(
     """Convert checkpoint ``src`` (directory, .gguf or hub id) into ``dst`` in format ``to``.
 
     Lossless where the target keeps MXFP4 (experts' bytes move, never requantized). scale_rule and
-    rounding apply only when dense experts must become MXFP4; the default round_up matches the
-    quantizer of transformers and OpenAI's triton_kernels. dtype: the dense experts' dtype for bf16.
+    rounding apply only when dense experts must become MXFP4; the default is mxfp4.choices.CONVERT_SCALE_RULE
+    (``mse``, measured best on held-out text; ``round_up`` matches the quantizer of transformers and OpenAI's
+    triton_kernels byte for byte). dtype: the dense experts' dtype for bf16.
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     return write_target(open_source(src), dst, options)
@@ -52,21 +51,23 @@ class WriteOptions:
     """How a checkpoint is written: target format, how dense experts become MXFP4, the dtype of dense output,
     shard size, whether an existing output is replaced, and the progress bar. Checked when made."""
 
-    to: str
-    scale_rule: str = "round_up"
-    rounding: str | None = None  # None: the scale rule's own (mxfp4.codec.rules.default_rounding)
-    dtype: str = "bfloat16"
+    to: Target
+    scale_rule: ScaleRule = CONVERT_SCALE_RULE
+    rounding: Rounding | None = None  # None: the scale rule's own (mxfp4.codec.rules.default_rounding)
+    dtype: FloatName = "bfloat16"
     max_shard_size: str | int | None = None
     force: bool = False
     progress: bool = False
 
     def __post_init__(self) -> None:  # refuse a bad choice before anything is read
         if self.to not in TARGETS:
-            raise CheckpointError(f"unknown target {self.to!r}; choose one of {', '.join(TARGETS)}")
+            raise OptionError(f"to={self.to!r} is not one of {', '.join(map(repr, TARGETS))}", parameter="to")
         object.__setattr__(self, "rounding", resolve_rounding(self.scale_rule, self.rounding))
         check_options(self.scale_rule, self.rounding)
         if self.dtype not in FLOAT_NAMES:
-            raise CheckpointError(f"--dtype {self.dtype!r} is not one of {', '.join(FLOAT_NAMES)}")
+            raise OptionError(
+                f"dtype={self.dtype!r} is not one of {', '.join(map(repr, FLOAT_NAMES))}", parameter="dtype"
+            )
 
 
 def write_target(source: Source, dst, options: WriteOptions) -> ConvertResult:

@@ -8,7 +8,7 @@ from ..errors import CheckpointError
 
 
 def read_field(fields: dict, key: str, path: Path, default=None, required: bool = True):
-    """fields: a GGUF header's key/value pairs (mxfp4.storage.gguf_check.GGUFHeader.fields)."""
+    """fields: a GGUF header's key/value pairs (the fields of a mxfp4.storage.gguf_check.GGUFHeader)."""
     value = fields.get(key)
     if value is None:
         if required and default is None:

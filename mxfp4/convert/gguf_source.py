@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec import repack
-from ..codec.layout import packed_nbytes, packed_shapes
+from ..codec import layout
+from ..codec.layout_reference import packed_nbytes, packed_shapes
 from ..errors import CheckpointError
 from ..gpt_oss.config import GptOssConfig
 from ..gpt_oss.tensors import LAYER_TENSORS, Canonical, canonical_tensors, dense_shape, gguf_names, mxfp4_shape
@@ -90,7 +90,7 @@ class GGUFSource(Source):
 
     def _hf_blocks(self, raw: np.ndarray, info: TensorInfo) -> tuple[np.ndarray, np.ndarray]:
         """Rows of GGUF blocks uint8 [rows, n * 17] -> HF (blocks [rows, n, 16], scales [rows, n])."""
-        return repack.gguf_to_hf(repack.gguf_rows_to_blocks(raw))
+        return layout.gguf_to_hf(layout.gguf_rows_to_blocks(raw))
 
     # -- checks and reads -------------------------------------------------------------------------------------
 

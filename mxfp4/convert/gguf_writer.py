@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..codec import repack
+from ..codec import layout
 from ..codec.constants import PACKED_BYTES_PER_BLOCK
-from ..codec.layout import packed_nbytes
+from ..codec.layout_reference import packed_nbytes
 from ..dtypes import raw_bytes
 from ..gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
 from ..progress import progress_bar
@@ -124,8 +124,8 @@ def _expert_pieces(names: tuple[str, ...], read: Expert, *, scale_rule: str, rou
         blocks, scales = packed_expert(read, e, scale_rule=scale_rule, rounding=rounding, name=label)
         blocks, scales = blocks.reshape(out_rows, -1, PACKED_BYTES_PER_BLOCK), scales.reshape(out_rows, -1)
         if len(names) == 1:
-            return [repack.hf_to_gguf(blocks, scales)]
-        return list(repack.hf_to_gguf_split_rows(blocks, scales))
+            return [layout.hf_to_gguf(blocks, scales)]
+        return list(layout.hf_to_gguf_split_rows(blocks, scales))
 
     return shape, [
         Piece([(n, e * per_expert) for n in names], lambda e=e: produce(e), len(names) * per_expert)

@@ -1,7 +1,7 @@
 """Whole safetensors files: pack float tensors to MXFP4 pairs, unpack pairs to dense, describe a file.
 
 Tensors stream one at a time from a memory map into a file written under a temporary name (see
-mxfp4.safetensors_io), so memory holds about one tensor and a failure leaves nothing behind.
+mxfp4.storage.safetensors_io), so memory holds about one tensor and a failure leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..codec.layout import packed_shapes
+from ..codec.layout_reference import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..errors import CheckpointError
 from ..gpt_oss.config import GptOssConfig, read_json

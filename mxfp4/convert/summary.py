@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec.layout import packed_nbytes
+from ..codec.layout_reference import packed_nbytes
 from ..dtypes import DTYPE_SIZES
 from ..gpt_oss.tensors import canonical_tensors
 from .sources import open_source

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..codec.layout import packed_shapes
+from ..codec.layout_reference import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..dtypes import SAFETENSORS_CODE_OF, raw_bytes, torch_cpu_empty
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors, original_name

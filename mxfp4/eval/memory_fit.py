@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..codec.layout import packed_nbytes
+from ..codec.layout_reference import packed_nbytes
 from ..errors import CheckpointError
 from ..gpt_oss.config import GptOssConfig, read_json
 from ..gpt_oss.presets import PRESETS, preset_config

@@ -31,6 +31,7 @@ def compare_rules(
     rules=SCALE_RULES,
     rounding: str | None = None,
     context: int = 256,
+    stride: int | None = None,
     device=None,
     backend: str = "torch",
 ) -> tuple[float, list[RuleResult]]:
@@ -47,7 +48,7 @@ def compare_rules(
             out = Path(work) / rule
             convert(dense_path, out, to="mxfp4", scale_rule=rule, rounding=rounding)
             sqnr = aggregate_sqnr(expert_errors(dense_path, out))
-            parity = compare(reference, load(out), tokens, context=context)
+            parity = compare(reference, load(out), tokens, context=context, stride=stride)
             base_ppl = parity.ppl_a
             results.append(RuleResult(rule, sqnr, parity))
     return base_ppl, results

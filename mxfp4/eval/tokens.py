@@ -28,12 +28,14 @@ def read_token_file(path) -> np.ndarray:
 def tokenize_text(text_path, tokenizer_dir) -> np.ndarray:
     tokenizer_json = Path(tokenizer_dir) / "tokenizer.json"
     if not tokenizer_json.is_file():
-        raise CheckpointError(f"{tokenizer_dir}: no tokenizer.json to tokenize {text_path} with; pass --tokens instead")
+        raise CheckpointError(
+            f"{tokenizer_dir}: no tokenizer.json to tokenize {text_path} with; give token ids instead"
+        )
     try:
         from tokenizers import Tokenizer
     except ImportError:
         raise MissingDependencyError(
-            "tokenizing text needs the 'tokenizers' package: pip install tokenizers (or pass --tokens)"
+            "tokenizing text needs the 'tokenizers' package: pip install tokenizers (or give token ids)"
         ) from None
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
     return np.array(tokenizer.encode(Path(text_path).read_text(), add_special_tokens=False).ids, dtype=np.int64)

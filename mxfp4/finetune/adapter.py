@@ -28,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AdapterError
+from ..choices import LORA_LAYOUTS
+from ..errors import AdapterError, OptionError
 from ..gpt_oss.config import GptOssConfig
 from ..gpt_oss.tensors import ROWS
 from ..storage.hub import resolve
 from ..storage.safetensors_io import refuse_pickle
 from ..storage.store import TensorStore
 
-LORA_LAYOUTS = ("peft", "swapped", "unsloth")
 # One expert's own pair: unsloth's gate_up_projs.{e} / down_projs.{e}, or vLLM / SGLang's {e}.gate_proj etc.
 PER_EXPERT = re.compile(
     r"model\.layers\.(?P<layer>\d+)\.mlp\.experts\."
@@ -194,10 +194,17 @@ def _orientation(a: torch.Tensor, b: torch.Tensor, shape: tuple[int, int, int]) 
     return "peft" if (a.shape[1], b.shape[0]) == (inp, out) else "swapped"
 
 
+def check_lora_layout(lora_layout: str | None) -> None:
+    """Refuse a lora_layout that is not one of mxfp4.choices.LORA_LAYOUTS (None: read it from the shapes)."""
+    if lora_layout is not None and lora_layout not in LORA_LAYOUTS:
+        raise OptionError(
+            f"lora_layout={lora_layout!r} is not one of {', '.join(map(repr, LORA_LAYOUTS))}", parameter="lora_layout"
+        )
+
+
 def read_adapter(spec, config: GptOssConfig, *, lora_layout: str | None = None) -> Adapter:
     """Read and check a PEFT LoRA adapter (directory or hub id) against the base model's config."""
-    if lora_layout is not None and lora_layout not in LORA_LAYOUTS:
-        raise AdapterError(f"--lora-layout {lora_layout!r} is not one of {', '.join(LORA_LAYOUTS)}")
+    check_lora_layout(lora_layout)
     path = resolve(spec)
     if path.is_file():
         refuse_pickle(path)
@@ -291,13 +298,16 @@ def _add_expert_pairs(path, config_json, config, experts, lora_layout, pairs) ->
             raise AdapterError(
                 f"{path}: {module} ({parameter.split('.')[-1]}) is square, so its shapes cannot tell whether lora_A "
                 f"holds the input or the output side, and the adapter has no other expert pair to show it; "
-                f"give --lora-layout ({', '.join(LORA_LAYOUTS)}: peft for adapters saved by PEFT >= 0.19.1 with "
-                f"transformers 5, swapped for PEFT 0.19.0 with transformers 5 or PEFT >= 0.19.1 with transformers 4.5x)"
+                f"give lora_layout ({', '.join(LORA_LAYOUTS)}: peft for adapters saved by PEFT >= 0.19.1 "
+                f"with transformers 5, swapped for PEFT 0.19.0 with transformers 5 or PEFT >= 0.19.1 with "
+                f"transformers 4.5x)",
+                parameter="lora_layout",
             )
         if orientation is not None and orientation != ("swapped" if layout == "swapped" else "peft"):
             raise AdapterError(
-                f"{path}: {module} has the shapes of the {orientation!r} orientation, not those of --lora-layout "
-                f"{layout!r}"
+                f"{path}: {module} has the shapes of the {orientation!r} orientation, not those of lora_layout="
+                f"{layout!r}",
+                parameter="lora_layout",
             )
         rank = a.shape[0] // param_shape[0]
         key = f"model.layers.{layer}.{parameter}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..convert.api import MXFP4_TARGETS, WriteOptions, write_target
+from ..choices import MERGE_SCALE_RULE, MXFP4_TARGETS, FloatName, LoraLayout, Rounding, ScaleRule, Target
+from ..convert.api import WriteOptions, write_target
 from ..convert.result import ConvertResult
 from ..convert.sources import open_source
 from ..errors import AdapterError
 from ..gpt_oss.tensors import canonical_tensors
-from .adapter import read_adapter
+from .adapter import check_lora_layout, read_adapter
 from .merged_source import MergedSource
 from .survival import Survival, overall_kept
 
@@ -34,11 +35,11 @@ def merge_lora(
     adapter,
     dst,
     *,
-    to: str,
-    scale_rule: str = "mse",
-    rounding: str | None = None,
-    dtype: str = "bfloat16",
-    lora_layout: str | None = None,
+    to: Target,
+    scale_rule: ScaleRule = MERGE_SCALE_RULE,
+    rounding: Rounding | None = None,
+    dtype: FloatName = "bfloat16",
+    lora_layout: LoraLayout | None = None,
     max_shard_size: str | int | None = None,
     force: bool = False,
     progress: bool = False,
@@ -55,6 +56,7 @@ def merge_lora(
     Nothing is written when anything is wrong; an interrupted merge leaves nothing.
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
+    check_lora_layout(lora_layout)  # every option refused before anything is read
     source = open_source(base)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     if not lora.pairs:

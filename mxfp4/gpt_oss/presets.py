@@ -1,4 +1,4 @@
-"""The released gpt-oss models' sizes, stated once (openai's config.json for each; FORMATS.md)."""
+"""The released gpt-oss models' sizes, stated once (openai's config.json for each; docs/formats.md)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..codec.layout import packed_shapes
+from ..codec.layout_reference import packed_shapes
 from ..gpt_oss.config import GptOssConfig
 from .model import GptOss
 

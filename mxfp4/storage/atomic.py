@@ -23,7 +23,7 @@ reported truthfully: 'interrupted after X was completely written', not 'no outpu
 
 def _refuse_existing(path: Path, force: bool) -> None:
     if path.exists() and not force:
-        raise CheckpointError(f"{path} already exists; pass --force (force=True) to replace it")
+        raise CheckpointError(f"{path} already exists; pass force=True to replace it", parameter="force")
 
 
 def _temporary_beside(path: Path, force: bool) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec import repack
+from ..codec import layout
 from ..convert.gguf_vocab import add_tokenizer
 from ..convert.ollama_layout import ARCH, FUSED_QKV, OPENAI_MXFP4_TYPE, ollama_names
 from ..convert.sources import open_source
@@ -97,9 +97,9 @@ def write_ollama_gguf(
                 if form == 1:  # the scale byte, then HF's 16 bytes as they are
                     per.append([np.concatenate([scales[..., None], blocks], axis=-1)])
                 elif len(names) == 1:
-                    per.append([repack.hf_to_gguf(blocks, scales)])
+                    per.append([layout.hf_to_gguf(blocks, scales)])
                 else:  # form 3's gate and up: the even and the odd rows
-                    per.append(list(repack.hf_to_gguf_split_rows(blocks, scales)))
+                    per.append(list(layout.hf_to_gguf_split_rows(blocks, scales)))
             for i, name in enumerate(names):
                 data = np.stack([p[i] for p in per]).reshape(e, rows // len(names), -1)
                 writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.MXFP4)  # shape in bytes

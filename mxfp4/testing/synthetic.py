@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec.layout import packed_shapes
+from ..codec.layout_reference import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..convert.gguf_vocab import byte_level_bpe
 from ..gpt_oss.config import MODULES_NOT_CONVERTED, GptOssConfig, hf_config_dict

@@ -17,7 +17,7 @@ from mxfp4.codec.rules import ROUNDINGS, SCALE_RULES
 from mxfp4.convert import convert
 from mxfp4.convert.verify import verify
 from mxfp4.errors import CheckpointError
-from mxfp4.testing.checkpoints import all_tensors, make_checkpoint
+from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
 
 
 @settings(max_examples=25, deadline=None)
@@ -172,3 +172,16 @@ def test_the_command_prints_the_layer_table_and_merge_lora_calibrates_too(dense,
         ],
     )
     assert refused.exit_code == 1 and "keeps them dense" in refused.output
+
+
+def test_the_command_and_the_library_calibrate_with_the_same_default_rule(dense, tmp_path):
+    # One default per operation (mxfp4.choices): `mxfp4 convert --calibrate` without --scale-rule writes the bytes
+    # convert_calibrated() writes with its own default.
+    tokens = tmp_path / "calib.tokens"
+    np.savetxt(tokens, TOKENS[None], fmt="%d")
+    command = ["convert", str(dense), str(tmp_path / "cli"), "--to", "mxfp4", "--calibrate", str(tokens), "--quiet"]
+    result = CliRunner().invoke(main, command + ["--calibrate-context", "64"])
+    assert result.exit_code == 0, result.output
+    convert_calibrated(dense, tmp_path / "lib", TOKENS, context=64)
+    assert all_tensors(tmp_path / "cli").keys() == all_tensors(tmp_path / "lib").keys()
+    assert same_tensors(all_tensors(tmp_path / "cli"), all_tensors(tmp_path / "lib"))

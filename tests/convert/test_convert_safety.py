@@ -136,7 +136,7 @@ def test_refuses_to_overwrite_then_replaces_with_force(hf, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(CheckpointError, match="already exists; pass --force"):
+    with pytest.raises(CheckpointError, match="already exists; pass force=True"):
         convert(hf, out, to="bf16")
     assert (out / "keep.txt").read_text() == "mine"
     convert(hf, out, to="bf16", force=True)

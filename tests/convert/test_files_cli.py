@@ -87,7 +87,7 @@ def test_refuses_to_overwrite_without_force(source, tmp_path):
     path, _ = source
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"keep me")
-    with pytest.raises(CheckpointError, match="already exists; pass --force"):
+    with pytest.raises(CheckpointError, match="already exists; pass force=True"):
         files.quantize_file(path, out)
     assert out.read_bytes() == b"keep me"
     files.quantize_file(path, out, force=True)

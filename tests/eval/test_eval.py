@@ -154,7 +154,7 @@ def test_text_goes_through_the_checkpoints_tokenizer(ckpts, tmp_path):
 def test_bad_token_files(ckpts, tmp_path, content, message):
     (tmp_path / "bad.txt").write_text(content)
     result = CliRunner().invoke(main, ["eval", "ppl", str(ckpts / "dense"), "--tokens", str(tmp_path / "bad.txt")])
-    assert result.exit_code == 1 and message in result.output
+    assert result.exit_code == 2 and message in result.output
 
 
 def test_scale_rules_table(ckpts):
@@ -178,7 +178,7 @@ def test_error_report_and_plot(ckpts, tmp_path):
     assert len(data["tensors"]) == 8 and 10 < data["weight_sqnr_db"] < 30  # 4 layers x (gate_up, down); ~4.25-bit SQNR
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     same = CliRunner().invoke(main, ["eval", "report", str(ckpts / "round_up"), str(ckpts / "round_up")])
-    assert same.exit_code == 1 and "must hold dense experts" in same.output
+    assert same.exit_code == 2 and "must hold dense experts" in same.output
 
 
 def test_the_heat_map_points_at_the_one_broken_expert(ckpts, tmp_path):
@@ -219,7 +219,7 @@ def test_baseline_is_not_overwritten_without_force(ckpts, tmp_path):
         "48",
     ]
     refused = runner.invoke(main, args)
-    assert refused.exit_code == 1 and "--force" in refused.output and out.read_text() == "{}"
+    assert refused.exit_code == 2 and "--force" in refused.output and out.read_text() == "{}"
     replaced = runner.invoke(main, args + ["--force"])
     assert replaced.exit_code == 0, replaced.output
     assert "perplexity_max" in json.loads(out.read_text())["thresholds"]

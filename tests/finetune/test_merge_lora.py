@@ -17,9 +17,6 @@ from mxfp4.errors import AdapterError, CheckpointError
 from mxfp4.finetune import merge_lora
 from mxfp4.testing.checkpoints import all_tensors, make_checkpoint
 
-peft = pytest.importorskip("peft", reason="peft is in the dev extra")
-transformers = pytest.importorskip("transformers")
-
 IDS = torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]])  # > 2 windows
 ADAPTERS = {
     "attention": dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
@@ -41,19 +38,20 @@ ADAPTERS = {
 
 
 def _load(path):
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
     from transformers import AutoModelForCausalLM
 
-    transformers.logging.set_verbosity_error()
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def _make_adapter(bf16, out, seed: int, **options):
     """A PEFT adapter with non-zero A and B, saved; returns PEFT's own merged model (float32)."""
-    from peft import LoraConfig, get_peft_model
+    peft = pytest.importorskip("peft", reason="peft is in the dev extra")
 
     torch.manual_seed(seed)
     settings = {"r": 4, "lora_alpha": 8, "init_lora_weights": False, **options}
-    model = get_peft_model(_load(bf16), LoraConfig(**settings))
+    model = peft.get_peft_model(_load(bf16), peft.LoraConfig(**settings))
     model.save_pretrained(out)
     return model.merge_and_unload()
 
@@ -171,7 +169,7 @@ def test_swapped_and_unsloth_conventions_give_the_same_merge(base, adapters, tmp
     for other in ("swapped", "unsloth"):
         got = all_tensors(tmp_path / other)
         assert all(torch.equal(got[k], want[k]) for k in want), other
-    with pytest.raises(AdapterError, match="'swapped' orientation, not those of --lora-layout 'peft'"):
+    with pytest.raises(AdapterError, match="'swapped' orientation, not those of lora_layout='peft'"):
         merge_lora(base / "hf", swapped_dir, tmp_path / "refused", to="mxfp4", lora_layout="peft")
     assert not (tmp_path / "refused").exists()
 
@@ -184,7 +182,7 @@ def test_a_square_down_proj_alone_asks_for_the_layout(tmp_path):
     merged = _make_adapter(
         root / "bf16", root / "adapter", 0, target_modules=[], target_parameters=["mlp.experts.down_proj"]
     )
-    with pytest.raises(AdapterError, match="give --lora-layout"):
+    with pytest.raises(AdapterError, match="give lora_layout"):
         merge_lora(root / "hf", root / "adapter", root / "refused", to="bf16")
     assert not (root / "refused").exists()
     merge_lora(root / "hf", root / "adapter", root / "out", to="bf16", dtype="float32", lora_layout="peft")
@@ -371,8 +369,12 @@ def test_pefts_own_merged_save_converts_to_the_same_experts(base, adapters, tmp_
 
 
 def test_the_command_offers_the_librarys_layouts():
-    # The CLI spells the choices out so that `mxfp4 --help` does not import torch; they must not drift.
-    from mxfp4.cli.finetune_commands import LORA_LAYOUTS
-    from mxfp4.finetune.adapter import LORA_LAYOUTS as LIBRARY
+    # One list (mxfp4.choices) for the CLI's --lora-layout and the library's check of lora_layout.
+    from mxfp4.choices import LORA_LAYOUTS
+    from mxfp4.cli.finetune_commands import merge_lora as command
 
-    assert LORA_LAYOUTS == LIBRARY
+    option = next(p for p in command.params if p.name == "lora_layout")
+    assert tuple(option.type.choices) == LORA_LAYOUTS
+    with pytest.raises(mxfp4.OptionError, match="lora_layout='sideways'") as refused:
+        merge_lora("unused-base", "unused-adapter", "unused-out", to="mxfp4", lora_layout="sideways")
+    assert refused.value.parameter == "lora_layout"

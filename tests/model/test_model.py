@@ -30,7 +30,7 @@ def transformers_logits(path, dtype):
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 0.1)])
 def test_logits_match_transformers(hf, dtype, tolerance, backend):
     if backend == "triton" and dtype == torch.bfloat16 and not torch.cuda.is_available():
-        pytest.skip("the Triton interpreter computes bfloat16 dots in numpy float32: only a GPU tells")
+        pytest.skip("needs a CUDA GPU: the Triton interpreter computes bfloat16 dots in numpy float32")
     model = mxfp4.model.load(hf, dtype=dtype, backend=backend)
     with torch.no_grad():
         ours = model(IDS).float()

@@ -1,8 +1,10 @@
 """Hostile GGUF files, built byte by byte: each gets one clean CheckpointError naming the file (and the
 tensor or key), quickly and without large allocations, before the gguf package's reader sees it."""
 
-import resource
+import json
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -113,13 +115,61 @@ CASES = [
 def test_hostile_gguf_rejected_quickly_by_name(tmp_path, label, content, message):
     path = tmp_path / "hostile.gguf"
     path.write_bytes(content)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=message) as error:
         open_source(path)
     assert "hostile.gguf" in str(error.value)
     assert time.perf_counter() - start < 5  # a bound against hangs, not a speed claim
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: no large allocation
+
+
+# Run in a fresh process whose peak RSS is reset once its imports are done (Linux: /proc/self/clear_refs), so the
+# high-water mark is what opening the files did, not what imports or earlier tests raised it to: every hostile file
+# is opened there in turn, and the peak must not rise by more than the limit over them all.
+RSS_CHILD = """
+import json, sys
+from mxfp4.convert import open_source
+from mxfp4.errors import CheckpointError
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+paths, extra = sys.argv[1:-1], int(sys.argv[-1])
+with open("/proc/self/clear_refs", "w") as f:  # resets the peak (VmHWM) to the present RSS: imports no longer count
+    f.write("5")
+before = status("VmRSS")
+for path in paths:
+    try:
+        open_source(path)
+    except CheckpointError:
+        pass
+if extra:  # the check's own check: an allocation of this many MiB must show
+    block = bytearray(extra << 20)
+    block[::4096] = b"x" * len(block[::4096])
+    del block
+print(json.dumps({"rise_kib": status("VmHWM") - before}))
+"""
+RSS_LIMIT_KIB = 64 * 1024
+
+
+def peak_rss_rise_kib(paths, extra_mib: int = 0) -> int:
+    command = [sys.executable, "-c", RSS_CHILD, *map(str, paths), str(extra_mib)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["rise_kib"]
+
+
+def test_hostile_ggufs_allocate_nothing_large(tmp_path):
+    paths = []
+    for index, (_, content, _) in enumerate(CASES):
+        paths.append(tmp_path / f"hostile-{index}.gguf")
+        paths[-1].write_bytes(content)
+    assert peak_rss_rise_kib(paths) < RSS_LIMIT_KIB
+
+
+def test_the_rss_check_sees_a_large_allocation(tmp_path):
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(CASES[0][1])
+    assert peak_rss_rise_kib([path], extra_mib=96) >= RSS_LIMIT_KIB
 
 
 def test_valid_but_not_gpt_oss(tmp_path):

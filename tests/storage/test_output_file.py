@@ -37,6 +37,8 @@ def _fill(out: OutputFile, expected: np.ndarray, pieces, rng, source: Positioned
 @pytest.mark.parametrize("direct", [True, False])
 @pytest.mark.parametrize("seed", range(6))
 def test_pieces_in_any_order_land_where_given(tmp_path, monkeypatch, direct, seed):
+    if direct and not _filesystem_takes_o_direct(tmp_path / "probe"):
+        pytest.skip(O_DIRECT_REFUSED)
     rng = np.random.default_rng(seed)
     monkeypatch.setattr(output_file, "MAX_OPEN", int(rng.integers(1, 4)))  # few windows open: sends them ragged
     window = BLOCK * int(rng.integers(1, 4))
@@ -54,6 +56,7 @@ def test_pieces_in_any_order_land_where_given(tmp_path, monkeypatch, direct, see
     with OutputFile(tmp_path / "out", size, direct=direct, window=window) as out:
         _fill(out, expected, pieces, rng, PositionedFile(source_path), base=3)
         assert out._buffers <= output_file.MAX_OPEN + output_file.IN_FLIGHT
+    assert out.direct == direct  # the windows and the writer thread were the ones under test
     assert (tmp_path / "out").read_bytes() == expected.tobytes()
 
 
@@ -84,6 +87,9 @@ def test_an_empty_file_and_a_file_smaller_than_a_block(tmp_path):
     assert (tmp_path / "small").read_bytes() == b"abcdefg"
 
 
+O_DIRECT_REFUSED = "O_DIRECT unsupported: this filesystem refuses it (the in-place writer is tested instead)"
+
+
 def _filesystem_takes_o_direct(path) -> bool:
     if not hasattr(os, "O_DIRECT"):
         return False
@@ -103,7 +109,7 @@ def _filesystem_takes_o_direct(path) -> bool:
 
 def test_o_direct_is_kept_where_the_filesystem_takes_it(tmp_path):
     if not _filesystem_takes_o_direct(tmp_path / "probe"):
-        pytest.skip("this filesystem refuses O_DIRECT")
+        pytest.skip(O_DIRECT_REFUSED)
     data = np.arange(5 * BLOCK + 123, dtype=np.uint8)
     with OutputFile(tmp_path / "out", data.nbytes, window=2 * BLOCK) as out:
         out.write(0, data)
@@ -155,7 +161,7 @@ def _source(tmp_path, data) -> os.PathLike:
 @pytest.mark.parametrize("direct", [True, False])
 def test_short_writes_are_completed(tmp_path, monkeypatch, direct):
     if direct and not _filesystem_takes_o_direct(tmp_path / "probe"):
-        pytest.skip("this filesystem refuses O_DIRECT")
+        pytest.skip(O_DIRECT_REFUSED)
     real_pwrite = os.pwrite
 
     def short_pwritev(fd, views, offset):  # one block of the first view (O_DIRECT writes whole blocks)

@@ -1,7 +1,7 @@
 """The MoE expert computation as Triton kernels, with MXFP4 weights decoded in registers (no bf16 copy of
 any expert is made). Same signature as moe_torch.experts, its oracle.
 
-Three kernels, over the tiles of mxfp4.model.routing (routed slots grouped per expert):
+Three kernels, over the tiles of mxfp4.model.kernels.routing (routed slots grouped per expert):
 1. gate_up: for each tile, x[tokens] @ W_gate_up[e].T + bias with the clamped SwiGLU fused; the gate and
    linear rows (interleaved 2j, 2j+1 in the checkpoint) are decoded side by side, so the [n, 2I]
    pre-activation never reaches memory; writes act [slots, I] in sorted order.

@@ -10,10 +10,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
+from ...choices import MODEL_BACKENDS
 from ...codec.backend import resolve_backend
 from ...errors import BackendUnavailableError, OptionError
-
-MODEL_BACKENDS = ("auto", "torch", "native", "triton")
 
 
 @dataclass(frozen=True)
