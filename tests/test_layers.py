@@ -15,6 +15,7 @@ LAYERS = [
     ("mxfp4.storage",),
     ("mxfp4.gpt_oss",),
     ("mxfp4.convert",),
+    ("mxfp4.fit",),
     ("mxfp4.finetune",),
     ("mxfp4.model",),
     ("mxfp4.eval",),

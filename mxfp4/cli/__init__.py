@@ -1,6 +1,6 @@
 """The ``mxfp4`` command line: parse, call one library function, print."""
 
-from . import codec_commands, convert_commands, eval_commands, finetune_commands
+from . import codec_commands, convert_commands, eval_commands, finetune_commands, fit_commands
 from .group import main
 
-__all__ = ["codec_commands", "convert_commands", "eval_commands", "finetune_commands", "main"]
+__all__ = ["codec_commands", "convert_commands", "eval_commands", "finetune_commands", "fit_commands", "main"]

@@ -15,12 +15,12 @@ from ..progress import progress_bar
 from ..storage.atomic import atomic_directory
 from ..storage.shards import total_bytes, write_shards
 from ..storage.space import check_free_space, parse_size
-from .gguf_writer import write_gguf
-from .mlx_writer import write_mlx
+from .formats.gguf.writer import write_gguf
+from .formats.mlx.writer import write_mlx
+from .jobs import hf_jobs, original_dtypes, original_jobs
 from .result import ConvertResult
 from .sources import open_source
 from .stream import Source
-from .writers import hf_jobs, original_dtypes, original_jobs
 
 
 def convert(

@@ -24,11 +24,11 @@ from ..storage.ollama_store import PREFIX as OLLAMA_PREFIX
 from ..storage.ollama_store import resolve_ollama
 from ..storage.safetensors_io import refuse_pickle
 from ..storage.store import TensorStore
-from .gguf_source import GGUFSource
-from .mlx_source import MLXSource, is_mlx_store
-from .ollama_layout import ARCH as OLLAMA_ARCH
-from .ollama_layout import EXTRA_TYPES
-from .ollama_source import OllamaSource
+from .formats.gguf.source import GGUFSource
+from .formats.mlx.source import MLXSource, is_mlx_store
+from .formats.ollama.layout import ARCH as OLLAMA_ARCH
+from .formats.ollama.layout import EXTRA_TYPES
+from .formats.ollama.source import OllamaSource
 from .stream import Dense, Expert, Source, carried_files, stored_dense
 
 FORMATS = ("hf-mxfp4", "hf-dense", "original", "gguf", "mlx", "ollama")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..codec import layout
-from ..convert.gguf_vocab import add_tokenizer
-from ..convert.ollama_layout import ARCH, FUSED_QKV, OPENAI_MXFP4_TYPE, ollama_names
+from ..convert.formats.gguf.vocab import add_tokenizer
+from ..convert.formats.ollama.layout import ARCH, FUSED_QKV, OPENAI_MXFP4_TYPE, ollama_names
 from ..convert.sources import open_source
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors
 from ..storage.gguf_check import validate_gguf

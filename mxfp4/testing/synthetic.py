@@ -16,7 +16,7 @@ import numpy as np
 
 from ..codec.layout_reference import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
-from ..convert.gguf_vocab import byte_level_bpe
+from ..convert.formats.gguf.vocab import byte_level_bpe
 from ..gpt_oss.config import MODULES_NOT_CONVERTED, GptOssConfig, hf_config_dict
 from ..gpt_oss.tensors import canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
 from ..storage.safetensors_io import TensorEntry

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gguf import TokenType
 
-from mxfp4.convert.gguf_vocab import byte_level_bpe, vocab_tokens
+from mxfp4.convert.formats.gguf.vocab import byte_level_bpe, vocab_tokens
 
 
 def test_gaps_added_tokens_and_out_of_range_ids(tmp_path):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from mxfp4.cli import main
 from mxfp4.convert import convert
 from mxfp4.eval import fit
-from mxfp4.eval.memory_fit import kv_bytes, load_model_facts
+from mxfp4.fit.plan import kv_bytes, load_model_facts
 from mxfp4.testing.checkpoints import make_checkpoint
 
 GiB = 2**30

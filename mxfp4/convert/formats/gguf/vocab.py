@@ -8,8 +8,8 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CheckpointError
-from .gguf_fields import read_field
+from ....errors import CheckpointError
+from .fields import read_field
 
 LOOKS_SPECIAL = re.compile(r"^<\|.*\|>$")
 

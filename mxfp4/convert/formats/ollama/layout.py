@@ -7,7 +7,7 @@ Pure logic, no I/O. Forms 1-3 have architecture ``gptoss`` (keys ``gptoss.*``) a
    ``ffn_gate_up_exps`` [E, 2I, H] with HF's interleaved rows, its bias fused likewise.
 2. 0.11.8 - 0.12.5: as 1 but type 39, ggml's block_mxfp4 (element j low, j + 16 high).
 3. 0.12.6 - 0.29: gate and up split into ``ffn_gate_exps`` / ``ffn_up_exps`` (weights and biases), type 39.
-4. >= 0.30: llama.cpp's own ``gpt-oss`` architecture and names (read by mxfp4.convert.gguf_source).
+4. >= 0.30: llama.cpp's own ``gpt-oss`` architecture and names (read by mxfp4.convert.formats.gguf.source).
 
 From an original/ checkpoint Ollama kept q, k and v fused as ``attn_qkv`` (rows q, then k, then v).
 Missing against llama.cpp: expert_feed_forward_length, the YaRN type and betas, ``tokenizer.ggml.pre``; gpt-oss's
@@ -16,9 +16,9 @@ values for them are known and filled.
 
 from __future__ import annotations
 
-from ..gpt_oss.config import hf_config_dict
-from ..gpt_oss.tensors import QKV, Canonical
-from .gguf_fields import undo_float32
+from ....gpt_oss.config import hf_config_dict
+from ....gpt_oss.tensors import QKV, Canonical
+from ..gguf.fields import undo_float32
 
 ARCH = "gptoss"
 OPENAI_MXFP4_TYPE = 4

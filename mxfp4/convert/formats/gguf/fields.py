@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ....errors import CheckpointError
 
 
 def read_field(fields: dict, key: str, path: Path, default=None, required: bool = True):

@@ -1,6 +1,6 @@
 """A gpt-oss GGUF file read back as canonical tensors (GGUF -> HF, bf16, original), by positioned reads.
 
-Inverse of mxfp4.convert.gguf_writer: ffn_gate_exps / ffn_up_exps are re-interleaved into
+Inverse of mxfp4.convert.formats.gguf.writer: ffn_gate_exps / ffn_up_exps are re-interleaved into
 gate_up_proj rows, GGUF blocks become HF blocks/scales (a byte move), and tensors llama.cpp widened to
 F32 come back as bf16 when that is exact (so HF -> GGUF -> HF gives the same bytes); otherwise they stay
 F32 and nothing is lost. The tokenizer is rebuilt as tokenizer.json from the GGUF vocabulary.
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec import layout
-from ..codec.layout_reference import packed_nbytes, packed_shapes
-from ..errors import CheckpointError
-from ..gpt_oss.config import GptOssConfig
-from ..gpt_oss.tensors import LAYER_TENSORS, Canonical, canonical_tensors, dense_shape, gguf_names, mxfp4_shape
-from ..storage.gguf_check import GGUFHeader, TensorInfo, validate_gguf
-from ..storage.pread import PositionedFile
-from .gguf_config import ARCH, hf_config
-from .gguf_fields import read_field
-from .gguf_vocab import tokenizer_files
-from .stream import Dense, Expert, Source
+from ....codec import layout
+from ....codec.layout_reference import packed_nbytes, packed_shapes
+from ....errors import CheckpointError
+from ....gpt_oss.config import GptOssConfig
+from ....gpt_oss.tensors import LAYER_TENSORS, Canonical, canonical_tensors, dense_shape, gguf_names, mxfp4_shape
+from ....storage.gguf_check import GGUFHeader, TensorInfo, validate_gguf
+from ....storage.pread import PositionedFile
+from ...stream import Dense, Expert, Source
+from .config import ARCH, hf_config
+from .fields import read_field
+from .vocab import tokenizer_files
 
 MXFP4_BLOCK_BYTES = 17  # one scale byte and 16 bytes of codes per 32 elements
 DENSE_TYPES = {"F32", "BF16", "F16"}

@@ -1,12 +1,12 @@
 """The HF config.json of a gpt-oss GGUF, rebuilt from its metadata: the inverse of what
-mxfp4.convert.gguf_writer.add_metadata writes (llama.cpp's keys for gpt-oss)."""
+mxfp4.convert.formats.gguf.writer.add_metadata writes (llama.cpp's keys for gpt-oss)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..gpt_oss.config import hf_config_dict
-from .gguf_fields import read_field, undo_float32
+from ....gpt_oss.config import hf_config_dict
+from .fields import read_field, undo_float32
 
 ARCH = "gpt-oss"
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
-from ..gpt_oss.config import GptOssConfig
-from ..gpt_oss.tensors import Canonical, canonical_tensors, dense_shape, mxfp4_shape
-from ..storage.store import TensorStore
-from .mlx_layout import blocks_from_words, dense_names, expert_modules, hf_config_of_mlx, unpack_affine
-from .stream import Dense, Expert, Source, stored_dense
+from ....errors import CheckpointError
+from ....gpt_oss.config import GptOssConfig
+from ....gpt_oss.tensors import Canonical, canonical_tensors, dense_shape, mxfp4_shape
+from ....storage.store import TensorStore
+from ...stream import Dense, Expert, Source, stored_dense
+from .layout import blocks_from_words, dense_names, expert_modules, hf_config_of_mlx, unpack_affine
 
 AFFINE_SUFFIXES = (".scales", ".biases")
 AFFINE_PARTS = ("scales", "biases")

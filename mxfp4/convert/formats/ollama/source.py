@@ -1,4 +1,4 @@
-"""Ollama's own gpt-oss GGUF files (forms 1-3 of mxfp4.convert.ollama_layout) read as canonical tensors.
+"""Ollama's own gpt-oss GGUF files (forms 1-3 of mxfp4.convert.formats.ollama.layout) read as canonical tensors.
 
 Lossless: MXFP4 blocks move as bytes (type 4's are already HF's nibble order; type 39's are permuted back),
 fused gate/up rows are HF's interleaving as they stand, split ones are re-interleaved, a fused attn_qkv is
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
-from ..gpt_oss.tensors import QKV, Canonical
-from ..storage.gguf_check import GGUFHeader, TensorInfo
-from .gguf_fields import read_field
-from .gguf_source import MXFP4_BLOCK_BYTES, GGUFSource
-from .ollama_layout import ARCH, FORMS, OPENAI_MXFP4_TYPE, detect_form, hf_config_of_ollama, ollama_names, qkv_rows
-from .stream import Dense, Expert
+from ....errors import CheckpointError
+from ....gpt_oss.tensors import QKV, Canonical
+from ....storage.gguf_check import GGUFHeader, TensorInfo
+from ...stream import Dense, Expert
+from ..gguf.fields import read_field
+from ..gguf.source import MXFP4_BLOCK_BYTES, GGUFSource
+from .layout import ARCH, FORMS, OPENAI_MXFP4_TYPE, detect_form, hf_config_of_ollama, ollama_names, qkv_rows
 
 
 class OllamaSource(GGUFSource):

@@ -14,7 +14,7 @@ import copy
 
 import numpy as np
 
-from ..gpt_oss.tensors import Canonical
+from ....gpt_oss.tensors import Canonical
 
 MLX_QUANTIZATION = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
 MLX_METADATA = {"format": "mlx"}

@@ -14,22 +14,22 @@ from typing import Callable
 
 import numpy as np
 
-from ..codec import layout
-from ..codec.constants import PACKED_BYTES_PER_BLOCK
-from ..codec.layout_reference import packed_nbytes
-from ..dtypes import raw_bytes
-from ..gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
-from ..progress import progress_bar
-from ..storage.atomic import atomic_output
-from ..storage.gguf_header import aligned, pack_header
-from ..storage.output_file import OutputFile
-from ..storage.pread import copy_pieces
-from ..storage.space import check_free_space
-from .gguf_vocab import add_tokenizer
-from .result import ConvertResult
-from .row_chunks import row_ranges
-from .stream import Dense, Expert, Source
-from .transform import packed_expert
+from ....codec import layout
+from ....codec.constants import PACKED_BYTES_PER_BLOCK
+from ....codec.layout_reference import packed_nbytes
+from ....dtypes import raw_bytes
+from ....gpt_oss.tensors import canonical_tensors, gguf_names, keeps_float32
+from ....progress import progress_bar
+from ....storage.atomic import atomic_output
+from ....storage.gguf_header import aligned, pack_header
+from ....storage.output_file import OutputFile
+from ....storage.pread import copy_pieces
+from ....storage.space import check_free_space
+from ...result import ConvertResult
+from ...row_chunks import row_ranges
+from ...stream import Dense, Expert, Source
+from ...transform import packed_expert
+from .vocab import add_tokenizer
 
 FILE_TYPE_MXFP4_MOE = 38  # llama.cpp's LLAMA_FTYPE_MOSTLY_MXFP4_MOE
 

@@ -14,17 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec.constants import PACKED_BYTES_PER_BLOCK
-from ..dtypes import DTYPE_SIZES, SAFETENSORS_CODE_OF, raw_bytes
-from ..gpt_oss.config import read_json
-from ..gpt_oss.tensors import canonical_tensors
-from ..progress import progress_bar
-from ..storage.atomic import atomic_directory
-from ..storage.safetensors_io import TensorEntry
-from ..storage.shards import Job, Outputs, plan_shards, shard_names, total_bytes, write_shards
-from ..storage.space import check_free_space, parse_size
-from ..storage.store import INDEX_NAME
-from .mlx_layout import (
+from ....codec.constants import PACKED_BYTES_PER_BLOCK
+from ....dtypes import DTYPE_SIZES, SAFETENSORS_CODE_OF, raw_bytes
+from ....gpt_oss.config import read_json
+from ....gpt_oss.tensors import canonical_tensors
+from ....progress import progress_bar
+from ....storage.atomic import atomic_directory
+from ....storage.safetensors_io import TensorEntry
+from ....storage.shards import Job, Outputs, plan_shards, shard_names, total_bytes, write_shards
+from ....storage.space import check_free_space, parse_size
+from ....storage.store import INDEX_NAME
+from ...jobs import copy_packed_experts, dense_job
+from ...result import ConvertResult
+from ...stream import Dense, Expert, Source
+from ...transform import packed_expert
+from .layout import (
     CONVERSION_DTYPES,
     MLX_METADATA,
     MLX_SHARD_BYTES,
@@ -35,10 +39,6 @@ from .mlx_layout import (
     total_parameters,
     words_from_blocks,
 )
-from .result import ConvertResult
-from .stream import Dense, Expert, Source
-from .transform import packed_expert
-from .writers import copy_packed_experts, dense_job
 
 GENERATION_CONFIG = "generation_config.json"
 
