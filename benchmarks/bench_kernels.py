@@ -28,7 +28,7 @@ if "--smoke" in sys.argv:
 import torch
 
 import mxfp4
-from mxfp4.eval import memory_fit
+from mxfp4.fit import plan as memory_fit
 from mxfp4.gpt_oss.config import GptOssConfig
 from mxfp4.model.kernels import moe_torch, moe_triton
 from mxfp4.model.random_weights import random_experts, random_model

@@ -13,6 +13,7 @@ from .codec.decode import dequantize
 from .codec.encode import quantize
 from .codec.tensor import MXFP4Tensor
 from .errors import (
+    AdapterError,
     BackendUnavailableError,
     CheckpointError,
     ConfigError,
@@ -27,6 +28,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterError",
     "BITS_PER_PARAM",
     "BLOCK_SIZE",
     "BackendUnavailableError",

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..choices import CALIBRATE_SCALE_RULE, MXFP4_TARGETS, FloatName, LoraLayout, Rounding, ScaleRule, Target
-from ..convert.api import WriteOptions, write_target
+from ..convert.api import WriteOptions, write
+from ..convert.registry import open_source
 from ..convert.result import ConvertResult
-from ..convert.sources import open_source
 from ..errors import CheckpointError, OptionError
 from ..eval.tokens import check_ids
 from ..finetune.adapter import check_lora_layout, read_adapter
@@ -56,7 +56,7 @@ def _calibrated(source, dst, tokens, options: WriteOptions, *, context, samples,
     calibrated = CalibratedSource(
         source, windows, scale_rule=options.scale_rule, rounding=options.rounding, min_tokens=min_tokens, device=device
     )
-    return CalibrationResult(write_target(calibrated, dst, options), calibrated.reports)
+    return CalibrationResult(write(calibrated, dst, options), calibrated.reports)
 
 
 def convert_calibrated(

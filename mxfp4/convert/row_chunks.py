@@ -1,11 +1,9 @@
 """Reading sources in bounded pieces: dense tensors in row chunks.
 
 Every piece is read and transformed in turn on one thread, then handed to the output file, whose own thread
-writes it (mxfp4.storage.output_file). A helper thread producing the next piece
-while this one was written was measured slower on this project's 2-core machine for every target (wide shape,
-alternating rounds, warm page cache: GGUF 5.5 vs 4.5 s, MLX 4.7 vs 4.0 s, bf16 20.7 vs 18.2 s; from a cold
-cache GGUF 8.8 vs 7.9 s): the C kernels already use every core, and the helper only competed with the writer
-and the kernel's writeback, while the kernel's own readahead keeps sequential reads ahead of the reader."""
+writes it (mxfp4.storage.output_file). No helper thread produces the next piece meanwhile: measured, it was
+slower for every target (docs/design.md), since the C kernels already use every core and the kernel's own
+readahead keeps sequential reads ahead of the reader; a helper only competes with the writer."""
 
 from __future__ import annotations
 

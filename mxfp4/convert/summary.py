@@ -9,7 +9,7 @@ import numpy as np
 from ..codec.layout_reference import packed_nbytes
 from ..dtypes import DTYPE_SIZES
 from ..gpt_oss.tensors import canonical_tensors
-from .sources import open_source
+from .registry import open_source
 from .stream import Dense
 
 

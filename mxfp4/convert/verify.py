@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import CheckpointError
 from ..gpt_oss.tensors import canonical_tensors
-from .sources import open_source
+from .registry import open_source
 from .stream import Dense, Expert
 
 HYPER_PARAMETERS = (

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..choices import MERGE_SCALE_RULE, MXFP4_TARGETS, FloatName, LoraLayout, Rounding, ScaleRule, Target
-from ..convert.api import WriteOptions, write_target
+from ..convert.api import WriteOptions, write
+from ..convert.registry import open_source
 from ..convert.result import ConvertResult
-from ..convert.sources import open_source
 from ..errors import AdapterError
 from ..gpt_oss.tensors import canonical_tensors
 from .adapter import check_lora_layout, read_adapter
@@ -64,7 +64,7 @@ def merge_lora(
     merged = MergedSource(
         source, lora, packed=to in MXFP4_TARGETS, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype
     )
-    written = write_target(merged, dst, options)
+    written = write(merged, dst, options)
     order = {tensor.name: i for i, tensor in enumerate(canonical_tensors(source.config))}
     rows = sorted(merged.survival.values(), key=lambda s: order[s.name])
     return MergeResult(written, rows)

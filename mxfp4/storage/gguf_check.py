@@ -19,10 +19,24 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
-SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type -> bytes
-SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "B", 10: "Q", 11: "q", 12: "d"}
-BOOL = 7
-STRING, ARRAY = 8, 9
+# The GGUF spec's value type ids, as gguf.GGUFValueType numbers them (tests/storage/test_gguf_header.py holds
+# them equal). Declared here so that checking a header does not import the gguf package (0.12 s), which a
+# conversion that never touches GGUF would otherwise pay.
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
+SCALAR_FORMATS = {  # each scalar value type's struct format (its size follows; bool is one byte)
+    UINT8: "B",
+    INT8: "b",
+    UINT16: "H",
+    INT16: "h",
+    UINT32: "I",
+    INT32: "i",
+    FLOAT32: "f",
+    BOOL: "B",
+    UINT64: "Q",
+    INT64: "q",
+    FLOAT64: "d",
+}
+SCALARS = {kind: struct.calcsize("<" + fmt) for kind, fmt in SCALAR_FORMATS.items()}  # value type -> bytes
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_DEPTH = 2
 

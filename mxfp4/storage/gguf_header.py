@@ -3,9 +3,9 @@ padding that aligns the data section (the layout gguf_check walks).
 
 gguf's GGUFWriter packs every value, array items included, with its own struct call: 0.5 s for a vocabulary of
 200k tokens and its merges, spent before any tensor data can be written (the data's offsets follow the
-header). Here a string array is one join and a number array one numpy conversion. The input is what a
-GGUFWriter collects (key -> value with .value, .type, .sub_type; name -> tensor info with .shape, .dtype,
-.nbytes), so metadata is still gathered through its add_* calls, and the bytes are those it writes.
+header). Here a string array is one join and a number array one numpy conversion; the bytes are those it would
+write for the same key/values (a test compares them). Keys and tensors are given as plain data: key -> (value,
+value type, item type of an array) and (name, element shape, ggml type, bytes) per tensor.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import struct
 
 import numpy as np
 
-from .gguf_check import ARRAY, BOOL, SCALAR_FORMATS, STRING
+from .gguf_check import ARRAY, BOOL, FLOAT32, INT32, SCALAR_FORMATS, STRING, UINT8
 
 MAGIC = 0x46554747  # "GGUF" read as a little-endian u32
 VERSION = 3
-INT32, FLOAT32 = 5, 6
 
 
 def aligned(offset: int, alignment: int) -> int:
@@ -49,7 +48,7 @@ def _array(items, item_type: int | None) -> bytes:
     if len(items) == 0:
         raise ValueError("GGUF arrays cannot be empty")
     if item_type is None:
-        item_type = 0 if isinstance(items, bytes) else _item_type(items[0])  # bytes: an array of u8
+        item_type = UINT8 if isinstance(items, bytes) else _item_type(items[0])
     head = struct.pack("<IQ", int(item_type), len(items))
     if item_type == STRING:
         return head + _string_items(_encoded(items))
@@ -92,17 +91,18 @@ def _value(value, value_type: int, sub_type: int | None) -> bytes:
     return struct.pack("<" + SCALAR_FORMATS[int(value_type)], value)
 
 
-def pack_header(kv: dict, tensors: dict, alignment: int) -> bytes:
-    """The header for key/values ``kv`` and tensor infos ``tensors`` (file order), padded with zeros to
-    ``alignment``: tensor data starts right after it, each tensor at its own aligned offset."""
+def pack_header(kv: dict, tensors: list[tuple[str, tuple[int, ...], int, int]], alignment: int) -> bytes:
+    """The header for key/values ``kv`` (key -> (value, value type, array item type or None)) and tensor infos
+    ``tensors`` ((name, element shape, ggml type, bytes), in file order), padded with zeros to ``alignment``:
+    tensor data starts right after it, each tensor at its own aligned offset."""
     parts = [struct.pack("<IIQQ", MAGIC, VERSION, len(tensors), len(kv))]
-    for key, value in kv.items():
-        value_type = int(value.type)
-        parts += [_string(key), struct.pack("<I", value_type), _value(value.value, value_type, value.sub_type)]
+    for key, (value, value_type, item_type) in kv.items():
+        item = None if item_type is None else int(item_type)
+        parts += [_string(key), struct.pack("<I", int(value_type)), _value(value, int(value_type), item)]
     offset = 0
-    for name, info in tensors.items():
-        dims = tuple(int(d) for d in reversed(tuple(info.shape)))
-        parts += [_string(name), struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, int(info.dtype), offset)]
-        offset += aligned(int(info.nbytes), alignment)
+    for name, shape, ggml_type, nbytes in tensors:
+        dims = tuple(int(d) for d in reversed(tuple(shape)))
+        parts += [_string(name), struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, int(ggml_type), offset)]
+        offset += aligned(int(nbytes), alignment)
     header = b"".join(parts)
     return header + bytes(aligned(len(header), alignment) - len(header))

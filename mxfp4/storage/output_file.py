@@ -2,10 +2,10 @@
 filesystem takes it, in aligned windows sent to disk by a writer thread.
 
 Why: converting means writing gigabytes once. Through the page cache every byte is copied by the kernel into
-freshly allocated cache pages, and on this project's 2-core VM that copy is the cost that varies: 4 GiB took
-1.9 to 14 s from one minute to the next, nearly all of it kernel CPU, while with O_DIRECT it took 2.4 to 3.4 s
-and 1.1 s of CPU in all (benchmarks/bench_output_file.py, 6 rounds). The disk does the work, the CPU is left
-to the conversion, and a 61 GB output does not push everything else out of memory.
+freshly allocated cache pages, a cost that varies widely on virtual machines whose freed memory goes back to
+the host; with O_DIRECT the disk does the work, the CPU is left to the conversion, and a 61 GB output does not
+push everything else out of memory (docs/design.md has the measurements, benchmarks/bench_output_file.py
+makes them).
 
 Every byte of the file is given exactly once (data, a copy from a source file, or zero() for padding);
 close() checks it and names the first byte missing. With O_DIRECT, pieces land in page-aligned window
@@ -17,7 +17,7 @@ arrive.
 
 Where O_DIRECT is refused (tmpfs on older kernels, some FUSE and network filesystems: the open or a probe
 write fails), each piece is written in place as it comes, by this thread, and copies go through the kernel
-(copy_file_range): windows passed through the page cache by a second thread cost twice the CPU of that here.
+(copy_file_range): windows passed through the page cache by a second thread cost twice the CPU of that.
 """
 
 from __future__ import annotations

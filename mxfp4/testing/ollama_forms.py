@@ -1,5 +1,5 @@
 """Ollama's gpt-oss GGUF forms 1-3 written from an HF MXFP4 checkpoint, from the format facts alone
-(../shared/FORMATS.md, Ollama's convert_gptoss.go): what Ollama's converter of each version would have written
+(docs/formats.md, Ollama's convert_gptoss.go): what Ollama's converter of each version would have written
 for the same weights. Tests read these back; nothing here is used by the converters.
 
 Dense storage types follow Ollama's tensorBase.Kind(): F32 for biases, the router and 1-D tensors; 2-D
@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..codec import layout
+from ..convert.formats.gguf.keys import Metadata
 from ..convert.formats.gguf.vocab import add_tokenizer
 from ..convert.formats.ollama.layout import ARCH, FUSED_QKV, OPENAI_MXFP4_TYPE, ollama_names
-from ..convert.sources import open_source
+from ..convert.registry import open_source
 from ..gpt_oss.tensors import QKV, Canonical, canonical_tensors
 from ..storage.gguf_check import validate_gguf
 
@@ -64,9 +65,12 @@ def write_ollama_gguf(
     writer.add_float32(f"{ARCH}.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
     writer.add_float32(f"{ARCH}.rope.freq_base", c.rope_theta)
     writer.add_float32(f"{ARCH}.rope.scaling.factor", c.rope_scaling["factor"])
-    add_tokenizer(writer, source.tokenizer_dir(), c.vocab_size)
-    for key in ("tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
-        writer.kv_data[0].pop(key, None)  # Ollama writes no pre-tokenizer name, and gpt-oss's ids below
+    tokenizer = Metadata()
+    add_tokenizer(tokenizer, source.tokenizer_dir(), c.vocab_size)
+    for key, (value, value_type, item_type) in tokenizer.values.items():
+        if key not in ("tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+            writer.add_key_value(key, value, value_type, sub_type=item_type)  # Ollama writes no pre-tokenizer
+            # name, and gpt-oss's ids below
     writer.add_bos_token_id(OLLAMA_BOS)
     writer.add_eos_token_id(OLLAMA_EOS)
     writer.add_array("tokenizer.ggml.eos_token_ids", OLLAMA_EOS_IDS)

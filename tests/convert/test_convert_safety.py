@@ -160,7 +160,7 @@ def test_interrupt_mid_conversion_leaves_nothing(hf, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("mxfp4.convert.jobs.dense_expert", interrupted)
+    monkeypatch.setattr("mxfp4.convert.formats.hf.dense_expert", interrupted)
     before = tree_digest(hf)
     with pytest.raises(KeyboardInterrupt):
         convert(hf, tmp_path / "out", to="bf16")
@@ -173,7 +173,7 @@ def test_interrupted_forced_overwrite_keeps_the_old_output(hf, tmp_path, monkeyp
     convert(hf, out, to="mxfp4")
     before = tree_digest(out)
     monkeypatch.setattr(
-        "mxfp4.convert.jobs.dense_expert", lambda *a, **k: (_ for _ in ()).throw(OSError("disk on fire"))
+        "mxfp4.convert.formats.hf.dense_expert", lambda *a, **k: (_ for _ in ()).throw(OSError("disk on fire"))
     )
     with pytest.raises(OSError, match="disk on fire"):
         convert(hf, out, to="bf16", force=True)

@@ -49,9 +49,8 @@ def test_in_order_vocab_takes_the_fast_path_with_the_same_result(tmp_path):
 
 
 def test_tokenizer_json_is_parsed_once_and_the_keys_are_those_of_a_second_parse(tmp_path, monkeypatch):
-    import gguf
-
-    from mxfp4.convert import gguf_vocab
+    from mxfp4.convert.formats.gguf import vocab as gguf_vocab
+    from mxfp4.convert.formats.gguf.keys import Metadata
 
     tiny = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss"
     size = (tiny / "tokenizer.json").stat().st_size
@@ -67,11 +66,11 @@ def test_tokenizer_json_is_parsed_once_and_the_keys_are_those_of_a_second_parse(
         return real_loads(text, *args, **kwargs)
 
     def keys(answer_from_our_parse: bool) -> dict:
-        writer = gguf.GGUFWriter(tmp_path / "unused.gguf", "gpt-oss")
+        metadata = Metadata()
         if not answer_from_our_parse:
             monkeypatch.setattr(gguf_vocab, "_tokenizer_json_answered", lambda path, data: contextlib.nullcontext())
-        gguf_vocab.add_tokenizer(writer, tiny, 201088)
-        return {k: (v.value, v.type) for k, v in writer.kv_data[0].items()}
+        gguf_vocab.add_tokenizer(metadata, tiny, 201088)
+        return dict(metadata.values)
 
     monkeypatch.setattr(json, "load", load)
     monkeypatch.setattr(json, "loads", loads)

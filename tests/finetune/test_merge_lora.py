@@ -140,7 +140,7 @@ def _expert_keys(tensors, layer: int, inner: bool):
 
 
 def test_swapped_and_unsloth_conventions_give_the_same_merge(base, adapters, tmp_path):
-    # The same deltas written in the other two conventions (FORMATS.md) merge to the same bytes.
+    # The same deltas written in the other two conventions (docs/finetune.md) merge to the same bytes.
     experts = 4
 
     def swapped(tensors):

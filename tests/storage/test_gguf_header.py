@@ -25,6 +25,13 @@ def written_by_gguf(path, fill) -> bytes:
     return raw + bytes(-len(raw) % align), writer
 
 
+def plain(writer):
+    """What a GGUFWriter collected, in pack_header's plain form (read here only to compare with it)."""
+    kv = {key: (v.value, v.type, v.sub_type) for key, v in writer.kv_data[0].items()}
+    tensors = [(name, info.shape, info.dtype, info.nbytes) for name, info in writer.tensors[0].items()]
+    return kv, tensors
+
+
 def fill_every_type(writer):
     writer.add_uint8("t.u8", 7)
     writer.add_int8("t.i8", -7)
@@ -54,7 +61,7 @@ def fill_every_type(writer):
 
 def test_every_value_type_packs_as_gguf_writes_it(tmp_path):
     want, writer = written_by_gguf(tmp_path / "a.gguf", fill_every_type)
-    got = pack_header(writer.kv_data[0], writer.tensors[0], writer.data_alignment)
+    got = pack_header(*plain(writer), writer.data_alignment)
     assert got == want
     header = tmp_path / "b.gguf"
     header.write_bytes(got + bytes(3 * 64 * 4 + 4 + 5 * 2 * 17 + 28 + 128))
@@ -78,9 +85,16 @@ def test_vocabulary_like_arrays_pack_as_gguf_writes_them(tmp_path_factory, token
         writer.add_tensor_info("x", (len(tokens), 4), np.dtype(np.float32), len(tokens) * 16)
 
     want, writer = written_by_gguf(tmp_path_factory.mktemp("h") / "v.gguf", fill)
-    assert pack_header(writer.kv_data[0], writer.tensors[0], alignment) == want
+    assert pack_header(*plain(writer), alignment) == want
 
 
 def test_an_empty_array_is_refused_like_gguf_does():
     with pytest.raises(ValueError, match="empty"):
-        pack_header({"k": gguf.GGUFValue([], T.ARRAY)}, {}, 32)
+        pack_header({"k": ([], T.ARRAY, None)}, [], 32)
+
+
+def test_the_value_type_ids_are_ggufs():
+    from mxfp4.storage import gguf_check
+
+    for kind in T:
+        assert getattr(gguf_check, kind.name) == int(kind), kind.name

@@ -7,9 +7,13 @@ import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
+from string import ascii_letters, digits
+
+from gguf import GGUFValueType, Keys
 
 from ....errors import CheckpointError
 from .fields import read_field
+from .keys import Metadata
 
 LOOKS_SPECIAL = re.compile(r"^<\|.*\|>$")
 
@@ -112,7 +116,22 @@ def _tokenizer_json_answered(path: Path, data: dict):
         gguf.vocab.json = json
 
 
-def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
+# SpecialVocab's names for special tokens -> the keys llama.cpp reads them from (GGUFWriter's add_<name>_token_id
+# and add_add_<name>_token); a name without a key here has none in GGUF and is left out, as GGUFWriter does.
+SPECIAL_ID_KEYS = {
+    "bos": Keys.Tokenizer.BOS_ID,
+    "eos": Keys.Tokenizer.EOS_ID,
+    "unk": Keys.Tokenizer.UNK_ID,
+    "sep": Keys.Tokenizer.SEP_ID,
+    "pad": Keys.Tokenizer.PAD_ID,
+    "mask": Keys.Tokenizer.MASK_ID,
+    "eot": Keys.Tokenizer.EOT_ID,
+    "eom": Keys.Tokenizer.EOM_ID,
+}
+ADD_SPECIAL_KEYS = {"bos": Keys.Tokenizer.ADD_BOS, "eos": Keys.Tokenizer.ADD_EOS, "sep": Keys.Tokenizer.ADD_SEP}
+
+
+def add_tokenizer(metadata: Metadata, directory: Path, vocab_size: int) -> None:
     """tokenizer.ggml.* keys: tokens, types, merges, special ids, chat template."""
     tokenizer_json = directory / "tokenizer.json"
     if not tokenizer_json.is_file():
@@ -121,15 +140,47 @@ def add_tokenizer(writer, directory: Path, vocab_size: int) -> None:
 
     data = read_tokenizer_json(tokenizer_json)
     tokens, types = vocab_tokens(tokenizer_json, vocab_size, data)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-4o")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
+    metadata.add(Keys.Tokenizer.MODEL, "gpt2", GGUFValueType.STRING)
+    metadata.add(Keys.Tokenizer.PRE, "gpt-4o", GGUFValueType.STRING)
+    metadata.add_array(Keys.Tokenizer.LIST, tokens, GGUFValueType.STRING)
+    metadata.add_array(Keys.Tokenizer.TOKEN_TYPE, types, GGUFValueType.INT32)
     # Merges, bos/eos/pad ids and the chat template: the gguf package's SpecialVocab reads
     # tokenizer.json, tokenizer_config.json and config.json exactly as llama.cpp's converter does.
     with _tokenizer_json_answered(tokenizer_json, data):
         special = gguf.SpecialVocab(directory, load_merges=True, n_vocab=len(tokens))
-    special.add_to_gguf(writer)
+    if special.merges:
+        metadata.add_array(Keys.Tokenizer.MERGES, special.merges, GGUFValueType.STRING)
+    for name, token_id in special.special_token_ids.items():
+        if name in SPECIAL_ID_KEYS:
+            metadata.add(SPECIAL_ID_KEYS[name], token_id, GGUFValueType.UINT32)
+    for name, value in special.add_special_token.items():
+        if name in ADD_SPECIAL_KEYS:
+            metadata.add(ADD_SPECIAL_KEYS[name], value, GGUFValueType.BOOL)
+    if special.chat_template is not None:
+        add_chat_templates(metadata, special.chat_template)
+
+
+def add_chat_templates(metadata: Metadata, template) -> None:
+    """One template, or tokenizer_config's list of named ones: each named one under tokenizer.chat_template.NAME
+    (the name's other characters made '_'), their names listed, and the one named 'default' as the template."""
+    if isinstance(template, str):
+        metadata.add(Keys.Tokenizer.CHAT_TEMPLATE, template, GGUFValueType.STRING)
+        return
+    default, names = None, []
+    for choice in template:
+        name = "".join(c if c in ascii_letters + digits else "_" for c in choice.get("name", ""))
+        text = choice.get("template")
+        if not name or text is None:
+            continue
+        if name == "default":
+            default = text
+        elif name not in names:
+            names.append(name)
+            metadata.add(Keys.Tokenizer.CHAT_TEMPLATE_N.format(name=name), text, GGUFValueType.STRING)
+    if names:
+        metadata.add_array(Keys.Tokenizer.CHAT_TEMPLATES, names, GGUFValueType.STRING)
+    if default is not None:
+        metadata.add(Keys.Tokenizer.CHAT_TEMPLATE, default, GGUFValueType.STRING)
 
 
 def tokenizer_files(fields: dict, path: Path) -> dict[str, str]:

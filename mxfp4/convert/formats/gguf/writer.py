@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from gguf import GGUFValueType, Keys
+from gguf.quants import quant_shape_from_byte_shape
 
 from ....codec import layout
 from ....codec.constants import PACKED_BYTES_PER_BLOCK
@@ -29,9 +31,9 @@ from ...result import ConvertResult
 from ...row_chunks import row_ranges
 from ...stream import Dense, Expert, Source
 from ...transform import packed_expert
+from .config import ARCH
+from .keys import Metadata, add_config
 from .vocab import add_tokenizer
-
-FILE_TYPE_MXFP4_MOE = 38  # llama.cpp's LLAMA_FTYPE_MOSTLY_MXFP4_MOE
 
 
 @dataclass
@@ -167,13 +169,14 @@ def write_gguf(
         groups.append((names, parts))
     total = sum(int(np.prod(shape)) for _, shape, _ in infos)
     check_free_space(dst.resolve().parent, total)
+    metadata = Metadata()
+    add_metadata(metadata, source)
+    tensors = [
+        (name, quant_shape_from_byte_shape(shape, qtype), qtype, int(np.prod(shape))) for name, shape, qtype in infos
+    ]
+    align = gguf.GGUF_DEFAULT_ALIGNMENT
+    header = pack_header(metadata.values, tensors, align)
     with atomic_output(dst, force=force) as temporary, progress_bar(total, progress, "convert -> gguf") as bar:
-        writer = gguf.GGUFWriter(temporary, "gpt-oss")  # collects the key/values and tensor infos; packed below
-        add_metadata(writer, source)
-        for name, shape, qtype in infos:
-            writer.add_tensor_info(name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qtype)
-        align = writer.data_alignment
-        header = pack_header(writer.kv_data[0], writer.tensors[0], align)
         offset = len(header)  # the data section starts here, aligned
         places = {}
         for name, shape, _ in infos:
@@ -210,44 +213,21 @@ def _write_pieces(out: OutputFile, pieces: list[Piece], places: dict[str, int], 
         bar.update(piece.nbytes)
 
 
-def add_metadata(writer, source: Source) -> None:
-    """The gpt-oss.* and general.* keys llama.cpp's converter writes, then the tokenizer."""
+def add_metadata(metadata: Metadata, source: Source) -> None:
+    """The general.* and gpt-oss.* keys llama.cpp's converter writes (mxfp4.convert.formats.gguf.keys), then the
+    tokenizer."""
     c = source.config
-    writer.add_type("model")
-    writer.add_name(source.path.name.replace("-", " ").title() if source.path.name else "gpt-oss")
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_context_length(c.max_position_embeddings)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_head_count(c.num_attention_heads)
-    writer.add_head_count_kv(c.num_key_value_heads)
-    rope = c.rope_scaling
-    if rope.get("rope_type") == "yarn" and rope.get("factor") is not None:
-        import gguf
-
-        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        writer.add_rope_scaling_factor(rope["factor"])
-        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
-        if rope.get("beta_fast") is not None:
-            writer.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
-        if rope.get("beta_slow") is not None:
-            writer.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
-    writer.add_rope_freq_base(c.rope_theta)
-    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_expert_count(c.num_local_experts)
-    writer.add_expert_used_count(c.num_experts_per_tok)
-    writer.add_key_length(c.head_dim)
-    writer.add_value_length(c.head_dim)
-    writer.add_file_type(FILE_TYPE_MXFP4_MOE)
-    writer.add_sliding_window(c.sliding_window)
-    writer.add_expert_feed_forward_length(c.intermediate_size)
-    writer.add_quantization_version(2)
+    metadata.add(Keys.General.ARCHITECTURE, ARCH, GGUFValueType.STRING)
+    metadata.add(Keys.General.TYPE, "model", GGUFValueType.STRING)
+    name = source.path.name.replace("-", " ").title() if source.path.name else "gpt-oss"
+    metadata.add(Keys.General.NAME, name, GGUFValueType.STRING)
+    add_config(metadata, c, ARCH)
     directory = source.tokenizer_dir()
     generated = source.generated_files()
     if (directory / "tokenizer.json").is_file() or "tokenizer.json" not in generated:
-        add_tokenizer(writer, directory, c.vocab_size)
+        add_tokenizer(metadata, directory, c.vocab_size)
         return
     with tempfile.TemporaryDirectory() as scratch:  # a GGUF source: its vocabulary, through tokenizer.json
         for name, text in generated.items():
             (Path(scratch) / name).write_text(text)
-        add_tokenizer(writer, Path(scratch), c.vocab_size)
+        add_tokenizer(metadata, Path(scratch), c.vocab_size)

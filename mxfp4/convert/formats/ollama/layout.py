@@ -16,11 +16,10 @@ values for them are known and filled.
 
 from __future__ import annotations
 
-from ....gpt_oss.config import hf_config_dict
 from ....gpt_oss.tensors import QKV, Canonical
-from ..gguf.fields import undo_float32
 
 ARCH = "gptoss"
+LLAMA_ARCH = "gpt-oss"  # llama.cpp's name, under which the filled keys are reported
 OPENAI_MXFP4_TYPE = 4
 EXTRA_TYPES = {OPENAI_MXFP4_TYPE: (32, 17)}  # (block elements, block bytes) of form 1's type 4
 FORMS = {
@@ -82,42 +81,36 @@ def detect_form(names: set[str], type_ids: dict[str, int]) -> tuple[int, bool]:
     return (1 if type_ids[fused[0]] == OPENAI_MXFP4_TYPE else 2), fused_qkv
 
 
-# gpt-oss's values for what llama.cpp reads and Ollama never wrote: (llama.cpp key, HF config field, value)
-def hf_config_of_ollama(number, vocab_size: int) -> tuple[dict, list[str]]:
-    """The HF-form config of a gptoss file. number(key, default) reads ``gptoss.<key>`` (default None: required).
-    Returns (config, the llama.cpp keys filled from gpt-oss's known values because the file lacks them)."""
-    filled = []
+def hf_config_of_ollama(lookup, missing, vocab_size: int) -> tuple[dict, list[str]]:
+    """The HF-form config of a gptoss file through the GGUF key table (mxfp4.convert.formats.gguf.keys) under
+    Ollama's architecture name. lookup(key) gives a metadata value or None; missing(key) raises. Returns (config,
+    the llama.cpp keys filled from gpt-oss's known values because the file lacks them)."""
+    from gguf import Keys  # the gguf package (0.12 s to import) only when an Ollama file is read
 
-    def known(key: str, llama_key: str, value):
-        found = number(key, "absent")
-        if found == "absent":
-            filled.append(f"gpt-oss.{llama_key} = {value}")
-            return value
-        return found
+    from ..gguf.keys import read_config
 
-    intermediate = int(number("feed_forward_length"))
-    expert_width = int(known("expert_feed_forward_length", "expert_feed_forward_length", intermediate))
-    beta_fast = undo_float32(known("rope.scaling.yarn_beta_fast", "rope.scaling.yarn_beta_fast", 32.0))
-    beta_slow = undo_float32(known("rope.scaling.yarn_beta_slow", "rope.scaling.yarn_beta_slow", 1.0))
-    known("rope.scaling.type", "rope.scaling.type", "yarn")
-    config = hf_config_dict(
-        num_hidden_layers=int(number("block_count")),
-        num_local_experts=int(number("expert_count")),
-        num_experts_per_tok=int(number("expert_used_count")),
-        hidden_size=int(number("embedding_length")),
-        intermediate_size=expert_width,
-        head_dim=int(number("attention.key_length")),
-        num_attention_heads=int(number("attention.head_count")),
-        num_key_value_heads=int(number("attention.head_count_kv")),
-        vocab_size=vocab_size,
-        sliding_window=int(number("attention.sliding_window")),
-        rope_theta=undo_float32(number("rope.freq_base")),
-        rope_factor=undo_float32(number("rope.scaling.factor")),
-        beta_fast=beta_fast,
-        beta_slow=beta_slow,
-        initial_context_length=int(number("rope.scaling.original_context_length")),
-        max_position_embeddings=int(number("context_length")),
-        swiglu_limit=7.0,  # fixed in gpt-oss; no GGUF stores it
-        rms_norm_eps=undo_float32(number("attention.layer_norm_rms_epsilon", 1e-5)),
-    )
+    # Ollama wrote the expert width as feed_forward_length only, and no YaRN betas or type: gpt-oss's are known.
+    feed_forward = lookup(Keys.LLM.FEED_FORWARD_LENGTH.format(arch=ARCH))
+    if feed_forward is None:
+        missing(Keys.LLM.FEED_FORWARD_LENGTH.format(arch=ARCH))
+    defaults = {"intermediate_size": int(feed_forward), "beta_fast": 32.0, "beta_slow": 1.0, "rms_norm_eps": 1e-5}
+    config, absent = read_config(lookup, ARCH, vocab_size, defaults, missing)
+    llama = {key: key.replace(f"{ARCH}.", f"{LLAMA_ARCH}.", 1) for key in absent}
+    filled = [f"{llama[key]} = {value}" for key, value in _filled_values(absent, config)]
+    if lookup(Keys.Rope.SCALING_TYPE.format(arch=ARCH)) is None:
+        filled.append(f"{Keys.Rope.SCALING_TYPE.format(arch=LLAMA_ARCH)} = yarn")
     return config, filled
+
+
+def _filled_values(absent: list[str], config: dict):
+    """(key, the value it was given) for each key filled from a default."""
+    from gguf import Keys
+
+    values = {
+        Keys.LLM.EXPERT_FEED_FORWARD_LENGTH: config["intermediate_size"],
+        Keys.Rope.SCALING_YARN_BETA_FAST: config["rope_scaling"]["beta_fast"],
+        Keys.Rope.SCALING_YARN_BETA_SLOW: config["rope_scaling"]["beta_slow"],
+        Keys.Attention.LAYERNORM_RMS_EPS: config["rms_norm_eps"],
+    }
+    by_key = {template.format(arch=ARCH): value for template, value in values.items()}
+    return [(key, by_key[key]) for key in absent]

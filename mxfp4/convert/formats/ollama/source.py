@@ -40,12 +40,13 @@ class OllamaSource(GGUFSource):
             raise CheckpointError(f"{self.path}: GGUF architecture is {arch!r}; Ollama's gpt-oss forms say {ARCH!r}")
 
     def _hf_config(self) -> dict:
-        def number(key: str, default=None):
-            return read_field(self.fields, f"{ARCH}.{key}", self.path, default, required=default is None)
+        def missing(key: str) -> None:
+            raise CheckpointError(f"{self.path}: GGUF metadata key {key!r} is missing")
 
         embedding = self.tensors.get("token_embd.weight")
         tokens = read_field(self.fields, "tokenizer.ggml.tokens", self.path, default=[], required=False)
-        config, self.filled = hf_config_of_ollama(number, len(tokens) or (embedding.dims[-1] if embedding else 0))
+        vocab_size = len(tokens) or (embedding.dims[-1] if embedding else 0)
+        config, self.filled = hf_config_of_ollama(self.fields.get, missing, vocab_size)
         eos = read_field(self.fields, "tokenizer.ggml.eos_token_id", self.path, required=False)
         if eos is not None and 0 <= int(eos) < config["vocab_size"]:
             config["eos_token_id"] = int(eos)

@@ -1,0 +1,163 @@
+"""Hugging Face gpt-oss directories: experts as MXFP4 (``NAME_blocks`` [E, out, in/32, 16] + ``NAME_scales``, as
+openai released gpt-oss) or dense (transformers' [E, in, out], or [E, out, in] told apart by shapes). Detected as
+any directory with a gpt_oss ``config.json`` that no other format claims; written as targets ``mxfp4`` and
+``bf16``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ...codec.layout_reference import packed_shapes
+from ...codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ...dtypes import SAFETENSORS_CODE_OF, raw_bytes, torch_cpu_empty
+from ...errors import CheckpointError
+from ...gpt_oss.config import GptOssConfig
+from ...gpt_oss.tensors import Canonical, canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
+from ...storage.safetensors_io import TensorEntry
+from ...storage.shards import Job, Outputs
+from ...storage.store import TensorStore
+from ..jobs import dense_job, packed_job, write_safetensors_directory
+from ..options import WriteOptions
+from ..probe import Probe
+from ..result import ConvertResult
+from ..stored_tensors import check_names, check_shape, packed_expert_reader
+from ..stream import Dense, Expert, Source, stored_dense
+from ..transform import dense_expert
+
+TARGETS = ("mxfp4", "bf16")
+
+
+def _dense_experts_transposed(store: TensorStore, config: GptOssConfig, experts, path: Path) -> bool:
+    """Whether dense experts are stored [E, out, in] rather than transformers' [E, in, out], decided from the
+    shapes of all expert tensors together (gate_up's always decide: 2 * intermediate != hidden in gpt-oss;
+    a square down_proj follows them). Shapes that fit neither, or disagree, are an error naming them."""
+    fits = set()
+    for t in experts:
+        entry = store.entries.get(t.name)
+        if entry is None:
+            continue  # reported as missing by the name check
+        found = {"in-out"} if tuple(entry.shape) == dense_expert_shape(config, t.short) else set()
+        found |= {"out-in"} if tuple(entry.shape) == mxfp4_shape(config, t.short) else set()
+        if not found:
+            raise CheckpointError(
+                f"{store.files[t.name]}: tensor {t.name!r} is {entry.dtype} {list(entry.shape)}; dense experts are "
+                f"[E, in, out] = {list(dense_expert_shape(config, t.short))} (transformers) or [E, out, in] = "
+                f"{list(mxfp4_shape(config, t.short))}"
+            )
+        fits = found if not fits else fits & found
+        if not fits:
+            raise CheckpointError(f"{path}: dense expert tensors disagree on their layout (at {t.name!r})")
+    return fits == {"out-in"}
+
+
+class HFSource(Source):
+    """An HF gpt-oss directory: experts either MXFP4 (NAME_blocks + NAME_scales) or dense bf16/f32."""
+
+    def __init__(self, path: Path, config: GptOssConfig, store: TensorStore):
+        self.path, self.config, self.store = path, config, store
+        tensors = canonical_tensors(config)
+        experts = [t for t in tensors if t.expert]
+        packed = [t.name + BLOCKS_SUFFIX in store.entries or t.name + SCALES_SUFFIX in store.entries for t in experts]
+        self.packed = all(packed)
+        if any(packed) and not self.packed:
+            raise CheckpointError(
+                f"{path}: some expert weights are MXFP4 and some dense; convert needs one form throughout"
+            )
+        self.kind = "hf-mxfp4" if self.packed else "hf-dense"
+        self.transposed = False if self.packed else _dense_experts_transposed(store, config, experts, path)
+        if self.packed:
+            self.layout = "experts MXFP4 (_blocks [E, out, in/32, 16] + _scales), as openai released gpt-oss"
+        elif self.transposed:
+            self.layout = "experts dense [E, out, in] (transposed from transformers' layout)"
+        else:
+            self.layout = "experts dense [E, in, out], as transformers saves a dequantized or fine-tuned gpt-oss"
+        expected = set()
+        for t in tensors:
+            expected |= {t.name + BLOCKS_SUFFIX, t.name + SCALES_SUFFIX} if t.expert and self.packed else {t.name}
+        check_names(store, expected, path)
+        for t in tensors:
+            if t.expert and self.packed:
+                blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
+                check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
+                check_shape(store, t.name + SCALES_SUFFIX, {"U8"}, scales_shape)
+            elif t.expert:
+                shape = mxfp4_shape(config, t.short) if self.transposed else dense_expert_shape(config, t.short)
+                check_shape(store, t.name, {"BF16", "F16", "F32"}, shape)
+            else:
+                check_shape(store, t.name, {"BF16", "F16", "F32"}, dense_shape(config, t.short))
+
+    def read(self, tensor: Canonical) -> Dense | Expert:
+        store, name = self.store, tensor.name
+        if tensor.expert and self.packed:
+            blocks, scales = name + BLOCKS_SUFFIX, name + SCALES_SUFFIX
+            return packed_expert_reader(store, mxfp4_shape(self.config, tensor.short), blocks, scales)
+        entry = store.entries[name]
+        if tensor.expert and self.transposed:  # stored [E, out, in]: served as [E, in, out] like every dense source
+            shape = dense_expert_shape(self.config, tensor.short)
+            return Expert(False, shape, entry.dtype, lambda e: store.get_first(name, e).transpose(0, 1))
+        if tensor.expert:
+            return Expert(False, tuple(entry.shape), entry.dtype, lambda e: store.get_first(name, e))
+        return stored_dense(store, name)
+
+    def source_bytes(self) -> int:
+        return self.store.source_bytes()
+
+
+def _dense_expert_job(name: str, read: Expert, dtype: str, label: str) -> Job:
+    experts, rows, cols = read.shape if read.packed else (read.shape[0], read.shape[2], read.shape[1])
+    entry = TensorEntry(name, SAFETENSORS_CODE_OF[dtype], (experts, cols, rows))  # [E, in, out]
+    per_expert = entry.nbytes // experts
+
+    def run(out: Outputs) -> None:
+        buffer = torch_cpu_empty((cols, rows), dtype) if read.packed else None  # one decode buffer, reused
+
+        for e in range(experts):  # (a dense source's expert is cast, out unused)
+            out.write_part(name, e * per_expert, raw_bytes(dense_expert(read, e, dtype, label, out=buffer)))
+
+    return Job([entry], run)
+
+
+def hf_jobs(source: Source, *, mxfp4: bool, dtype: str, scale_rule: str, rounding: str) -> list[Job]:
+    """HF layout: experts as NAME_blocks/NAME_scales (mxfp4) or dense [E, in, out] of dtype."""
+    jobs = []
+    for tensor in canonical_tensors(source.config):
+        read = source.read(tensor)
+        label = f"{source.path}: {tensor.name}"
+        if isinstance(read, Dense):
+            jobs.append(dense_job(tensor.name, read))
+        elif mxfp4:
+            jobs.append(
+                packed_job(
+                    tensor.name + BLOCKS_SUFFIX,
+                    tensor.name + SCALES_SUFFIX,
+                    read,
+                    scale_rule=scale_rule,
+                    rounding=rounding,
+                    label=label,
+                )
+            )
+        else:
+            jobs.append(_dense_expert_job(tensor.name, read, dtype, label))
+    return jobs
+
+
+def detect(probe: Probe) -> bool:
+    return probe.is_directory and probe.gpt_oss_config is not None
+
+
+def open_hf(probe: Probe) -> HFSource:
+    config = GptOssConfig.from_hf_dict(probe.gpt_oss_config, str(probe.config_path))
+    return HFSource(probe.path, config, probe.store)
+
+
+def write(source: Source, dst: Path, options: WriteOptions) -> ConvertResult:
+    """``mxfp4``: experts as NAME_blocks / NAME_scales with gpt-oss's quantization_config; ``bf16``: dense experts
+    [E, in, out] of options.dtype, a plain model for transformers. Tokenizer and other small files come along."""
+    mxfp4 = options.to == "mxfp4"
+    jobs = hf_jobs(source, mxfp4=mxfp4, dtype=options.dtype, scale_rule=options.scale_rule, rounding=options.rounding)
+    config = json.dumps(source.config.hf_dict(mxfp4=mxfp4), indent=2) + "\n"
+    files: list[tuple[str, str | Path]] = [("config.json", config)]
+    files += [(extra.name, extra) for extra in source.extra_files()]
+    files += list(source.generated_files().items())
+    return write_safetensors_directory(source, dst, jobs, options, files)

@@ -1,0 +1,61 @@
+"""The formats in one table: which reader opens a path (the first whose detect claims it) and which writer makes
+each target. Adding a format is its module under formats/ and one row here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..choices import TARGETS
+from ..errors import CheckpointError, OptionError
+from ..storage.hub import resolve
+from ..storage.ollama_store import PREFIX as OLLAMA_PREFIX
+from ..storage.ollama_store import resolve_ollama
+from ..storage.safetensors_io import refuse_pickle
+from .formats import gguf, hf, mlx, ollama, original
+from .formats.ollama.layout import EXTRA_TYPES as GGUF_EXTRA_TYPES  # Ollama's retired MXFP4 type 4
+from .options import WriteOptions
+from .probe import Probe
+from .result import ConvertResult
+from .stream import Source
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    detect: Callable[[Probe], bool]
+    open: Callable[[Probe], Source]
+    targets: tuple[str, ...] = ()  # the `to` names it writes
+    write: Callable[[Source, Path, WriteOptions], ConvertResult] | None = None
+
+
+# In the order detection asks them: the specific before hf, which takes any gpt_oss directory.
+FORMATS: tuple[Format, ...] = (
+    Format("ollama", ollama.detect, ollama.open_ollama),
+    Format("gguf", gguf.detect, gguf.open_gguf, gguf.TARGETS, gguf.write),
+    Format("original", original.detect, original.open_original, original.TARGETS, original.write),
+    Format("mlx", mlx.detect, mlx.open_mlx, mlx.TARGETS, mlx.write),
+    Format("hf", hf.detect, hf.open_hf, hf.TARGETS, hf.write),
+)
+
+WRITERS = {target: f.write for f in FORMATS if f.write is not None for target in f.targets}
+assert set(WRITERS) == set(TARGETS), "every target in mxfp4.choices has exactly one writer"
+
+
+def open_source(spec) -> Source:
+    """Open a checkpoint directory (HF, original/ or MLX), a GGUF file (llama.cpp's or one of Ollama's own forms),
+    an Ollama model name ('ollama:gpt-oss:20b'), or a hub id from the local cache."""
+    path = resolve_ollama(str(spec)) if str(spec).startswith(OLLAMA_PREFIX) else resolve(spec)
+    refuse_pickle(path)
+    probe = Probe(path, GGUF_EXTRA_TYPES)
+    for fmt in FORMATS:
+        if fmt.detect(probe):
+            return fmt.open(probe)
+    raise CheckpointError(f"{path}: give the checkpoint directory (with config.json), or a GGUF file")
+
+
+def writer_for(to: str) -> Callable[[Source, Path, WriteOptions], ConvertResult]:
+    if to not in WRITERS:
+        raise OptionError(f"to={to!r} is not one of {', '.join(map(repr, TARGETS))}", parameter="to")
+    return WRITERS[to]
