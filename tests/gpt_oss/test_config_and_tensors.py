@@ -4,9 +4,17 @@ released sizes, both config forms, validation by name, and one row per tensor wi
 import pytest
 
 from mxfp4.errors import ConfigError
-from mxfp4.gpt_oss.config import GptOssConfig, hf_config_dict
+from mxfp4.gpt_oss.config import GptOssConfig
 from mxfp4.gpt_oss.presets import preset_config
-from mxfp4.gpt_oss.tensors import canonical_tensors, dense_expert_shape, gguf_names, mxfp4_shape, original_name
+from mxfp4.gpt_oss.tensors import (
+    canonical_tensors,
+    dense_expert_shape,
+    dense_shape,
+    gguf_names,
+    mxfp4_shape,
+    original_name,
+)
+from mxfp4.testing.synthetic import hf_config
 
 
 @pytest.mark.parametrize(
@@ -27,8 +35,6 @@ def test_presets_are_the_released_models(name, layers, experts, params):
 
 
 def _dense(config, tensor):
-    from mxfp4.gpt_oss.tensors import dense_shape
-
     return dense_shape(config, tensor.short)
 
 
@@ -50,27 +56,13 @@ def test_hf_and_original_forms_describe_the_same_model():
     ],
 )
 def test_impossible_configs_are_named(change, message):
-    raw = hf_config_dict(**{**_SMALL, **change})
+    raw = hf_config(num_hidden_layers=2, **change)
     with pytest.raises(ConfigError, match=message):
         GptOssConfig.from_hf_dict(raw, "my/config.json")
 
 
-_SMALL = dict(
-    num_hidden_layers=2,
-    num_local_experts=4,
-    num_experts_per_tok=2,
-    hidden_size=64,
-    intermediate_size=64,
-    head_dim=16,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=100,
-    sliding_window=8,
-)
-
-
 def test_one_row_per_tensor_names_it_in_every_format():
-    config = GptOssConfig.from_hf_dict(hf_config_dict(**_SMALL))
+    config = GptOssConfig.from_hf_dict(hf_config(num_hidden_layers=2, intermediate_size=64))
     tensors = canonical_tensors(config)
     names = [t.name for t in tensors]
     # embeddings, norm, lm_head; per layer: 2 norms, q/k/v/o weights and biases, sinks, router weight and bias, and
