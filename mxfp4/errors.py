@@ -47,3 +47,8 @@ class MissingDependencyError(MXFP4Error, ImportError):
 
 class AdapterError(MXFP4Error):
     """A LoRA adapter is malformed, of a kind that cannot be merged exactly, or made for another model."""
+
+
+class RepairWarning(UserWarning):
+    """A checkpoint written wrong by a known tool was read correctly anyway; the message names what was repaired.
+    (A warning, not an error: pass strict=True to refuse such files instead.)"""

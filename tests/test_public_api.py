@@ -72,3 +72,16 @@ def test_mxfp4_tensor_equality_is_identity_and_rows_index():
     assert isinstance(moved.blocks, torch.Tensor) and torch.equal(moved.dequantize(), torch.from_numpy(q.dequantize()))
     back = moved.numpy()
     assert isinstance(back.blocks, np.ndarray) and np.array_equal(back.scales, q.scales)
+
+
+def test_the_readme_pack_your_own_tensor_quick_start_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Quick start: pack your own tensor", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["q"].blocks.shape == (2880, 90, 16) and scope["gguf_bytes"].shape == (2880, 90, 17)
+    assert scope["back"].shape == (2880, 2880)

@@ -138,3 +138,5 @@ def inspect(path) -> None:
     click.echo(format_table(["tensor", "format", "count", "shape", "parameters", "bytes", "bits/param"], table))
     params, nbytes = sum(r.params for r in rows), sum(r.nbytes for r in rows)
     click.echo(f"\n{params:,} parameters, {human_bytes(nbytes)} of weights ({8 * nbytes / params:.2f} bits/param)")
+    for anomaly in source.anomalies:  # what a known broken save got wrong (mxfp4 doctor explains each)
+        click.echo(f"anomaly: {anomaly.line()}")

@@ -24,6 +24,7 @@ from .tables import format_table
     dtype_help="Dense experts' dtype (--to bf16).",
 )
 @calibrate_options
+@click.option("--strict", is_flag=True, help="Refuse a known broken save instead of repairing it on the fly.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
 def convert(
@@ -40,6 +41,7 @@ def convert(
     calibrate_samples,
     calibrate_context,
     device,
+    strict,
     quiet,
 ) -> None:
     """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST. With --calibrate,
@@ -59,6 +61,10 @@ def convert(
         progress=not quiet,
     )
     layers = None
+    if strict:  # calibration reads the source itself: refuse a broken save before anything is computed
+        from ..convert import open_source
+
+        open_source(src, strict=True)
     if calibrate_tokens or calibrate_text:
         from ..calibrate.run import convert_calibrated
 
@@ -68,7 +74,7 @@ def convert(
         )
         result, layers = calibrated.written, calibrated.layers
     else:
-        result = run(src, dst, **options)
+        result = run(src, dst, strict=strict, **options)
     if not quiet:
         if layers:
             echo_layer_report(layers)

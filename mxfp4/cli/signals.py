@@ -7,10 +7,11 @@ import functools
 import os
 import signal
 import sys
+import warnings
 
 import click
 
-from ..errors import MXFP4Error
+from ..errors import MXFP4Error, RepairWarning
 from ..storage.atomic import COMMITTED
 
 
@@ -84,8 +85,19 @@ FLAGS = {
     "samples": "--calibrate-samples",
     "scale_rule": "--scale-rule",
     "stride": "--stride",
+    "strict": "--strict",
     "to": "--to",
 }
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, RepairWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 def flag_of(parameter: str | None) -> str | None:
@@ -103,7 +115,10 @@ def clean_errors(command=None, *, input_error_exit: int = 1):
     def wrapper(*args, **kwargs):
         install_signal_handlers()
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # repairs of known broken saves: one 'warning:' line each
+                warnings.simplefilter("default", RepairWarning)
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except MXFP4Error as error:
             _ignore_late_signals()  # before reporting, so nothing interrupts the report
             flag = flag_of(error.parameter)

@@ -27,16 +27,18 @@ def convert(
     max_shard_size: str | int | None = None,
     force: bool = False,
     progress: bool = False,
+    strict: bool = False,
 ) -> ConvertResult:
     """Convert checkpoint ``src`` (directory, .gguf or hub id) into ``dst`` in format ``to``.
 
     Lossless where the target keeps MXFP4 (experts' bytes move, never requantized). scale_rule and
     rounding apply only when dense experts must become MXFP4; the default is mxfp4.choices.CONVERT_SCALE_RULE
     (``mse``, measured best on held-out text; ``round_up`` matches the quantizer of transformers and OpenAI's
-    triton_kernels byte for byte). dtype: the dense experts' dtype for bf16.
+    triton_kernels byte for byte). dtype: the dense experts' dtype for bf16. A known broken save is read correctly
+    with a RepairWarning per repair (mxfp4.convert.anomalies); strict=True refuses it instead.
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
-    return write(open_source(src), dst, options)
+    return write(open_source(src, strict=strict), dst, options)
 
 
 def write(source: Source, dst, options: WriteOptions) -> ConvertResult:

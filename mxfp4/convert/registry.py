@@ -13,6 +13,7 @@ from ..storage.hub import resolve
 from ..storage.ollama_store import PREFIX as OLLAMA_PREFIX
 from ..storage.ollama_store import resolve_ollama
 from ..storage.safetensors_io import refuse_pickle
+from .anomalies import report
 from .formats import gguf, hf, mlx, ollama, original
 from .formats.ollama.layout import EXTRA_TYPES as GGUF_EXTRA_TYPES  # Ollama's retired MXFP4 type 4
 from .options import WriteOptions
@@ -43,9 +44,17 @@ WRITERS = {target: f.write for f in FORMATS if f.write is not None for target in
 assert set(WRITERS) == set(TARGETS), "every target in mxfp4.choices has exactly one writer"
 
 
-def open_source(spec) -> Source:
+def open_source(spec, *, strict: bool = False) -> Source:
     """Open a checkpoint directory (HF, original/ or MLX), a GGUF file (llama.cpp's or one of Ollama's own forms),
-    an Ollama model name ('ollama:gpt-oss:20b'), or a hub id from the local cache."""
+    an Ollama model name ('ollama:gpt-oss:20b'), or a hub id from the local cache. What a known broken save got
+    wrong is repaired on the fly with one RepairWarning per kind (mxfp4.convert.anomalies); strict=True refuses
+    such a checkpoint instead, naming the anomaly."""
+    source = _open(spec)
+    report(source.anomalies, strict=strict)
+    return source
+
+
+def _open(spec) -> Source:
     path = resolve_ollama(str(spec)) if str(spec).startswith(OLLAMA_PREFIX) else resolve(spec)
     refuse_pickle(path)
     probe = Probe(path, GGUF_EXTRA_TYPES)

@@ -61,6 +61,7 @@ class Source:
     path: Path
     config: GptOssConfig
     layout: str = ""  # how the experts are stored, in words (inspect shows it)
+    anomalies: list = []  # mxfp4.convert.anomalies.Anomaly: what a known broken save got wrong (set per source)
 
     def read(self, tensor: Canonical) -> Dense | Expert:
         raise NotImplementedError

@@ -48,9 +48,12 @@ def _inside(root: Path, relative: str, index_path: Path) -> Path:
 class TensorStore:
     """Tensor name -> (file, header entry) over one or more safetensors files, with lazy readers."""
 
-    def __init__(self, files: dict[str, Path], entries: dict[str, TensorEntry]):
+    def __init__(self, files: dict[str, Path], entries: dict[str, TensorEntry], index_anomalies: list | None = None):
         self.files = files
         self.entries = entries
+        # (kind, detail) for what the index says wrongly but reading can do without: a name no shard holds
+        # ("index-names-absent-tensor"), a tensor it leaves out ("tensor-missing-from-index")
+        self.index_anomalies: list[tuple[str, str]] = index_anomalies or []
         self._readers: dict[Path, PositionedFile] = {}  # one per shard, opened on first read
 
     @classmethod
@@ -78,18 +81,20 @@ class TensorStore:
                 if entry.name in entries:
                     raise CheckpointError(f"{path}: tensor {entry.name!r} is also in {files[entry.name]}")
                 files[entry.name], entries[entry.name] = path, entry
+        anomalies = []
         if weight_map is not None:
             for name, rel in weight_map.items():
-                if name not in entries or files[name] != shards[rel]:
+                if name not in entries:  # a ghost: the reader of the model says whether it was needed
+                    anomalies.append(("index-names-absent-tensor", f"{index_path}: {name!r} is in no shard"))
+                elif files[name] != shards[rel]:
                     raise CheckpointError(
-                        f"{index_path}: tensor {name!r} is mapped to {rel!r} but that shard does not hold it"
+                        f"{index_path}: tensor {name!r} is mapped to {rel!r} but that shard does not hold it (it is in "
+                        f"{files[name].name})"
                     )
-            unlisted = sorted(set(entries) - set(weight_map))
-            if unlisted:
-                raise CheckpointError(
-                    f"{index_path}: tensor {unlisted[0]!r} is in {files[unlisted[0]].name} but not in the index"
-                )
-        return cls(files, entries)
+            for name in sorted(set(entries) - set(weight_map)):
+                detail = f"{index_path}: tensor {name!r} is in {files[name].name} but not in the index"
+                anomalies.append(("tensor-missing-from-index", detail))
+        return cls(files, entries, anomalies)
 
     def _read(self, name: str, start: int, count: int) -> np.ndarray:
         """count bytes of tensor name from byte start, as a fresh uint8 array (thread-safe)."""

@@ -108,8 +108,8 @@ def test_cli_ppl_and_compare_json(ckpts):
         main, ["eval", "ppl", str(ckpts / "dense"), "--tokens", str(ckpts / "tokens.txt"), "--context", "48", "--json"]
     )
     assert ppl.exit_code == 0, ppl.output
-    assert set(json.loads(ppl.output)) >= {"perplexity"}
-    assert json.loads(ppl.output)["kernels"] == "torch"  # the default backend, named
+    assert set(json.loads(ppl.stdout)) >= {"perplexity"}
+    assert json.loads(ppl.stdout)["kernels"] == "torch"  # the default backend, named
     from mxfp4.model.kernels import cpu_gemv
 
     if cpu_gemv.available():  # the native path names the instruction set its C kernels chose
@@ -134,7 +134,7 @@ def test_cli_ppl_and_compare_json(ckpts):
             "--json",
         ],
     )
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert {"ppl_a", "ppl_b", "delta_ppl", "kl_mean", "kl_p99", "top1_agreement"} <= set(data)
 
 
@@ -144,7 +144,7 @@ def test_text_goes_through_the_checkpoints_tokenizer(ckpts, tmp_path):
         main, ["eval", "ppl", str(ckpts / "dense"), "--text", str(tmp_path / "t.txt"), "--json"]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["tokens"] > 10
+    assert json.loads(result.stdout)["tokens"] > 10
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_error_report_and_plot(ckpts, tmp_path):
         ["eval", "report", str(ckpts / "dense"), str(ckpts / "round_up"), "--plot", str(tmp_path / "e.png"), "--json"],
     )
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert len(data["tensors"]) == 8 and 10 < data["weight_sqnr_db"] < 30  # 4 layers x (gate_up, down); ~4.25-bit SQNR
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     same = CliRunner().invoke(main, ["eval", "report", str(ckpts / "round_up"), str(ckpts / "round_up")])
@@ -241,10 +241,10 @@ def test_eval_on_the_triton_backend_measures_what_the_torch_path_does(ckpts):
         "48",
         "--json",
     ]
-    torch_path = json.loads(runner.invoke(main, args).output)
+    torch_path = json.loads(runner.invoke(main, args).stdout)
     triton = runner.invoke(main, args + ["--backend", "triton", "--device", "cpu"])
     assert triton.exit_code == 0, triton.output
-    triton_path = json.loads(triton.output)
+    triton_path = json.loads(triton.stdout)
     bound = _path_difference_bounds(ckpts, context=48)
     for measure in ("ppl_a", "ppl_b"):
         assert triton_path[measure] == pytest.approx(torch_path[measure], rel=bound[measure]), measure

@@ -69,7 +69,7 @@ def test_a_directory_holding_only_config_json_is_planned_from_it(tmp_path):
 
 def test_cli_json_keys_and_table():
     result = CliRunner().invoke(main, ["fit", "gpt-oss-120b", "--target", "h100-80gb", "--json"])
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert {"weights_bytes", "kv_bytes", "total_bytes", "fits", "max_context"} <= set(data) and data["fits"] is True
     table = CliRunner().invoke(main, ["fit", "gpt-oss-20b", "--context", "8192"])
     assert table.exit_code == 0

@@ -62,14 +62,14 @@ def baseline(ckpts):
 def test_gate_json_passes_with_exit_0_and_fails_a_regression_with_exit_1(ckpts, baseline):
     passed = run("eval", "gate", ckpts / "mxfp4", "--baseline", baseline, "--json")
     assert passed.exit_code == 0, passed.output
-    report = json.loads(passed.output)
+    report = json.loads(passed.stdout)
     assert report["passed"] is True and len(report["checks"]) == 5
     for check in report["checks"]:
         assert set(check) == {"measure", "value", "threshold", "direction", "passed"} and check["passed"]
     assert report["measured"]["perplexity"] == pytest.approx(json.loads(baseline.read_text())["measured"]["perplexity"])
     failed = run("eval", "gate", ckpts / "broken", "--baseline", baseline, "--json")
     assert failed.exit_code == 1, failed.output
-    report = json.loads(failed.output)
+    report = json.loads(failed.stdout)
     assert report["passed"] is False and any(not c["passed"] for c in report["checks"])
     assert "FAIL" in run("eval", "gate", ckpts / "broken", "--baseline", baseline).output
 
@@ -112,7 +112,7 @@ def test_a_baseline_from_text_with_a_stride_against_a_gguf_reference(ckpts, tmp_
     )
     assert made.exit_code == 0, made.output
     data = json.loads(out.read_text())
-    assert json.loads(made.output)["thresholds"] == data["thresholds"]
+    assert json.loads(made.stdout)["thresholds"] == data["thresholds"]
     assert data["stride"] == 24 and data["reference"] == "reference.gguf" and "text" in data and "tokens" not in data
     values, checks = gate(ckpts / "mxfp4", out)
     assert all(c.passed for c in checks) and values["perplexity"] == pytest.approx(data["measured"]["perplexity"])

@@ -20,7 +20,7 @@ def test_one_json_schema_with_and_without_calibration(tmp_path):
     command = ["merge-lora", *base, str(tmp_path / "calibrated"), "--to", "mxfp4", "--json", *calibration]
     calibrated = CliRunner().invoke(main, command)
     assert calibrated.exit_code == 0, calibrated.output
-    a, b = json.loads(plain.output), json.loads(calibrated.output)
+    a, b = json.loads(plain.stdout), json.loads(calibrated.stdout)
     assert set(a) == set(b) == KEYS
     assert a["tensors"] and a["layers"] == [] and 0 < a["kept"] <= 1
     assert b["layers"] and b["tensors"] == [] and b["kept"] is None

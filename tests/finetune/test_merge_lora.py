@@ -206,7 +206,7 @@ def test_the_report_warns_when_rounding_erases_a_delta(base, adapters, tmp_path)
     report = CliRunner().invoke(
         main, ["merge-lora", str(base / "hf"), str(tiny), str(tmp_path / "out"), "--to", "mxfp4", "--json", "--force"]
     )
-    data = json.loads(report.output)
+    data = json.loads(report.stdout)
     experts = [t for t in data["tensors"] if t["stored"] == "MXFP4"]
     assert experts and all(t["kept"] < 0.5 for t in experts) and data["kept"] < 0.5
 

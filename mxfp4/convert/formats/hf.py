@@ -17,9 +17,12 @@ from ...gpt_oss.tensors import Canonical, canonical_tensors, dense_expert_shape,
 from ...storage.safetensors_io import TensorEntry
 from ...storage.shards import Job, Outputs
 from ...storage.store import TensorStore
+from ..anomalies import Anomaly, config_anomalies
 from ..jobs import dense_job, packed_job, write_safetensors_directory
 from ..options import WriteOptions
+from ..orientation import stored_orientation
 from ..probe import Probe
+from ..repairs import repair_hf_store
 from ..result import ConvertResult
 from ..stored_tensors import check_names, check_shape, packed_expert_reader
 from ..stream import Dense, Expert, Source, stored_dense
@@ -28,11 +31,15 @@ from ..transform import dense_expert
 TARGETS = ("mxfp4", "bf16")
 
 
-def _dense_experts_transposed(store: TensorStore, config: GptOssConfig, experts, path: Path) -> bool:
-    """Whether dense experts are stored [E, out, in] rather than transformers' [E, in, out], decided from the
-    shapes of all expert tensors together (gate_up's always decide: 2 * intermediate != hidden in gpt-oss;
-    a square down_proj follows them). Shapes that fit neither, or disagree, are an error naming them."""
-    fits = set()
+def _dense_expert_orientations(
+    store: TensorStore, config: GptOssConfig, experts, path: Path
+) -> tuple[set[str], list[Anomaly]]:
+    """The dense expert tensors stored [E, out, in] rather than transformers' [E, in, out], and the anomalies found
+    deciding it. Shapes decide where the matrix is not square (gate_up always: 2 * intermediate != hidden); a square
+    down_proj is decided by its content (mxfp4.convert.orientation), and where the content cannot tell it is read
+    like the shape-decided tensors, as an unverified anomaly. Shapes that fit neither layout are an error."""
+    by_shape: dict[str, str] = {}
+    square = []
     for t in experts:
         entry = store.entries.get(t.name)
         if entry is None:
@@ -45,19 +52,45 @@ def _dense_experts_transposed(store: TensorStore, config: GptOssConfig, experts,
                 f"[E, in, out] = {list(dense_expert_shape(config, t.short))} (transformers) or [E, out, in] = "
                 f"{list(mxfp4_shape(config, t.short))}"
             )
-        fits = found if not fits else fits & found
-        if not fits:
-            raise CheckpointError(f"{path}: dense expert tensors disagree on their layout (at {t.name!r})")
-    return fits == {"out-in"}
+        if len(found) == 1:
+            by_shape[t.name] = found.pop()
+        else:
+            square.append(t)
+    shapes_say = set(by_shape.values())
+    usual = "out-in" if shapes_say == {"out-in"} else "in-out"
+    orientations, anomalies = dict(by_shape), []
+    for t in square:
+        content = stored_orientation(store.get_first(t.name, 0).float().numpy())
+        orientations[t.name] = content or usual
+        if content is None:
+            detail = (
+                f"{store.files[t.name]}: {t.name!r} is square and its values lie on no MXFP4 grid, so neither shape "
+                f"nor content shows its orientation; read as {usual!r} like the other experts (`mxfp4 doctor --base` "
+                "compares it with the base)"
+            )
+            anomalies.append(Anomaly("orientation-unverified", detail, repaired=False))
+    transposed = {name for name, orientation in orientations.items() if orientation == "out-in"}
+    stored = {orientations[t.name] for t in experts if t.name in orientations}
+    if len(stored) > 1:
+        detail = (
+            f"{path}: {len(transposed)} expert tensors stored [E, out, in] beside [E, in, out] ones (first: "
+            f"{sorted(transposed)[0]!r}); each read its own way"
+        )
+        anomalies.append(Anomaly("down-proj-transposed-alone", detail, repaired=True))
+    elif stored == {"out-in"}:
+        detail = f"{path}: dense experts are [E, out, in], not transformers' [E, in, out]; read transposed"
+        anomalies.append(Anomaly("experts-transposed", detail, repaired=True))
+    return transposed, anomalies
 
 
 class HFSource(Source):
     """An HF gpt-oss directory: experts either MXFP4 (NAME_blocks + NAME_scales) or dense bf16/f32."""
 
     def __init__(self, path: Path, config: GptOssConfig, store: TensorStore):
-        self.path, self.config, self.store = path, config, store
         tensors = canonical_tensors(config)
         experts = [t for t in tensors if t.expert]
+        store, self.anomalies = repair_hf_store(store, experts, path)
+        self.path, self.config, self.store = path, config, store
         packed = [t.name + BLOCKS_SUFFIX in store.entries or t.name + SCALES_SUFFIX in store.entries for t in experts]
         self.packed = all(packed)
         if any(packed) and not self.packed:
@@ -65,13 +98,19 @@ class HFSource(Source):
                 f"{path}: some expert weights are MXFP4 and some dense; convert needs one form throughout"
             )
         self.kind = "hf-mxfp4" if self.packed else "hf-dense"
-        self.transposed = False if self.packed else _dense_experts_transposed(store, config, experts, path)
+        self.transposed: set[str] = set()  # dense expert tensors stored [E, out, in]
+        if not self.packed:
+            self.transposed, found = _dense_expert_orientations(store, config, experts, path)
+            self.anomalies += found
         if self.packed:
             self.layout = "experts MXFP4 (_blocks [E, out, in/32, 16] + _scales), as openai released gpt-oss"
-        elif self.transposed:
+        elif len(self.transposed) == len(experts):
             self.layout = "experts dense [E, out, in] (transposed from transformers' layout)"
+        elif self.transposed:
+            self.layout = f"experts dense, {len(self.transposed)} tensors [E, out, in] and the rest [E, in, out]"
         else:
             self.layout = "experts dense [E, in, out], as transformers saves a dequantized or fine-tuned gpt-oss"
+        self.anomalies += config_anomalies(config.hf, self.packed, f"{path / 'config.json'}")
         expected = set()
         for t in tensors:
             expected |= {t.name + BLOCKS_SUFFIX, t.name + SCALES_SUFFIX} if t.expert and self.packed else {t.name}
@@ -82,7 +121,8 @@ class HFSource(Source):
                 check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
                 check_shape(store, t.name + SCALES_SUFFIX, {"U8"}, scales_shape)
             elif t.expert:
-                shape = mxfp4_shape(config, t.short) if self.transposed else dense_expert_shape(config, t.short)
+                transposed = t.name in self.transposed
+                shape = mxfp4_shape(config, t.short) if transposed else dense_expert_shape(config, t.short)
                 check_shape(store, t.name, {"BF16", "F16", "F32"}, shape)
             else:
                 check_shape(store, t.name, {"BF16", "F16", "F32"}, dense_shape(config, t.short))
@@ -93,7 +133,7 @@ class HFSource(Source):
             blocks, scales = name + BLOCKS_SUFFIX, name + SCALES_SUFFIX
             return packed_expert_reader(store, mxfp4_shape(self.config, tensor.short), blocks, scales)
         entry = store.entries[name]
-        if tensor.expert and self.transposed:  # stored [E, out, in]: served as [E, in, out] like every dense source
+        if tensor.expert and name in self.transposed:  # stored [E, out, in]: served as [E, in, out] like the rest
             shape = dense_expert_shape(self.config, tensor.short)
             return Expert(False, shape, entry.dtype, lambda e: store.get_first(name, e).transpose(0, 1))
         if tensor.expert:

@@ -1,0 +1,97 @@
+"""Known broken gpt-oss saves, rebuilt from a healthy checkpoint with exactly the on-disk symptoms their tools
+left (names, dtypes, shapes, config keys; mxfp4.convert.anomalies lists the causes). For tests of the repairs and
+of `mxfp4 doctor`; nothing here is used by the converters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ..storage.store import TensorStore
+
+INDEX = "model.safetensors.index.json"
+
+
+def _copy_with(src: Path, dst: Path, rename, config_edit=None, index_edit=None, tensor_edit=None) -> Path:
+    """dst: src's files, its tensors in one model.safetensors with rename(name) -> new name (and
+    tensor_edit(name, tensor) -> the tensor to store), its config.json passed through config_edit, and an index
+    (index_edit may make it wrong)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", INDEX))
+    store = TensorStore.open_dir(src)
+    edit = tensor_edit or (lambda name, tensor: tensor)
+    tensors = {rename(name): edit(name, store.get(name).clone()) for name in store.entries}
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    store.close()
+    if config_edit is not None:
+        config = json.loads((dst / "config.json").read_text())
+        config_edit(config)
+        (dst / "config.json").write_text(json.dumps(config, indent=2))
+    weight_map = {name: "model.safetensors" for name in tensors}
+    if index_edit is not None:
+        index_edit(weight_map)
+    (dst / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
+    return dst
+
+
+def _rope_parameters_only(config: dict) -> None:
+    """transformers 5's config: rope_parameters (rope_theta inside), no rope_scaling, no quantization_config."""
+    config["rope_parameters"] = {**config.pop("rope_scaling"), "rope_theta": config.pop("rope_theta")}
+    config.pop("quantization_config", None)
+
+
+def transformers_5_23_dequantized_save(dense_dir: Path, dst: Path) -> Path:
+    """Form 1, from a healthy dense checkpoint (experts [E, in, out]): each dense expert weight saved under its
+    packed name ``*_proj_blocks`` (BF16 [E, H, 2I] and [E, I, H]), no ``*_scales``, biases as they are, no
+    quantization_config, rope_parameters and no rope_scaling."""
+
+    def rename(name: str) -> str:
+        return name + BLOCKS_SUFFIX if name.endswith(("experts.gate_up_proj", "experts.down_proj")) else name
+
+    return _copy_with(dense_dir, dst, rename, _rope_parameters_only)
+
+
+def transformers_5_4_resave(mxfp4_dir: Path, dst: Path) -> Path:
+    """Form 2, from a healthy MXFP4 checkpoint: every packed expert tensor renamed ``*_proj_blocks_blocks`` (4-D) and
+    ``*_proj_blocks_scales`` (3-D), bytes and quantization_config intact."""
+
+    def rename(name: str) -> str:
+        if name.endswith(("_proj" + BLOCKS_SUFFIX, "_proj" + SCALES_SUFFIX)):
+            base, suffix = name.rsplit("_", 1)
+            return f"{base}{BLOCKS_SUFFIX}_{suffix}"
+        return name
+
+    return _copy_with(mxfp4_dir, dst, rename)
+
+
+def ghost_index(healthy_dir: Path, dst: Path) -> Path:
+    """Form 7: an index naming a tensor no shard holds, and leaving out one the shard does hold."""
+
+    def edit(weight_map: dict) -> None:
+        weight_map["model.layers.0.mlp.experts.gate_up_proj_lora_A"] = "model.safetensors"
+        del weight_map["model.norm.weight"]
+
+    return _copy_with(healthy_dir, dst, lambda name: name, index_edit=edit)
+
+
+def _transpose_experts(names: tuple[str, ...]):
+    def edit(name: str, tensor):
+        return tensor.transpose(1, 2).contiguous() if name.endswith(names) else tensor
+
+    return edit
+
+
+def unsloth_merged_16bit(dense_dir: Path, dst: Path) -> Path:
+    """Form 3, from a healthy dense checkpoint: both expert weights transposed to [E, out, in] (gate_up_proj
+    [E, 2I, H], down_proj [E, H, I]), as Unsloth's merged_16bit export wrote them before unsloth-zoo#272."""
+    both = _transpose_experts(("experts.gate_up_proj", "experts.down_proj"))
+    return _copy_with(dense_dir, dst, lambda name: name, tensor_edit=both)
+
+
+def megatron_bridge_export(dense_dir: Path, dst: Path) -> Path:
+    """Form 4, from a healthy dense checkpoint: only down_proj transposed ([E, H, I]; square for gpt-oss's sizes),
+    as Megatron-Bridge's exports of 2026-04 wrote it."""
+    return _copy_with(dense_dir, dst, lambda name: name, tensor_edit=_transpose_experts(("experts.down_proj",)))

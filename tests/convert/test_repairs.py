@@ -1,0 +1,148 @@
+"""Known broken saves (mxfp4.testing.broken_saves rebuilds each from a healthy checkpoint with its tool's exact
+on-disk symptoms): every reader repairs them on the fly to what a correct save holds, with one warning per kind;
+--strict refuses them; `mxfp4 doctor` names them (exit 1), and a healthy checkpoint (exit 0)."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from mxfp4.cli import main
+from mxfp4.convert import convert, open_source
+from mxfp4.convert.doctor import diagnose
+from mxfp4.errors import CheckpointError, RepairWarning
+from mxfp4.testing import broken_saves
+from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
+
+
+@pytest.fixture(scope="module")
+def saves(tmp_path_factory):
+    root = tmp_path_factory.mktemp("saves")
+    hf = make_checkpoint(root, shard=30_000)
+    dense = make_checkpoint(root, "dense", dense=True)
+    dequantized = convert(hf, root / "dequantized", to="bf16").output  # on the MXFP4 grid, as a dequantized save
+    return {
+        "healthy": hf,
+        "dense": dense,
+        "dequantized": dequantized,
+        1: broken_saves.transformers_5_23_dequantized_save(dequantized, root / "form1"),
+        2: broken_saves.transformers_5_4_resave(hf, root / "form2"),
+        3: broken_saves.unsloth_merged_16bit(dequantized, root / "form3"),
+        4: broken_saves.megatron_bridge_export(dequantized, root / "form4"),
+        7: broken_saves.ghost_index(hf, root / "form7"),
+    }
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_the_fixtures_have_the_symptoms(saves):
+    form1 = load_file(str(saves[1] / "model.safetensors"))
+    blocks = form1["model.layers.0.mlp.experts.gate_up_proj_blocks"]
+    assert blocks.dtype == torch.bfloat16 and blocks.dim() == 3  # dense [E, H, 2I] under the packed name
+    assert not any(name.endswith("_scales") for name in form1)
+    config = json.loads((saves[1] / "config.json").read_text())
+    assert "rope_parameters" in config and "rope_scaling" not in config and "quantization_config" not in config
+    form2 = load_file(str(saves[2] / "model.safetensors"))
+    assert form2["model.layers.0.mlp.experts.down_proj_blocks_blocks"].dim() == 4
+    assert form2["model.layers.0.mlp.experts.down_proj_blocks_scales"].dim() == 3
+    assert "quantization_config" in json.loads((saves[2] / "config.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "form, healthy, kinds",
+    [
+        (1, "dequantized", {"dense-under-packed-names"}),
+        (2, "healthy", {"doubled-packed-suffix"}),
+        (3, "dequantized", {"experts-transposed"}),
+        (4, "dequantized", {"down-proj-transposed-alone"}),
+        (7, "healthy", {"index-names-absent-tensor", "tensor-missing-from-index"}),
+    ],
+)
+def test_a_broken_save_converts_to_what_the_healthy_one_gives(saves, tmp_path, form, healthy, kinds):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert(saves[form], tmp_path / "repaired", to="mxfp4")
+    repairs = [w for w in caught if issubclass(w.category, RepairWarning)]
+    assert len(repairs) == len(kinds)  # one per kind
+    convert(saves[healthy], tmp_path / "healthy", to="mxfp4")
+    assert same_tensors(all_tensors(tmp_path / "repaired"), all_tensors(tmp_path / "healthy"))  # the same bytes
+    with pytest.raises(CheckpointError, match="strict reading refuses it"):
+        convert(saves[form], tmp_path / "refused", to="mxfp4", strict=True)
+    assert not (tmp_path / "refused").exists()
+    assert {a.kind for a in diagnose(saves[form]).anomalies} == kinds
+
+
+def test_transformers_loads_a_repaired_form_1_with_the_healthy_logits(saves, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    ids = torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])
+    logits = {}
+    for name, src in (("repaired", saves[1]), ("healthy", saves["dequantized"])):
+        convert(src, tmp_path / name, to="bf16")
+        model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name, dtype=torch.float32)
+        with torch.no_grad():
+            logits[name] = model(ids).logits
+    assert torch.equal(logits["repaired"], logits["healthy"])
+
+
+def test_the_command_warns_once_per_kind_and_strict_refuses(saves, tmp_path):
+    result = run("convert", saves[2], tmp_path / "out", "--to", "gguf", "--quiet")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "_proj_blocks_blocks" in warned[0] and "p-e-w/heretic#211" in warned[0]
+    refused = run("convert", saves[2], tmp_path / "strict", "--to", "gguf", "--strict")
+    assert refused.exit_code == 1 and "strict reading refuses it" in refused.output and "--strict" in refused.output
+    assert "anomaly: " in run("inspect", saves[2]).output
+
+
+def test_doctor_names_each_form_and_passes_a_healthy_checkpoint(saves):
+    healthy = run("doctor", saves["healthy"])
+    assert healthy.exit_code == 0 and "healthy" in healthy.output
+    for form in (1, 2, 3, 4, 7):
+        result = run("doctor", saves[form], "--json")
+        assert result.exit_code == 1, result.output
+        report = json.loads(result.stdout)
+        assert report["healthy"] is False and form in {a["form"] for a in report["anomalies"]}
+        assert all(a["repaired"] for a in report["anomalies"])
+    assert run("doctor", saves["healthy"].parent / "no-such-model").exit_code == 2
+
+
+def test_doctor_finds_expert_deltas_a_merge_dropped(saves, tmp_path):
+    merged = convert(saves["healthy"], tmp_path / "merged", to="bf16").output  # experts: the base's values
+    shard = merged / "model.safetensors"
+    tensors = load_file(str(shard))
+    tensors["model.layers.1.self_attn.q_proj.weight"] += 0.01  # the attention LoRA survived the merge
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    assert diagnose(merged).healthy  # alone, nothing shows
+    result = run("doctor", merged, "--base", saves["healthy"], "--json")
+    assert result.exit_code == 1
+    (anomaly,) = json.loads(result.stdout)["anomalies"]
+    assert anomaly["kind"] == "expert-deltas-dropped" and anomaly["form"] == 9 and anomaly["repaired"] is False
+    assert "q_proj" in anomaly["detail"]
+    assert run("doctor", saves["healthy"], "--base", saves["healthy"]).exit_code == 0  # nothing changed at all
+
+
+def test_a_needed_tensor_missing_stays_an_error(saves, tmp_path):
+    broken = broken_saves.ghost_index(saves["healthy"], tmp_path / "ghost")
+    tensors = load_file(str(broken / "model.safetensors"))
+    del tensors["model.layers.0.self_attn.sinks"]
+    save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="'model.layers.0.self_attn.sinks' is missing"):
+        open_source(broken)
+
+
+def test_a_square_down_proj_the_content_cannot_place_is_never_read_silently(saves, tmp_path):
+    # Off-grid values (Gaussian, as a from-scratch model holds): a lone transposed square down_proj cannot be told
+    # from a healthy one. It is read like the other experts, but never silently: a warning, doctor, and --strict.
+    broken = broken_saves.megatron_bridge_export(saves["dense"], tmp_path / "form4-off-grid")
+    kinds = {a.kind for a in diagnose(broken).anomalies}
+    assert kinds == {"orientation-unverified"}
+    with pytest.raises(CheckpointError, match="neither shape nor content shows its orientation"):
+        convert(broken, tmp_path / "refused", to="mxfp4", strict=True)
+    result = run("convert", broken, tmp_path / "out", "--to", "mxfp4", "--quiet")
+    assert result.exit_code == 0 and "warning: " in result.output and "down_proj" in result.output
