@@ -24,6 +24,7 @@ ModelBackend = Literal["auto", "torch", "native", "triton"]
 Target = Literal["mxfp4", "bf16", "original", "gguf", "mlx"]
 LoraLayout = Literal["peft", "swapped", "unsloth"]
 FloatName = Literal["float32", "float16", "bfloat16"]
+ExpertLayout = Literal["in-out", "out-in"]  # a dense expert stored [E, in, out] (transformers) or [E, out, in]
 
 SCALE_RULES: tuple[ScaleRule, ...] = ("floor", "round_up", "even", "mse", "mlx")
 ROUNDINGS: tuple[Rounding, ...] = ("rne", "ggml")
@@ -34,6 +35,7 @@ MODEL_BACKENDS: tuple[ModelBackend, ...] = ("auto", "torch", "native", "triton")
 TARGETS: tuple[Target, ...] = ("mxfp4", "bf16", "original", "gguf", "mlx")
 MXFP4_TARGETS: tuple[Target, ...] = ("mxfp4", "gguf", "original", "mlx")  # the targets that store experts as MXFP4
 LORA_LAYOUTS: tuple[LoraLayout, ...] = ("peft", "swapped", "unsloth")
+EXPERT_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in")
 
 QUANTIZE_SCALE_RULE: ScaleRule = "floor"
 CONVERT_SCALE_RULE: ScaleRule = "mse"

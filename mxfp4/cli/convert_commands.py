@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..choices import CONVERT_SCALE_RULE
+from ..choices import CONVERT_SCALE_RULE, EXPERT_LAYOUTS
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
@@ -25,6 +25,11 @@ from .tables import format_table
 )
 @calibrate_options
 @click.option("--strict", is_flag=True, help="Refuse a known broken save instead of repairing it on the fly.")
+@click.option(
+    "--expert-layout",
+    type=click.Choice(EXPERT_LAYOUTS),
+    help="How a square dense expert is stored ([E, in, out] or [E, out, in]) where neither shape nor content tells.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
 def convert(
@@ -42,6 +47,7 @@ def convert(
     calibrate_context,
     device,
     strict,
+    expert_layout,
     quiet,
 ) -> None:
     """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST. With --calibrate,
@@ -64,7 +70,7 @@ def convert(
     if strict:  # calibration reads the source itself: refuse a broken save before anything is computed
         from ..convert import open_source
 
-        open_source(src, strict=True)
+        open_source(src, strict=True, expert_layout=expert_layout)
     if calibrate_tokens or calibrate_text:
         from ..calibrate.run import convert_calibrated
 
@@ -74,7 +80,7 @@ def convert(
         )
         result, layers = calibrated.written, calibrated.layers
     else:
-        result = run(src, dst, strict=strict, **options)
+        result = run(src, dst, strict=strict, expert_layout=expert_layout, **options)
     if not quiet:
         if layers:
             echo_layer_report(layers)

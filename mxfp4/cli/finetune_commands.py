@@ -32,6 +32,7 @@ from .tables import format_table
 )
 @calibrate_options
 @click.option("--json", "as_json", is_flag=True, help="The delta-survival report as JSON.")
+@click.option("--strict", is_flag=True, help="Refuse a base saved wrong by a known tool instead of repairing it.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 @clean_errors
 def merge_lora(
@@ -51,6 +52,7 @@ def merge_lora(
     calibrate_context,
     device,
     as_json,
+    strict,
     quiet,
 ) -> None:
     """Merge PEFT LoRA ADAPTER into BASE (any checkpoint format, or a hub id) and write DST. With --calibrate,
@@ -67,6 +69,10 @@ def merge_lora(
         force=force,
         progress=not quiet and not as_json,
     )
+    if strict:  # the calibrated merge opens the base itself: refuse a broken save before anything is computed
+        from ..convert import open_source
+
+        open_source(base, strict=True)
     if calibrate_tokens or calibrate_text:
         from ..calibrate.run import merge_lora_calibrated
 
@@ -89,7 +95,7 @@ def merge_lora(
             echo_layer_report(calibrated.layers)
             click.echo(f"\nwrote {calibrated.written.output}: the adapter merged, experts quantized by GPTQ")
         return
-    result = run(base, adapter, dst, **options)
+    result = run(base, adapter, dst, strict=strict, **options)
     if as_json:
         tensors = [s.to_json() for s in result.survival]
         click.echo(json.dumps(_merge_json(result.written.output, result.kept, tensors, []), indent=2))

@@ -78,6 +78,7 @@ FLAGS = {
     "backend": "--backend",
     "context": "--calibrate-context",
     "dtype": "--dtype",
+    "expert_layout": "--expert-layout",
     "force": "--force",
     "lora_layout": "--lora-layout",
     "max_shard_size": "--max-shard-size",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..choices import CONVERT_SCALE_RULE, FloatName, Rounding, ScaleRule, Target
+from ..choices import CONVERT_SCALE_RULE, ExpertLayout, FloatName, Rounding, ScaleRule, Target
 from ..errors import CheckpointError
 from .options import WriteOptions
 from .registry import open_source, writer_for
@@ -28,6 +28,7 @@ def convert(
     force: bool = False,
     progress: bool = False,
     strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> ConvertResult:
     """Convert checkpoint ``src`` (directory, .gguf or hub id) into ``dst`` in format ``to``.
 
@@ -35,10 +36,11 @@ def convert(
     rounding apply only when dense experts must become MXFP4; the default is mxfp4.choices.CONVERT_SCALE_RULE
     (``mse``, measured best on held-out text; ``round_up`` matches the quantizer of transformers and OpenAI's
     triton_kernels byte for byte). dtype: the dense experts' dtype for bf16. A known broken save is read correctly
-    with a RepairWarning per repair (mxfp4.convert.anomalies); strict=True refuses it instead.
+    with a RepairWarning per repair (mxfp4.convert.anomalies); strict=True refuses it instead. expert_layout
+    ('in-out' or 'out-in'): how a square dense expert is stored, where neither its shape nor its content tells.
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
-    return write(open_source(src, strict=strict), dst, options)
+    return write(open_source(src, strict=strict, expert_layout=expert_layout), dst, options)
 
 
 def write(source: Source, dst, options: WriteOptions) -> ConvertResult:

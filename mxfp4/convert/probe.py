@@ -13,8 +13,14 @@ from ..storage.store import TensorStore
 
 
 class Probe:
-    def __init__(self, path: Path, gguf_extra_types: dict[int, tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        gguf_extra_types: dict[int, tuple[int, int]] | None = None,
+        expert_layout: str | None = None,
+    ):
         self.path = path
+        self.expert_layout = expert_layout  # how a square dense expert is stored, when the caller knows
         self.gguf_extra_types = gguf_extra_types  # tensor types a format admits beyond ggml's: {id: (elements, bytes)}
 
     @property

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..choices import TARGETS
+from ..choices import EXPERT_LAYOUTS, TARGETS
+from ..codec.rules import check_choice
 from ..errors import CheckpointError, OptionError
 from ..storage.hub import resolve
 from ..storage.ollama_store import PREFIX as OLLAMA_PREFIX
@@ -44,20 +45,23 @@ WRITERS = {target: f.write for f in FORMATS if f.write is not None for target in
 assert set(WRITERS) == set(TARGETS), "every target in mxfp4.choices has exactly one writer"
 
 
-def open_source(spec, *, strict: bool = False) -> Source:
+def open_source(spec, *, strict: bool = False, expert_layout: str | None = None) -> Source:
     """Open a checkpoint directory (HF, original/ or MLX), a GGUF file (llama.cpp's or one of Ollama's own forms),
     an Ollama model name ('ollama:gpt-oss:20b'), or a hub id from the local cache. What a known broken save got
     wrong is repaired on the fly with one RepairWarning per kind (mxfp4.convert.anomalies); strict=True refuses
-    such a checkpoint instead, naming the anomaly."""
-    source = _open(spec)
+    such a checkpoint instead, naming the anomaly. expert_layout ('in-out': transformers' [E, in, out], or
+    'out-in'): how a square dense expert matrix is stored, where neither its shape nor its content can tell."""
+    if expert_layout is not None:
+        check_choice("expert_layout", expert_layout, EXPERT_LAYOUTS)
+    source = _open(spec, expert_layout)
     report(source.anomalies, strict=strict)
     return source
 
 
-def _open(spec) -> Source:
+def _open(spec, expert_layout: str | None) -> Source:
     path = resolve_ollama(str(spec)) if str(spec).startswith(OLLAMA_PREFIX) else resolve(spec)
     refuse_pickle(path)
-    probe = Probe(path, GGUF_EXTRA_TYPES)
+    probe = Probe(path, GGUF_EXTRA_TYPES, expert_layout)
     for fmt in FORMATS:
         if fmt.detect(probe):
             return fmt.open(probe)

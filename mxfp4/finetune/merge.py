@@ -43,6 +43,7 @@ def merge_lora(
     max_shard_size: str | int | None = None,
     force: bool = False,
     progress: bool = False,
+    strict: bool = False,
 ) -> MergeResult:
     """Merge ``adapter`` (a PEFT LoRA directory or hub id) into ``base`` and write ``dst`` as ``to``.
 
@@ -53,11 +54,12 @@ def merge_lora(
     boundary), adding a whole block of rounding noise; mse keeps the scale unless another one is closer.
     Every tensor the adapter does not touch is copied byte for byte. lora_layout: the expert LoRA convention
     when the adapter's shapes cannot tell ('peft', 'swapped', 'unsloth'; see mxfp4.finetune.adapter).
-    Nothing is written when anything is wrong; an interrupted merge leaves nothing.
+    Nothing is written when anything is wrong; an interrupted merge leaves nothing. A base saved wrong by a known
+    tool is read correctly with a RepairWarning (mxfp4.convert.anomalies); strict=True refuses it instead.
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_lora_layout(lora_layout)  # every option refused before anything is read
-    source = open_source(base)
+    source = open_source(base, strict=strict)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     if not lora.pairs:
         raise AdapterError(f"{lora.path}: the adapter holds no LoRA pairs; there is nothing to merge")

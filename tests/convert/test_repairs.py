@@ -146,3 +146,31 @@ def test_a_square_down_proj_the_content_cannot_place_is_never_read_silently(save
         convert(broken, tmp_path / "refused", to="mxfp4", strict=True)
     result = run("convert", broken, tmp_path / "out", "--to", "mxfp4", "--quiet")
     assert result.exit_code == 0 and "warning: " in result.output and "down_proj" in result.output
+
+
+def test_expert_layout_says_what_the_content_cannot_and_is_checked_where_it_can(saves, tmp_path):
+    broken = broken_saves.megatron_bridge_export(saves["dense"], tmp_path / "form4-off-grid")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert(broken, tmp_path / "told", to="bf16", dtype="float32", expert_layout="out-in")
+    said = [str(w.message) for w in caught if issubclass(w.category, RepairWarning)]
+    assert len(said) == 1 and "Megatron-Bridge" in said[0]  # the form is still named; nothing is unverified
+    convert(saves["dense"], tmp_path / "healthy", to="bf16", dtype="float32")
+    assert same_tensors(all_tensors(tmp_path / "told"), all_tensors(tmp_path / "healthy"))
+    with pytest.raises(CheckpointError, match="lies on the MXFP4 grid as 'out-in', not as expert_layout='in-out'"):
+        open_source(saves[4], expert_layout="in-out")
+    result = run("convert", saves[4], tmp_path / "wrong", "--to", "mxfp4", "--expert-layout", "in-out")
+    assert result.exit_code == 1 and "(option --expert-layout)" in result.output
+
+
+def test_a_broken_base_is_repaired_or_refused_by_merge_lora(saves, tmp_path):
+    from pathlib import Path
+
+    adapter = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss-trained" / "lora-docs"
+    base = broken_saves.transformers_5_4_resave(adapter.parent / "mxfp4", tmp_path / "base")
+    refused = run("merge-lora", base, adapter, tmp_path / "refused", "--to", "mxfp4", "--strict", "--quiet")
+    assert refused.exit_code == 1 and "(option --strict)" in refused.output and not (tmp_path / "refused").exists()
+    repaired = run("merge-lora", base, adapter, tmp_path / "repaired", "--to", "mxfp4", "--quiet")
+    healthy = run("merge-lora", adapter.parent / "mxfp4", adapter, tmp_path / "healthy", "--to", "mxfp4", "--quiet")
+    assert repaired.exit_code == 0 and healthy.exit_code == 0 and "warning: " in repaired.output
+    assert same_tensors(all_tensors(tmp_path / "repaired"), all_tensors(tmp_path / "healthy"))

@@ -32,12 +32,13 @@ TARGETS = ("mxfp4", "bf16")
 
 
 def _dense_expert_orientations(
-    store: TensorStore, config: GptOssConfig, experts, path: Path
+    store: TensorStore, config: GptOssConfig, experts, path: Path, expert_layout: str | None = None
 ) -> tuple[set[str], list[Anomaly]]:
     """The dense expert tensors stored [E, out, in] rather than transformers' [E, in, out], and the anomalies found
     deciding it. Shapes decide where the matrix is not square (gate_up always: 2 * intermediate != hidden); a square
     down_proj is decided by its content (mxfp4.convert.orientation), and where the content cannot tell it is read
-    like the shape-decided tensors, as an unverified anomaly. Shapes that fit neither layout are an error."""
+    like the shape-decided tensors, as an unverified anomaly, unless ``expert_layout`` says how it is stored (content
+    that contradicts it is an error). Shapes that fit neither layout are an error."""
     by_shape: dict[str, str] = {}
     square = []
     for t in experts:
@@ -61,12 +62,18 @@ def _dense_expert_orientations(
     orientations, anomalies = dict(by_shape), []
     for t in square:
         content = stored_orientation(store.get_first(t.name, 0).float().numpy())
-        orientations[t.name] = content or usual
-        if content is None:
+        if expert_layout is not None and content not in (None, expert_layout):
+            raise CheckpointError(
+                f"{store.files[t.name]}: {t.name!r} lies on the MXFP4 grid as {content!r}, not as expert_layout="
+                f"{expert_layout!r} says",
+                parameter="expert_layout",
+            )
+        orientations[t.name] = content or expert_layout or usual
+        if content is None and expert_layout is None:
             detail = (
                 f"{store.files[t.name]}: {t.name!r} is square and its values lie on no MXFP4 grid, so neither shape "
-                f"nor content shows its orientation; read as {usual!r} like the other experts (`mxfp4 doctor --base` "
-                "compares it with the base)"
+                f"nor content shows its orientation; read as {usual!r} like the other experts (expert_layout='in-out' "
+                "or 'out-in' says which)"
             )
             anomalies.append(Anomaly("orientation-unverified", detail, repaired=False))
     transposed = {name for name, orientation in orientations.items() if orientation == "out-in"}
@@ -86,7 +93,7 @@ def _dense_expert_orientations(
 class HFSource(Source):
     """An HF gpt-oss directory: experts either MXFP4 (NAME_blocks + NAME_scales) or dense bf16/f32."""
 
-    def __init__(self, path: Path, config: GptOssConfig, store: TensorStore):
+    def __init__(self, path: Path, config: GptOssConfig, store: TensorStore, expert_layout: str | None = None):
         tensors = canonical_tensors(config)
         experts = [t for t in tensors if t.expert]
         store, self.anomalies = repair_hf_store(store, experts, path)
@@ -100,7 +107,7 @@ class HFSource(Source):
         self.kind = "hf-mxfp4" if self.packed else "hf-dense"
         self.transposed: set[str] = set()  # dense expert tensors stored [E, out, in]
         if not self.packed:
-            self.transposed, found = _dense_expert_orientations(store, config, experts, path)
+            self.transposed, found = _dense_expert_orientations(store, config, experts, path, expert_layout)
             self.anomalies += found
         if self.packed:
             self.layout = "experts MXFP4 (_blocks [E, out, in/32, 16] + _scales), as openai released gpt-oss"
@@ -188,7 +195,7 @@ def detect(probe: Probe) -> bool:
 
 def open_hf(probe: Probe) -> HFSource:
     config = GptOssConfig.from_hf_dict(probe.gpt_oss_config, str(probe.config_path))
-    return HFSource(probe.path, config, probe.store)
+    return HFSource(probe.path, config, probe.store, probe.expert_layout)
 
 
 def write(source: Source, dst: Path, options: WriteOptions) -> ConvertResult:
