@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,62 @@ def layout_round_trip(data: bytes) -> None:
     assert np.array_equal(layout.hf_to_gguf(blocks, scales), raw)
 
 
+def _tiny_config() -> dict:
+    from mxfp4.testing import synthetic
+
+    return synthetic.hf_config(
+        num_hidden_layers=2,
+        num_local_experts=2,
+        num_experts_per_tok=1,
+        hidden_size=32,
+        intermediate_size=32,
+        head_dim=16,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=270,
+    )
+
+
+def hf_checkpoint(data: bytes) -> None:
+    """model.safetensors of a tiny gpt-oss HF directory (config fixed, tensors from the fuzzer): the repairs of known
+    broken saves, the content test of a square expert's orientation, doctor, then every tensor read."""
+    import torch
+
+    from mxfp4.convert.doctor import diagnose
+    from mxfp4.errors import RepairWarning
+
+    root = WORK / "hf"
+    root.mkdir(exist_ok=True)
+    (root / "config.json").write_text(json.dumps(_tiny_config()))
+    (root / "model.safetensors").write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepairWarning)
+        diagnose(root)
+        source = open_source(root)
+    for tensor in canonical_tensors(source.config):
+        read = source.read(tensor)
+        if isinstance(read, Dense):
+            read.load()
+        else:
+            read.values_out_in(0, torch.float32)
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "examples" / "tiny-gpt-oss-trained"
+
+
+def peft_adapter(data: bytes) -> None:
+    """adapter_model.safetensors of the shipped LoRA's PEFT directory (its adapter_config.json fixed: attention
+    and both expert parameters; tensors from the fuzzer), read and checked against the bundled model's config."""
+    from mxfp4.finetune.adapter import read_adapter
+    from mxfp4.gpt_oss.config import GptOssConfig, read_json
+
+    root = WORK / "adapter"
+    root.mkdir(exist_ok=True)
+    (root / "adapter_config.json").write_bytes((BUNDLED / "lora-docs" / "adapter_config.json").read_bytes())
+    (root / "adapter_model.safetensors").write_bytes(data)
+    read_adapter(root, GptOssConfig.from_hf_dict(read_json(BUNDLED / "mxfp4" / "config.json")))
+
+
 RULES, ROUNDINGS = mxfp4.rules.SCALE_RULES, mxfp4.rules.ROUNDINGS
 
 
@@ -122,6 +179,8 @@ TARGETS = {
     "gguf": gguf_reader,
     "layout": layout_round_trip,
     "codec": codec,
+    "hf": hf_checkpoint,
+    "adapter": peft_adapter,
 }
 
 
@@ -166,12 +225,35 @@ def seeds(target: str) -> list[bytes]:
             synthetic.write_checkpoint(directory / "hf", config)
             convert(directory / "hf", directory / "tiny.gguf", to="gguf")
         return [(directory / "tiny.gguf").read_bytes()]
+    if target == "hf":
+        return _hf_seeds()
+    if target == "adapter":
+        return [(BUNDLED / "lora-docs" / "adapter_model.safetensors").read_bytes()]
     if target == "layout":
         return [bytes(range(256)) * 3]
     if target == "codec":
         rng = np.random.default_rng(0)
         return [bytes([c]) + rng.standard_normal(64).astype(np.float32).tobytes() for c in range(0, 32, 5)]
     raise KeyError(target)
+
+
+def _hf_seeds() -> list[bytes]:
+    """The tiny checkpoint's shard healthy (MXFP4, and dequantized to dense on the MXFP4 grid) and as the broken saves
+    of forms 1, 2 and 4 hold it."""
+    from mxfp4.convert import convert
+    from mxfp4.testing import broken_saves, synthetic
+
+    directory = WORK / "hf-seeds"
+    if not directory.exists():
+        synthetic.write_checkpoint(directory / "mxfp4", _tiny_config())
+        convert(directory / "mxfp4", directory / "dense", to="bf16")
+        broken_saves.transformers_5_23_dequantized_save(directory / "dense", directory / "form1")
+        broken_saves.transformers_5_4_resave(directory / "mxfp4", directory / "form2")
+        broken_saves.megatron_bridge_export(directory / "dense", directory / "form4")
+    found = []
+    for name in ("mxfp4", "dense", "form1", "form2", "form4"):
+        found += [p.read_bytes() for p in sorted((directory / name).glob("*.safetensors"))]
+    return found
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
