@@ -211,17 +211,7 @@ def seeds(target: str) -> list[bytes]:
 
         directory = WORK / "seed"
         if not (directory / "tiny.gguf").exists():
-            config = synthetic.hf_config(
-                num_hidden_layers=2,
-                num_local_experts=2,
-                num_experts_per_tok=1,
-                hidden_size=32,
-                intermediate_size=32,
-                head_dim=16,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                vocab_size=270,
-            )
+            config = _tiny_config()
             synthetic.write_checkpoint(directory / "hf", config)
             convert(directory / "hf", directory / "tiny.gguf", to="gguf")
         return [(directory / "tiny.gguf").read_bytes()]
