@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..choices import CALIBRATE_SCALE_RULE, MXFP4_TARGETS, FloatName, LoraLayout, Rounding, ScaleRule, Target
+from ..choices import (
+    CALIBRATE_SCALE_RULE,
+    MXFP4_TARGETS,
+    ExpertLayout,
+    FloatName,
+    LoraLayout,
+    Rounding,
+    ScaleRule,
+    Target,
+)
 from ..convert.api import WriteOptions, write
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
@@ -76,11 +85,17 @@ def convert_calibrated(
     force: bool = False,
     progress: bool = False,
     where: str = "calibration tokens",
+    strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> CalibrationResult:
-    """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts."""
+    """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts. strict:
+    refuse a save written wrong by a known tool (mxfp4.convert.anomalies) instead of repairing it. expert_layout: as
+    for mxfp4.convert.convert."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
-    return _calibrated(open_source(src), dst, tokens, options, **calibration)
+    return _calibrated(
+        open_source(src, strict=strict, expert_layout=expert_layout), dst, tokens, options, **calibration
+    )
 
 
 def merge_lora_calibrated(
@@ -102,11 +117,12 @@ def merge_lora_calibrated(
     force: bool = False,
     progress: bool = False,
     where: str = "calibration tokens",
+    strict: bool = False,
 ) -> CalibrationResult:
     """merge_lora with the merged experts GPTQ-quantized (every expert, trained by the adapter or not)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_lora_layout(lora_layout)
-    source = open_source(base)
+    source = open_source(base, strict=strict)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)

@@ -67,16 +67,21 @@ def convert(
         progress=not quiet,
     )
     layers = None
-    if strict:  # calibration reads the source itself: refuse a broken save before anything is computed
-        from ..convert import open_source
-
-        open_source(src, strict=True, expert_layout=expert_layout)
     if calibrate_tokens or calibrate_text:
         from ..calibrate.run import convert_calibrated
 
         ids, where = calibration_tokens(src, calibrate_tokens, calibrate_text)
         calibrated = convert_calibrated(
-            src, dst, ids, context=calibrate_context, samples=calibrate_samples, device=device, where=where, **options
+            src,
+            dst,
+            ids,
+            context=calibrate_context,
+            samples=calibrate_samples,
+            device=device,
+            where=where,
+            strict=strict,
+            expert_layout=expert_layout,
+            **options,
         )
         result, layers = calibrated.written, calibrated.layers
     else:

@@ -69,10 +69,6 @@ def merge_lora(
         force=force,
         progress=not quiet and not as_json,
     )
-    if strict:  # the calibrated merge opens the base itself: refuse a broken save before anything is computed
-        from ..convert import open_source
-
-        open_source(base, strict=True)
     if calibrate_tokens or calibrate_text:
         from ..calibrate.run import merge_lora_calibrated
 
@@ -86,6 +82,7 @@ def merge_lora(
             samples=calibrate_samples,
             device=device,
             where=where,
+            strict=strict,
             **options,
         )
         if as_json:

@@ -33,12 +33,12 @@ def _packed(values: np.ndarray):
     return q.blocks, q.scales
 
 
-def stored_orientation(stored: np.ndarray) -> Orientation | None:
-    """``stored``: one expert's square matrix as the file holds it. 'in-out' when its first axis is the input axis
-    (transformers' [in, out]), 'out-in' when its last is, None when the content cannot tell."""
-    rows = min(stored.shape[0], SAMPLE_ROWS)
-    as_in_out = grid_error(stored[:, :rows].T)  # blocks along the first axis
-    as_out_in = grid_error(stored[:rows, :])  # blocks along the last axis
+def stored_orientation(rows: np.ndarray) -> Orientation | None:
+    """``rows``: the first rows (up to SAMPLE_ROWS, a multiple of 32) of one expert's square matrix as the file holds
+    it. 'in-out' when the first axis is the input axis (transformers' [in, out]), 'out-in' when the last is, None
+    when the content cannot tell."""
+    as_in_out = grid_error(rows.T)  # blocks along the first axis
+    as_out_in = grid_error(rows)  # blocks along the last axis
     if as_in_out < DECISIVE * as_out_in:
         return "in-out"
     if as_out_in < DECISIVE * as_in_out:

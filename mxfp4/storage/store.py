@@ -134,6 +134,12 @@ class TensorStore:
         row = entry.nbytes // entry.shape[0]
         return self._read(name, index * row, row)
 
+    def get_first_rows(self, name: str, index: int, rows: int):
+        """tensor[index, :rows] (at most the rows there are), reading only those bytes."""
+        shape = self.entries[name].shape
+        per_index = self.entries[name].nbytes // shape[0]
+        return self._tensor(name, index * per_index, (min(rows, shape[1]),) + tuple(shape[2:]))
+
     def get_first(self, name: str, index: int):
         """tensor[index] along the first axis, reading only that slice."""
         return self.get_rows(name, index, index + 1)[0]
