@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mxfp4"
 
 # Lowest first. A module may import its own layer and any layer before it.
 LAYERS = [
-    ("mxfp4.errors", "mxfp4.dtypes", "mxfp4.progress", "mxfp4.choices"),
+    ("mxfp4.errors", "mxfp4.dtypes", "mxfp4.progress", "mxfp4.choices", "mxfp4.distributed"),
     ("mxfp4.codec",),
     ("mxfp4.storage",),
     ("mxfp4.gpt_oss",),

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..codec import decode, encode
+from ..codec.constants import BLOCK_SIZE
 from ..convert.stream import Dense, Expert, Source
 from ..errors import CheckpointError
 from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path, mxfp4_shape
@@ -46,6 +48,16 @@ class LayerReport:
         return out
 
 
+@dataclass(frozen=True)
+class _Expert:
+    """One expert's calibration: plain rounding or not, (blocks, scales) of gate_up and of down, and each
+    matrix's (rounding error, chosen error)."""
+
+    plain: bool
+    matrices: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    errors: tuple[tuple[float, float], tuple[float, float]]
+
+
 class CalibratedSource(Source):
     """``base`` (dense experts) with every expert weight GPTQ-quantized on ``ids`` [samples, context]."""
 
@@ -64,7 +76,13 @@ class CalibratedSource(Source):
         self.layout = base.layout
         self.ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
         self.scale_rule, self.rounding, self.min_tokens, self.damp = scale_rule, rounding, min_tokens, damp
-        self.device = torch.device(device or "cpu")
+        self.device = distributed.rank_device(device)
+        self.world = distributed.current_world()
+        if self.ids.shape[0] < self.world.size:
+            raise CheckpointError(
+                f"{self.ids.shape[0]} calibration windows for {self.world.size} ranks: every rank needs at least "
+                f"one (give more tokens, or run fewer ranks)"
+            )
         self.reports: list[LayerReport] = []
         self._lock = threading.Lock()
         self._done = -1  # the last layer calibrated
@@ -92,12 +110,21 @@ class CalibratedSource(Source):
     def _embedded(self) -> torch.Tensor:
         read = self.base.read(Canonical("model.embed_tokens.weight", None))
         assert isinstance(read, Dense)
-        return F.embedding(self.ids.to(self.device), read.load().to(self.device, torch.float32))
+        share = self.world.share(self.ids.shape[0])
+        ids = self.ids[share.start : share.stop]
+        return F.embedding(ids.to(self.device), read.load().to(self.device, torch.float32))
+
+    def calibrate_all(self) -> None:
+        """Calibrate every layer not done yet. Ranks other than 0 of a torchrun job call this instead of
+        writing: every rank takes part in every layer's collectives, in layer order."""
+        with self._lock:
+            while self._done < self.config.num_hidden_layers - 1:
+                self._calibrate(self._done + 1)
 
     @torch.no_grad()
     def _calibrate(self, layer: int) -> None:
-        c = self.config
-        x = self._embedded() if self._hidden is None else self._hidden
+        c, world = self.config, self.world
+        x = self._embedded() if self._hidden is None else self._hidden  # this rank's windows
         block = load_block(self.base, layer, dtype=torch.float32, device=self.device, experts=False)
         inv_freq, factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         positions = torch.arange(x.shape[1], device=self.device)
@@ -105,40 +132,78 @@ class CalibratedSource(Source):
         # One window at a time through attention: its scores are [heads, context, context] per window, which for
         # a whole batch of long windows would dwarf everything else calibration holds.
         h = torch.cat([w + block.self_attn(block.input_layernorm(w), cos, sin, 0, None) for w in x.split(1)])
-        normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H]
+        h = distributed.gather_rows(h, world, f"layer {layer}: gathering the attention outputs")
+        normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H], every window
         _, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
         experts = block.mlp.experts
         # 'gate_up' and 'down': the dense experts, read one expert at a time
         reads = {module_path(t): self.base.read(t) for t in canonical_tensors(c) if t.layer == layer and t.expert}
-        report = LayerReport(layer, [], 0, 0.0, 0.0)
-        quantized = {"gate_up": [], "down": []}
-        for e in range(c.num_local_experts):
-            routed = normed[(indices == e).any(dim=-1)]  # [n_e, H]
-            report.tokens_per_expert.append(int(routed.shape[0]))
-            plain = routed.shape[0] < self.min_tokens
-            gate_up = reads["gate_up"].load_out_in(e).to(self.device, torch.float32)  # [2I, H]
-            first = self._quantize(gate_up, routed, report, plain)
-            pre = routed @ decode.dequantize(*first, torch.float32).T + experts.gate_up_bias[e]
-            act = clamped_swiglu(pre, experts.limit)  # [n_e, I]: what down sees after the quantized gate_up
-            down = reads["down"].load_out_in(e).to(self.device, torch.float32)  # [H, I]
-            second = self._quantize(down, act, report, plain)
-            report.fallback += int(plain)
-            quantized["gate_up"].append(first)
-            quantized["down"].append(second)
-        for name in ("gate_up", "down"):
-            blocks = torch.stack([b for b, _ in quantized[name]])
-            scales = torch.stack([s for _, s in quantized[name]])
-            experts.set_weight(name, (blocks, scales))
-            self._bytes[f"model.layers.{layer}.mlp.experts.{name}_proj"] = quantized[name]
+        routed = [normed[(indices == e).any(dim=-1)] for e in range(c.num_local_experts)]  # [n_e, H] each
+        # Each expert on one rank (all of them in one process), then every rank gets every expert's bytes.
+        mine = {
+            e: self._quantize_expert(reads, routed[e], experts.gate_up_bias[e], experts.limit, e)
+            for e in range(c.num_local_experts)
+            if world.owner(e) == world.rank
+        }
+        results = [self._shared(mine.get(e), world.owner(e), layer, e) for e in range(c.num_local_experts)]
+        report = LayerReport(layer, [int(r.shape[0]) for r in routed], 0, 0.0, 0.0)
+        for result in results:  # the report's sums in expert order, whichever rank computed each
+            report.fallback += int(result.plain)
+            for rounding, gptq in result.errors:
+                report.error_rounding += rounding
+                report.error_gptq += gptq
+        for name, index in (("gate_up", 0), ("down", 1)):
+            quantized = [r.matrices[index] for r in results]
+            experts.set_weight(name, (torch.stack([b for b, _ in quantized]), torch.stack([s for _, s in quantized])))
+            self._bytes[f"model.layers.{layer}.mlp.experts.{name}_proj"] = quantized
         # the next layer's input, through this layer with its experts quantized (one window at a time, as above)
-        self._hidden = torch.cat([block(w, cos, sin, 0, None) for w in x.split(1)])
+        if layer + 1 < c.num_hidden_layers:
+            self._hidden = torch.cat([block(w, cos, sin, 0, None) for w in x.split(1)])
         for name in [n for n in self._bytes if int(n.split(".")[2]) < layer - 1]:
             del self._bytes[name]  # keep two layers: a writer's read-ahead may still ask for the previous one
         self.reports.append(report)
         self._done = layer
 
-    def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, report: LayerReport, plain: bool):
-        """(blocks, scales) of one expert matrix [out, in] for inputs [n, in]; its errors into the report."""
+    def _quantize_expert(self, reads, routed: torch.Tensor, bias: torch.Tensor, limit: float, e: int) -> _Expert:
+        """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives."""
+        plain = routed.shape[0] < self.min_tokens
+        gate_up = reads["gate_up"].load_out_in(e).to(self.device, torch.float32)  # [2I, H]
+        first, *first_errors = self._quantize(gate_up, routed, plain)
+        pre = routed @ decode.dequantize(*first, torch.float32).T + bias
+        act = clamped_swiglu(pre, limit)  # [n_e, I]: what down sees after the quantized gate_up
+        down = reads["down"].load_out_in(e).to(self.device, torch.float32)  # [H, I]
+        second, *second_errors = self._quantize(down, act, plain)
+        return _Expert(plain, (first, second), (tuple(first_errors), tuple(second_errors)))
+
+    def _shared(self, result: _Expert | None, owner: int, layer: int, e: int) -> _Expert:
+        """Expert e's result as its owner computed it, on every rank (itself in one process)."""
+        world = self.world
+        if not world.distributed:
+            assert result is not None
+            return result
+        what = f"layer {layer}: sharing expert {e}'s bytes"
+        numbers = torch.zeros(5, dtype=torch.float64)
+        if result is not None:
+            (r0, g0), (r1, g1) = result.errors
+            numbers = torch.tensor([float(result.plain), r0, g0, r1, g1], dtype=torch.float64)
+        numbers = distributed.broadcast(numbers, owner, world, what)
+        matrices = []
+        for index, short in enumerate(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            _, out, inp = mxfp4_shape(self.config, short)
+            if result is not None:
+                blocks, scales = result.matrices[index]
+            else:
+                blocks = torch.empty((out, inp // BLOCK_SIZE, BLOCK_SIZE // 2), dtype=torch.uint8)
+                scales = torch.empty((out, inp // BLOCK_SIZE), dtype=torch.uint8)
+            matrices.append(
+                (distributed.broadcast(blocks, owner, world, what), distributed.broadcast(scales, owner, world, what))
+            )
+        plain, r0, g0, r1, g1 = numbers.tolist()
+        return _Expert(bool(plain), (matrices[0], matrices[1]), ((r0, g0), (r1, g1)))
+
+    def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, plain: bool):
+        """(blocks, scales) of one expert matrix [out, in] for inputs [n, in], its error with plain rounding and
+        the error of what is chosen (GPTQ, or the rounding itself when plain)."""
         rounded = encode.quantize(weight.contiguous(), scale_rule=self.scale_rule, rounding=self.rounding)
         rounded = (rounded.blocks, rounded.scales)
         hessian = None if plain else (inputs.T @ inputs).double()  # float32 products; GPTQ factors in float64
@@ -150,12 +215,10 @@ class CalibratedSource(Source):
             return weighted_error(weight, values, hessian)
 
         error_rounding = error(rounded)
-        chosen = rounded
-        if not plain:
-            chosen = gptq_quantize(weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp)
-        report.error_rounding += error_rounding
-        report.error_gptq += error_rounding if plain else error(chosen)
-        return tuple(t.cpu() for t in chosen)
+        if plain:
+            return tuple(t.cpu() for t in rounded), error_rounding, error_rounding
+        chosen = gptq_quantize(weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp)
+        return tuple(t.cpu() for t in chosen), error_rounding, error(chosen)
 
     def extra_files(self):
         return self.base.extra_files()

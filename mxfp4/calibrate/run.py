@@ -20,6 +20,7 @@ from ..choices import (
 from ..convert.api import WriteOptions, write
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
+from ..distributed import current_world
 from ..errors import CheckpointError, OptionError
 from ..eval.tokens import check_ids
 from ..finetune.adapter import check_lora_layout, read_adapter
@@ -29,7 +30,10 @@ from .layerwise import MIN_TOKENS, CalibratedSource, LayerReport
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    written: ConvertResult
+    """What was written (None on ranks other than 0 of a torchrun job, which write nothing) and the per-layer
+    report (the same on every rank)."""
+
+    written: ConvertResult | None
     layers: list[LayerReport]
 
 
@@ -65,7 +69,12 @@ def _calibrated(source, dst, tokens, options: WriteOptions, *, context, samples,
     calibrated = CalibratedSource(
         source, windows, scale_rule=options.scale_rule, rounding=options.rounding, min_tokens=min_tokens, device=device
     )
-    return CalibrationResult(write(calibrated, dst, options), calibrated.reports)
+    if not current_world().leader:  # another rank of a torchrun job: calibrate its share, rank 0 writes
+        calibrated.calibrate_all()
+        return CalibrationResult(None, calibrated.reports)
+    written = write(calibrated, dst, options)
+    calibrated.calibrate_all()  # a target that skipped a layer's experts still takes part in its collectives
+    return CalibrationResult(written, calibrated.reports)
 
 
 def convert_calibrated(

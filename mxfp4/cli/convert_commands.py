@@ -11,6 +11,7 @@ from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
 from .options import calibrate_options, target_options
+from .ranks import require_calibration, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
 
@@ -32,6 +33,7 @@ from .tables import format_table
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
+@torchrun_job
 def convert(
     src,
     dst,
@@ -52,6 +54,7 @@ def convert(
 ) -> None:
     """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST. With --calibrate,
     dense experts are quantized by GPTQ on the given tokens (mxfp4.calibrate) instead of rounded."""
+    require_calibration(bool(calibrate_tokens or calibrate_text), "convert")
     import time
 
     from ..convert import convert as run
@@ -84,6 +87,8 @@ def convert(
             **options,
         )
         result, layers = calibrated.written, calibrated.layers
+        if result is None:  # a rank other than 0 of a torchrun job: rank 0 wrote and reports
+            return
     else:
         result = run(src, dst, strict=strict, expert_layout=expert_layout, **options)
     if not quiet:

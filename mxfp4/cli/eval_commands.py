@@ -8,13 +8,16 @@ import click
 
 from ..choices import MODEL_BACKENDS
 from .group import main
+from .ranks import TORCHRUN_EVAL_COMMANDS, refuse_outside, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
 
 
 @main.group(name="eval")
-def eval_group() -> None:
+@click.pass_context
+def eval_group(context: click.Context) -> None:
     """Perplexity, parity between checkpoints (KL, top-1, delta perplexity) and quality gates."""
+    refuse_outside(context.invoked_subcommand, TORCHRUN_EVAL_COMMANDS)
 
 
 # Exit codes of every eval command (and verify): 0 pass, 1 a failed check (a regression), 2 a usage or input error.
@@ -77,6 +80,7 @@ def _with_model_options(command):
 @_with_token_options
 @_with_model_options
 @clean_eval_errors
+@torchrun_job
 def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend) -> None:
     """Perplexity of CHECKPOINT on the given tokens (sliding windows; see mxfp4.eval.parity)."""
     import json
@@ -104,6 +108,7 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
 @_with_token_options
 @_with_model_options
 @clean_eval_errors
+@torchrun_job
 def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend) -> None:
     """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
     import json
@@ -137,6 +142,7 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json, d
 @_json_option
 @_with_model_options
 @clean_eval_errors
+@torchrun_job
 def eval_gate(checkpoint, baseline, as_json, device, backend) -> None:
     """Check CHECKPOINT against the thresholds in --baseline (for CI): exit 0 when every check passes, 1 on a
     regression, 2 on a usage or input error (a missing or malformed baseline, a broken checkpoint)."""
@@ -177,6 +183,7 @@ def eval_gate(checkpoint, baseline, as_json, device, backend) -> None:
 @_json_option
 @_with_model_options
 @clean_eval_errors
+@torchrun_job
 def eval_baseline(
     checkpoint, tokens, text, context, stride, reference, out, margin, force, as_json, device, backend
 ) -> None:

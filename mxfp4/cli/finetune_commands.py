@@ -12,6 +12,7 @@ from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
 from .options import calibrate_options, target_options
+from .ranks import require_calibration, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
 
@@ -35,6 +36,7 @@ from .tables import format_table
 @click.option("--strict", is_flag=True, help="Refuse a base saved wrong by a known tool instead of repairing it.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 @clean_errors
+@torchrun_job
 def merge_lora(
     base,
     adapter,
@@ -57,6 +59,7 @@ def merge_lora(
 ) -> None:
     """Merge PEFT LoRA ADAPTER into BASE (any checkpoint format, or a hub id) and write DST. With --calibrate,
     the merged experts are quantized by GPTQ on the given tokens instead of rounded."""
+    require_calibration(bool(calibrate_tokens or calibrate_text), "merge-lora")
     from ..finetune import merge_lora as run
 
     options = dict(
@@ -85,6 +88,8 @@ def merge_lora(
             strict=strict,
             **options,
         )
+        if calibrated.written is None:  # a rank other than 0 of a torchrun job: rank 0 wrote and reports
+            return
         if as_json:
             layers = [r.to_json() for r in calibrated.layers]
             click.echo(json.dumps(_merge_json(calibrated.written.output, None, [], layers), indent=2))

@@ -13,6 +13,7 @@ import click
 
 from ..errors import MXFP4Error, RepairWarning
 from ..storage.atomic import COMMITTED
+from .ranks import rank_prefix
 
 
 class Terminated(KeyboardInterrupt):
@@ -123,12 +124,13 @@ def clean_errors(command=None, *, input_error_exit: int = 1):
         except MXFP4Error as error:
             _ignore_late_signals()  # before reporting, so nothing interrupts the report
             flag = flag_of(error.parameter)
-            click.echo(f"error: {error}" + (f" (option {flag})" if flag else ""), err=True)
+            rank = "" if str(error).startswith(rank_prefix()) else rank_prefix()  # collectives name it already
+            click.echo(f"error: {rank}{error}" + (f" (option {flag})" if flag else ""), err=True)
             sys.exit(input_error_exit)
         except OSError as error:
             _ignore_late_signals()
             where = f" ({error.filename})" if error.filename else ""
-            click.echo(f"error: {error.strerror or error}{where}; the output was not written", err=True)
+            click.echo(f"error: {rank_prefix()}{error.strerror or error}{where}; the output was not written", err=True)
             sys.exit(input_error_exit)
         except Terminated:
             _leave("terminated", 143)

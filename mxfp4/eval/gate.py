@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..distributed import current_world
 from ..errors import CheckpointError, OptionError
 from ..gpt_oss.config import read_json
 from ..storage.ollama_store import PREFIX as OLLAMA_PREFIX
@@ -173,7 +174,8 @@ def make_baseline(
 ) -> dict:
     """Measure checkpoint once on the token file ``tokens_path`` or the text file ``text`` and write a baseline
     to ``out_path`` whose thresholds allow ``margin`` (relative) of slack. reference: any checkpoint (a path in
-    any format, a hub id). The file appears only when complete, and replaces an existing one only with force."""
+    any format, a hub id). The file appears only when complete, and replaces an existing one only with force.
+    Under torchrun every rank measures its share of the windows and rank 0 writes the file."""
     from ..storage.atomic import atomic_output
 
     if out_path is None:
@@ -203,8 +205,9 @@ def make_baseline(
     }
     if reference is not None:
         data["reference"] = _spec_to_store(reference, folder)
-    with atomic_output(out_path, force=force) as temporary:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
+    if current_world().leader:  # under torchrun every rank measured the same values; rank 0 writes them
+        with atomic_output(out_path, force=force) as temporary:
+            temporary.write_text(json.dumps(data, indent=2) + "\n")
     return data
 
 
