@@ -14,6 +14,16 @@ def make_checkpoint(root: Path, name="hf", *, shard=None, dense=False, **config)
     )
 
 
+def make_harmony_checkpoint(root: Path, name="harmony", **config):
+    """A tiny gpt-oss checkpoint carrying gpt-oss's real tokenizer (o200k_harmony, vocabulary 201,088), built
+    from the bpe-openai wheel's o200k_base ranks."""
+    from ..gpt_oss.harmony_tokenizer import VOCAB_SIZE, write_tokenizer
+
+    directory = make_checkpoint(root, name, vocab_size=VOCAB_SIZE, **config)
+    write_tokenizer(directory)
+    return directory
+
+
 def all_tensors(directory: Path) -> dict:
     out = {}
     for path in sorted(Path(directory).glob("*.safetensors")):

@@ -43,6 +43,7 @@ def type_name(info: TensorInfo) -> str:
 class GGUFSource(Source):
     kind = "gguf"
     layout = "experts GGML MXFP4 (block_mxfp4), gate and up split, as llama.cpp's converter writes them"
+    default_pre: str | None = None  # the pre-tokenizer of a file that names none (only Ollama's may)
 
     def __init__(self, path: Path, header: GGUFHeader | None = None):
         self.path = path
@@ -207,4 +208,4 @@ class GGUFSource(Source):
 
     def generated_files(self) -> dict[str, str]:
         """tokenizer.json, tokenizer_config.json, generation_config.json rebuilt from the GGUF vocab."""
-        return tokenizer_files(self.fields, self.path)
+        return tokenizer_files(self.fields, self.path, self.default_pre)

@@ -1,5 +1,5 @@
 """The tokenizer as GGUF metadata, read from tokenizer.json the way llama.cpp's converter lays it out
-(model 'gpt2', pre-tokenizer 'gpt-4o' for gpt-oss), without loading transformers."""
+(model 'gpt2', pre-tokenizer 'gpt-4o' for gpt-oss's o200k), without loading transformers; and back."""
 
 from __future__ import annotations
 
@@ -12,22 +12,70 @@ from string import ascii_letters, digits
 from gguf import GGUFValueType, Keys
 
 from ....errors import CheckpointError
+from ....gpt_oss.harmony_tokenizer import O200K_PATTERN
 from .fields import read_field
 from .keys import Metadata
 
 LOOKS_SPECIAL = re.compile(r"^<\|.*\|>$")
 
 
-def byte_level_bpe(vocab: dict[str, int], merges: list, added: list[dict]) -> dict:
-    """A tokenizer.json for a byte-level BPE vocabulary (GPT-2 / o200k style), as the tokenizers library writes it."""
+GPT2_PRE_TOKENIZER = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+O200K_PRE_TOKENIZER = {
+    "type": "Sequence",
+    "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": O200K_PATTERN}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+    ],
+}
+BYTE_LEVEL_POST = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+
+# llama.cpp's names for the pre-tokenizers (tokenizer.ggml.pre) whose tokenizer.json form is known here, with what a
+# rebuilt tokenizer.json needs to tokenize as llama.cpp does: pre-tokenizer, post-processor, ignore_merges. o200k
+# ('gpt-4o', gpt-oss's) takes a pre-token that is itself a token whole, as tiktoken does.
+PRE_TOKENIZERS = {
+    "gpt-4o": (O200K_PRE_TOKENIZER, BYTE_LEVEL_POST, True),
+    "gpt-2": (GPT2_PRE_TOKENIZER, None, False),
+}
+
+
+def pre_tokenizer_name(data: dict, tokenizer_json: Path) -> str:
+    """llama.cpp's name for the pre-tokenizer of a parsed tokenizer.json: 'gpt-4o' for o200k's regex split before a
+    byte-level mapping, 'gpt-2' for GPT-2's byte-level regex. Judged by what splits text, not by how the JSON is
+    spelled (another tokenizers version may add fields). Anything else is refused: llama.cpp would split the text
+    its own way."""
+    pre = data.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    byte_level = steps[-1] if kinds and kinds[-1] == "ByteLevel" else None
+    if byte_level is not None and not byte_level.get("add_prefix_space", False):
+        if kinds == ["Split", "ByteLevel"] and byte_level.get("use_regex") is False:
+            split = steps[0]
+            if (
+                split.get("pattern") == {"Regex": O200K_PATTERN}
+                and split.get("behavior") == "Isolated"
+                and not split.get("invert", False)
+            ):
+                return "gpt-4o"
+        if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
+            return "gpt-2"
+    raise CheckpointError(
+        f"{tokenizer_json}: its pre-tokenizer is neither o200k's split (gpt-oss) nor GPT-2's byte-level regex, the "
+        f"two a GGUF can name here; llama.cpp would split text differently from it"
+    )
+
+
+def byte_level_bpe(vocab: dict[str, int], merges: list, added: list[dict], pre: str = "gpt-2") -> dict:
+    """A tokenizer.json for a byte-level BPE vocabulary (GPT-2 / o200k style), as the tokenizers library writes it,
+    with the pre-tokenizer llama.cpp names ``pre`` (a key of PRE_TOKENIZERS)."""
+    pre_tokenizer, post_processor, ignore_merges = PRE_TOKENIZERS[pre]
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": added,
         "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
             "type": "BPE",
@@ -37,7 +85,7 @@ def byte_level_bpe(vocab: dict[str, int], merges: list, added: list[dict]) -> di
             "end_of_word_suffix": None,
             "fuse_unk": False,
             "byte_fallback": False,
-            "ignore_merges": False,
+            "ignore_merges": ignore_merges,
             "vocab": vocab,
             "merges": merges,
         },
@@ -141,7 +189,7 @@ def add_tokenizer(metadata: Metadata, directory: Path, vocab_size: int) -> None:
     data = read_tokenizer_json(tokenizer_json)
     tokens, types = vocab_tokens(tokenizer_json, vocab_size, data)
     metadata.add(Keys.Tokenizer.MODEL, "gpt2", GGUFValueType.STRING)
-    metadata.add(Keys.Tokenizer.PRE, "gpt-4o", GGUFValueType.STRING)
+    metadata.add(Keys.Tokenizer.PRE, pre_tokenizer_name(data, tokenizer_json), GGUFValueType.STRING)
     metadata.add_array(Keys.Tokenizer.LIST, tokens, GGUFValueType.STRING)
     metadata.add_array(Keys.Tokenizer.TOKEN_TYPE, types, GGUFValueType.INT32)
     # Merges, bos/eos/pad ids and the chat template: the gguf package's SpecialVocab reads
@@ -153,11 +201,21 @@ def add_tokenizer(metadata: Metadata, directory: Path, vocab_size: int) -> None:
     for name, token_id in special.special_token_ids.items():
         if name in SPECIAL_ID_KEYS:
             metadata.add(SPECIAL_ID_KEYS[name], token_id, GGUFValueType.UINT32)
-    for name, value in special.add_special_token.items():
+    for name, value in {**special.add_special_token, **byte_level_adds(data)}.items():
         if name in ADD_SPECIAL_KEYS:
             metadata.add(ADD_SPECIAL_KEYS[name], value, GGUFValueType.BOOL)
     if special.chat_template is not None:
         add_chat_templates(metadata, special.chat_template)
+
+
+def byte_level_adds(data: dict) -> dict[str, bool]:
+    """A byte-level post-processor adds no BOS and no EOS: llama.cpp's converter says so (add_bos_token and
+    add_eos_token false, whatever tokenizer_config.json says), though the gguf package on PyPI does not yet."""
+    post = data.get("post_processor") or {}
+    processors = post.get("processors", [post]) if isinstance(post, dict) else []
+    if any(isinstance(p, dict) and p.get("type") == "ByteLevel" for p in processors):
+        return {"bos": False, "eos": False}
+    return {}
 
 
 def add_chat_templates(metadata: Metadata, template) -> None:
@@ -183,9 +241,10 @@ def add_chat_templates(metadata: Metadata, template) -> None:
         metadata.add(Keys.Tokenizer.CHAT_TEMPLATE, default, GGUFValueType.STRING)
 
 
-def tokenizer_files(fields: dict, path: Path) -> dict[str, str]:
+def tokenizer_files(fields: dict, path: Path, default_pre: str | None = None) -> dict[str, str]:
     """tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from a GGUF's vocabulary
-    (``fields``: the header's key/value pairs of ``path``): the inverse of add_tokenizer. {} when it holds none."""
+    (``fields``: the header's key/value pairs of ``path``): the inverse of add_tokenizer. {} when it holds none.
+    default_pre: the pre-tokenizer of a file that names none (Ollama's, whose runtime knows gpt-oss's)."""
     from gguf import TokenType
 
     r, p = fields, path
@@ -212,7 +271,14 @@ def tokenizer_files(fields: dict, path: Path) -> dict[str, str]:
             )
         else:
             vocab[token] = i
-    tokenizer = byte_level_bpe(vocab, list(merges), added)
+    pre = read_field(r, "tokenizer.ggml.pre", p, default=default_pre, required=False)
+    if pre not in PRE_TOKENIZERS:
+        named = "names no tokenizer.ggml.pre" if pre is None else f"tokenizer.ggml.pre is {pre!r}"
+        raise CheckpointError(
+            f"{p}: {named}; a tokenizer.json that splits text as llama.cpp does can be rebuilt for "
+            f"{' and '.join(map(repr, PRE_TOKENIZERS))} only"
+        )
+    tokenizer = byte_level_bpe(vocab, list(merges), added, pre)
     special = {k: read_field(r, f"tokenizer.ggml.{k}_token_id", p, required=False) for k in ("bos", "eos", "padding")}
     # ids outside the vocabulary name no token (Ollama writes gpt-oss's 199998/199999 whatever the vocabulary)
     special = {k: v if v is not None and 0 <= int(v) < len(tokens) else None for k, v in special.items()}

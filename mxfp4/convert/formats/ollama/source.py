@@ -29,6 +29,7 @@ class OllamaSource(GGUFSource):
         self.filled: list[str] = []
         super().__init__(path, header)
         if "tokenizer.ggml.pre" not in self.fields:
+            self.default_pre = "gpt-4o"  # gpt-oss's o200k: what Ollama's own tokenizer runs
             self.filled.append("tokenizer.ggml.pre = gpt-4o")
         self.layout = f"form {self.form} ({FORMS[self.form]})" + (", q/k/v fused as attn_qkv" if self.fused_qkv else "")
         if self.filled:
