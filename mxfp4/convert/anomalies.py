@@ -35,6 +35,11 @@ KNOWN = {
         "a square expert matrix whose shape cannot show its orientation and whose values lie on no MXFP4 grid (a "
         "from-scratch or heavily trained model, or a lone transposed down_proj of one)",
     ),
+    "float-scales": (
+        6,
+        "packed experts' *_scales cast to a float dtype (bf16 / fp16 / fp32) holding the E8M0 bytes or their decoded "
+        "powers of two, as a generic dtype cast of every tensor writes them",
+    ),
     "index-names-absent-tensor": (
         7,
         "the safetensors index names a tensor no shard holds (an interrupted or faulty export)",

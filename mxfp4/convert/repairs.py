@@ -7,7 +7,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
+from ..codec.constants import E8M0_BIAS, E8M0_MAX_FINITE
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
+from ..errors import CheckpointError
 from ..gpt_oss.tensors import Canonical
 from ..storage.store import TensorStore
 from .anomalies import Anomaly
@@ -55,3 +59,65 @@ def repair_hf_store(store: TensorStore, experts: list[Canonical], path: Path) ->
             )
             anomalies.append(Anomaly("dense-under-packed-names", detail, repaired=True))
     return (_renamed(store, renames) if renames else store), anomalies
+
+
+def float_values(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Raw little-endian bytes of a BF16 / F16 / F32 tensor -> float64 values (exact: each widens losslessly)."""
+    if dtype == "BF16":
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return raw.view(np.float16 if dtype == "F16" else np.float32).astype(np.float64)
+
+
+def float_scales_reading(values: np.ndarray) -> str | None:
+    """How float scale values encode E8M0 bytes: 'codes' (the bytes themselves, integers 0..255), 'powers' (the
+    decoded 2**(s - 127), s in 0..254), or None when they could be either (every value an integer power of two)
+    or neither (then no byte is recoverable)."""
+    finite = values[np.isfinite(values)]
+    codes = values.size == finite.size and bool(np.all((finite >= 0) & (finite <= 255) & (finite == np.round(finite))))
+    mantissa, exponent = np.frexp(finite)
+    powers = finite.size > 0 and bool(
+        np.all((mantissa == 0.5) & (exponent - 1 + E8M0_BIAS >= 0) & (exponent - 1 + E8M0_BIAS <= E8M0_MAX_FINITE))
+    )
+    if codes == powers:
+        return None
+    return "codes" if codes else "powers"
+
+
+def scale_bytes_from_floats(values: np.ndarray, reading: str, where: str) -> np.ndarray:
+    """Float scale values read as ``reading`` -> the E8M0 bytes (uint8); a value that is not one is an error."""
+    if reading == "codes":
+        exact = np.isfinite(values) & (values >= 0) & (values <= 255) & (values == np.round(values))
+        out = np.where(exact, values, 0).astype(np.uint8)
+    else:
+        mantissa, exponent = np.frexp(np.where(np.isfinite(values), values, 0))
+        code = exponent - 1 + E8M0_BIAS
+        exact = np.isfinite(values) & (mantissa == 0.5) & (code >= 0) & (code <= E8M0_MAX_FINITE)
+        out = np.where(exact, code, 0).astype(np.uint8)
+    if not exact.all():
+        bad = values.reshape(-1)[int(np.argmin(exact.reshape(-1)))]
+        raise CheckpointError(f"{where}: scale value {bad!r} is not an E8M0 {reading[:-1]} like the tensor's others")
+    return out
+
+
+def float_scales(store: TensorStore, experts: list[Canonical]) -> tuple[dict[str, str], list[Anomaly]]:
+    """Form 6: packed experts whose ``*_scales`` were cast to a float dtype, holding the E8M0 bytes as numbers or
+    their decoded powers of two. Which of the two is decided from the first expert's values (exact on either
+    reading, so no guess); values that could be either, or neither, are an error naming the tensor.
+    -> {scales name: 'codes' | 'powers'} and the anomalies."""
+    readings, anomalies = {}, []
+    for tensor in experts:
+        name = tensor.name + SCALES_SUFFIX
+        entry = store.entries.get(name)
+        if entry is None or entry.dtype not in FLOAT_CODES or tensor.name + BLOCKS_SUFFIX not in store.entries:
+            continue
+        where = f"{store.files[name]}: {name!r}"
+        reading = float_scales_reading(float_values(store.first_bytes(name, 0), entry.dtype))
+        if reading is None:
+            raise CheckpointError(
+                f"{where} holds {entry.dtype} scales that are neither all E8M0 bytes (integers 0..255) nor all "
+                f"decoded powers of two 2**(s - 127), or could be either; the bytes cannot be recovered without a guess"
+            )
+        readings[name] = reading
+        what = "the E8M0 bytes as numbers" if reading == "codes" else "the decoded powers of two"
+        anomalies.append(Anomaly("float-scales", f"{where} is {entry.dtype} holding {what}, read as uint8", True))
+    return readings, anomalies

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..codec.layout_reference import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..errors import CheckpointError
 from ..storage.store import TensorStore
+from .repairs import float_values, scale_bytes_from_floats
 from .stream import Expert
 
 
@@ -38,18 +41,32 @@ def check_names(store: TensorStore, expected: set[str], root: Path) -> None:
         raise CheckpointError(f"{root}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
 
 
-def packed_expert_reader(store: TensorStore, shape: tuple[int, int, int], blocks: str, scales: str) -> Expert:
-    """An MXFP4 expert weight stored as HF's (blocks [E, out, in/32, 16], scales [E, out, in/32]) tensors."""
+def packed_expert_reader(
+    store: TensorStore, shape: tuple[int, int, int], blocks: str, scales: str, scales_reading: str | None = None
+) -> Expert:
+    """An MXFP4 expert weight stored as HF's (blocks [E, out, in/32, 16], scales [E, out, in/32]) tensors.
+    scales_reading: 'codes' or 'powers' for scales cast to a float dtype (mxfp4.convert.repairs.float_scales)."""
     per_expert = store.entries[blocks].nbytes // shape[0]
     blocks_shape, scales_shape = packed_shapes(shape[1:])
 
+    def scale_bytes(e: int) -> np.ndarray:
+        raw = store.first_bytes(scales, e)
+        if scales_reading is not None:
+            values = float_values(raw, store.entries[scales].dtype)
+            raw = scale_bytes_from_floats(values, scales_reading, f"{store.files[scales]}: {scales!r} [{e}]")
+        return raw.reshape(scales_shape)
+
     def copy_blocks(e: int):
-        return store.extent(blocks, e * per_expert, per_expert), store.first_bytes(scales, e).reshape(scales_shape)
+        return store.extent(blocks, e * per_expert, per_expert), scale_bytes(e)
 
     def load_bytes(e: int):
-        return store.first_bytes(blocks, e).reshape(blocks_shape), store.first_bytes(scales, e).reshape(scales_shape)
+        return store.first_bytes(blocks, e).reshape(blocks_shape), scale_bytes(e)
 
     def load_expert(e: int):
-        return store.get_first(blocks, e), store.get_first(scales, e)
+        if scales_reading is None:
+            return store.get_first(blocks, e), store.get_first(scales, e)
+        import torch  # only where tensors are asked for: byte moves stay free of torch
+
+        return store.get_first(blocks, e), torch.from_numpy(scale_bytes(e))
 
     return Expert(True, shape, "MXFP4", load_expert, copy_blocks, load_bytes)

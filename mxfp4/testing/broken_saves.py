@@ -95,3 +95,17 @@ def megatron_bridge_export(dense_dir: Path, dst: Path) -> Path:
     """Form 4, from a healthy dense checkpoint: only down_proj transposed ([E, H, I]; square for gpt-oss's sizes),
     as Megatron-Bridge's exports of 2026-04 wrote it."""
     return _copy_with(dense_dir, dst, lambda name: name, tensor_edit=_transpose_experts(("experts.down_proj",)))
+
+
+def float_scales(mxfp4_dir: Path, dst: Path, dtype: str, reading: str) -> Path:
+    """Form 6, from a healthy MXFP4 checkpoint: every ``*_scales`` tensor cast to ``dtype`` ('bfloat16', 'float16' or
+    'float32'), holding the E8M0 bytes as numbers (reading 'codes') or the decoded 2**(s - 127) ('powers')."""
+    import torch
+
+    def edit(name: str, tensor):
+        if not name.endswith(SCALES_SUFFIX):
+            return tensor
+        values = tensor.double() if reading == "codes" else torch.exp2(tensor.double() - 127)
+        return values.to(getattr(torch, dtype))
+
+    return _copy_with(mxfp4_dir, dst, lambda name: name, tensor_edit=edit)

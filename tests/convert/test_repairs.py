@@ -174,3 +174,47 @@ def test_a_broken_base_is_repaired_or_refused_by_merge_lora(saves, tmp_path):
     healthy = run("merge-lora", adapter.parent / "mxfp4", adapter, tmp_path / "healthy", "--to", "mxfp4", "--quiet")
     assert repaired.exit_code == 0 and healthy.exit_code == 0 and "warning: " in repaired.output
     assert same_tensors(all_tensors(tmp_path / "repaired"), all_tensors(tmp_path / "healthy"))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("reading", ["codes", "powers"])
+def test_float_scales_are_read_back_to_their_bytes(saves, tmp_path, dtype, reading):
+    broken = broken_saves.float_scales(saves["healthy"], tmp_path / "form6", dtype, reading)
+    scales = load_file(str(broken / "model.safetensors"))["model.layers.0.mlp.experts.down_proj_scales"]
+    assert scales.dtype == getattr(torch, dtype)  # the symptom
+    codes = torch.cat([t.flatten() for n, t in all_tensors(saves["healthy"]).items() if n.endswith("_scales")])
+    if reading == "powers" and dtype == "float16" and int(codes.min()) < 127 - 24:
+        # float16 flushes 2**-25 and below to zero: those bytes are gone, and the reader says so
+        with pytest.raises(CheckpointError, match="_scales'"):
+            convert(broken, tmp_path / "out", to="mxfp4")
+        return
+    anomalies = diagnose(broken).anomalies
+    assert len(anomalies) == 8  # one per scales tensor: 4 layers, gate_up and down
+    assert all(a.kind == "float-scales" and a.form == 6 and a.repaired for a in anomalies)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert(broken, tmp_path / "repaired", to="mxfp4")
+    assert len([w for w in caught if issubclass(w.category, RepairWarning)]) == 1
+    assert same_tensors(all_tensors(tmp_path / "repaired"), all_tensors(saves["healthy"]))  # the healthy bytes
+    from gguf import GGUFReader
+
+    def gguf_tensors(path):
+        return {t.name: bytes(t.data) for t in GGUFReader(path).tensors}
+
+    convert(broken, tmp_path / "gguf.gguf", to="gguf")  # the byte-moving path reads the same bytes
+    convert(saves["healthy"], tmp_path / "healthy.gguf", to="gguf")
+    assert gguf_tensors(tmp_path / "gguf.gguf") == gguf_tensors(tmp_path / "healthy.gguf")
+    with pytest.raises(CheckpointError, match="strict reading refuses it"):
+        convert(broken, tmp_path / "refused", to="mxfp4", strict=True)
+
+
+def test_float_scales_that_could_be_either_reading_are_refused(saves, tmp_path):
+    broken = broken_saves.float_scales(saves["healthy"], tmp_path / "form6", "float32", "codes")
+    shard = broken / "model.safetensors"
+    tensors = load_file(str(shard))
+    name = "model.layers.2.mlp.experts.gate_up_proj_scales"
+    tensors[name] = torch.full_like(tensors[name], 64.0)  # byte 64, or 2**6 (byte 133)?
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"'{name}' holds F32 scales that are neither"):
+        open_source(broken)
+    assert run("doctor", broken).exit_code == 2

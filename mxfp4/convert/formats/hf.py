@@ -22,7 +22,7 @@ from ..jobs import dense_job, packed_job, write_safetensors_directory
 from ..options import WriteOptions
 from ..orientation import SAMPLE_ROWS, stored_orientation
 from ..probe import Probe
-from ..repairs import repair_hf_store
+from ..repairs import FLOAT_CODES, float_scales, repair_hf_store
 from ..result import ConvertResult
 from ..stored_tensors import check_names, check_shape, packed_expert_reader
 from ..stream import Dense, Expert, Source, stored_dense
@@ -97,6 +97,8 @@ class HFSource(Source):
         tensors = canonical_tensors(config)
         experts = [t for t in tensors if t.expert]
         store, self.anomalies = repair_hf_store(store, experts, path)
+        self.scales_readings, found = float_scales(store, experts)
+        self.anomalies += found
         self.path, self.config, self.store = path, config, store
         packed = [t.name + BLOCKS_SUFFIX in store.entries or t.name + SCALES_SUFFIX in store.entries for t in experts]
         self.packed = all(packed)
@@ -126,7 +128,7 @@ class HFSource(Source):
             if t.expert and self.packed:
                 blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
                 check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
-                check_shape(store, t.name + SCALES_SUFFIX, {"U8"}, scales_shape)
+                check_shape(store, t.name + SCALES_SUFFIX, {"U8"} | FLOAT_CODES, scales_shape)
             elif t.expert:
                 transposed = t.name in self.transposed
                 shape = mxfp4_shape(config, t.short) if transposed else dense_expert_shape(config, t.short)
@@ -138,7 +140,8 @@ class HFSource(Source):
         store, name = self.store, tensor.name
         if tensor.expert and self.packed:
             blocks, scales = name + BLOCKS_SUFFIX, name + SCALES_SUFFIX
-            return packed_expert_reader(store, mxfp4_shape(self.config, tensor.short), blocks, scales)
+            reading = self.scales_readings.get(scales)
+            return packed_expert_reader(store, mxfp4_shape(self.config, tensor.short), blocks, scales, reading)
         entry = store.entries[name]
         if tensor.expert and name in self.transposed:  # stored [E, out, in]: served as [E, in, out] like the rest
             shape = dense_expert_shape(self.config, tensor.short)
