@@ -12,8 +12,10 @@ diagonal) get a unit diagonal so that their columns round plainly. With H = I no
 result is the rule's plain rounding, byte for byte (a test checks it).
 
 Everything is float32 except the Hessian and its factorisation (float64), on the CPU or a GPU; the column loop
-runs in blocks of 128 so the feedback to later columns is one matrix product per block. Deterministic: the
-same W, H and options give the same bytes.
+runs in blocks of 128 so the feedback to later columns is one matrix product per block. Within a block, on the
+CPU, the loop runs in C (mx_gptq_block in mxfp4/codec/_native.c, rows over threads): the same float operations
+in the same order as the torch loop below, so the same bytes (a property test compares them). Deterministic:
+the same W, H and options give the same bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from functools import lru_cache
 
 import torch
 
-from ..codec import torch_codec
+from ..codec import native, torch_codec
 from ..codec.constants import BLOCK_SIZE, E2M1_VALUES
 from ..codec.reference import POW2_F32
 
@@ -51,19 +53,45 @@ def inverse_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     return torch.linalg.cholesky(inverse, upper=True)
 
 
+def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
+    """Whether the column loop runs in C: on the CPU, for the rules the C codec implements, on finite weights
+    (the torch loop remains for GPUs, the mlx rule, and the reference the C loop is tested against)."""
+    return (
+        w.device.type == "cpu"
+        and native.available()
+        and scale_rule in native.GPTQ_RULES
+        and bool(torch.isfinite(w).all())
+    )
+
+
 def gptq_quantize(
-    weight: torch.Tensor, hessian: torch.Tensor, *, scale_rule: str, rounding: str = "rne", damp: float = 0.01
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    scale_rule: str,
+    rounding: str = "rne",
+    damp: float = 0.01,
+    column_loop: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """weight [out, in] (in a multiple of 32), hessian [in, in] -> MXFP4 (blocks [out, in/32, 16] uint8,
-    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding)."""
+    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding). column_loop: 'auto' (C where it can
+    run), 'c' or 'torch' (the same bytes; the tests compare them)."""
     out, inp = weight.shape
-    w = weight.float().clone()
+    w = weight.float().clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
     u = inverse_factor(hessian, damp).float()
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
+    in_c = _native_loop(w, scale_rule) if column_loop == "auto" else column_loop == "c"
     for start in range(0, inp, COLUMN_BLOCK):
         stop = min(start + COLUMN_BLOCK, inp)
-        block = w[:, start:stop].clone()
+        block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
+        if in_c:  # the same loop, its float operations one for one, without a Python step per column
+            factor = u[start:stop, start:stop].contiguous()
+            found = native.gptq_block(block.numpy(), factor.numpy(), scale_rule, rounding)
+            codes[:, start:stop], block_scales, errors = (torch.from_numpy(a) for a in found)
+            scales[:, start // BLOCK_SIZE : stop // BLOCK_SIZE] = block_scales.to(torch.int32)
+            w[:, stop:] -= errors @ u[start:stop, stop:]
+            continue
         errors = torch.zeros_like(block)
         for j in range(stop - start):
             column = start + j

@@ -257,6 +257,71 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
     }
 }
 
+/* GPTQ's column loop (mxfp4/calibrate/gptq.py) over one block of `width` columns (a multiple of 32) for rows
+ * [row_start, row_stop) of w [rows, width] (float32, updated in place). u: [width, width] float32, row j holding
+ * the inverse factor's U[j, block columns]. At the first column of each 32-column group a row's scale byte is
+ * chosen by the rule from the group's current values (scales_out [rows, width / 32]); each column is rounded at
+ * it (codes_out [rows, width], sign in bit 3), its error e = (w - q) / U[j, j] goes to errors_out [rows, width]
+ * and is fed to the later columns of the block: w[k] -= e * U[j, k]. Rows are independent; every float operation
+ * is the one, and in the order, that gptq.py's torch loop performs per element (no fused multiply-add: this file
+ * is built with -ffp-contract=off), so the bytes are the loop's. Finite weights only (the caller checks). */
+KERNEL void mx_gptq_block(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
+                          int rounding, uint8_t *codes_out, uint8_t *scales_out, float *errors_out) {
+    for (int64_t r = row_start; r < row_stop; r++) {
+        float *row = w + r * width;
+        int s = 0;
+        float inv = 0.0f, pow2 = 0.0f;
+        for (int64_t j = 0; j < width; j++) {
+            if (j % BLOCK == 0) {
+                float a[BLOCK];
+                uint8_t m[BLOCK];
+                uint32_t amax = 0;
+                for (int k = 0; k < BLOCK; k++) {
+                    uint32_t bits;
+                    memcpy(&bits, row + j + k, 4);
+                    bits &= 0x7FFFFFFFu;
+                    amax = bits > amax ? bits : amax;
+                    a[k] = f32_from_bits(bits);
+                }
+                if (amax >= 0x7F800000u) { /* fed-back values overflowed: the NaN byte, as the torch loop gives */
+                    s = E8M0_NAN;
+                    inv = 0.0f;
+                    pow2 = f32_from_bits(0x7FC00000u);
+                } else {
+                    s = choose_scale(a, amax, rule, rounding, m);
+                    inv = inv_pow2_f32(s);
+                    /* 2**(s - 127): exponent field s, or the subnormal 2**-127 for s = 0 */
+                    pow2 = s > 0 ? f32_from_bits((uint32_t)s << 23) : f32_from_bits(0x00400000u);
+                }
+                scales_out[r * (width / BLOCK) + j / BLOCK] = (uint8_t)s;
+            }
+            uint32_t bits;
+            memcpy(&bits, row + j, 4);
+            float magnitude = f32_from_bits(bits & 0x7FFFFFFFu), r_ = magnitude * inv;
+            int code, negative = (int)(bits >> 31);
+            float q;
+            if (rounding == ROUND_RNE) {
+                PASSES(r_, GE)
+                code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
+                q = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;
+            } else {
+                PASSES(r_, GT)
+                code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
+                q = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;
+                negative &= code != 0;
+            }
+            if (s == E8M0_NAN) code = negative = 0;
+            codes_out[r * width + j] = (uint8_t)(code | (negative << 3));
+            float value = q * pow2;
+            if (negative) value = -value;
+            float e = (row[j] - value) / u[j * width + j];
+            errors_out[r * width + j] = e;
+            const float *uj = u + j * width;
+            for (int64_t k = j + 1; k < width; k++) row[k] -= e * uj[k];
+        }
+    }
+}
+
 /* An importable module, so the build system names and places the library; its functions are reached
  * through ctypes, not the Python C API. */
 static struct PyModuleDef native_module = {PyModuleDef_HEAD_INIT, "_native",

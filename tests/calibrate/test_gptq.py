@@ -50,6 +50,48 @@ def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule):
     assert weighted_error(w, ours, h) <= weighted_error(w, rounding, h)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    blocks=st.integers(1, 5),
+    tail=st.sampled_from([0, 32, 96]),
+    rule=st.sampled_from(["floor", "round_up", "even", "mse"]),
+    rounding=st.sampled_from(ROUNDINGS),
+    seed=st.integers(0, 2**16),
+    magnitude=st.sampled_from([1e-30, 1e-3, 1.0, 1e30]),
+    zeros=st.booleans(),
+)
+def test_the_c_column_loop_writes_the_torch_loops_bytes(rows, blocks, tail, rule, rounding, seed, magnitude, zeros):
+    # Several 128-column blocks plus a shorter last one; correlated inputs so errors feed forward; exact zeros
+    # (signed) so ggml's and rne's sign rules are both exercised; magnitudes near the scale byte's ends.
+    g = torch.Generator().manual_seed(seed)
+    columns = 128 * blocks + tail
+    w = torch.randn(rows, columns, generator=g) * magnitude
+    if zeros:
+        w[:, ::7] = 0.0
+        w[::2, ::5] = -0.0
+    x = torch.randn(300, 48, generator=g) @ torch.randn(48, columns, generator=g)
+    h = x.double().T @ x.double()
+    c = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="c")
+    reference = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="torch")
+    assert torch.equal(c[0], reference[0]) and torch.equal(c[1], reference[1])
+
+
+def test_the_c_loop_runs_by_default_where_it_can(monkeypatch):
+    from mxfp4.calibrate import gptq
+
+    calls = []
+    monkeypatch.setattr(gptq.native, "gptq_block", lambda *a: calls.append(a) or pytest.fail("called"))
+    w, h = torch.randn(8, 64), torch.eye(64, dtype=torch.float64)
+    with pytest.raises(pytest.fail.Exception):
+        gptq_quantize(w, h, scale_rule="mse")
+    calls.clear()
+    gptq_quantize(w, h, scale_rule="mlx")  # a rule the C codec lacks: the torch loop
+    w[0, 0] = float("nan")
+    gptq_quantize(w, h, scale_rule="mse")  # non-finite weights: the torch loop
+    assert calls == []
+
+
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     root = tmp_path_factory.mktemp("calibrate")
