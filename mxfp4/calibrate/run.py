@@ -127,11 +127,12 @@ def merge_lora_calibrated(
     progress: bool = False,
     where: str = "calibration tokens",
     strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> CalibrationResult:
     """merge_lora with the merged experts GPTQ-quantized (every expert, trained by the adapter or not)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_lora_layout(lora_layout)
-    source = open_source(base, strict=strict)
+    source = open_source(base, strict=strict, expert_layout=expert_layout)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)

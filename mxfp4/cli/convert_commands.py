@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from ..choices import CONVERT_SCALE_RULE, EXPERT_LAYOUTS
+from ..choices import CONVERT_SCALE_RULE
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
-from .options import calibrate_options, target_options
+from .options import calibrate_options, expert_layout_option, target_options
 from .ranks import require_calibration, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
@@ -26,11 +26,7 @@ from .tables import format_table
 )
 @calibrate_options
 @click.option("--strict", is_flag=True, help="Refuse a known broken save instead of repairing it on the fly.")
-@click.option(
-    "--expert-layout",
-    type=click.Choice(EXPERT_LAYOUTS),
-    help="How a square dense expert is stored ([E, in, out] or [E, out, in]) where neither shape nor content tells.",
-)
+@expert_layout_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
 @torchrun_job
@@ -104,13 +100,14 @@ def convert(
 @click.argument("a")
 @click.argument("b")
 @click.option("--all", "show_all", is_flag=True, help="List every tensor, not only mismatches.")
+@click.option("--strict", is_flag=True, help="Refuse a checkpoint saved wrong by a known tool instead of repairing it.")
 @clean_errors(input_error_exit=2)
-def verify(a, b, show_all) -> None:
+def verify(a, b, show_all, strict) -> None:
     """Compare checkpoints A and B tensor by tensor (any formats): exit 0 when they agree, 1 on any mismatch, 2
     on a usage or input error (an unreadable checkpoint)."""
     from ..convert.verify import verify as run
 
-    result = run(a, b)
+    result = run(a, b, strict=strict)
     shown = [t for t in result.tensors if show_all or t.verdict == "mismatch"]
     if shown:
         click.echo(

@@ -60,6 +60,11 @@ def _with_token_options(command):
     return _with_input_options(_json_option(command))
 
 
+_strict_option = click.option(
+    "--strict", is_flag=True, help="Refuse a checkpoint saved wrong by a known tool instead of repairing it."
+)
+
+
 def _with_model_options(command):
     """--device and --backend: where the models run (a GPU makes a real model's evaluation practical)."""
     command = click.option(
@@ -79,9 +84,10 @@ def _with_model_options(command):
 @click.argument("checkpoint")
 @_with_token_options
 @_with_model_options
+@_strict_option
 @clean_eval_errors
 @torchrun_job
-def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend) -> None:
+def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend, strict) -> None:
     """Perplexity of CHECKPOINT on the given tokens (sliding windows; see mxfp4.eval.parity)."""
     import json
 
@@ -91,7 +97,7 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
     from ..model.kernels.select import describe
 
     ids = _tokens(checkpoint, tokens, text)
-    model = load(checkpoint, device=device, backend=backend)
+    model = load(checkpoint, device=device, backend=backend, strict=strict)
     check_ids(ids, model.config.vocab_size, checkpoint)
     value = perplexity(model, ids, context=context, stride=stride)
     kernels = describe(model.backend)  # which kernels ran, so a figure can be read
@@ -107,9 +113,10 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
 @click.argument("candidate")
 @_with_token_options
 @_with_model_options
+@_strict_option
 @clean_eval_errors
 @torchrun_job
-def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend) -> None:
+def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend, strict) -> None:
     """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
     import json
 
@@ -118,7 +125,8 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json, d
     from ..model import load
 
     ids = _tokens(reference, tokens, text)
-    a, b = load(reference, device=device, backend=backend), load(candidate, device=device, backend=backend)
+    a = load(reference, device=device, backend=backend, strict=strict)
+    b = load(candidate, device=device, backend=backend, strict=strict)
     check_ids(ids, a.config.vocab_size, reference)
     result = compare(a, b, ids, context=context, stride=stride)
     if as_json:
@@ -141,16 +149,17 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json, d
 @click.option("--baseline", required=True, type=click.Path(dir_okay=False), help="quality.json: tokens, thresholds.")
 @_json_option
 @_with_model_options
+@_strict_option
 @clean_eval_errors
 @torchrun_job
-def eval_gate(checkpoint, baseline, as_json, device, backend) -> None:
+def eval_gate(checkpoint, baseline, as_json, device, backend, strict) -> None:
     """Check CHECKPOINT against the thresholds in --baseline (for CI): exit 0 when every check passes, 1 on a
     regression, 2 on a usage or input error (a missing or malformed baseline, a broken checkpoint)."""
     import json
 
     from ..eval.gate import gate, gate_json
 
-    values, checks = gate(checkpoint, baseline, device=device, backend=backend)
+    values, checks = gate(checkpoint, baseline, device=device, backend=backend, strict=strict)
     failed = [c for c in checks if not c.passed]
     if as_json:
         click.echo(json.dumps(gate_json(values, checks), indent=2))
@@ -182,10 +191,11 @@ def eval_gate(checkpoint, baseline, as_json, device, backend) -> None:
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @_json_option
 @_with_model_options
+@_strict_option
 @clean_eval_errors
 @torchrun_job
 def eval_baseline(
-    checkpoint, tokens, text, context, stride, reference, out, margin, force, as_json, device, backend
+    checkpoint, tokens, text, context, stride, reference, out, margin, force, as_json, device, backend, strict
 ) -> None:
     """Measure CHECKPOINT once and write a baseline (quality.json) for `mxfp4 eval gate`."""
     import json
@@ -206,6 +216,7 @@ def eval_baseline(
         force=force,
         device=device,
         backend=backend,
+        strict=strict,
     )
     if as_json:
         click.echo(json.dumps({"output": str(out), **data}, indent=2))

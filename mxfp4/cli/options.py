@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..choices import ROUNDINGS, SCALE_RULES, TARGETS
+from ..choices import EXPERT_LAYOUTS, ROUNDINGS, SCALE_RULES, TARGETS
 from ..dtypes import FLOAT_NAMES
 
 
@@ -54,3 +54,10 @@ def calibrate_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+expert_layout_option = click.option(
+    "--expert-layout",
+    type=click.Choice(EXPERT_LAYOUTS),
+    help="How a square dense expert is stored ([E, in, out] or [E, out, in]) where neither shape nor content tells.",
+)

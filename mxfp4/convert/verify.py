@@ -87,8 +87,10 @@ def _compare_expert(a: Expert, b: Expert) -> tuple[str, float]:
     return "exact", worst
 
 
-def verify(path_a, path_b) -> VerifyResult:
-    a, b = open_source(path_a), open_source(path_b)
+def verify(path_a, path_b, *, strict: bool = False) -> VerifyResult:
+    """A and B tensor by tensor. strict: refuse a checkpoint saved wrong by a known tool instead of comparing what
+    a correct save would hold."""
+    a, b = open_source(path_a, strict=strict), open_source(path_b, strict=strict)
     for key in HYPER_PARAMETERS:
         if getattr(a.config, key) != getattr(b.config, key):
             raise CheckpointError(

@@ -73,12 +73,13 @@ def measure_checkpoint(
     stride: int | None = None,
     device=None,
     backend: str = "torch",
+    strict: bool = False,
 ) -> dict[str, float]:
     """perplexity of checkpoint; with a reference also delta_ppl, kl_mean, kl_p99, top1_agreement.
-    device, backend: where and how the models run (mxfp4.model.load's arguments)."""
+    device, backend, strict: where and how the models run and are read (mxfp4.model.load's arguments)."""
     from ..model import load as load_model
 
-    load = functools.partial(load_model, device=device, backend=backend)
+    load = functools.partial(load_model, device=device, backend=backend, strict=strict)
 
     model = load(checkpoint)
     check_ids(tokens, model.config.vocab_size, str(checkpoint))
@@ -132,7 +133,9 @@ def evaluation_tokens(checkpoint, tokens=None, text=None):
     return tokenize_text(text, open_source(checkpoint).tokenizer_dir())
 
 
-def gate(checkpoint, baseline_path, *, device=None, backend: str = "torch") -> tuple[dict[str, float], list[Check]]:
+def gate(
+    checkpoint, baseline_path, *, device=None, backend: str = "torch", strict: bool = False
+) -> tuple[dict[str, float], list[Check]]:
     """Measure ``checkpoint`` as the baseline file says; returns the measured values and one Check per threshold."""
     data, folder = _baseline(Path(baseline_path))
     if "tokens" in data:
@@ -151,6 +154,7 @@ def gate(checkpoint, baseline_path, *, device=None, backend: str = "torch") -> t
         stride=data.get("stride"),
         device=device,
         backend=backend,
+        strict=strict,
     )
     checks = [
         Check(LIMITS[k][0], values[LIMITS[k][0]], float(limit), LIMITS[k][1]) for k, limit in data["thresholds"].items()
@@ -171,6 +175,7 @@ def make_baseline(
     force: bool = False,
     device=None,
     backend: str = "torch",
+    strict: bool = False,
 ) -> dict:
     """Measure checkpoint once on the token file ``tokens_path`` or the text file ``text`` and write a baseline
     to ``out_path`` whose thresholds allow ``margin`` (relative) of slack. reference: any checkpoint (a path in
@@ -183,7 +188,14 @@ def make_baseline(
     out_path = Path(out_path)
     tokens = evaluation_tokens(checkpoint, tokens_path, text)
     values = measure_checkpoint(
-        checkpoint, tokens, reference=reference, context=context, stride=stride, device=device, backend=backend
+        checkpoint,
+        tokens,
+        reference=reference,
+        context=context,
+        stride=stride,
+        device=device,
+        backend=backend,
+        strict=strict,
     )
     thresholds = {"perplexity_max": values["perplexity"] * (1 + margin)}
     if reference is not None:

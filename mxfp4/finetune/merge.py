@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..choices import MERGE_SCALE_RULE, MXFP4_TARGETS, FloatName, LoraLayout, Rounding, ScaleRule, Target
+from ..choices import (
+    MERGE_SCALE_RULE,
+    MXFP4_TARGETS,
+    ExpertLayout,
+    FloatName,
+    LoraLayout,
+    Rounding,
+    ScaleRule,
+    Target,
+)
 from ..convert.api import WriteOptions, write
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
@@ -44,6 +53,7 @@ def merge_lora(
     force: bool = False,
     progress: bool = False,
     strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> MergeResult:
     """Merge ``adapter`` (a PEFT LoRA directory or hub id) into ``base`` and write ``dst`` as ``to``.
 
@@ -56,10 +66,12 @@ def merge_lora(
     when the adapter's shapes cannot tell ('peft', 'swapped', 'unsloth'; see mxfp4.finetune.adapter).
     Nothing is written when anything is wrong; an interrupted merge leaves nothing. A base saved wrong by a known
     tool is read correctly with a RepairWarning (mxfp4.convert.anomalies); strict=True refuses it instead.
+    expert_layout: how a dense base's square experts are stored, where neither shape nor content tells (as for
+    mxfp4.convert.convert).
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_lora_layout(lora_layout)  # every option refused before anything is read
-    source = open_source(base, strict=strict)
+    source = open_source(base, strict=strict, expert_layout=expert_layout)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     if not lora.pairs:
         raise AdapterError(f"{lora.path}: the adapter holds no LoRA pairs; there is nothing to merge")

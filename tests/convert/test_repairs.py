@@ -218,3 +218,38 @@ def test_float_scales_that_could_be_either_reading_are_refused(saves, tmp_path):
     with pytest.raises(CheckpointError, match=f"'{name}' holds F32 scales that are neither"):
         open_source(broken)
     assert run("doctor", broken).exit_code == 2
+
+
+def test_verify_eval_and_model_load_repair_or_refuse_under_strict(saves, tmp_path):
+    import numpy as np
+
+    import mxfp4
+
+    assert run("verify", saves[2], saves["healthy"]).exit_code == 0  # repaired: every tensor the healthy one's
+    refused = run("verify", saves[2], saves["healthy"], "--strict")
+    assert refused.exit_code == 2 and "strict reading refuses it" in refused.output
+    np.save(tmp_path / "ids.npy", np.arange(40) % 300)
+    assert run("eval", "ppl", saves[2], "--tokens", tmp_path / "ids.npy", "--context", "8").exit_code == 0
+    refused = run("eval", "ppl", saves[2], "--tokens", tmp_path / "ids.npy", "--context", "8", "--strict")
+    assert refused.exit_code == 2 and "(option --strict)" in refused.output
+    with pytest.raises(CheckpointError, match="strict reading refuses it"):
+        mxfp4.model.load(saves[2], strict=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mxfp4.model.load(saves[2])
+    assert [w for w in caught if issubclass(w.category, RepairWarning)]
+
+
+def test_merge_lora_takes_the_expert_layout_of_a_base_the_content_cannot_place(tmp_path):
+    from pathlib import Path
+
+    trained = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss-trained"
+    base = broken_saves.megatron_bridge_export(trained / "bf16", tmp_path / "base")  # trained: off the grid
+    assert {a.kind for a in diagnose(base).anomalies} == {"orientation-unverified"}
+    adapter = trained / "lora-docs"
+    told = run("merge-lora", base, adapter, tmp_path / "told", "--to", "bf16", "--expert-layout", "out-in", "--quiet")
+    healthy = run("merge-lora", trained / "bf16", adapter, tmp_path / "healthy", "--to", "bf16", "--quiet")
+    assert told.exit_code == 0 and healthy.exit_code == 0, told.output + healthy.output
+    assert same_tensors(all_tensors(tmp_path / "told"), all_tensors(tmp_path / "healthy"))
+    unsaid = run("merge-lora", base, adapter, tmp_path / "unsaid", "--to", "bf16", "--quiet", "--strict")
+    assert unsaid.exit_code == 1 and "(option --strict)" in unsaid.output
