@@ -258,6 +258,41 @@ def eval_rules(dense, tokens, text, context, stride, as_json, device, backend) -
     )
 
 
+@eval_group.command(name="template")
+@click.argument("checkpoint")
+@click.option(
+    "--conversations",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Your own conversations: JSON, OpenAI chat-completions messages (+ tools, reasoning_effort). Default: the "
+    "built-in suite.",
+)
+@_json_option
+@clean_eval_errors
+def eval_template(checkpoint, conversations, as_json) -> None:
+    """Render conversations with CHECKPOINT's chat template as its format's runtime does (transformers for HF and
+    MLX, llama.cpp's handling for GGUF) and with openai-harmony, the format gpt-oss was trained on; compare the
+    token ids. Exit 0 when every conversation renders the same, 1 when any diverges, 2 on an error."""
+    import json
+
+    from ..eval.conversations import builtin_suite, read_conversations
+    from ..eval.templates import check_templates
+
+    suite = read_conversations(conversations) if conversations else builtin_suite()
+    report = check_templates(checkpoint, suite)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"{checkpoint}: {report.runtime}, against openai-harmony\n")
+        rows = []
+        for c in report.checks:
+            where = "" if c.equal else f"token {c.index}: {''.join(c.runtime)!r} vs harmony {''.join(c.harmony)!r}"
+            rows.append([c.name, "same" if c.equal else "DIVERGES", where])
+        click.echo(format_table(["conversation (kind)", "tokens", "first difference"], rows))
+        divergent = sum(not c.equal for c in report.checks)
+        click.echo(f"\n{len(report.checks) - divergent} of {len(report.checks)} conversations render as harmony does")
+    sys.exit(0 if report.equal else 1)
+
+
 @eval_group.command(name="report")
 @click.argument("dense")
 @click.argument("quantized")

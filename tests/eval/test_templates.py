@@ -1,0 +1,116 @@
+"""`mxfp4 eval template`: a checkpoint's chat template rendered as its format's runtime renders it, against
+openai-harmony, token for token, on a checkpoint carrying gpt-oss's real tokenizer and the original gpt-oss template
+(the copy the trl wheel ships)."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mxfp4.cli import main
+from mxfp4.convert import convert
+from mxfp4.eval.conversations import builtin_suite
+from mxfp4.testing.checkpoints import make_harmony_checkpoint
+
+pytest.importorskip("openai_harmony")
+
+# Where the original template differs from harmony (measured with openai-harmony 0.0.8; the issue lists the same)
+DIVERGENT = {
+    "developer instructions only": (".\n\n<|end|>", ".<|end|>"),  # a trailing blank line before <|end|>
+    "system message as instructions": (".\n\n<|end|>", ".<|end|>"),
+    "multi-line description, enum default, optional and nested parameters": (".\nReturns", ".\n// Returns"),
+    "tool without parameters": ("() => any", "(_: {\n}) => any"),
+    "one tool call, JSON result": ("commentary json", "commentary <|constrain|>json"),
+    "two tool calls in one turn": ("commentary json", "commentary <|constrain|>json"),
+    "tool result as plain text": ("commentary json", "commentary <|constrain|>json"),
+    "reasoning and a tool call, then a final answer": ("commentary json", "commentary <|constrain|>json"),
+    "reasoning and a tool call, no final answer yet": ("commentary json", "commentary <|constrain|>json"),
+    "three turns with reasoning (earlier analysis dropped)": ("final<|message|>4", "analysis<|message|>Add two"),
+    "final turn rendered for training": ("analysis<|message|>Pick", "final<|message|>Blue"),
+}
+
+
+def original_template() -> str:
+    spec = importlib.util.find_spec("trl")
+    if spec is None:
+        pytest.fail("trl is a dev dependency (its wheel ships the original gpt-oss template)")
+    return (Path(next(iter(spec.submodule_search_locations))) / "chat_templates" / "gptoss.jinja").read_text()
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    checkpoint = make_harmony_checkpoint(tmp_path_factory.mktemp("template"), hidden_size=64, intermediate_size=64)
+    (checkpoint / "chat_template.jinja").write_text(original_template())
+    return checkpoint
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def report(checkpoint) -> dict:
+    result = run("eval", "template", checkpoint, "--json")
+    assert result.exit_code in (0, 1), result.output
+    data = json.loads(result.stdout)
+    assert (result.exit_code == 0) == data["equal"]
+    return data
+
+
+def test_the_original_template_diverges_where_harmony_differs(original):
+    data = report(original)
+    assert data["runtime"] == "transformers apply_chat_template"
+    assert set(data["divergent"]) == set(DIVERGENT)
+    assert {c["name"] for c in data["checks"]} == {c.name for c in builtin_suite()}
+    for check in data["checks"]:
+        if check["name"] in DIVERGENT:
+            ours, theirs = DIVERGENT[check["name"]]
+            assert ours in "".join(check["runtime"]) and theirs in "".join(check["harmony"]), check
+    table = run("eval", "template", original)
+    assert table.exit_code == 1 and "7 of 18 conversations render as harmony does" in table.output
+
+
+def test_harmonys_text_tokenizes_to_harmonys_own_ids(original):
+    import openai_harmony as oh
+    from tokenizers import Tokenizer
+
+    from mxfp4.eval.templates import _harmony, harmony_text
+
+    _harmony()  # o200k_base from the bpe-openai wheel, offline
+    encoding = oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
+    tokenizer = Tokenizer.from_file(str(original / "tokenizer.json"))
+    for conversation in builtin_suite():
+        text = harmony_text(conversation, "2026-12-02")
+        assert tokenizer.encode(text, add_special_tokens=False).ids == encoding.encode(text, allowed_special="all")
+
+
+def test_the_template_survives_conversion_and_llama_cpps_rendering_agrees(original, tmp_path):
+    expected = report(original)["checks"]
+    gguf = convert(original, tmp_path / "model.gguf", to="gguf").output
+    data = report(gguf)
+    assert data["runtime"].startswith("GGUF tokenizer.chat_template")
+    assert data["checks"] == expected  # the same tokens, diverging in the same places
+    back = convert(gguf, tmp_path / "hf", to="mxfp4").output
+    assert report(back)["checks"] == expected
+    mlx = convert(back, tmp_path / "mlx", to="mlx").output
+    assert report(mlx)["checks"] == expected
+
+
+def test_your_own_conversations(original, tmp_path):
+    plain = [{"name": "greeting", "messages": [{"role": "user", "content": "Hi there"}], "reasoning_effort": "low"}]
+    (tmp_path / "mine.json").write_text(json.dumps(plain))
+    result = run("eval", "template", original, "--conversations", tmp_path / "mine.json")
+    assert result.exit_code == 0 and "1 of 1 conversations render as harmony does" in result.output
+    (tmp_path / "bad.json").write_text(json.dumps([{"messages": [{"role": "robot", "content": "x"}]}]))
+    refused = run("eval", "template", original, "--conversations", tmp_path / "bad.json")
+    assert refused.exit_code == 2 and "'robot' is not a chat-completions role" in refused.output
+
+
+def test_a_checkpoint_without_a_template_is_an_error(original, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(original, bare)
+    (bare / "chat_template.jinja").unlink()
+    result = run("eval", "template", bare)
+    assert result.exit_code == 2 and "no chat template" in result.output
