@@ -18,6 +18,7 @@ from ..choices import (
     Target,
 )
 from ..convert.api import WriteOptions, write
+from ..convert.chat_template import TemplatedSource, chat_template_text
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
 from ..distributed import current_world
@@ -55,7 +56,9 @@ def calibration_windows(ids: np.ndarray, *, vocab_size: int, context: int, sampl
     return ids[: wanted * context].reshape(wanted, context)
 
 
-def _calibrated(source, dst, tokens, options: WriteOptions, *, context, samples, min_tokens, device, where):
+def _calibrated(
+    source, dst, tokens, options: WriteOptions, *, context, samples, min_tokens, device, where, chat_template=None
+):
     """Write ``source`` with its experts GPTQ-quantized on ``tokens``: the shared core of both entry points."""
     if options.to not in MXFP4_TARGETS:
         raise OptionError(
@@ -72,7 +75,7 @@ def _calibrated(source, dst, tokens, options: WriteOptions, *, context, samples,
     if not current_world().leader:  # another rank of a torchrun job: calibrate its share, rank 0 writes
         calibrated.calibrate_all()
         return CalibrationResult(None, calibrated.reports)
-    written = write(calibrated, dst, options)
+    written = write(calibrated if chat_template is None else TemplatedSource(calibrated, chat_template), dst, options)
     calibrated.calibrate_all()  # a target that skipped a layer's experts still takes part in its collectives
     return CalibrationResult(written, calibrated.reports)
 
@@ -96,15 +99,16 @@ def convert_calibrated(
     where: str = "calibration tokens",
     strict: bool = False,
     expert_layout: ExpertLayout | None = None,
+    chat_template: str | None = None,
 ) -> CalibrationResult:
     """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts. strict:
     refuse a save written wrong by a known tool (mxfp4.convert.anomalies) instead of repairing it. expert_layout: as
     for mxfp4.convert.convert."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
-    return _calibrated(
-        open_source(src, strict=strict, expert_layout=expert_layout), dst, tokens, options, **calibration
-    )
+    template = chat_template_text(chat_template) if chat_template is not None else None
+    source = open_source(src, strict=strict, expert_layout=expert_layout)
+    return _calibrated(source, dst, tokens, options, **calibration, chat_template=template)
 
 
 def merge_lora_calibrated(
@@ -128,6 +132,7 @@ def merge_lora_calibrated(
     where: str = "calibration tokens",
     strict: bool = False,
     expert_layout: ExpertLayout | None = None,
+    chat_template: str | None = None,
 ) -> CalibrationResult:
     """merge_lora with the merged experts GPTQ-quantized (every expert, trained by the adapter or not)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
@@ -136,4 +141,5 @@ def merge_lora_calibrated(
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
-    return _calibrated(merged, dst, tokens, options, **calibration)
+    template = chat_template_text(chat_template) if chat_template is not None else None
+    return _calibrated(merged, dst, tokens, options, **calibration, chat_template=template)

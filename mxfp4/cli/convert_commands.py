@@ -10,7 +10,7 @@ from ..choices import CONVERT_SCALE_RULE
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
-from .options import calibrate_options, expert_layout_option, target_options
+from .options import calibrate_options, chat_template_option, expert_layout_option, target_options
 from .ranks import require_calibration, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
@@ -27,6 +27,7 @@ from .tables import format_table
 @calibrate_options
 @click.option("--strict", is_flag=True, help="Refuse a known broken save instead of repairing it on the fly.")
 @expert_layout_option
+@chat_template_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @clean_errors
 @torchrun_job
@@ -46,6 +47,7 @@ def convert(
     device,
     strict,
     expert_layout,
+    chat_template,
     quiet,
 ) -> None:
     """Convert gpt-oss checkpoint SRC (HF directory, original/, .gguf or hub id) to DST. With --calibrate,
@@ -80,13 +82,14 @@ def convert(
             where=where,
             strict=strict,
             expert_layout=expert_layout,
+            chat_template=chat_template,
             **options,
         )
         result, layers = calibrated.written, calibrated.layers
         if result is None:  # a rank other than 0 of a torchrun job: rank 0 wrote and reports
             return
     else:
-        result = run(src, dst, strict=strict, expert_layout=expert_layout, **options)
+        result = run(src, dst, strict=strict, expert_layout=expert_layout, chat_template=chat_template, **options)
     if not quiet:
         if layers:
             echo_layer_report(layers)

@@ -11,7 +11,7 @@ from ..choices import LORA_LAYOUTS, MERGE_SCALE_RULE
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
-from .options import calibrate_options, expert_layout_option, target_options
+from .options import calibrate_options, chat_template_option, expert_layout_option, target_options
 from .ranks import require_calibration, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
@@ -35,6 +35,7 @@ from .tables import format_table
 @click.option("--json", "as_json", is_flag=True, help="The delta-survival report as JSON.")
 @click.option("--strict", is_flag=True, help="Refuse a base saved wrong by a known tool instead of repairing it.")
 @expert_layout_option
+@chat_template_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 @clean_errors
 @torchrun_job
@@ -57,6 +58,7 @@ def merge_lora(
     as_json,
     strict,
     expert_layout,
+    chat_template,
     quiet,
 ) -> None:
     """Merge PEFT LoRA ADAPTER into BASE (any checkpoint format, or a hub id) and write DST. With --calibrate,
@@ -89,6 +91,7 @@ def merge_lora(
             where=where,
             strict=strict,
             expert_layout=expert_layout,
+            chat_template=chat_template,
             **options,
         )
         if calibrated.written is None:  # a rank other than 0 of a torchrun job: rank 0 wrote and reports
@@ -100,7 +103,7 @@ def merge_lora(
             echo_layer_report(calibrated.layers)
             click.echo(f"\nwrote {calibrated.written.output}: the adapter merged, experts quantized by GPTQ")
         return
-    result = run(base, adapter, dst, strict=strict, expert_layout=expert_layout, **options)
+    result = run(base, adapter, dst, strict=strict, expert_layout=expert_layout, chat_template=chat_template, **options)
     if as_json:
         tensors = [s.to_json() for s in result.survival]
         click.echo(json.dumps(_merge_json(result.written.output, result.kept, tensors, []), indent=2))

@@ -61,3 +61,9 @@ expert_layout_option = click.option(
     type=click.Choice(EXPERT_LAYOUTS),
     help="How a square dense expert is stored ([E, in, out] or [E, out, in]) where neither shape nor content tells.",
 )
+
+chat_template_option = click.option(
+    "--chat-template",
+    help="The chat template the output carries: harmony (renders what openai-harmony renders), original (OpenAI's, "
+    "from the trl wheel) or a jinja file. Default: the source's.",
+)

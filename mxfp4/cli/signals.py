@@ -77,6 +77,7 @@ def _leave(what: str, code: int) -> None:
 # The library's parameter names -> the flags that set them, so that an error names both.
 FLAGS = {
     "backend": "--backend",
+    "chat_template": "--chat-template",
     "context": "--calibrate-context",
     "dtype": "--dtype",
     "expert_layout": "--expert-layout",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..choices import CONVERT_SCALE_RULE, ExpertLayout, FloatName, Rounding, ScaleRule, Target
 from ..errors import CheckpointError
+from .chat_template import TemplatedSource, chat_template_text
 from .options import WriteOptions
 from .registry import open_source, writer_for
 from .result import ConvertResult
@@ -29,6 +30,7 @@ def convert(
     progress: bool = False,
     strict: bool = False,
     expert_layout: ExpertLayout | None = None,
+    chat_template: str | None = None,
 ) -> ConvertResult:
     """Convert checkpoint ``src`` (directory, .gguf or hub id) into ``dst`` in format ``to``.
 
@@ -38,9 +40,13 @@ def convert(
     triton_kernels byte for byte). dtype: the dense experts' dtype for bf16. A known broken save is read correctly
     with a RepairWarning per repair (mxfp4.convert.anomalies); strict=True refuses it instead. expert_layout
     ('in-out' or 'out-in'): how a square dense expert is stored, where neither its shape nor its content tells.
+    chat_template: the template the output carries, 'harmony', 'original' or a jinja file (default: the source's;
+    mxfp4.convert.chat_template).
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
-    return write(open_source(src, strict=strict, expert_layout=expert_layout), dst, options)
+    template = chat_template_text(chat_template) if chat_template is not None else None  # refused before reading
+    source = open_source(src, strict=strict, expert_layout=expert_layout)
+    return write(source if template is None else TemplatedSource(source, template), dst, options)
 
 
 def write(source: Source, dst, options: WriteOptions) -> ConvertResult:

@@ -16,6 +16,7 @@ from ..choices import (
     Target,
 )
 from ..convert.api import WriteOptions, write
+from ..convert.chat_template import TemplatedSource, chat_template_text
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
 from ..errors import AdapterError
@@ -54,6 +55,7 @@ def merge_lora(
     progress: bool = False,
     strict: bool = False,
     expert_layout: ExpertLayout | None = None,
+    chat_template: str | None = None,
 ) -> MergeResult:
     """Merge ``adapter`` (a PEFT LoRA directory or hub id) into ``base`` and write ``dst`` as ``to``.
 
@@ -67,10 +69,12 @@ def merge_lora(
     Nothing is written when anything is wrong; an interrupted merge leaves nothing. A base saved wrong by a known
     tool is read correctly with a RepairWarning (mxfp4.convert.anomalies); strict=True refuses it instead.
     expert_layout: how a dense base's square experts are stored, where neither shape nor content tells (as for
-    mxfp4.convert.convert).
+    mxfp4.convert.convert). chat_template: the template the output carries, 'harmony', 'original' or a jinja file
+    (default: the base's).
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_lora_layout(lora_layout)  # every option refused before anything is read
+    template = chat_template_text(chat_template) if chat_template is not None else None  # refused before reading
     source = open_source(base, strict=strict, expert_layout=expert_layout)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     if not lora.pairs:
@@ -78,7 +82,7 @@ def merge_lora(
     merged = MergedSource(
         source, lora, packed=to in MXFP4_TARGETS, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype
     )
-    written = write(merged, dst, options)
+    written = write(merged if template is None else TemplatedSource(merged, template), dst, options)
     order = {tensor.name: i for i, tensor in enumerate(canonical_tensors(source.config))}
     rows = sorted(merged.survival.values(), key=lambda s: order[s.name])
     return MergeResult(written, rows)

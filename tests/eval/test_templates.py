@@ -114,3 +114,42 @@ def test_a_checkpoint_without_a_template_is_an_error(original, tmp_path):
     (bare / "chat_template.jinja").unlink()
     result = run("eval", "template", bare)
     assert result.exit_code == 2 and "no chat template" in result.output
+
+
+def test_the_harmony_template_renders_what_harmony_renders_in_every_format(original, tmp_path):
+    hf = convert(original, tmp_path / "hf", to="mxfp4", chat_template="harmony").output
+    data = report(hf)
+    assert data["equal"] and data["divergent"] == [] and len(data["checks"]) == len(builtin_suite())
+    gguf = convert(hf, tmp_path / "model.gguf", to="gguf").output  # the GGUF's template, as llama.cpp adjusts messages
+    assert report(gguf)["equal"]
+    mlx = convert(gguf, tmp_path / "mlx", to="mlx").output
+    assert report(mlx)["equal"]
+    written = (tmp_path / "hf" / "chat_template.jinja").read_text()
+    assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["chat_template"] == written
+
+
+def test_chat_template_chooses_what_the_output_carries(original, tmp_path):
+    result = run(
+        "convert", original, tmp_path / "harmony.gguf", "--to", "gguf", "--chat-template", "harmony", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    assert run("eval", "template", tmp_path / "harmony.gguf").exit_code == 0
+    back = run("convert", tmp_path / "harmony.gguf", tmp_path / "back", "--to", "mxfp4", "--chat-template", "original")
+    assert back.exit_code == 0 and set(report(tmp_path / "back")["divergent"]) == set(DIVERGENT)
+    (tmp_path / "mine.jinja").write_text(original_template())
+    assert convert(original, tmp_path / "file", to="mxfp4", chat_template=str(tmp_path / "mine.jinja"))
+    assert (tmp_path / "file" / "chat_template.jinja").read_text() == original_template()
+    refused = run("convert", original, tmp_path / "refused", "--to", "mxfp4", "--chat-template", "nope")
+    assert refused.exit_code == 1 and "(option --chat-template)" in refused.output
+    assert not (tmp_path / "refused").exists()
+
+
+def test_merge_lora_writes_the_chosen_template(tmp_path):
+    trained = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss-trained"
+    args = ["merge-lora", trained / "mxfp4", trained / "lora-docs", tmp_path / "merged", "--to", "mxfp4"]
+    result = run(*args, "--chat-template", "harmony", "--quiet")
+    assert result.exit_code == 0, result.output
+    from mxfp4.convert.chat_template import HARMONY_TEMPLATE
+
+    assert (tmp_path / "merged" / "chat_template.jinja").read_text() == HARMONY_TEMPLATE.read_text()
+    assert run("eval", "template", tmp_path / "merged").exit_code == 0  # the learned tokenizer has harmony's specials

@@ -43,4 +43,8 @@ def test_the_user_program_runs():
 
 def test_py_typed_ships_with_the_package():
     assert (ROOT / "mxfp4" / "py.typed").is_file()
-    assert 'mxfp4 = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()  # [tool.setuptools.package-data]
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["mxfp4"]
+    assert "gpt_oss/templates/*.jinja" in package_data["mxfp4"]  # the harmony chat template ships too

@@ -128,7 +128,8 @@ class HFSource(Source):
             if t.expert and self.packed:
                 blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
                 check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
-                check_shape(store, t.name + SCALES_SUFFIX, {"U8"} | FLOAT_CODES, scales_shape)
+                floats = t.name + SCALES_SUFFIX in self.scales_readings  # form 6: cast to a float dtype
+                check_shape(store, t.name + SCALES_SUFFIX, FLOAT_CODES if floats else {"U8"}, scales_shape)
             elif t.expert:
                 transposed = t.name in self.transposed
                 shape = mxfp4_shape(config, t.short) if transposed else dense_expert_shape(config, t.short)
