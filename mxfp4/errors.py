@@ -52,3 +52,8 @@ class AdapterError(MXFP4Error):
 class RepairWarning(UserWarning):
     """A checkpoint written wrong by a known tool was read correctly anyway; the message names what was repaired.
     (A warning, not an error: pass strict=True to refuse such files instead.)"""
+
+
+class TemplateWarning(UserWarning):
+    """A checkpoint's chat templates disagree (chat_template.jinja and tokenizer_config.json); the message says
+    which one was written."""

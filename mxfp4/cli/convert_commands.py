@@ -106,8 +106,8 @@ def convert(
 @click.option("--strict", is_flag=True, help="Refuse a checkpoint saved wrong by a known tool instead of repairing it.")
 @clean_errors(input_error_exit=2)
 def verify(a, b, show_all, strict) -> None:
-    """Compare checkpoints A and B tensor by tensor (any formats): exit 0 when they agree, 1 on any mismatch, 2
-    on a usage or input error (an unreadable checkpoint)."""
+    """Compare checkpoints A and B tensor by tensor (any formats), and their chat templates: exit 0 when they agree,
+    1 on any mismatch (a tensor or the template), 2 on a usage or input error (an unreadable checkpoint)."""
     from ..convert.verify import verify as run
 
     result = run(a, b, strict=strict)
@@ -124,5 +124,6 @@ def verify(a, b, show_all, strict) -> None:
         f"{result.kind_a} vs {result.kind_b}: {counts['exact']} exact, {counts['equal values']} equal values, "
         f"{counts['mismatch']} mismatched"
     )
+    click.echo(result.template_difference or "chat templates: the same")
     if not result.ok:
         sys.exit(1)

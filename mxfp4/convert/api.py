@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..choices import CONVERT_SCALE_RULE, ExpertLayout, FloatName, Rounding, ScaleRule, Target
 from ..errors import CheckpointError
-from .chat_template import TemplatedSource, chat_template_text
+from .chat_template import TemplatedSource, chat_template_text, settle_templates
 from .options import WriteOptions
 from .registry import open_source, writer_for
 from .result import ConvertResult
@@ -57,4 +57,4 @@ def write(source: Source, dst, options: WriteOptions) -> ConvertResult:
         raise CheckpointError(
             f"{dst} is inside the source {source.path}; write the output elsewhere (the source is never modified)"
         )
-    return writer_for(options.to)(source, dst, options)
+    return writer_for(options.to)(settle_templates(source), dst, options)

@@ -10,9 +10,10 @@ import importlib.util
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
-from ..errors import CheckpointError, OptionError
+from ..errors import CheckpointError, OptionError, TemplateWarning
 from ..gpt_oss.config import read_json
 from .stream import Dense, Expert, Source
 
@@ -86,5 +87,53 @@ class TemplatedSource(Source):
         return getattr(self.base, name)
 
 
-def with_chat_template(source: Source, choice: str | None) -> Source:
-    return source if choice is None else TemplatedSource(source, chat_template_text(choice))
+def source_templates(source: Source) -> tuple[str | None, str | None]:
+    """(chat_template.jinja's text, tokenizer_config.json's chat_template) as the source carries them (a GGUF's
+    template arrives in its rebuilt tokenizer_config.json); a list of named templates gives its 'default' one."""
+    files = {p.name: p for p in source.extra_files()}
+    generated = source.generated_files()
+    jinja = files[TEMPLATE_FILE].read_text(encoding="utf-8") if TEMPLATE_FILE in files else generated.get(TEMPLATE_FILE)
+    if TOKENIZER_CONFIG in files:
+        config = read_json(files[TOKENIZER_CONFIG])
+    else:
+        config = json.loads(generated[TOKENIZER_CONFIG]) if TOKENIZER_CONFIG in generated else {}
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, list):
+        template = next(
+            (t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None
+        )
+    return jinja, template if isinstance(template, str) else None
+
+
+def effective_template(source: Source) -> str | None:
+    """The template transformers would use: chat_template.jinja before tokenizer_config.json's."""
+    jinja, config = source_templates(source)
+    return jinja if jinja is not None else config
+
+
+def settle_templates(source: Source) -> Source:
+    """A source carrying two different templates is written with the one transformers uses (chat_template.jinja)
+    in both places, with a warning: llama.cpp's converter would have taken the other."""
+    jinja, config = source_templates(source)
+    if jinja is None or config is None or jinja == config:
+        return source
+    warnings.warn(
+        f"{source.path}: chat_template.jinja and tokenizer_config.json's chat_template differ; writing "
+        f"chat_template.jinja's (the one transformers uses) in both (llama.cpp's converter would take the other)",
+        TemplateWarning,
+        stacklevel=3,
+    )
+    return TemplatedSource(source, jinja)
+
+
+def template_difference(a: str | None, b: str | None) -> str | None:
+    """None when the two templates are the same text; otherwise where they first differ, in words."""
+    if a == b:
+        return None
+    if a is None or b is None:
+        return "only " + ("B" if a is None else "A") + " carries a chat template"
+    lines_a, lines_b = a.splitlines(), b.splitlines()
+    line = next((i for i, (x, y) in enumerate(zip(lines_a, lines_b)) if x != y), min(len(lines_a), len(lines_b)))
+    shown_a = lines_a[line] if line < len(lines_a) else "(end)"
+    shown_b = lines_b[line] if line < len(lines_b) else "(end)"
+    return f"chat templates differ at line {line + 1}: {shown_a.strip()[:80]!r} vs {shown_b.strip()[:80]!r}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import CheckpointError
 from ..gpt_oss.tensors import canonical_tensors
+from .chat_template import effective_template, template_difference
 from .registry import open_source
 from .stream import Dense, Expert
 
@@ -43,10 +44,11 @@ class VerifyResult:
     kind_a: str
     kind_b: str
     tensors: list[TensorVerdict]
+    template_difference: str | None = None  # where the chat templates differ (None: the same text)
 
     @property
     def ok(self) -> bool:
-        return all(t.verdict != "mismatch" for t in self.tensors)
+        return self.template_difference is None and all(t.verdict != "mismatch" for t in self.tensors)
 
 
 def _as_float(tensor):
@@ -88,8 +90,8 @@ def _compare_expert(a: Expert, b: Expert) -> tuple[str, float]:
 
 
 def verify(path_a, path_b, *, strict: bool = False) -> VerifyResult:
-    """A and B tensor by tensor. strict: refuse a checkpoint saved wrong by a known tool instead of comparing what
-    a correct save would hold."""
+    """A and B tensor by tensor, and their chat templates (the one transformers would use). strict: refuse a
+    checkpoint saved wrong by a known tool instead of comparing what a correct save would hold."""
     a, b = open_source(path_a, strict=strict), open_source(path_b, strict=strict)
     for key in HYPER_PARAMETERS:
         if getattr(a.config, key) != getattr(b.config, key):
@@ -107,4 +109,5 @@ def verify(path_a, path_b, *, strict: bool = False) -> VerifyResult:
             verdict, diff = _compare_expert(ra, rb)
             forms = ("MXFP4" if ra.packed else ra.dtype, "MXFP4" if rb.packed else rb.dtype)
         verdicts.append(TensorVerdict(tensor.name, verdict, diff, *forms))
-    return VerifyResult(a.kind, b.kind, verdicts)
+    templates = template_difference(effective_template(a), effective_template(b))
+    return VerifyResult(a.kind, b.kind, verdicts, templates)

@@ -153,3 +153,33 @@ def test_merge_lora_writes_the_chosen_template(tmp_path):
 
     assert (tmp_path / "merged" / "chat_template.jinja").read_text() == HARMONY_TEMPLATE.read_text()
     assert run("eval", "template", tmp_path / "merged").exit_code == 0  # the learned tokenizer has harmony's specials
+
+
+def test_two_different_templates_are_written_as_transformers_reads_them_with_a_warning(original, tmp_path):
+    import warnings
+
+    from mxfp4.convert.chat_template import HARMONY_TEMPLATE
+    from mxfp4.errors import TemplateWarning
+
+    conflicted = tmp_path / "conflicted"
+    shutil.copytree(original, conflicted)
+    config = json.loads((conflicted / "tokenizer_config.json").read_text())
+    config["chat_template"] = HARMONY_TEMPLATE.read_text()  # what llama.cpp's converter would take
+    (conflicted / "tokenizer_config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convert(conflicted, tmp_path / "model.gguf", to="gguf")
+    (warning,) = [w for w in caught if issubclass(w.category, TemplateWarning)]
+    assert "chat_template.jinja's (the one transformers uses)" in str(warning.message)
+    assert set(report(tmp_path / "model.gguf")["divergent"]) == set(DIVERGENT)  # transformers' choice, the original
+    shown = run("convert", conflicted, tmp_path / "hf", "--to", "mxfp4", "--quiet")
+    assert shown.exit_code == 0 and "warning: " in shown.output and "differ" in shown.output
+
+
+def test_verify_compares_the_templates(original, tmp_path):
+    same = run("verify", original, convert(original, tmp_path / "same.gguf", to="gguf").output)
+    assert same.exit_code == 0 and "chat templates: the same" in same.output
+    harmony = convert(original, tmp_path / "harmony", to="mxfp4", chat_template="harmony").output
+    differs = run("verify", original, harmony)
+    assert differs.exit_code == 1 and "0 mismatched" in differs.output  # every tensor agrees; the template does not
+    assert "chat templates differ at line" in differs.output
