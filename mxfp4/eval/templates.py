@@ -4,10 +4,11 @@ own tokenizer, compared token for token.
 
 - HF and MLX directories: transformers' ``apply_chat_template`` (mlx-lm's tokenizer wrapper calls it too), with the
   template transformers picks (``chat_template.jinja`` before ``tokenizer_config.json``'s).
-- GGUF: the file's ``tokenizer.chat_template``, rendered with jinja2 as transformers renders templates, after the
-  adjustments llama.cpp makes to messages for gpt-oss (an assistant's reasoning passed as ``thinking``; tool-call
-  arguments given as JSON text passed as objects). llama.cpp renders with its own engine (minja); where minja and
-  jinja2 differ, this is jinja2's rendering.
+- GGUF: the file's ``tokenizer.chat_template``, rendered by llama-cpp-python's jinja formatter (without it installed,
+  by jinja2 set up as that formatter and transformers set it up), after the adjustments llama.cpp makes to messages
+  for gpt-oss (an assistant's reasoning passed as ``thinking``; tool-call arguments given as JSON text passed as
+  objects). llama.cpp's own server renders with its C++ engine (minja); where minja and jinja2 differ, this is
+  jinja2's rendering.
 - The reference: openai-harmony 0.0.8 renders the same conversation (its system message with the same reasoning
   effort and date, instructions and tools in its developer message, reasoning as analysis, tool calls to
   ``functions.NAME`` with ``<|constrain|>json``, tool results as commentary); for completion when the conversation
@@ -245,6 +246,31 @@ def jinja_text(template: str, conversation: Conversation, special: dict, date: s
     )
 
 
+def _llama_cpp_formatter():
+    """llama-cpp-python's jinja chat formatter (the class its server renders GGUF templates with), or None."""
+    try:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    except ImportError:
+        return None
+    return Jinja2ChatFormatter
+
+
+def llama_cpp_text(formatter, template: str, conversation: Conversation, special: dict) -> str:
+    """The conversation through llama-cpp-python's formatter (its strftime_now gives today's date)."""
+    chat = formatter(
+        template,
+        eos_token=special.get("eos_token", ""),
+        bos_token=special.get("bos_token", ""),
+        add_generation_prompt=conversation.add_generation_prompt,
+    )
+    try:
+        return chat(
+            messages=runtime_messages(conversation), tools=conversation.tools, **_template_kwargs(conversation)
+        ).prompt
+    except ValueError as error:  # the template's raise_exception
+        raise CheckpointError(f"the chat template refused conversation {conversation.name!r}: {error}") from None
+
+
 def _differ(tokenizer, a: list[int], b: list[int]) -> tuple[int | None, list[str], list[str]]:
     index = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
     if index is None and len(a) != len(b):
@@ -276,10 +302,14 @@ def check_templates(checkpoint, conversations: list[Conversation]) -> TemplateRe
                 (Path(scratch) / name).write_text(text, encoding="utf-8")
             config = json.loads((Path(scratch) / "tokenizer_config.json").read_text())
             special = {k: config[k] for k in ("bos_token", "eos_token") if k in config}
-            runtime = "GGUF tokenizer.chat_template through jinja2, with llama.cpp's message adjustments"
+            formatter = _llama_cpp_formatter()
+            engine = "llama-cpp-python's Jinja2ChatFormatter" if formatter else "jinja2 (as llama-cpp-python renders)"
+            runtime = f"GGUF tokenizer.chat_template through {engine}, with llama.cpp's message adjustments"
 
             def render(conversation, date):
-                return jinja_text(template, conversation, special, date)
+                if formatter is None:
+                    return jinja_text(template, conversation, special, date)
+                return llama_cpp_text(formatter, template, conversation, special)
 
             tokenizer_dir = Path(scratch)
         else:

@@ -183,3 +183,34 @@ def test_verify_compares_the_templates(original, tmp_path):
     differs = run("verify", original, harmony)
     assert differs.exit_code == 1 and "0 mismatched" in differs.output  # every tensor agrees; the template does not
     assert "chat templates differ at line" in differs.output
+
+
+@pytest.mark.parametrize("choice", ["original", "harmony"])
+def test_the_gguf_rendering_is_llama_cpp_pythons_and_mlx_lms_is_transformers(choice, original, tmp_path):
+    from mxfp4.convert.chat_template import chat_template_text
+    from mxfp4.eval.templates import _llama_cpp_formatter, hf_text, jinja_text, llama_cpp_text
+
+    formatter = _llama_cpp_formatter()
+    assert formatter is not None, "llama-cpp-python is installed by .ci/run"
+    template, special = chat_template_text(choice), {"bos_token": "<|startoftext|>", "eos_token": "<|return|>"}
+    today = __import__("datetime").date.today().isoformat()
+    for conversation in builtin_suite():  # the fallback without llama-cpp-python renders exactly as it does
+        assert jinja_text(template, conversation, special, today) == llama_cpp_text(
+            formatter, template, conversation, special
+        )
+    mlx = convert(original, tmp_path / "mlx", to="mlx", chat_template=choice).output
+    tokenizer_utils = pytest.importorskip("mlx_lm.tokenizer_utils")
+    wrapper = tokenizer_utils.load(mlx)  # mlx-lm's TokenizerWrapper, as mlx_lm.load gives it
+    assert isinstance(wrapper, tokenizer_utils.TokenizerWrapper)
+    from mxfp4.eval.templates import _template_kwargs, runtime_messages
+
+    for conversation in builtin_suite():  # mlx-lm's wrapper renders what transformers renders
+        kwargs = _template_kwargs(conversation)
+        theirs = wrapper.apply_chat_template(
+            runtime_messages(conversation),
+            tools=conversation.tools,
+            add_generation_prompt=conversation.add_generation_prompt,
+            tokenize=False,
+            **kwargs,
+        )
+        assert theirs == hf_text(mlx, conversation)
