@@ -240,3 +240,11 @@ def test_pre_tokenizers_are_named_by_what_splits_text_and_others_refused(tmp_pat
     with pytest.raises(CheckpointError, match="x.gguf: names no tokenizer.ggml.pre"):
         tokenizer_files({"tokenizer.ggml.tokens": ["a", "b"]}, tmp_path / "x.gguf")
     assert "tokenizer.json" in tokenizer_files({"tokenizer.ggml.tokens": ["a", "b"]}, tmp_path / "x.gguf", "gpt-4o")
+
+
+def test_ollama_to_mlx_tokenizes_as_the_source(checkpoint, tmp_path):
+    from mxfp4.testing.ollama_forms import write_ollama_gguf
+
+    blob = write_ollama_gguf(checkpoint, tmp_path / "sha256-blob", form=1)  # Ollama names no pre-tokenizer
+    convert(blob, tmp_path / "mlx", to="mlx")
+    assert hf_ids(tmp_path / "mlx", TEXT[:50_000]) == hf_ids(checkpoint, TEXT[:50_000])
