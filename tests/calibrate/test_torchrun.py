@@ -134,3 +134,13 @@ def test_commands_that_cannot_split_refuse_torchrun(work):
     assert not (root / "plain").exists()
     verify = two_ranks("verify", str(dense), str(dense), cwd=root)
     assert verify.returncode != 0 and "runs in one process" in verify.stderr
+
+
+def test_a_calibrated_merge_under_two_ranks_writes_the_one_process_bytes(tmp_path):
+    trained = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss-trained"
+    args = ["merge-lora", str(trained / "mxfp4"), str(trained / "lora-docs"), "OUT", "--to", "mxfp4", "--quiet"]
+    args += ["--calibrate", str(trained / "heldout.tokens"), "--calibrate-context", "64", "--calibrate-samples", "6"]
+    alone = one_process(*[a.replace("OUT", "alone") for a in args], cwd=tmp_path)
+    ranks = two_ranks(*[a.replace("OUT", "ranks") for a in args], cwd=tmp_path)
+    assert alone.returncode == 0 and ranks.returncode == 0, alone.stderr + ranks.stderr
+    assert _files(tmp_path / "ranks") == _files(tmp_path / "alone")
