@@ -18,6 +18,7 @@ from ..codec.layout_reference import packed_shapes
 from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..convert.formats.gguf.vocab import byte_level_bpe
 from ..gpt_oss.config import MODULES_NOT_CONVERTED, GptOssConfig, hf_config_dict
+from ..gpt_oss.harmony_tokenizer import byte_to_unicode
 from ..gpt_oss.tensors import canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
 from ..storage.safetensors_io import TensorEntry
 from ..storage.shards import Job, write_shards
@@ -67,24 +68,9 @@ def hf_config(
     return config
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte-level alphabet: every byte as a printable character."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
 def tokenizer_files(vocab_size: int) -> dict[str, dict]:
     """A byte-level BPE tokenizer.json (256 bytes, merges up to the vocab, special tokens last)."""
-    alphabet = _bytes_to_unicode()
+    alphabet = byte_to_unicode()
     vocab = {alphabet[b]: b for b in range(256)}
     merges = []
     words = (
