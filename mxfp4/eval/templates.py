@@ -322,7 +322,13 @@ def check_templates(checkpoint, conversations: list[Conversation]) -> TemplateRe
         tokenizer_json = Path(tokenizer_dir) / "tokenizer.json"
         if not tokenizer_json.is_file():
             raise CheckpointError(f"{checkpoint}: no tokenizer.json to compare token ids with")
-        tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        if source.kind in ("gguf", "ollama"):
+            tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        else:  # transformers' fast tokenizer, which renders the template, holds the same one already parsed
+            from transformers import AutoTokenizer
+
+            loaded = _hf_tokenizer(AutoTokenizer, str(tokenizer_dir))
+            tokenizer = getattr(loaded, "backend_tokenizer", None) or Tokenizer.from_file(str(tokenizer_json))
         checks = []
         for conversation in conversations:
             date = datetime.now().strftime("%Y-%m-%d")

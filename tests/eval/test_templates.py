@@ -42,7 +42,8 @@ def original_template() -> str:
 
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
-    checkpoint = make_harmony_checkpoint(tmp_path_factory.mktemp("template"), hidden_size=64, intermediate_size=64)
+    shape = dict(num_hidden_layers=2, hidden_size=32, intermediate_size=32, head_dim=16)  # the tokenizer matters here
+    checkpoint = make_harmony_checkpoint(tmp_path_factory.mktemp("template"), **shape)
     (checkpoint / "chat_template.jinja").write_text(original_template())
     return checkpoint
 
