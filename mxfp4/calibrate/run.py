@@ -18,7 +18,7 @@ from ..choices import (
     Target,
 )
 from ..convert.api import WriteOptions, write
-from ..convert.chat_template import TemplatedSource, chat_template_text
+from ..convert.chat_template import chat_template_text, with_template
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
 from ..distributed import current_world
@@ -75,7 +75,7 @@ def _calibrated(
     if not current_world().leader:  # another rank of a torchrun job: calibrate its share, rank 0 writes
         calibrated.calibrate_all()
         return CalibrationResult(None, calibrated.reports)
-    written = write(calibrated if chat_template is None else TemplatedSource(calibrated, chat_template), dst, options)
+    written = write(with_template(calibrated, chat_template), dst, options)
     calibrated.calibrate_all()  # a target that skipped a layer's experts still takes part in its collectives
     return CalibrationResult(written, calibrated.reports)
 
@@ -106,7 +106,7 @@ def convert_calibrated(
     for mxfp4.convert.convert."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
-    template = chat_template_text(chat_template) if chat_template is not None else None
+    template = chat_template_text(chat_template)  # a wrong choice is refused before anything is read
     source = open_source(src, strict=strict, expert_layout=expert_layout)
     return _calibrated(source, dst, tokens, options, **calibration, chat_template=template)
 
@@ -141,5 +141,4 @@ def merge_lora_calibrated(
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
     calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
-    template = chat_template_text(chat_template) if chat_template is not None else None
-    return _calibrated(merged, dst, tokens, options, **calibration, chat_template=template)
+    return _calibrated(merged, dst, tokens, options, **calibration, chat_template=chat_template_text(chat_template))

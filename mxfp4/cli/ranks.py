@@ -11,7 +11,7 @@ import os
 import click
 
 # The commands that split their work over ranks; any other command under torchrun would run N times over.
-TORCHRUN_COMMANDS = {"convert": "--calibrate", "merge-lora": "--calibrate", "eval": None}
+TORCHRUN_COMMANDS = ("convert", "merge-lora", "eval")  # convert and merge-lora only with --calibrate
 TORCHRUN_EVAL_COMMANDS = ("ppl", "compare", "baseline", "gate")
 
 

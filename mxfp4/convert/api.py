@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..choices import CONVERT_SCALE_RULE, ExpertLayout, FloatName, Rounding, ScaleRule, Target
 from ..errors import CheckpointError
-from .chat_template import TemplatedSource, chat_template_text, settle_templates
+from .chat_template import chat_template_text, settle_templates, with_template
 from .options import WriteOptions
 from .registry import open_source, writer_for
 from .result import ConvertResult
@@ -44,9 +44,8 @@ def convert(
     mxfp4.convert.chat_template).
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
-    template = chat_template_text(chat_template) if chat_template is not None else None  # refused before reading
-    source = open_source(src, strict=strict, expert_layout=expert_layout)
-    return write(source if template is None else TemplatedSource(source, template), dst, options)
+    template = chat_template_text(chat_template)  # a wrong choice is refused before anything is read
+    return write(with_template(open_source(src, strict=strict, expert_layout=expert_layout), template), dst, options)
 
 
 def write(source: Source, dst, options: WriteOptions) -> ConvertResult:

@@ -22,8 +22,10 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 HARMONY_TEMPLATE = Path(__file__).resolve().parents[1] / "gpt_oss" / "templates" / "harmony.jinja"
 
 
-def chat_template_text(choice: str) -> str:
-    """The template text of 'harmony', 'original' or a path to a jinja file."""
+def chat_template_text(choice: str | None) -> str | None:
+    """The template text of 'harmony', 'original' or a path to a jinja file (None: keep the source's)."""
+    if choice is None:
+        return None
     if choice == "harmony":
         return HARMONY_TEMPLATE.read_text(encoding="utf-8")
     if choice == "original":
@@ -87,11 +89,17 @@ class TemplatedSource(Source):
         return getattr(self.base, name)
 
 
-def source_templates(source: Source) -> tuple[str | None, str | None]:
+def with_template(source: Source, template: str | None) -> Source:
+    """``source`` carrying ``template`` (text from chat_template_text), or as it is for None."""
+    return source if template is None else TemplatedSource(source, template)
+
+
+def source_templates(source: Source, *, generated: bool = True) -> tuple[str | None, str | None]:
     """(chat_template.jinja's text, tokenizer_config.json's chat_template) as the source carries them (a GGUF's
-    template arrives in its rebuilt tokenizer_config.json); a list of named templates gives its 'default' one."""
+    template arrives in its rebuilt tokenizer_config.json, unless ``generated`` is False: that rebuilds the whole
+    vocabulary); a list of named templates gives its 'default' one."""
     files = {p.name: p for p in source.extra_files()}
-    generated = source.generated_files()
+    generated = source.generated_files() if generated else {}
     jinja = files[TEMPLATE_FILE].read_text(encoding="utf-8") if TEMPLATE_FILE in files else generated.get(TEMPLATE_FILE)
     if TOKENIZER_CONFIG in files:
         config = read_json(files[TOKENIZER_CONFIG])
@@ -113,8 +121,9 @@ def effective_template(source: Source) -> str | None:
 
 def settle_templates(source: Source) -> Source:
     """A source carrying two different templates is written with the one transformers uses (chat_template.jinja)
-    in both places, with a warning: llama.cpp's converter would have taken the other."""
-    jinja, config = source_templates(source)
+    in both places, with a warning: llama.cpp's converter would have taken the other. A GGUF holds one template:
+    only carried files can disagree."""
+    jinja, config = source_templates(source, generated=False)
     if jinja is None or config is None or jinja == config:
         return source
     warnings.warn(

@@ -68,16 +68,25 @@ def float_values(raw: np.ndarray, dtype: str) -> np.ndarray:
     return raw.view(np.float16 if dtype == "F16" else np.float32).astype(np.float64)
 
 
+def _scale_bytes(values: np.ndarray, reading: str) -> tuple[np.ndarray, np.ndarray]:
+    """Float scale values read as ``reading`` -> (the E8M0 bytes, uint8; which values are exactly one): 'codes'
+    are the bytes as numbers (integers 0..255), 'powers' their decoded 2**(s - 127), s in 0..254."""
+    finite = np.isfinite(values)
+    if reading == "codes":
+        exact = finite & (values >= 0) & (values <= 255) & (values == np.round(values))
+        return np.where(exact, values, 0).astype(np.uint8), exact
+    mantissa, exponent = np.frexp(np.where(finite, values, 0))
+    code = exponent - 1 + E8M0_BIAS
+    exact = finite & (mantissa == 0.5) & (code >= 0) & (code <= E8M0_MAX_FINITE)
+    return np.where(exact, code, 0).astype(np.uint8), exact
+
+
 def float_scales_reading(values: np.ndarray) -> str | None:
-    """How float scale values encode E8M0 bytes: 'codes' (the bytes themselves, integers 0..255), 'powers' (the
-    decoded 2**(s - 127), s in 0..254), or None when they could be either (every value an integer power of two)
-    or neither (then no byte is recoverable)."""
+    """How float scale values encode E8M0 bytes: 'codes' or 'powers' (see _scale_bytes), or None when they could
+    be either (every value an integer power of two) or neither (then no byte is recoverable)."""
     finite = values[np.isfinite(values)]
-    codes = values.size == finite.size and bool(np.all((finite >= 0) & (finite <= 255) & (finite == np.round(finite))))
-    mantissa, exponent = np.frexp(finite)
-    powers = finite.size > 0 and bool(
-        np.all((mantissa == 0.5) & (exponent - 1 + E8M0_BIAS >= 0) & (exponent - 1 + E8M0_BIAS <= E8M0_MAX_FINITE))
-    )
+    codes = bool(_scale_bytes(values, "codes")[1].all())
+    powers = finite.size > 0 and bool(_scale_bytes(finite, "powers")[1].all())
     if codes == powers:
         return None
     return "codes" if codes else "powers"
@@ -85,14 +94,7 @@ def float_scales_reading(values: np.ndarray) -> str | None:
 
 def scale_bytes_from_floats(values: np.ndarray, reading: str, where: str) -> np.ndarray:
     """Float scale values read as ``reading`` -> the E8M0 bytes (uint8); a value that is not one is an error."""
-    if reading == "codes":
-        exact = np.isfinite(values) & (values >= 0) & (values <= 255) & (values == np.round(values))
-        out = np.where(exact, values, 0).astype(np.uint8)
-    else:
-        mantissa, exponent = np.frexp(np.where(np.isfinite(values), values, 0))
-        code = exponent - 1 + E8M0_BIAS
-        exact = np.isfinite(values) & (mantissa == 0.5) & (code >= 0) & (code <= E8M0_MAX_FINITE)
-        out = np.where(exact, code, 0).astype(np.uint8)
+    out, exact = _scale_bytes(values, reading)
     if not exact.all():
         bad = values.reshape(-1)[int(np.argmin(exact.reshape(-1)))]
         raise CheckpointError(f"{where}: scale value {bad!r} is not an E8M0 {reading[:-1]} like the tensor's others")

@@ -28,6 +28,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 from ..convert import open_source
@@ -84,6 +85,12 @@ def _harmony():
     return openai_harmony
 
 
+@lru_cache(maxsize=1)
+def _harmony_encoding():
+    oh = _harmony()
+    return oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)  # 0.2 s: once, not per conversation
+
+
 def _reasoning(message: dict) -> str | None:
     return next((message[k] for k in REASONING_KEYS if message.get(k)), None)
 
@@ -95,7 +102,7 @@ def _arguments_text(arguments) -> str:
 def harmony_text(conversation: Conversation, date: str) -> str:
     """The conversation as openai-harmony renders it."""
     oh = _harmony()
-    encoding = oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
+    encoding = _harmony_encoding()
     messages = list(conversation.messages)
     system = oh.SystemContent.new().with_conversation_start_date(date)
     if conversation.reasoning_effort:

@@ -16,7 +16,7 @@ from ..choices import (
     Target,
 )
 from ..convert.api import WriteOptions, write
-from ..convert.chat_template import TemplatedSource, chat_template_text
+from ..convert.chat_template import chat_template_text, with_template
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
 from ..errors import AdapterError
@@ -74,7 +74,7 @@ def merge_lora(
     """
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_lora_layout(lora_layout)  # every option refused before anything is read
-    template = chat_template_text(chat_template) if chat_template is not None else None  # refused before reading
+    template = chat_template_text(chat_template)  # a wrong choice is refused before anything is read
     source = open_source(base, strict=strict, expert_layout=expert_layout)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     if not lora.pairs:
@@ -82,7 +82,7 @@ def merge_lora(
     merged = MergedSource(
         source, lora, packed=to in MXFP4_TARGETS, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype
     )
-    written = write(merged if template is None else TemplatedSource(merged, template), dst, options)
+    written = write(with_template(merged, template), dst, options)
     order = {tensor.name: i for i, tensor in enumerate(canonical_tensors(source.config))}
     rows = sorted(merged.survival.values(), key=lambda s: order[s.name])
     return MergeResult(written, rows)
