@@ -20,6 +20,10 @@ from .targets import TARGETS
 
 
 def run_atheris(target: str, seconds: int, out: Path, rss_limit_mb: int = 4096) -> tuple[int, int]:
+    from .targets import seeds
+
+    # inputs up to 64 KiB, or a little over the largest seed so libFuzzer does not cut every seed short
+    max_len = max([65536] + [len(seed) + 4096 for seed in seeds(target)])
     corpus = out / f"corpus-{target}"
     corpus.mkdir(parents=True, exist_ok=True)
     command = [
@@ -30,7 +34,7 @@ def run_atheris(target: str, seconds: int, out: Path, rss_limit_mb: int = 4096) 
         str(corpus),
         f"-max_total_time={seconds}",
         "-print_final_stats=1",
-        "-max_len=65536",
+        f"-max_len={max_len}",
         f"-rss_limit_mb={rss_limit_mb}",
         "-timeout=60",
         f"-artifact_prefix={out}/{target}-",

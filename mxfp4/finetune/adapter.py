@@ -151,7 +151,15 @@ def _split_key(name: str, path: Path) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+FACTOR_DTYPES = {"F64", "F32", "F16", "BF16"}  # what PEFT saves; integers would be read as numbers they never were
+
+
 def _factor(store: TensorStore, name: str, path: Path) -> torch.Tensor:
+    dtype = store.entries[name].dtype
+    if dtype not in FACTOR_DTYPES:
+        raise AdapterError(
+            f"{path / ADAPTER_FILE}: {name} is {dtype}; LoRA factors are floats ({', '.join(sorted(FACTOR_DTYPES))})"
+        )
     value = store.get(name).to(torch.float32)
     if not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())
