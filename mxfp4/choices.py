@@ -24,7 +24,9 @@ ModelBackend = Literal["auto", "torch", "native", "triton"]
 Target = Literal["mxfp4", "bf16", "original", "gguf", "mlx"]
 LoraLayout = Literal["peft", "swapped", "unsloth"]
 FloatName = Literal["float32", "float16", "bfloat16"]
-ExpertLayout = Literal["in-out", "out-in"]  # a dense expert stored [E, in, out] (transformers) or [E, out, in]
+# A fused dense expert stored [E, in, out] (transformers) or [E, out, in]; or, for per-expert linear modules, which
+# columns of gate_up_proj their gate_proj / up_proj hold: the even / odd ones, or the first / second halves
+ExpertLayout = Literal["in-out", "out-in", "gate-up-even-odd", "gate-up-halves"]
 
 SCALE_RULES: tuple[ScaleRule, ...] = ("floor", "round_up", "even", "mse", "mlx")
 ROUNDINGS: tuple[Rounding, ...] = ("rne", "ggml")
@@ -35,7 +37,9 @@ MODEL_BACKENDS: tuple[ModelBackend, ...] = ("auto", "torch", "native", "triton")
 TARGETS: tuple[Target, ...] = ("mxfp4", "bf16", "original", "gguf", "mlx")
 MXFP4_TARGETS: tuple[Target, ...] = ("mxfp4", "gguf", "original", "mlx")  # the targets that store experts as MXFP4
 LORA_LAYOUTS: tuple[LoraLayout, ...] = ("peft", "swapped", "unsloth")
-EXPERT_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in")
+EXPERT_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in", "gate-up-even-odd", "gate-up-halves")
+FUSED_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in")
+LINEAR_SPLITS: tuple[ExpertLayout, ...] = ("gate-up-even-odd", "gate-up-halves")
 
 QUANTIZE_SCALE_RULE: ScaleRule = "floor"
 CONVERT_SCALE_RULE: ScaleRule = "mse"

@@ -30,6 +30,11 @@ def doctor(checkpoint, base, as_json) -> None:
         if found.healthy:
             click.echo("healthy: no known anomaly")
         else:
-            rows = [[str(a.form), a.kind, "yes" if a.repaired else "NO", a.detail, a.cause] for a in found.anomalies]
+            rows = [[str(a.form), a.kind, _verdict(a), a.detail, a.cause] for a in found.anomalies]
             click.echo(format_table(["form", "anomaly", "repaired", "found", "known cause"], rows))
     sys.exit(0 if found.healthy else 1)
+
+
+def _verdict(anomaly) -> str:
+    """The 'repaired' column: yes, NO (read, but not what a correct save holds), or REFUSED (readers stop)."""
+    return "yes" if anomaly.repaired else "REFUSED" if anomaly.refused else "NO"

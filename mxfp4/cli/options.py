@@ -59,7 +59,9 @@ def calibrate_options(command):
 expert_layout_option = click.option(
     "--expert-layout",
     type=click.Choice(EXPERT_LAYOUTS),
-    help="How a square dense expert is stored ([E, in, out] or [E, out, in]) where neither shape nor content tells.",
+    help="What neither shapes nor values show: how a square dense expert is stored (in-out: transformers' [E, in, "
+    "out]; out-in), or which columns of gate_up per-expert gate_proj / up_proj hold (gate-up-even-odd: gpt-oss's "
+    "interleaving; gate-up-halves: llm-compressor's linearizer before #3100). `mxfp4 doctor CKPT --base BASE` tells.",
 )
 
 chat_template_option = click.option(

@@ -30,10 +30,22 @@ KNOWN = {
         "only down_proj stored [E, out, in] beside gate_up's [E, in, out], as Megatron-Bridge exports of 2026-04 "
         "wrote it (Megatron-Bridge#3162, NeMo-RL before #2249); a square one is told by its content",
     ),
-    "orientation-unverified": (
+    "orientation-undecided": (
         4,
-        "a square expert matrix whose shape cannot show its orientation and whose values lie on no MXFP4 grid (a "
-        "from-scratch or heavily trained model, or a lone transposed down_proj of one)",
+        "a square expert matrix whose shape cannot show its orientation, whose values lie on no MXFP4 grid (a "
+        "from-scratch or heavily trained model, or a lone transposed down_proj of one) and whose writer did not "
+        "record it; refused until --expert-layout or a comparison with the base says which",
+    ),
+    "gate-up-halves": (
+        5,
+        "per-expert gate_proj / up_proj holding the first and second halves of gpt-oss's interleaved gate_up, as "
+        "llm-compressor's generic MoE linearizer split it before #3100",
+    ),
+    "gate-up-split-undecided": (
+        5,
+        "per-expert linear gate_proj / up_proj whose split of gate_up (gpt-oss's even / odd columns, or halves as "
+        "llm-compressor's generic linearizer wrote before #3100) nothing in the file shows; refused until "
+        "--expert-layout or a comparison with the base says which",
     ),
     "float-scales": (
         6,
@@ -64,6 +76,7 @@ class Anomaly:
     kind: str  # a key of KNOWN
     detail: str  # what was found, naming the file and tensor or key
     repaired: bool  # True: read correctly anyway (the output is what a correct save holds)
+    refused: bool = False  # True: no reader goes on without the decision it lacks (strict or not)
 
     @property
     def form(self) -> int:
@@ -74,17 +87,27 @@ class Anomaly:
         return KNOWN[self.kind][1]
 
     def line(self) -> str:
-        what = "repaired" if self.repaired else "not repaired"
+        what = "repaired" if self.repaired else "refused" if self.refused else "not repaired"
         return f"{self.detail} ({what}; known cause: {self.cause})"
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "form": self.form, "detail": self.detail, "repaired": self.repaired}
+        return {
+            "kind": self.kind,
+            "form": self.form,
+            "detail": self.detail,
+            "repaired": self.repaired,
+            "refused": self.refused,
+        }
 
 
 def report(anomalies: list[Anomaly], *, strict: bool) -> None:
-    """Under ``strict``, refuse a checkpoint with any anomaly, naming it; otherwise one RepairWarning per kind."""
+    """Refuse a checkpoint with an anomaly no reader can go on with (naming what decides it), and under ``strict``
+    one with any anomaly; otherwise one RepairWarning per kind."""
     if not anomalies:
         return
+    refused = [a for a in anomalies if a.refused]
+    if refused:
+        raise CheckpointError(refused[0].detail, parameter="expert_layout")
     if strict:
         raise CheckpointError(
             f"{anomalies[0].line()}; strict reading refuses it ({len(anomalies)} anomalies in all)", parameter="strict"

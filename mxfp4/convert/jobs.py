@@ -69,10 +69,16 @@ def copy_packed_experts(out: Outputs, read: Expert, blocks_name: str, scales_nam
 
 
 def write_safetensors_directory(
-    source: Source, dst: Path, jobs: list[Job], options: WriteOptions, files: list[tuple[str, str | Path]]
+    source: Source,
+    dst: Path,
+    jobs: list[Job],
+    options: WriteOptions,
+    files: list[tuple[str, str | Path]],
+    metadata: dict[str, str] | None = None,
 ) -> ConvertResult:
-    """Write ``jobs`` as (sharded) safetensors in a new directory ``dst``, then ``files`` in order: (name, text) or
-    (name, a file to copy). Free space is checked first; the directory appears only when complete."""
+    """Write ``jobs`` as (sharded) safetensors in a new directory ``dst`` (each shard's __metadata__ ``metadata``,
+    {"format": "pt"} by default), then ``files`` in order: (name, text) or (name, a file to copy). Free space is
+    checked first; the directory appears only when complete."""
     size = total_bytes(jobs)
     check_free_space(dst.resolve().parent, size)
     shard_bytes = parse_size(options.max_shard_size)
@@ -80,7 +86,9 @@ def write_safetensors_directory(
         atomic_directory(dst, force=options.force) as out,
         progress_bar(size, options.progress, f"convert -> {options.to}") as bar,
     ):
-        written = write_shards(out, jobs, max_shard_size=shard_bytes, metadata={"format": "pt"}, progress=bar)
+        written = write_shards(
+            out, jobs, max_shard_size=shard_bytes, metadata=metadata or {"format": "pt"}, progress=bar
+        )
         for name, content in files:
             if isinstance(content, Path):
                 shutil.copy2(content, out / name)

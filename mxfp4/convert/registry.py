@@ -50,15 +50,19 @@ def open_source(spec, *, strict: bool = False, expert_layout: str | None = None)
     an Ollama model name ('ollama:gpt-oss:20b'), or a hub id from the local cache. What a known broken save got
     wrong is repaired on the fly with one RepairWarning per kind (mxfp4.convert.anomalies); strict=True refuses
     such a checkpoint instead, naming the anomaly. expert_layout ('in-out': transformers' [E, in, out], or
-    'out-in'): how a square dense expert matrix is stored, where neither its shape nor its content can tell."""
-    if expert_layout is not None:
-        check_choice("expert_layout", expert_layout, EXPERT_LAYOUTS)
-    source = _open(spec, expert_layout)
+    'out-in'): how a square dense expert matrix is stored, where neither its shape, its content nor its writer's
+    header tells; without it such a checkpoint is refused (never read by a guess)."""
+    source = open_unreported(spec, expert_layout=expert_layout)
     report(source.anomalies, strict=strict)
     return source
 
 
-def _open(spec, expert_layout: str | None) -> Source:
+def open_unreported(spec, *, expert_layout: str | None = None) -> Source:
+    """open_source without its verdict on the anomalies (source.anomalies lists them): for doctor and inspect,
+    which describe a checkpoint that readers would refuse. Reading its tensors reads them as a correct save holds
+    them, except an undecided square expert (served as [E, in, out]: the reason readers refuse it)."""
+    if expert_layout is not None:
+        check_choice("expert_layout", expert_layout, EXPERT_LAYOUTS)
     path = resolve_ollama(str(spec)) if str(spec).startswith(OLLAMA_PREFIX) else resolve(spec)
     refuse_pickle(path)
     probe = Probe(path, GGUF_EXTRA_TYPES, expert_layout)

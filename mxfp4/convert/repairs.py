@@ -25,7 +25,7 @@ def _renamed(store: TensorStore, renames: dict[str, str]) -> TensorStore:
     for name, entry in store.entries.items():
         right = renames.get(name, name)
         files[right], entries[right] = store.files[name], dataclasses.replace(entry, name=right)
-    return TensorStore(files, entries, store.index_anomalies)
+    return TensorStore(files, entries, store.index_anomalies, store.metadata)
 
 
 def repair_hf_store(store: TensorStore, experts: list[Canonical], path: Path) -> tuple[TensorStore, list[Anomaly]]:

@@ -62,6 +62,7 @@ class Source:
     config: GptOssConfig
     layout: str = ""  # how the experts are stored, in words (inspect shows it)
     anomalies: list = []  # mxfp4.convert.anomalies.Anomaly: what a known broken save got wrong (set per source)
+    undecided: tuple[str, ...] = ()  # square dense experts nothing showed the orientation of (served as stored)
 
     def read(self, tensor: Canonical) -> Dense | Expert:
         raise NotImplementedError

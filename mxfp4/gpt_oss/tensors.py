@@ -188,6 +188,12 @@ def dense_expert_shape(config: GptOssConfig, short: str) -> tuple[int, int, int]
     return (e, inp, out)
 
 
+# The safetensors __metadata__ key by which a writer that knows says how its dense experts are stored ('in-out':
+# transformers' [E, in, out]). mxfp4's own writers set it; a square expert matrix (gpt-oss's down_proj) is read by
+# it where its values cannot show the orientation, instead of being refused.
+EXPERT_LAYOUT_KEY = "mxfp4:expert_layout"
+
+
 def dense_shape(config: GptOssConfig, short: str) -> tuple[int, ...]:
     """Shape of a non-expert tensor (or an expert bias)."""
     return ROWS[short].shape(config)

@@ -48,9 +48,16 @@ def _inside(root: Path, relative: str, index_path: Path) -> Path:
 class TensorStore:
     """Tensor name -> (file, header entry) over one or more safetensors files, with lazy readers."""
 
-    def __init__(self, files: dict[str, Path], entries: dict[str, TensorEntry], index_anomalies: list | None = None):
+    def __init__(
+        self,
+        files: dict[str, Path],
+        entries: dict[str, TensorEntry],
+        index_anomalies: list | None = None,
+        metadata: dict[Path, dict[str, str]] | None = None,
+    ):
         self.files = files
         self.entries = entries
+        self.metadata = metadata or {}  # each file's __metadata__ (strings to strings), as its header holds it
         # (kind, detail) for what the index says wrongly but reading can do without: a name no shard holds
         # ("index-names-absent-tensor"), a tensor it leaves out ("tensor-missing-from-index")
         self.index_anomalies: list[tuple[str, str]] = index_anomalies or []
@@ -75,9 +82,10 @@ class TensorStore:
             if not shards:
                 raise CheckpointError(f"{root}: no {pattern} files and no {INDEX_NAME}")
             weight_map = None
-        files, entries = {}, {}
+        files, entries, metadata = {}, {}, {}
         for rel, path in shards.items():
-            for entry in read_header(path)[0]:
+            found, metadata[path] = read_header(path)
+            for entry in found:
                 if entry.name in entries:
                     raise CheckpointError(f"{path}: tensor {entry.name!r} is also in {files[entry.name]}")
                 files[entry.name], entries[entry.name] = path, entry
@@ -94,7 +102,11 @@ class TensorStore:
             for name in sorted(set(entries) - set(weight_map)):
                 detail = f"{index_path}: tensor {name!r} is in {files[name].name} but not in the index"
                 anomalies.append(("tensor-missing-from-index", detail))
-        return cls(files, entries, anomalies)
+        return cls(files, entries, anomalies, metadata)
+
+    def metadata_of(self, name: str) -> dict[str, str]:
+        """The __metadata__ of the file holding tensor ``name``."""
+        return self.metadata.get(self.files[name], {})
 
     def _read(self, name: str, start: int, count: int) -> np.ndarray:
         """count bytes of tensor name from byte start, as a fresh uint8 array (thread-safe)."""

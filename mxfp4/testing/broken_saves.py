@@ -77,6 +77,12 @@ def ghost_index(healthy_dir: Path, dst: Path) -> Path:
     return _copy_with(healthy_dir, dst, lambda name: name, index_edit=edit)
 
 
+def resaved_without_metadata(healthy_dir: Path, dst: Path) -> Path:
+    """The same tensors saved as transformers does (its __metadata__ {"format": "pt"} only): without the record of
+    the layout mxfp4's writers leave (EXPERT_LAYOUT_KEY). Not broken; undecidable when square and off the grid."""
+    return _copy_with(healthy_dir, dst, rename=lambda name: name)
+
+
 def _transpose_experts(names: tuple[str, ...]):
     def edit(name: str, tensor):
         return tensor.transpose(1, 2).contiguous() if name.endswith(names) else tensor
@@ -95,6 +101,40 @@ def megatron_bridge_export(dense_dir: Path, dst: Path) -> Path:
     """Form 4, from a healthy dense checkpoint: only down_proj transposed ([E, H, I]; square for gpt-oss's sizes),
     as Megatron-Bridge's exports of 2026-04 wrote it."""
     return _copy_with(dense_dir, dst, lambda name: name, tensor_edit=_transpose_experts(("experts.down_proj",)))
+
+
+def linearized_experts(dense_dir: Path, dst: Path, split: str = "gate-up-halves") -> Path:
+    """Form 5, from a healthy dense checkpoint: each expert as three linear modules
+    ``mlp.experts.{e}.{gate_proj,up_proj,down_proj}.{weight [out, in],bias}`` as an MoE linearizer saves them, gate /
+    up split 'gate-up-halves' (llm-compressor's generic linearizer before #3100: gate_proj holds gate_up's first
+    intermediate_size columns, a mix of gate and up) or 'gate-up-even-odd' (its gpt-oss linearizer: the true
+    gate and up)."""
+    import re
+
+    from safetensors.torch import load_file
+
+    fused_names = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(gate_up_proj|down_proj)(_bias)?$")
+    dst = _copy_with(dense_dir, dst, lambda name: name)
+    tensors, out = load_file(str(dst / "model.safetensors")), {}
+    for name, tensor in tensors.items():
+        match = fused_names.match(name)
+        if match is None:
+            out[name] = tensor
+            continue
+        prefix, weight, bias = match.group(1), match.group(2), match.group(3)
+        part = "bias" if bias else "weight"
+        for e in range(tensor.shape[0]):
+            t = tensor[e] if bias else tensor[e].T  # [in, out] -> nn.Linear's [out, in]
+            if weight == "down_proj":
+                out[f"{prefix}.{e}.down_proj.{part}"] = t.contiguous()
+                continue
+            half = t.shape[0] // 2
+            gate, up = (t[:half], t[half:]) if split == "gate-up-halves" else (t[0::2], t[1::2])
+            out[f"{prefix}.{e}.gate_proj.{part}"] = gate.contiguous()
+            out[f"{prefix}.{e}.up_proj.{part}"] = up.contiguous()
+    save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    (dst / INDEX).write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(out, "model.safetensors")}))
+    return dst
 
 
 def float_scales(mxfp4_dir: Path, dst: Path, dtype: str, reading: str) -> Path:

@@ -19,7 +19,7 @@ from ..codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ..convert.formats.gguf.vocab import byte_level_bpe
 from ..gpt_oss.config import MODULES_NOT_CONVERTED, GptOssConfig, hf_config_dict
 from ..gpt_oss.harmony_tokenizer import byte_to_unicode
-from ..gpt_oss.tensors import canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
+from ..gpt_oss.tensors import EXPERT_LAYOUT_KEY, canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
 from ..storage.safetensors_io import TensorEntry
 from ..storage.shards import Job, write_shards
 
@@ -222,7 +222,8 @@ def write_checkpoint(
         def update(self, n):
             pass
 
-    write_shards(out, jobs, max_shard_size=max_shard_size, metadata={"format": "pt"}, progress=_NoBar())
+    metadata = {"format": "pt", EXPERT_LAYOUT_KEY: "in-out"} if dense_experts else {"format": "pt"}
+    write_shards(out, jobs, max_shard_size=max_shard_size, metadata=metadata, progress=_NoBar())
     config = dict(config)
     if dense_experts:
         config.pop("quantization_config", None)

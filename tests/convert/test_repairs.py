@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from mxfp4.cli import main
 from mxfp4.convert import convert, open_source
 from mxfp4.convert.doctor import diagnose
+from mxfp4.convert.registry import open_unreported
 from mxfp4.errors import CheckpointError, RepairWarning
 from mxfp4.testing import broken_saves
 from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
@@ -32,6 +33,7 @@ def saves(tmp_path_factory):
         2: broken_saves.transformers_5_4_resave(hf, root / "form2"),
         3: broken_saves.unsloth_merged_16bit(dequantized, root / "form3"),
         4: broken_saves.megatron_bridge_export(dequantized, root / "form4"),
+        5: broken_saves.linearized_experts(dequantized, root / "form5"),
         7: broken_saves.ghost_index(hf, root / "form7"),
     }
 
@@ -53,41 +55,74 @@ def test_the_fixtures_have_the_symptoms(saves):
     assert "quantization_config" in json.loads((saves[2] / "config.json").read_text())
 
 
-@pytest.mark.parametrize(
-    "form, healthy, kinds",
-    [
-        (1, "dequantized", {"dense-under-packed-names"}),
-        (2, "healthy", {"doubled-packed-suffix"}),
-        (3, "dequantized", {"experts-transposed"}),
-        (4, "dequantized", {"down-proj-transposed-alone"}),
-        (7, "healthy", {"index-names-absent-tensor", "tensor-missing-from-index"}),
-    ],
-)
-def test_a_broken_save_converts_to_what_the_healthy_one_gives(saves, tmp_path, form, healthy, kinds):
+BROKEN = [  # form, the healthy save it was made from, the anomalies it shows, the expert_layout it needs
+    (1, "dequantized", {"dense-under-packed-names"}, None),
+    (2, "healthy", {"doubled-packed-suffix"}, None),
+    (3, "dequantized", {"experts-transposed"}, None),
+    (4, "dequantized", {"down-proj-transposed-alone"}, None),
+    (5, "dequantized", {"gate-up-halves"}, "gate-up-halves"),
+    (7, "healthy", {"index-names-absent-tensor", "tensor-missing-from-index"}, None),
+]
+
+
+@pytest.mark.parametrize("form, healthy, kinds, layout", BROKEN)
+def test_a_broken_save_converts_to_what_the_healthy_one_gives(saves, tmp_path, form, healthy, kinds, layout):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        convert(saves[form], tmp_path / "repaired", to="mxfp4")
+        convert(saves[form], tmp_path / "repaired", to="mxfp4", expert_layout=layout)
+        convert(saves[form], tmp_path / "repaired-dense", to="bf16", expert_layout=layout)
     repairs = [w for w in caught if issubclass(w.category, RepairWarning)]
-    assert len(repairs) == len(kinds)  # one per kind
+    assert len(repairs) == 2 * len(kinds)  # one per kind and conversion
     convert(saves[healthy], tmp_path / "healthy", to="mxfp4")
     assert same_tensors(all_tensors(tmp_path / "repaired"), all_tensors(tmp_path / "healthy"))  # the same bytes
+    convert(saves[healthy], tmp_path / "healthy-dense", to="bf16")  # and the same values, dense
+    assert same_tensors(all_tensors(tmp_path / "repaired-dense"), all_tensors(tmp_path / "healthy-dense"))
     with pytest.raises(CheckpointError, match="strict reading refuses it"):
-        convert(saves[form], tmp_path / "refused", to="mxfp4", strict=True)
+        convert(saves[form], tmp_path / "refused", to="mxfp4", strict=True, expert_layout=layout)
     assert not (tmp_path / "refused").exists()
-    assert {a.kind for a in diagnose(saves[form]).anomalies} == kinds
+    assert {a.kind for a in open_unreported(saves[form], expert_layout=layout).anomalies} == kinds
 
 
-def test_transformers_loads_a_repaired_form_1_with_the_healthy_logits(saves, tmp_path):
+@pytest.mark.parametrize("form, layout", [(form, layout) for form, _, _, layout in BROKEN])
+def test_transformers_loads_a_repaired_save_with_the_healthy_logits(saves, tmp_path, form, layout):
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
     ids = torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])
     logits = {}
-    for name, src in (("repaired", saves[1]), ("healthy", saves["dequantized"])):
-        convert(src, tmp_path / name, to="bf16")
+    for name, src in (("repaired", saves[form]), ("healthy", saves["dequantized"])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RepairWarning)
+            convert(src, tmp_path / name, to="bf16", expert_layout=layout if name == "repaired" else None)
         model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name, dtype=torch.float32)
         with torch.no_grad():
             logits[name] = model(ids).logits
     assert torch.equal(logits["repaired"], logits["healthy"])
+
+
+def test_linearized_experts_are_refused_until_the_split_is_said_and_doctor_base_tells_it(saves, tmp_path):
+    # llm-compressor's generic linearizer (halves) and its gpt-oss one (even / odd) write the same names, shapes and
+    # dtypes, and the values cannot show a row order: refused, naming the tensor and the option.
+    even_odd = broken_saves.linearized_experts(saves["dequantized"], tmp_path / "even-odd", split="gate-up-even-odd")
+    for form in (saves[5], even_odd):
+        found = diagnose(form).anomalies
+        assert [(a.kind, a.form, a.refused) for a in found] == [("gate-up-split-undecided", 5, True)]
+        result = run("convert", form, tmp_path / "out", "--to", "mxfp4")
+        assert result.exit_code == 1 and "(option --expert-layout)" in result.output
+        assert "'model.layers.0.mlp.experts.0.gate_proj.weight'" in result.output and "gate-up-halves" in result.output
+        assert not (tmp_path / "out").exists()
+    assert "the split is 'gate-up-halves'" in run("doctor", saves[5], "--base", saves["healthy"]).output
+    assert "the split is 'gate-up-even-odd'" in run("doctor", even_odd, "--base", saves["healthy"]).output
+    # the gpt-oss split read as said is the healthy model, with nothing to repair
+    assert not open_source(even_odd, expert_layout="gate-up-even-odd").anomalies
+    convert(even_odd, tmp_path / "read", to="bf16", expert_layout="gate-up-even-odd")
+    convert(saves["dequantized"], tmp_path / "healthy", to="bf16")
+    assert same_tensors(all_tensors(tmp_path / "read"), all_tensors(tmp_path / "healthy"))
+    # a layout of the other kind is an error naming the option
+    with pytest.raises(CheckpointError, match="describes fused experts") as wrong:
+        open_source(saves[5], expert_layout="in-out")
+    assert wrong.value.parameter == "expert_layout"
+    with pytest.raises(CheckpointError, match="describes per-expert linear modules"):
+        open_source(saves[4], expert_layout="gate-up-halves")
 
 
 def test_the_command_warns_once_per_kind_and_strict_refuses(saves, tmp_path):
@@ -103,12 +138,12 @@ def test_the_command_warns_once_per_kind_and_strict_refuses(saves, tmp_path):
 def test_doctor_names_each_form_and_passes_a_healthy_checkpoint(saves):
     healthy = run("doctor", saves["healthy"])
     assert healthy.exit_code == 0 and "healthy" in healthy.output
-    for form in (1, 2, 3, 4, 7):
+    for form in (1, 2, 3, 4, 5, 7):
         result = run("doctor", saves[form], "--json")
         assert result.exit_code == 1, result.output
         report = json.loads(result.stdout)
         assert report["healthy"] is False and form in {a["form"] for a in report["anomalies"]}
-        assert all(a["repaired"] for a in report["anomalies"])
+        assert all(a["repaired"] or a["refused"] for a in report["anomalies"])
     assert run("doctor", saves["healthy"].parent / "no-such-model").exit_code == 2
 
 
@@ -136,16 +171,46 @@ def test_a_needed_tensor_missing_stays_an_error(saves, tmp_path):
         open_source(broken)
 
 
-def test_a_square_down_proj_the_content_cannot_place_is_never_read_silently(saves, tmp_path):
+def test_a_square_down_proj_nothing_places_is_refused_and_doctor_base_tells_it(saves, tmp_path):
     # Off-grid values (Gaussian, as a from-scratch model holds): a lone transposed square down_proj cannot be told
-    # from a healthy one. It is read like the other experts, but never silently: a warning, doctor, and --strict.
+    # from a healthy one by shape or content. Readers refuse it, naming the tensor and the option that decides.
     broken = broken_saves.megatron_bridge_export(saves["dense"], tmp_path / "form4-off-grid")
-    kinds = {a.kind for a in diagnose(broken).anomalies}
-    assert kinds == {"orientation-unverified"}
-    with pytest.raises(CheckpointError, match="neither shape nor content shows its orientation"):
-        convert(broken, tmp_path / "refused", to="mxfp4", strict=True)
+    found = diagnose(broken).anomalies
+    assert [(a.kind, a.refused) for a in found] == [("orientation-undecided", True)]
+    assert "'model.layers.0.mlp.experts.down_proj' is square" in found[0].detail
+    for strict in (False, True):
+        with pytest.raises(CheckpointError, match="down_proj' is square .* --expert-layout in-out") as refused:
+            convert(broken, tmp_path / "refused", to="mxfp4", strict=strict)
+        assert refused.value.parameter == "expert_layout"
     result = run("convert", broken, tmp_path / "out", "--to", "mxfp4", "--quiet")
-    assert result.exit_code == 0 and "warning: " in result.output and "down_proj" in result.output
+    assert result.exit_code == 1 and "(option --expert-layout)" in result.output and "down_proj" in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "refused").exists()
+    # inspect and doctor still describe it; doctor with the base says which way it is stored
+    assert "anomaly: " in run("inspect", broken).output
+    told = run("doctor", broken, "--base", saves["dense"], "--json")
+    assert told.exit_code == 1 and "stored 'out-in': --expert-layout out-in" in told.output
+    # the same healthy model as transformers saves it (no record of the layout): refused too, and doctor --base
+    # says it is stored as transformers' [E, in, out]
+    unrecorded = broken_saves.resaved_without_metadata(saves["dense"], tmp_path / "unrecorded")
+    with pytest.raises(CheckpointError, match="is square and its values lie on no MXFP4 grid"):
+        open_source(unrecorded)
+    assert "stored 'in-out': --expert-layout in-out" in run("doctor", unrecorded, "--base", saves["dense"]).output
+
+
+def test_the_writers_record_of_its_layout_reads_a_square_expert_and_content_overrules_it(saves, tmp_path):
+    from mxfp4.gpt_oss.tensors import EXPERT_LAYOUT_KEY
+    from mxfp4.storage.safetensors_io import read_header
+
+    # what mxfp4 writes dense says how (the bundled trained model's header says it too)
+    written = convert(saves["healthy"], tmp_path / "dense", to="bf16").output
+    assert read_header(written / "model.safetensors")[1][EXPERT_LAYOUT_KEY] == "in-out"
+    assert not diagnose(saves["dense"]).anomalies  # off the grid, square, read by the record
+    # a record the content contradicts (values on the grid the other way) is an error naming the tensor
+    lying = broken_saves.megatron_bridge_export(saves["dequantized"], tmp_path / "lying")
+    rewrite = load_file(str(lying / "model.safetensors"))
+    save_file(rewrite, str(lying / "model.safetensors"), metadata={"format": "pt", EXPERT_LAYOUT_KEY: "in-out"})
+    with pytest.raises(CheckpointError, match="down_proj' lies on the MXFP4 grid as 'out-in', not as its header's"):
+        open_source(lying)
 
 
 def test_expert_layout_says_what_the_content_cannot_and_is_checked_where_it_can(saves, tmp_path):
@@ -154,7 +219,7 @@ def test_expert_layout_says_what_the_content_cannot_and_is_checked_where_it_can(
         warnings.simplefilter("always")
         convert(broken, tmp_path / "told", to="bf16", dtype="float32", expert_layout="out-in")
     said = [str(w.message) for w in caught if issubclass(w.category, RepairWarning)]
-    assert len(said) == 1 and "Megatron-Bridge" in said[0]  # the form is still named; nothing is unverified
+    assert len(said) == 1 and "Megatron-Bridge" in said[0]  # the form is still named; nothing is undecided
     convert(saves["dense"], tmp_path / "healthy", to="bf16", dtype="float32")
     assert same_tensors(all_tensors(tmp_path / "told"), all_tensors(tmp_path / "healthy"))
     with pytest.raises(CheckpointError, match="lies on the MXFP4 grid as 'out-in', not as expert_layout='in-out'"):
@@ -245,11 +310,11 @@ def test_merge_lora_takes_the_expert_layout_of_a_base_the_content_cannot_place(t
 
     trained = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss-trained"
     base = broken_saves.megatron_bridge_export(trained / "bf16", tmp_path / "base")  # trained: off the grid
-    assert {a.kind for a in diagnose(base).anomalies} == {"orientation-unverified"}
+    assert {a.kind for a in diagnose(base).anomalies} == {"orientation-undecided"}
     adapter = trained / "lora-docs"
     told = run("merge-lora", base, adapter, tmp_path / "told", "--to", "bf16", "--expert-layout", "out-in", "--quiet")
     healthy = run("merge-lora", trained / "bf16", adapter, tmp_path / "healthy", "--to", "bf16", "--quiet")
     assert told.exit_code == 0 and healthy.exit_code == 0, told.output + healthy.output
     assert same_tensors(all_tensors(tmp_path / "told"), all_tensors(tmp_path / "healthy"))
-    unsaid = run("merge-lora", base, adapter, tmp_path / "unsaid", "--to", "bf16", "--quiet", "--strict")
-    assert unsaid.exit_code == 1 and "(option --strict)" in unsaid.output
+    unsaid = run("merge-lora", base, adapter, tmp_path / "unsaid", "--to", "bf16", "--quiet")
+    assert unsaid.exit_code == 1 and "(option --expert-layout)" in unsaid.output

@@ -8,12 +8,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...choices import FUSED_LAYOUTS, LINEAR_SPLITS
 from ...codec.layout_reference import packed_shapes
 from ...codec.tensor import BLOCKS_SUFFIX, SCALES_SUFFIX
 from ...dtypes import SAFETENSORS_CODE_OF, raw_bytes, torch_cpu_empty
 from ...errors import CheckpointError
 from ...gpt_oss.config import GptOssConfig
-from ...gpt_oss.tensors import Canonical, canonical_tensors, dense_expert_shape, dense_shape, mxfp4_shape
+from ...gpt_oss.tensors import (
+    EXPERT_LAYOUT_KEY,
+    Canonical,
+    canonical_tensors,
+    dense_expert_shape,
+    dense_shape,
+    mxfp4_shape,
+)
 from ...storage.safetensors_io import TensorEntry
 from ...storage.shards import Job, Outputs
 from ...storage.store import TensorStore
@@ -27,18 +35,44 @@ from ..result import ConvertResult
 from ..stored_tensors import check_names, check_shape, packed_expert_reader
 from ..stream import Dense, Expert, Source, stored_dense
 from ..transform import dense_expert
+from .linear_experts import LinearExperts, is_linear, serves
 
 TARGETS = ("mxfp4", "bf16")
 
 
+def _square_orientation(store: TensorStore, t: Canonical, expert_layout: str | None) -> tuple[str | None, str]:
+    """How a square dense expert tensor is stored, and what said so: its content where that decides
+    (mxfp4.convert.orientation), else the caller's expert_layout, else the layout its writer recorded in the file's
+    header (EXPERT_LAYOUT_KEY); (None, '') when nothing does. Content that contradicts either word is an error."""
+    where = f"{store.files[t.name]}: {t.name!r}"
+    content = stored_orientation(store.get_first_rows(t.name, 0, SAMPLE_ROWS).float().numpy())
+    recorded = store.metadata_of(t.name).get(EXPERT_LAYOUT_KEY)
+    if recorded is not None and recorded not in FUSED_LAYOUTS:
+        raise CheckpointError(
+            f"{where}: the header's {EXPERT_LAYOUT_KEY!r} is {recorded!r}, not one of {FUSED_LAYOUTS}"
+        )
+    if expert_layout is not None and content not in (None, expert_layout):
+        raise CheckpointError(
+            f"{where} lies on the MXFP4 grid as {content!r}, not as expert_layout={expert_layout!r} says",
+            parameter="expert_layout",
+        )
+    if recorded is not None and content not in (None, recorded):
+        raise CheckpointError(f"{where} lies on the MXFP4 grid as {content!r}, not as its header's {recorded!r} says")
+    if content is not None:
+        return content, "content"
+    if expert_layout is not None:
+        return expert_layout, "expert_layout"
+    return recorded, "header" if recorded else ""
+
+
 def _dense_expert_orientations(
     store: TensorStore, config: GptOssConfig, experts, path: Path, expert_layout: str | None = None
-) -> tuple[set[str], list[Anomaly]]:
-    """The dense expert tensors stored [E, out, in] rather than transformers' [E, in, out], and the anomalies found
-    deciding it. Shapes decide where the matrix is not square (gate_up always: 2 * intermediate != hidden); a square
-    down_proj is decided by its content (mxfp4.convert.orientation), and where the content cannot tell it is read
-    like the shape-decided tensors, as an unverified anomaly, unless ``expert_layout`` says how it is stored (content
-    that contradicts it is an error). Shapes that fit neither layout are an error."""
+) -> tuple[set[str], tuple[str, ...], list[Anomaly]]:
+    """The dense expert tensors stored [E, out, in] rather than transformers' [E, in, out], those nothing decided,
+    and the anomalies found deciding it. Shapes decide where the matrix is not square (gate_up always:
+    2 * intermediate != hidden); a square down_proj is decided by _square_orientation, and where nothing decides it
+    is an undecided anomaly, which readers refuse (it is never read by a guess). Shapes that fit neither layout are
+    an error."""
     by_shape: dict[str, str] = {}
     square = []
     for t in experts:
@@ -57,25 +91,21 @@ def _dense_expert_orientations(
             by_shape[t.name] = found.pop()
         else:
             square.append(t)
-    shapes_say = set(by_shape.values())
-    usual = "out-in" if shapes_say == {"out-in"} else "in-out"
-    orientations, anomalies = dict(by_shape), []
+    orientations, anomalies, undecided = dict(by_shape), [], []
     for t in square:
-        content = stored_orientation(store.get_first_rows(t.name, 0, SAMPLE_ROWS).float().numpy())
-        if expert_layout is not None and content not in (None, expert_layout):
-            raise CheckpointError(
-                f"{store.files[t.name]}: {t.name!r} lies on the MXFP4 grid as {content!r}, not as expert_layout="
-                f"{expert_layout!r} says",
-                parameter="expert_layout",
-            )
-        orientations[t.name] = content or expert_layout or usual
-        if content is None and expert_layout is None:
-            detail = (
-                f"{store.files[t.name]}: {t.name!r} is square and its values lie on no MXFP4 grid, so neither shape "
-                f"nor content shows its orientation; read as {usual!r} like the other experts (expert_layout='in-out' "
-                "or 'out-in' says which)"
-            )
-            anomalies.append(Anomaly("orientation-unverified", detail, repaired=False))
+        orientation, _ = _square_orientation(store, t, expert_layout)
+        if orientation is None:
+            undecided.append(t.name)
+            orientation = "in-out"  # served so doctor and inspect can go on; open_source refuses the checkpoint
+        orientations[t.name] = orientation
+    if undecided:
+        detail = (
+            f"{store.files[undecided[0]]}: {undecided[0]!r} is square and its values lie on no MXFP4 grid, so neither "
+            f"shape nor content shows whether it is stored [E, in, out] or [E, out, in] ({len(undecided)} such "
+            "tensors); say which with --expert-layout in-out (transformers' layout) or out-in (expert_layout= in "
+            "Python), or let `mxfp4 doctor CHECKPOINT --base BASE` tell it from the model it was trained from"
+        )
+        anomalies.append(Anomaly("orientation-undecided", detail, repaired=False, refused=True))
     transposed = {name for name, orientation in orientations.items() if orientation == "out-in"}
     stored = {orientations[t.name] for t in experts if t.name in orientations}
     if len(stored) > 1:
@@ -87,7 +117,7 @@ def _dense_expert_orientations(
     elif stored == {"out-in"}:
         detail = f"{path}: dense experts are [E, out, in], not transformers' [E, in, out]; read transposed"
         anomalies.append(Anomaly("experts-transposed", detail, repaired=True))
-    return transposed, anomalies
+    return transposed, tuple(undecided), anomalies
 
 
 class HFSource(Source):
@@ -108,10 +138,26 @@ class HFSource(Source):
             )
         self.kind = "hf-mxfp4" if self.packed else "hf-dense"
         self.transposed: set[str] = set()  # dense expert tensors stored [E, out, in]
-        if not self.packed:
-            self.transposed, found = _dense_expert_orientations(store, config, experts, path, expert_layout)
+        self.linear = LinearExperts(store, config, path, expert_layout) if is_linear(store) else None
+        if self.linear is not None:
+            self.anomalies += self.linear.anomalies
+        elif not self.packed:
+            if expert_layout in LINEAR_SPLITS:
+                raise CheckpointError(
+                    f"{path}: expert_layout={expert_layout!r} describes per-expert linear modules; these experts are "
+                    f"fused (give one of {', '.join(FUSED_LAYOUTS)})",
+                    parameter="expert_layout",
+                )
+            self.transposed, self.undecided, found = _dense_expert_orientations(
+                store, config, experts, path, expert_layout
+            )
             self.anomalies += found
-        if self.packed:
+        if self.linear is not None:
+            self.layout = (
+                "experts as per-expert linear modules (experts.{e}.gate_proj / up_proj / down_proj [out, in]), as MoE "
+                f"linearizers save them; gate and up read as {self.linear.split}"
+            )
+        elif self.packed:
             self.layout = "experts MXFP4 (_blocks [E, out, in/32, 16] + _scales), as openai released gpt-oss"
         elif len(self.transposed) == len(experts):
             self.layout = "experts dense [E, out, in] (transposed from transformers' layout)"
@@ -120,11 +166,15 @@ class HFSource(Source):
         else:
             self.layout = "experts dense [E, in, out], as transformers saves a dequantized or fine-tuned gpt-oss"
         self.anomalies += config_anomalies(config.hf, self.packed, f"{path / 'config.json'}")
-        expected = set()
+        expected = set(self.linear.names) if self.linear is not None else set()
         for t in tensors:
+            if self.linear is not None and serves(t):
+                continue
             expected |= {t.name + BLOCKS_SUFFIX, t.name + SCALES_SUFFIX} if t.expert and self.packed else {t.name}
         check_names(store, expected, path)
         for t in tensors:
+            if self.linear is not None and serves(t):
+                continue  # checked by LinearExperts
             if t.expert and self.packed:
                 blocks_shape, scales_shape = packed_shapes(mxfp4_shape(config, t.short))
                 check_shape(store, t.name + BLOCKS_SUFFIX, {"U8"}, blocks_shape)
@@ -139,6 +189,8 @@ class HFSource(Source):
 
     def read(self, tensor: Canonical) -> Dense | Expert:
         store, name = self.store, tensor.name
+        if self.linear is not None and serves(tensor):
+            return self.linear.read(tensor)
         if tensor.expert and self.packed:
             blocks, scales = name + BLOCKS_SUFFIX, name + SCALES_SUFFIX
             reading = self.scales_readings.get(scales)
@@ -211,4 +263,5 @@ def write(source: Source, dst: Path, options: WriteOptions) -> ConvertResult:
     files: list[tuple[str, str | Path]] = [("config.json", config)]
     files += [(extra.name, extra) for extra in source.extra_files()]
     files += list(source.generated_files().items())
-    return write_safetensors_directory(source, dst, jobs, options, files)
+    metadata = {"format": "pt"} if mxfp4 else {"format": "pt", EXPERT_LAYOUT_KEY: "in-out"}
+    return write_safetensors_directory(source, dst, jobs, options, files, metadata)
