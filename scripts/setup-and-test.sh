@@ -28,6 +28,12 @@ if ! python3 -c "import llama_cpp" 2>/dev/null; then
     python3 -m pip install --quiet "$SDIST"
 fi
 
+# transformers 5.23.0 apart from the installed one (its own folder, no dependencies: 5.24's serve it): the release that
+# saves a dequantized gpt-oss under the packed names (broken form 1), which a test makes for real.
+if [ ! -f .cache/transformers-5.23/transformers/__init__.py ]; then
+  python3 -m pip install --quiet --no-deps --target .cache/transformers-5.23 "transformers==5.23.0"
+fi
+
 # Lint and formatting are part of passing (ruff, from the dev extra; configured in pyproject.toml).
 python3 -m ruff check .
 python3 -m ruff format --check .

@@ -10,7 +10,13 @@ from ..choices import CONVERT_SCALE_RULE
 from ..progress import human_bytes
 from .calibration import calibration_tokens, echo_layer_report
 from .group import main
-from .options import calibrate_options, chat_template_option, expert_layout_option, target_options
+from .options import (
+    calibrate_options,
+    chat_template_option,
+    expert_layout_option,
+    reading_options,
+    target_options,
+)
 from .ranks import require_calibration, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
@@ -103,14 +109,14 @@ def convert(
 @click.argument("a")
 @click.argument("b")
 @click.option("--all", "show_all", is_flag=True, help="List every tensor, not only mismatches.")
-@click.option("--strict", is_flag=True, help="Refuse a checkpoint saved wrong by a known tool instead of repairing it.")
+@reading_options
 @clean_errors(input_error_exit=2)
-def verify(a, b, show_all, strict) -> None:
+def verify(a, b, show_all, strict, expert_layout) -> None:
     """Compare checkpoints A and B tensor by tensor (any formats), and their chat templates: exit 0 when they agree,
     1 on any mismatch (a tensor or the template), 2 on a usage or input error (an unreadable checkpoint)."""
     from ..convert.verify import verify as run
 
-    result = run(a, b, strict=strict)
+    result = run(a, b, strict=strict, expert_layout=expert_layout)
     shown = [t for t in result.tensors if show_all or t.verdict == "mismatch"]
     if shown:
         click.echo(

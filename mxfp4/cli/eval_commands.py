@@ -8,6 +8,7 @@ import click
 
 from ..choices import MODEL_BACKENDS
 from .group import main
+from .options import reading_options
 from .ranks import TORCHRUN_EVAL_COMMANDS, refuse_outside, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
@@ -60,11 +61,6 @@ def _with_token_options(command):
     return _with_input_options(_json_option(command))
 
 
-_strict_option = click.option(
-    "--strict", is_flag=True, help="Refuse a checkpoint saved wrong by a known tool instead of repairing it."
-)
-
-
 def _with_model_options(command):
     """--device and --backend: where the models run (a GPU makes a real model's evaluation practical)."""
     command = click.option(
@@ -84,10 +80,10 @@ def _with_model_options(command):
 @click.argument("checkpoint")
 @_with_token_options
 @_with_model_options
-@_strict_option
+@reading_options
 @clean_eval_errors
 @torchrun_job
-def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend, strict) -> None:
+def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend, strict, expert_layout) -> None:
     """Perplexity of CHECKPOINT on the given tokens (sliding windows; see mxfp4.eval.parity)."""
     import json
 
@@ -97,7 +93,7 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
     from ..model.kernels.select import describe
 
     ids = _tokens(checkpoint, tokens, text)
-    model = load(checkpoint, device=device, backend=backend, strict=strict)
+    model = load(checkpoint, device=device, backend=backend, strict=strict, expert_layout=expert_layout)
     check_ids(ids, model.config.vocab_size, checkpoint)
     value = perplexity(model, ids, context=context, stride=stride)
     kernels = describe(model.backend)  # which kernels ran, so a figure can be read
@@ -113,10 +109,12 @@ def eval_ppl(checkpoint, tokens, text, context, stride, as_json, device, backend
 @click.argument("candidate")
 @_with_token_options
 @_with_model_options
-@_strict_option
+@reading_options
 @clean_eval_errors
 @torchrun_job
-def eval_compare(reference, candidate, tokens, text, context, stride, as_json, device, backend, strict) -> None:
+def eval_compare(
+    reference, candidate, tokens, text, context, stride, as_json, device, backend, strict, expert_layout
+) -> None:
     """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
     import json
 
@@ -125,8 +123,14 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json, d
     from ..model import load
 
     ids = _tokens(reference, tokens, text)
-    a = load(reference, device=device, backend=backend, strict=strict)
-    b = load(candidate, device=device, backend=backend, strict=strict)
+    from ..convert.registry import layout_needed
+
+    a = load(
+        reference, device=device, backend=backend, strict=strict, expert_layout=layout_needed(reference, expert_layout)
+    )
+    b = load(
+        candidate, device=device, backend=backend, strict=strict, expert_layout=layout_needed(candidate, expert_layout)
+    )
     check_ids(ids, a.config.vocab_size, reference)
     result = compare(a, b, ids, context=context, stride=stride)
     if as_json:
@@ -149,17 +153,19 @@ def eval_compare(reference, candidate, tokens, text, context, stride, as_json, d
 @click.option("--baseline", required=True, type=click.Path(dir_okay=False), help="quality.json: tokens, thresholds.")
 @_json_option
 @_with_model_options
-@_strict_option
+@reading_options
 @clean_eval_errors
 @torchrun_job
-def eval_gate(checkpoint, baseline, as_json, device, backend, strict) -> None:
+def eval_gate(checkpoint, baseline, as_json, device, backend, strict, expert_layout) -> None:
     """Check CHECKPOINT against the thresholds in --baseline (for CI): exit 0 when every check passes, 1 on a
     regression, 2 on a usage or input error (a missing or malformed baseline, a broken checkpoint)."""
     import json
 
     from ..eval.gate import gate, gate_json
 
-    values, checks = gate(checkpoint, baseline, device=device, backend=backend, strict=strict)
+    values, checks = gate(
+        checkpoint, baseline, device=device, backend=backend, strict=strict, expert_layout=expert_layout
+    )
     failed = [c for c in checks if not c.passed]
     if as_json:
         click.echo(json.dumps(gate_json(values, checks), indent=2))
@@ -191,11 +197,24 @@ def eval_gate(checkpoint, baseline, as_json, device, backend, strict) -> None:
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @_json_option
 @_with_model_options
-@_strict_option
+@reading_options
 @clean_eval_errors
 @torchrun_job
 def eval_baseline(
-    checkpoint, tokens, text, context, stride, reference, out, margin, force, as_json, device, backend, strict
+    checkpoint,
+    tokens,
+    text,
+    context,
+    stride,
+    reference,
+    out,
+    margin,
+    force,
+    as_json,
+    device,
+    backend,
+    strict,
+    expert_layout,
 ) -> None:
     """Measure CHECKPOINT once and write a baseline (quality.json) for `mxfp4 eval gate`."""
     import json
@@ -217,6 +236,7 @@ def eval_baseline(
         device=device,
         backend=backend,
         strict=strict,
+        expert_layout=expert_layout,
     )
     if as_json:
         click.echo(json.dumps({"output": str(out), **data}, indent=2))

@@ -59,10 +59,21 @@ def calibrate_options(command):
 expert_layout_option = click.option(
     "--expert-layout",
     type=click.Choice(EXPERT_LAYOUTS),
-    help="What neither shapes nor values show: how a square dense expert is stored (in-out: transformers' [E, in, "
-    "out]; out-in), or which columns of gate_up per-expert gate_proj / up_proj hold (gate-up-even-odd: gpt-oss's "
-    "interleaving; gate-up-halves: llm-compressor's linearizer before #3100). `mxfp4 doctor CKPT --base BASE` tells.",
+    help="What nothing in the file shows (shapes, values, its writer's record): how a square dense expert is "
+    "stored (in-out: transformers' [E, in, out]; out-in), or which columns of gate_up per-expert gate_proj / up_proj "
+    "hold (gate-up-even-odd: gpt-oss's interleaving; gate-up-halves: llm-compressor's linearizer before #3100). "
+    "`mxfp4 doctor CKPT --base BASE` tells.",
 )
+
+
+def reading_options(command):
+    """--strict and --expert-layout, for commands that read checkpoints without writing one (verify, eval): how a
+    checkpoint saved wrong by a known tool is read, as convert reads it."""
+    command = expert_layout_option(command)
+    return click.option(
+        "--strict", is_flag=True, help="Refuse a checkpoint saved wrong by a known tool instead of repairing it."
+    )(command)
+
 
 chat_template_option = click.option(
     "--chat-template",

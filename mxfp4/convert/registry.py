@@ -57,6 +57,14 @@ def open_source(spec, *, strict: bool = False, expert_layout: str | None = None)
     return source
 
 
+def layout_needed(spec, expert_layout: str | None) -> str | None:
+    """``expert_layout`` if checkpoint ``spec`` needs it (something nothing in the file shows: a square expert's
+    orientation, a linear split), else None: how one option serves a command that reads two checkpoints."""
+    if expert_layout is None:
+        return None
+    return expert_layout if any(a.refused for a in open_unreported(spec).anomalies) else None
+
+
 def open_unreported(spec, *, expert_layout: str | None = None) -> Source:
     """open_source without its verdict on the anomalies (source.anomalies lists them): for doctor and inspect,
     which describe a checkpoint that readers would refuse. Reading its tensors reads them as a correct save holds

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..choices import ExpertLayout
 from ..errors import CheckpointError
 from ..gpt_oss.tensors import canonical_tensors
 from .chat_template import effective_template, template_difference
-from .registry import open_source
+from .registry import layout_needed, open_source
 from .stream import Dense, Expert
 
 HYPER_PARAMETERS = (
@@ -89,10 +90,12 @@ def _compare_expert(a: Expert, b: Expert) -> tuple[str, float]:
     return "exact", worst
 
 
-def verify(path_a, path_b, *, strict: bool = False) -> VerifyResult:
+def verify(path_a, path_b, *, strict: bool = False, expert_layout: ExpertLayout | None = None) -> VerifyResult:
     """A and B tensor by tensor, and their chat templates (the one transformers would use). strict: refuse a
-    checkpoint saved wrong by a known tool instead of comparing what a correct save would hold."""
-    a, b = open_source(path_a, strict=strict), open_source(path_b, strict=strict)
+    checkpoint saved wrong by a known tool instead of comparing what a correct save would hold. expert_layout: as
+    for open_source, given to whichever checkpoint needs it (mxfp4.convert.registry.layout_needed)."""
+    a = open_source(path_a, strict=strict, expert_layout=layout_needed(path_a, expert_layout))
+    b = open_source(path_b, strict=strict, expert_layout=layout_needed(path_b, expert_layout))
     for key in HYPER_PARAMETERS:
         if getattr(a.config, key) != getattr(b.config, key):
             raise CheckpointError(

@@ -17,11 +17,11 @@ failure (a regression) and 2 on a usage or input error (a missing or malformed b
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..choices import ExpertLayout
 from ..distributed import current_world
 from ..errors import CheckpointError, OptionError
 from ..gpt_oss.config import read_json
@@ -74,12 +74,18 @@ def measure_checkpoint(
     device=None,
     backend: str = "torch",
     strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> dict[str, float]:
     """perplexity of checkpoint; with a reference also delta_ppl, kl_mean, kl_p99, top1_agreement.
-    device, backend, strict: where and how the models run and are read (mxfp4.model.load's arguments)."""
+    device, backend, strict, expert_layout: where and how the models run and are read (mxfp4.model.load's
+    arguments)."""
+    from ..convert.registry import layout_needed
     from ..model import load as load_model
 
-    load = functools.partial(load_model, device=device, backend=backend, strict=strict)
+    def load(spec):  # the one expert_layout given to whichever checkpoint needs it
+        return load_model(
+            spec, device=device, backend=backend, strict=strict, expert_layout=layout_needed(spec, expert_layout)
+        )
 
     model = load(checkpoint)
     check_ids(tokens, model.config.vocab_size, str(checkpoint))
@@ -134,7 +140,13 @@ def evaluation_tokens(checkpoint, tokens=None, text=None):
 
 
 def gate(
-    checkpoint, baseline_path, *, device=None, backend: str = "torch", strict: bool = False
+    checkpoint,
+    baseline_path,
+    *,
+    device=None,
+    backend: str = "torch",
+    strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> tuple[dict[str, float], list[Check]]:
     """Measure ``checkpoint`` as the baseline file says; returns the measured values and one Check per threshold."""
     data, folder = _baseline(Path(baseline_path))
@@ -155,6 +167,7 @@ def gate(
         device=device,
         backend=backend,
         strict=strict,
+        expert_layout=expert_layout,
     )
     checks = [
         Check(LIMITS[k][0], values[LIMITS[k][0]], float(limit), LIMITS[k][1]) for k, limit in data["thresholds"].items()
@@ -176,6 +189,7 @@ def make_baseline(
     device=None,
     backend: str = "torch",
     strict: bool = False,
+    expert_layout: ExpertLayout | None = None,
 ) -> dict:
     """Measure checkpoint once on the token file ``tokens_path`` or the text file ``text`` and write a baseline
     to ``out_path`` whose thresholds allow ``margin`` (relative) of slack. reference: any checkpoint (a path in
@@ -196,6 +210,7 @@ def make_baseline(
         device=device,
         backend=backend,
         strict=strict,
+        expert_layout=expert_layout,
     )
     thresholds = {"perplexity_max": values["perplexity"] * (1 + margin)}
     if reference is not None:

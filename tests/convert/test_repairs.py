@@ -3,7 +3,11 @@ on-disk symptoms): every reader repairs them on the fly to what a correct save h
 --strict refuses them; `mxfp4 doctor` names them (exit 1), and a healthy checkpoint (exit 0)."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from mxfp4.convert import convert, open_source
 from mxfp4.convert.doctor import diagnose
 from mxfp4.convert.registry import open_unreported
 from mxfp4.errors import CheckpointError, RepairWarning
+from mxfp4.storage.safetensors_io import read_header
 from mxfp4.testing import broken_saves
 from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
 
@@ -97,6 +102,33 @@ def test_transformers_loads_a_repaired_save_with_the_healthy_logits(saves, tmp_p
         with torch.no_grad():
             logits[name] = model(ids).logits
     assert torch.equal(logits["repaired"], logits["healthy"])
+
+
+TRANSFORMERS_5_23 = Path(__file__).resolve().parents[2] / ".cache" / "transformers-5.23"
+
+
+def test_transformers_5_23_writes_form_1_for_real_and_it_reads_as_the_healthy_model(saves, tmp_path):
+    if not (TRANSFORMERS_5_23 / "transformers").is_dir():
+        pytest.skip("transformers 5.23.0 is not in .cache/transformers-5.23 (scripts/setup-and-test.sh installs it)")
+    saved = tmp_path / "saved"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "save_dequantized.py"
+    env = {**os.environ, "PYTHONPATH": str(TRANSFORMERS_5_23)}
+    command = [sys.executable, str(tool), str(saves["healthy"]), str(saved), "5.23.0"]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
+    # the symptoms the issue names: dense BF16 under the packed names, no scales, rope_parameters only
+    header = {e.name: e for e in read_header(saved / "model.safetensors")[0]}
+    blocks = header["model.layers.0.mlp.experts.gate_up_proj_blocks"]
+    assert blocks.dtype == "BF16" and len(blocks.shape) == 3
+    assert not [name for name in header if name.endswith("_scales")]
+    config = json.loads((saved / "config.json").read_text())
+    assert "rope_parameters" in config and "rope_scaling" not in config and "quantization_config" not in config
+    assert "dense-under-packed-names" in {a.kind for a in diagnose(saved).anomalies}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepairWarning)
+        for to in ("mxfp4", "bf16"):  # the bytes (packed) and values (dense) of the healthy dequantized model
+            convert(saved, tmp_path / f"repaired-{to}", to=to)
+            convert(saves["dequantized"], tmp_path / f"healthy-{to}", to=to)
+            assert same_tensors(all_tensors(tmp_path / f"repaired-{to}"), all_tensors(tmp_path / f"healthy-{to}"))
 
 
 def test_linearized_experts_are_refused_until_the_split_is_said_and_doctor_base_tells_it(saves, tmp_path):
@@ -303,6 +335,34 @@ def test_verify_eval_and_model_load_repair_or_refuse_under_strict(saves, tmp_pat
         warnings.simplefilter("always")
         mxfp4.model.load(saves[2])
     assert [w for w in caught if issubclass(w.category, RepairWarning)]
+
+
+def test_verify_eval_and_model_load_refuse_what_nothing_decides_until_expert_layout_says(saves, tmp_path):
+    import numpy as np
+
+    import mxfp4
+
+    undecided = broken_saves.megatron_bridge_export(saves["dense"], tmp_path / "undecided")
+    np.save(tmp_path / "ids.npy", np.arange(40) % 300)
+    ppl = ("eval", "ppl", undecided, "--tokens", tmp_path / "ids.npy", "--context", "8")
+    for command in (("verify", undecided, saves["dense"]), ppl):
+        refused = run(*command)
+        assert refused.exit_code == 2 and "(option --expert-layout)" in refused.output, refused.output
+        told = run(*command, "--expert-layout", "out-in")
+        assert told.exit_code == 0, told.output
+    compare = ("eval", "compare", saves["dense"], undecided, "--tokens", tmp_path / "ids.npy", "--context", "8")
+    assert run(*compare).exit_code == 2
+    told = run(*compare, "--expert-layout", "out-in", "--json")  # given to the checkpoint that needs it: the same model
+    assert told.exit_code == 0 and json.loads(told.stdout)["kl_mean"] == 0, told.output
+    with pytest.raises(CheckpointError, match="down_proj' is square"):
+        mxfp4.model.load(undecided)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepairWarning)
+        told = mxfp4.model.load(undecided, expert_layout="out-in")
+    healthy = mxfp4.model.load(saves["dense"])
+    ids = torch.arange(12)[None] % 300
+    with torch.no_grad():
+        assert torch.equal(told(ids), healthy(ids))
 
 
 def test_merge_lora_takes_the_expert_layout_of_a_base_the_content_cannot_place(tmp_path):

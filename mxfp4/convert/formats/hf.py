@@ -40,10 +40,10 @@ from .linear_experts import LinearExperts, is_linear, serves
 TARGETS = ("mxfp4", "bf16")
 
 
-def _square_orientation(store: TensorStore, t: Canonical, expert_layout: str | None) -> tuple[str | None, str]:
-    """How a square dense expert tensor is stored, and what said so: its content where that decides
-    (mxfp4.convert.orientation), else the caller's expert_layout, else the layout its writer recorded in the file's
-    header (EXPERT_LAYOUT_KEY); (None, '') when nothing does. Content that contradicts either word is an error."""
+def _square_orientation(store: TensorStore, t: Canonical, expert_layout: str | None) -> str | None:
+    """How a square dense expert tensor is stored: what the file shows (its content where that decides,
+    mxfp4.convert.orientation, else the layout its writer recorded in the header, EXPERT_LAYOUT_KEY), else the
+    caller's expert_layout; None when nothing does. A word that contradicts the file's evidence is an error."""
     where = f"{store.files[t.name]}: {t.name!r}"
     content = stored_orientation(store.get_first_rows(t.name, 0, SAMPLE_ROWS).float().numpy())
     recorded = store.metadata_of(t.name).get(EXPERT_LAYOUT_KEY)
@@ -51,18 +51,14 @@ def _square_orientation(store: TensorStore, t: Canonical, expert_layout: str | N
         raise CheckpointError(
             f"{where}: the header's {EXPERT_LAYOUT_KEY!r} is {recorded!r}, not one of {FUSED_LAYOUTS}"
         )
-    if expert_layout is not None and content not in (None, expert_layout):
-        raise CheckpointError(
-            f"{where} lies on the MXFP4 grid as {content!r}, not as expert_layout={expert_layout!r} says",
-            parameter="expert_layout",
-        )
     if recorded is not None and content not in (None, recorded):
         raise CheckpointError(f"{where} lies on the MXFP4 grid as {content!r}, not as its header's {recorded!r} says")
-    if content is not None:
-        return content, "content"
-    if expert_layout is not None:
-        return expert_layout, "expert_layout"
-    return recorded, "header" if recorded else ""
+    shown, how = (content, "lies on the MXFP4 grid") if content else (recorded, "is recorded in its header")
+    if expert_layout is not None and shown not in (None, expert_layout):
+        raise CheckpointError(
+            f"{where} {how} as {shown!r}, not as expert_layout={expert_layout!r} says", parameter="expert_layout"
+        )
+    return shown or expert_layout
 
 
 def _dense_expert_orientations(
@@ -93,7 +89,7 @@ def _dense_expert_orientations(
             square.append(t)
     orientations, anomalies, undecided = dict(by_shape), [], []
     for t in square:
-        orientation, _ = _square_orientation(store, t, expert_layout)
+        orientation = _square_orientation(store, t, expert_layout)
         if orientation is None:
             undecided.append(t.name)
             orientation = "in-out"  # served so doctor and inspect can go on; open_source refuses the checkpoint
