@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 
-import torch
-
 from ...choices import LINEAR_SPLITS
 from ...errors import CheckpointError
 from ...gpt_oss.config import GptOssConfig
@@ -53,8 +51,11 @@ def linear_shapes(config: GptOssConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def fused_rows(gate: torch.Tensor, up: torch.Tensor, split: str) -> torch.Tensor:
-    """gate_up's output rows (first axis) from what a split put in gate_proj and up_proj."""
+def fused_rows(gate, up, split: str):
+    """gate_up's output rows (first axis) from what a split put in gate_proj and up_proj (torch tensors; torch is
+    imported here, not with the module: a byte-moving convert never loads it)."""
+    import torch
+
     if split == "gate-up-halves":
         return torch.cat([gate, up])
     fused = torch.empty((2 * gate.shape[0], *gate.shape[1:]), dtype=gate.dtype)
@@ -102,10 +103,10 @@ class LinearExperts:
                 parameter="expert_layout",
             )
 
-    def _get(self, layer: int, e: int, projection: str, part: str) -> torch.Tensor:
+    def _get(self, layer: int, e: int, projection: str, part: str):
         return self.store.get(linear_name(layer, e, projection, part))
 
-    def _gate_up_out_in(self, layer: int, e: int, part: str) -> torch.Tensor:
+    def _gate_up_out_in(self, layer: int, e: int, part: str):
         gate, up = self._get(layer, e, "gate_proj", part), self._get(layer, e, "up_proj", part)
         return fused_rows(gate, up, self.split)
 
@@ -125,7 +126,9 @@ class LinearExperts:
         raise KeyError(tensor.name)
 
     def _stacked(self, one, shape: tuple[int, int]) -> Dense:
-        def rows(start: int, stop: int) -> torch.Tensor:
+        def rows(start: int, stop: int):
+            import torch
+
             return torch.stack([one(e) for e in range(start, stop)])
 
         return Dense(self.dtype, shape, lambda: rows(0, shape[0]), rows)
