@@ -225,8 +225,12 @@ class GptOssConfig:
 
     def hf_dict(self, *, mxfp4: bool) -> dict[str, Any]:
         """The HF config.json: with gpt-oss's quantization_config when the experts are MXFP4, without it
-        (a plain bf16 model for transformers) otherwise."""
+        (a plain bf16 model for transformers) otherwise; the keys gpt-oss always has written even where the source
+        dropped them (their values as read), so no reader falls back to its own default."""
         out = dict(self.hf)
+        out.setdefault("layer_types", list(self.layer_types))
+        out.setdefault("sliding_window", self.sliding_window)
+        out.setdefault("swiglu_limit", self.swiglu_limit)
         out.pop("quantization_config", None)
         if mxfp4:
             out["quantization_config"] = {

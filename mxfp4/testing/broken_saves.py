@@ -137,6 +137,21 @@ def linearized_experts(dense_dir: Path, dst: Path, split: str = "gate-up-halves"
     return dst
 
 
+def config_drift(healthy_dir: Path, dst: Path) -> Path:
+    """Form 8, from a healthy checkpoint whose config holds gpt-oss's values: config.json without layer_types,
+    sliding_window and swiglu_limit, and its quantization_config disagreeing with the tensors (dropped beside packed
+    experts, an MXFP4 one added beside dense experts)."""
+    from ..gpt_oss.config import MODULES_NOT_CONVERTED
+
+    def drift(config: dict) -> None:
+        for key in ("layer_types", "sliding_window", "swiglu_limit"):
+            config.pop(key)
+        if config.pop("quantization_config", None) is None:
+            config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": MODULES_NOT_CONVERTED}
+
+    return _copy_with(healthy_dir, dst, lambda name: name, config_edit=drift)
+
+
 def float_scales(mxfp4_dir: Path, dst: Path, dtype: str, reading: str) -> Path:
     """Form 6, from a healthy MXFP4 checkpoint: every ``*_scales`` tensor cast to ``dtype`` ('bfloat16', 'float16' or
     'float32'), holding the E8M0 bytes as numbers (reading 'codes') or the decoded 2**(s - 127) ('powers')."""

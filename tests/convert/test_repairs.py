@@ -157,6 +157,41 @@ def test_linearized_experts_are_refused_until_the_split_is_said_and_doctor_base_
         open_source(saves[4], expert_layout="gate-up-halves")
 
 
+@pytest.mark.parametrize("experts", ["packed", "dense"])
+def test_config_drift_is_repaired_to_the_healthy_config(tmp_path, experts):
+    # a healthy model with gpt-oss's own values for the keys a drifted config drops (readers fill those in); not
+    # square, so a dense one re-saved without mxfp4's header record still shows its experts' orientation
+    shape = {"hidden_size": 64, "intermediate_size": 96}
+    healthy = make_checkpoint(tmp_path, "healthy", sliding_window=128, dense=experts == "dense", **shape)
+    broken = broken_saves.config_drift(healthy, tmp_path / "form8")
+    config = json.loads((broken / "config.json").read_text())
+    assert not {"layer_types", "sliding_window", "swiglu_limit"} & set(config)
+    assert ("quantization_config" in config) == (experts == "dense")  # the opposite of what the tensors are
+    found = run("doctor", broken, "--json")
+    assert found.exit_code == 1
+    kinds = {(a["kind"], a["form"], a["repaired"]) for a in json.loads(found.stdout)["anomalies"]}
+    assert kinds == {("config-key-missing", 8, True), ("quantization-config-mismatch", 8, True)}
+    assert run("doctor", healthy).exit_code == 0
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    logits = {}
+    for name, src in (("repaired", broken), ("healthy", healthy)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RepairWarning)
+            convert(src, tmp_path / f"{name}-mxfp4", to="mxfp4")
+            convert(src, tmp_path / f"{name}-bf16", to="bf16")
+        model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / f"{name}-bf16", dtype=torch.float32)
+        with torch.no_grad():
+            logits[name] = model(torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])).logits
+    for to in ("mxfp4", "bf16"):  # the same tensors and the same, complete config
+        assert same_tensors(all_tensors(tmp_path / f"repaired-{to}"), all_tensors(tmp_path / f"healthy-{to}"))
+        read = [json.loads((tmp_path / f"{name}-{to}" / "config.json").read_text()) for name in ("repaired", "healthy")]
+        assert read[0] == read[1]
+    assert torch.equal(logits["repaired"], logits["healthy"])
+    with pytest.raises(CheckpointError, match="strict reading refuses it"):
+        convert(broken, tmp_path / "refused", to="mxfp4", strict=True)
+
+
 def test_the_command_warns_once_per_kind_and_strict_refuses(saves, tmp_path):
     result = run("convert", saves[2], tmp_path / "out", "--to", "gguf", "--quiet")
     assert result.exit_code == 0, result.output
