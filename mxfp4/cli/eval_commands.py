@@ -8,7 +8,7 @@ import click
 
 from ..choices import MODEL_BACKENDS
 from .group import main
-from .options import reading_options
+from .options import expert_layout_option, reading_options
 from .ranks import TORCHRUN_EVAL_COMMANDS, refuse_outside, torchrun_job
 from .signals import clean_errors
 from .tables import format_table
@@ -248,15 +248,18 @@ def eval_baseline(
 @click.argument("dense")
 @_with_token_options
 @_with_model_options
+@expert_layout_option
 @clean_eval_errors
-def eval_rules(dense, tokens, text, context, stride, as_json, device, backend) -> None:
+def eval_rules(dense, tokens, text, context, stride, as_json, device, backend, expert_layout) -> None:
     """Compare the scale rules on DENSE (bf16 experts): weight SQNR, delta perplexity, KL, top-1."""
     import json
 
     from ..eval.rule_comparison import compare_rules
 
     ids = _tokens(dense, tokens, text)
-    base, results = compare_rules(dense, ids, context=context, stride=stride, device=device, backend=backend)
+    base, results = compare_rules(
+        dense, ids, context=context, stride=stride, device=device, backend=backend, expert_layout=expert_layout
+    )
     if as_json:
         click.echo(json.dumps({"dense_perplexity": base, "rules": [r.to_json() for r in results]}, indent=2))
         return
@@ -318,15 +321,16 @@ def eval_template(checkpoint, conversations, as_json) -> None:
 @click.argument("quantized")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG of SQNR and clipped share per layer.")
 @click.option("--json", "as_json", is_flag=True)
+@expert_layout_option
 @clean_eval_errors
-def eval_report(dense, quantized, plot, as_json) -> None:
+def eval_report(dense, quantized, plot, as_json, expert_layout) -> None:
     """Per-tensor error of QUANTIZED (MXFP4 experts) against DENSE: SQNR, max |error|, clipped share."""
     import json
 
     from ..eval.errors_report import aggregate_sqnr, expert_errors
     from ..eval.errors_report import plot as draw
 
-    rows = expert_errors(dense, quantized)
+    rows = expert_errors(dense, quantized, expert_layout=expert_layout)
     if plot:
         draw(rows, plot)
     if as_json:

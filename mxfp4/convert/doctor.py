@@ -49,9 +49,7 @@ def diagnose(spec, *, base=None) -> Diagnosis:
         anomalies = list(source.anomalies)
         if base is not None:
             base_source = open_unreported(base)
-            anomalies = [
-                split_from_base(orientation_from_base(a, source, base_source), source, base_source) for a in anomalies
-            ]
+            anomalies = [layout_from_base(a, source, base_source) for a in anomalies]
             anomalies += compare_with_base(source, base_source)
     return Diagnosis(str(source.path), source.kind, source.layout, anomalies)
 
@@ -64,56 +62,43 @@ def _same_values(a, b) -> bool:
     )
 
 
-def orientation_from_base(anomaly: Anomaly, source: Source, base: Source) -> Anomaly:
-    """An undecided square expert's orientation told by the base: a fine-tune stays far closer to its base in its
-    stored orientation than transposed. The anomaly, its detail saying what the base shows (readers still refuse
-    it: a convert names the layout with --expert-layout)."""
-    if anomaly.kind != "orientation-undecided" or source.config.hf_dict(mxfp4=True) != base.config.hf_dict(mxfp4=True):
+# For each anomaly a comparison with the base can settle: which tensors to compare, and for each layout the file
+# might hold, what the tensor as read (expert 0, [out, in]) would be in the base's form if the file held it.
+_BASE_TELLS = {
+    # an undecided square expert is served as stored, read as [E, in, out]
+    "orientation-undecided": (
+        lambda t, source: t.name in source.undecided,
+        {"in-out": lambda w: w, "out-in": lambda w: w.T},
+    ),
+    # per-expert linear modules are served split even / odd; the halves split holds gate_proj's rows, then up_proj's
+    "gate-up-split-undecided": (
+        lambda t, source: t.short == "mlp.experts.gate_up_proj",
+        {"gate-up-even-odd": lambda w: w, "gate-up-halves": lambda w: torch.cat([w[0::2], w[1::2]])},
+    ),
+}
+
+
+def layout_from_base(anomaly: Anomaly, source: Source, base: Source) -> Anomaly:
+    """What an undecided anomaly could not tell, told by the base: a fine-tune stays far closer to its base read
+    the way it is stored than any other way. The anomaly, its detail saying the layout and the option that reads
+    it (readers still refuse the file until the option is given); unchanged when the base does not decide."""
+    if anomaly.kind not in _BASE_TELLS or source.config.hf_dict(mxfp4=True) != base.config.hf_dict(mxfp4=True):
         return anomaly
+    compared, readings = _BASE_TELLS[anomaly.kind]
     said = set()
     for t in canonical_tensors(source.config):
-        if t.name not in source.undecided:
+        if not compared(t, source):
             continue
-        # served as stored, read as [E, in, out]: closer to the base transposed means stored [E, out, in]
         as_read, want = source.read(t).values_out_in(0, torch.float32), base.read(t).values_out_in(0, torch.float32)
-        kept, turned = float((as_read - want).norm()), float((as_read.T - want).norm())
-        if turned < DECISIVE * kept:
-            said.add("out-in")
-        elif kept < DECISIVE * turned:
-            said.add("in-out")
-        else:
+        distance = {layout: float((read(as_read) - want).norm()) for layout, read in readings.items()}
+        closest = min(distance, key=distance.__getitem__)
+        if any(distance[closest] >= DECISIVE * d for layout, d in distance.items() if layout != closest):
             return anomaly
+        said.add(closest)
     if len(said) != 1:
         return anomaly
     layout = said.pop()
-    detail = f"{anomaly.detail}. Compared with the base, it is stored {layout!r}: --expert-layout {layout}"
-    return dataclasses.replace(anomaly, detail=detail)
-
-
-def split_from_base(anomaly: Anomaly, source: Source, base: Source) -> Anomaly:
-    """Per-expert linear modules whose gate / up split nothing showed, told by the base: gate_up as read (the
-    even / odd split) and as the halves split would give it, each compared with the base's."""
-    if anomaly.kind != "gate-up-split-undecided" or source.config.hf_dict(mxfp4=True) != base.config.hf_dict(
-        mxfp4=True
-    ):
-        return anomaly
-    said = set()
-    for t in canonical_tensors(source.config):
-        if t.short != "mlp.experts.gate_up_proj":
-            continue
-        as_read, want = source.read(t).values_out_in(0, torch.float32), base.read(t).values_out_in(0, torch.float32)
-        halves = torch.cat([as_read[0::2], as_read[1::2]])  # what gate_proj and up_proj hold, one after the other
-        even_odd, other = float((as_read - want).norm()), float((halves - want).norm())
-        if other < DECISIVE * even_odd:
-            said.add("gate-up-halves")
-        elif even_odd < DECISIVE * other:
-            said.add("gate-up-even-odd")
-        else:
-            return anomaly
-    if len(said) != 1:
-        return anomaly
-    split = said.pop()
-    detail = f"{anomaly.detail}. Compared with the base, the split is {split!r}: --expert-layout {split}"
+    detail = f"{anomaly.detail}. Compared with the base, the file holds {layout!r}: --expert-layout {layout}"
     return dataclasses.replace(anomaly, detail=detail)
 
 

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..choices import ExpertLayout
 from ..codec.quantization_error import measure_error
 from ..convert import open_source
+from ..convert.registry import layout_needed
 from ..errors import CheckpointError, MissingDependencyError
 from ..gpt_oss.tensors import canonical_tensors
 
@@ -35,10 +37,13 @@ class TensorError:
         return asdict(self)
 
 
-def expert_errors(dense_path, quantized_path) -> list[TensorError]:
+def expert_errors(dense_path, quantized_path, *, expert_layout: ExpertLayout | None = None) -> list[TensorError]:
+    """Each expert weight of quantized_path against dense_path's. expert_layout: given to whichever of the two
+    needs it (what nothing in the file shows: mxfp4.convert.registry.layout_needed)."""
     import torch
 
-    dense, quantized = open_source(dense_path), open_source(quantized_path)
+    dense = open_source(dense_path, expert_layout=layout_needed(dense_path, expert_layout))
+    quantized = open_source(quantized_path, expert_layout=layout_needed(quantized_path, expert_layout))
     if (
         dense.config.num_hidden_layers != quantized.config.num_hidden_layers
         or dense.config.hidden_size != quantized.config.hidden_size

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..choices import ExpertLayout
 from ..codec.rules import SCALE_RULES
 from ..convert import convert
 from .errors_report import aggregate_sqnr, expert_errors
@@ -34,20 +35,22 @@ def compare_rules(
     stride: int | None = None,
     device=None,
     backend: str = "torch",
+    expert_layout: ExpertLayout | None = None,
 ) -> tuple[float, list[RuleResult]]:
     """(perplexity of the dense model, one result per rule). rounding: None gives each rule its own (ggml for
-    mlx, rne for the others). device, backend: as for mxfp4.model.load."""
+    mlx, rne for the others). device, backend: as for mxfp4.model.load; expert_layout: how the dense model's
+    experts are stored where nothing in the file shows it (as for mxfp4.convert.convert)."""
     from ..model import load as load_model
 
     load = functools.partial(load_model, device=device, backend=backend)
 
-    reference = load(dense_path)
+    reference = load(dense_path, expert_layout=expert_layout)
     results, base_ppl = [], None
     with tempfile.TemporaryDirectory(prefix="mxfp4-rules-") as work:
         for rule in rules:
             out = Path(work) / rule
-            convert(dense_path, out, to="mxfp4", scale_rule=rule, rounding=rounding)
-            sqnr = aggregate_sqnr(expert_errors(dense_path, out))
+            convert(dense_path, out, to="mxfp4", scale_rule=rule, rounding=rounding, expert_layout=expert_layout)
+            sqnr = aggregate_sqnr(expert_errors(dense_path, out, expert_layout=expert_layout))
             parity = compare(reference, load(out), tokens, context=context, stride=stride)
             base_ppl = parity.ppl_a
             results.append(RuleResult(rule, sqnr, parity))

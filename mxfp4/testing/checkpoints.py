@@ -48,3 +48,18 @@ def same_tensors(a: dict, b: dict) -> bool:
         a[k].dtype == b[k].dtype and torch.equal(a[k].view(-1).view(torch.uint8), b[k].view(-1).view(torch.uint8))
         for k in a
     )
+
+
+def edit_header(file: Path, change) -> None:
+    """Rewrite a safetensors file's JSON header in place through change(header) (a dict, __metadata__ included);
+    the data bytes stay as they are, so the header may now lie about them (hostile-input tests)."""
+    import json
+    import struct
+
+    data = Path(file).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    change(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    Path(file).write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])

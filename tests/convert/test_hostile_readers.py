@@ -18,22 +18,11 @@ from mxfp4.errors import MXFP4Error
 from mxfp4.gpt_oss.config import GptOssConfig, read_json
 from mxfp4.storage.gguf_check import validate_gguf
 from mxfp4.testing import broken_saves
-from mxfp4.testing.checkpoints import make_checkpoint
+from mxfp4.testing.checkpoints import edit_header, make_checkpoint
 from mxfp4.testing.ollama_forms import write_ollama_gguf
 
 BUNDLED = Path(__file__).resolve().parents[2] / "examples" / "tiny-gpt-oss-trained"
 HUGE = 1 << 40  # elements a hostile header claims: terabytes, if anything trusted it
-
-
-def edit_header(file: Path, change) -> None:
-    """Rewrite a safetensors file's JSON header in place through change(header); the data bytes stay."""
-    data = file.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    change(header)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    file.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
 
 
 def copy_dir(src: Path, dst: Path) -> Path:

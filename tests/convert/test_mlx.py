@@ -13,6 +13,7 @@ import torch
 import mxfp4.model
 from mxfp4.convert import convert, open_source
 from mxfp4.errors import CheckpointError
+from mxfp4.testing.checkpoints import edit_header
 
 if sys.platform not in ("linux", "darwin"):  # the dev extra installs mlx there; elsewhere it has no wheels
     pytest.skip("mlx has no wheels for this platform", allow_module_level=True)
@@ -223,14 +224,7 @@ def test_a_dequantized_mlx_fuse_directory_reads_as_a_dense_fine_tune(theirs, tmp
 def _copy_with_header_change(src: Path, dst: Path, change) -> Path:
     shutil.copytree(src, dst)
     (dst / "model.safetensors.index.json").unlink()  # one file: the index would only repeat the header
-    file = dst / "model.safetensors"
-    data = file.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    change(header)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    file.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    edit_header(dst / "model.safetensors", change)
     return dst
 
 

@@ -142,8 +142,8 @@ def test_linearized_experts_are_refused_until_the_split_is_said_and_doctor_base_
         assert result.exit_code == 1 and "(option --expert-layout)" in result.output
         assert "'model.layers.0.mlp.experts.0.gate_proj.weight'" in result.output and "gate-up-halves" in result.output
         assert not (tmp_path / "out").exists()
-    assert "the split is 'gate-up-halves'" in run("doctor", saves[5], "--base", saves["healthy"]).output
-    assert "the split is 'gate-up-even-odd'" in run("doctor", even_odd, "--base", saves["healthy"]).output
+    assert "the file holds 'gate-up-halves'" in run("doctor", saves[5], "--base", saves["healthy"]).output
+    assert "the file holds 'gate-up-even-odd'" in run("doctor", even_odd, "--base", saves["healthy"]).output
     # the gpt-oss split read as said is the healthy model, with nothing to repair
     assert not open_source(even_odd, expert_layout="gate-up-even-odd").anomalies
     convert(even_odd, tmp_path / "read", to="bf16", expert_layout="gate-up-even-odd")
@@ -255,13 +255,13 @@ def test_a_square_down_proj_nothing_places_is_refused_and_doctor_base_tells_it(s
     # inspect and doctor still describe it; doctor with the base says which way it is stored
     assert "anomaly: " in run("inspect", broken).output
     told = run("doctor", broken, "--base", saves["dense"], "--json")
-    assert told.exit_code == 1 and "stored 'out-in': --expert-layout out-in" in told.output
+    assert told.exit_code == 1 and "holds 'out-in': --expert-layout out-in" in told.output
     # the same healthy model as transformers saves it (no record of the layout): refused too, and doctor --base
     # says it is stored as transformers' [E, in, out]
     unrecorded = broken_saves.resaved_without_metadata(saves["dense"], tmp_path / "unrecorded")
     with pytest.raises(CheckpointError, match="is square and its values lie on no MXFP4 grid"):
         open_source(unrecorded)
-    assert "stored 'in-out': --expert-layout in-out" in run("doctor", unrecorded, "--base", saves["dense"]).output
+    assert "holds 'in-out': --expert-layout in-out" in run("doctor", unrecorded, "--base", saves["dense"]).output
 
 
 def test_the_writers_record_of_its_layout_reads_a_square_expert_and_content_overrules_it(saves, tmp_path):
@@ -389,6 +389,13 @@ def test_verify_eval_and_model_load_refuse_what_nothing_decides_until_expert_lay
     assert run(*compare).exit_code == 2
     told = run(*compare, "--expert-layout", "out-in", "--json")  # given to the checkpoint that needs it: the same model
     assert told.exit_code == 0 and json.loads(told.stdout)["kl_mean"] == 0, told.output
+    quantized = convert(saves["dense"], tmp_path / "quantized", to="mxfp4").output
+    assert run("eval", "report", undecided, quantized).exit_code == 2
+    reported = [
+        run("eval", "report", src, quantized, "--expert-layout", "out-in", "--json")
+        for src in (undecided, saves["dense"])
+    ]
+    assert reported[0].exit_code == 0 and reported[0].stdout == reported[1].stdout
     with pytest.raises(CheckpointError, match="down_proj' is square"):
         mxfp4.model.load(undecided)
     with warnings.catch_warnings():
