@@ -91,6 +91,86 @@ def quality_table(source: Path, heldout: np.ndarray, calibration: np.ndarray, wo
     return rows
 
 
+def unseen_code() -> tuple[list[Path], list[Path]]:
+    """Python sources the bundled model never saw (it trained on the standard library): click's and hypothesis's,
+    installed with the package and its dev extra, shuffled once and split into calibration and held-out files."""
+    import random
+
+    import click
+    import hypothesis
+
+    files = sorted(p for package in (click, hypothesis) for p in Path(package.__file__).parent.rglob("*.py"))
+    random.Random(0).shuffle(files)
+    return files[: len(files) // 2], files[len(files) // 2 :]
+
+
+def ids_of(files: list[Path], count: int) -> np.ndarray:
+    tokenizer, ids = _tokenizer(), []
+    for file in files:
+        ids += tokenizer.encode(file.read_text(errors="replace")).ids
+        if len(ids) >= count:
+            break
+    return np.array(ids[:count], dtype=np.int64)
+
+
+def heldout_ratios(source: Path, work: Path, heldout: dict[str, np.ndarray], seeds: int, tokens: int) -> list[dict]:
+    """Mean KL of GPTQ (each column order) over the best rounding rule's, on each held-out set, for calibration
+    subsets drawn from the unseen code with ``seeds`` seeds: nothing calibration sees is in a held-out set."""
+    import random
+
+    reference = load(source)
+    work.mkdir(parents=True, exist_ok=True)
+    best = {}
+    for rule in RULES:
+        convert(source, work / rule, to="mxfp4", scale_rule=rule, force=True)
+        model = load(work / rule)
+        for name, ids in heldout.items():
+            kl = compare(reference, model, ids, context=256).kl_mean
+            best[name] = min(best.get(name, kl), kl)
+    calibration_files, _ = unseen_code()
+    rows = []
+    for order in ("sequential", "act"):
+        for seed in range(seeds):
+            files = list(calibration_files)
+            random.Random(seed + 1).shuffle(files)
+            convert_calibrated(source, work / "gptq", ids_of(files, tokens), order=order, context=256, force=True)
+            model = load(work / "gptq")
+            for name, ids in heldout.items():
+                kl = compare(reference, model, ids, context=256).kl_mean
+                rows.append({"order": order, "seed": seed, "heldout": name, "kl_mean": kl, "ratio": kl / best[name]})
+    return rows
+
+
+def print_ratios(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print("| GPTQ column order | held-out set | KL / best rounding rule: mean | min | max |")
+    print("|---|---|---:|---:|---:|")
+    for order in ("sequential", "act"):
+        for name in dict.fromkeys(r["heldout"] for r in rows):
+            ratios = [r["ratio"] for r in rows if r["order"] == order and r["heldout"] == name]
+            print(f"| {order} | {name} | {np.mean(ratios):.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
+
+
+def heldout(work: Path, results: dict, seeds: int, tokens: int) -> None:
+    _, eval_files = unseen_code()
+    sets = {
+        "unseen code (click, hypothesis)": ids_of(eval_files, 8192),
+        "prose (docs-heldout.tokens)": np.loadtxt(TRAINED / "docs-heldout.tokens", dtype=np.int64),
+    }
+    results["heldout_bundled"] = heldout_ratios(TRAINED / "bf16", work / "heldout-bundled", sets, seeds, tokens)
+    print_ratios(
+        f"Bundled model, GPTQ on {tokens:,} unseen code tokens, {seeds} calibration seeds", results["heldout_bundled"]
+    )
+    float_merge = work / "docs-float"
+    if not (float_merge / "config.json").exists():
+        merge_lora(TRAINED / "mxfp4", TRAINED / "lora-docs", float_merge, to="bf16", dtype="float32", force=True)
+    results["heldout_fine_tune"] = heldout_ratios(float_merge, work / "heldout-docs", sets, seeds, tokens)
+    print_ratios(
+        f"LoRA fine-tune, GPTQ on {tokens:,} unseen code tokens, {seeds} calibration seeds",
+        results["heldout_fine_tune"],
+    )
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     best = min(r["kl_mean"] for r in rows if not r["method"].startswith("GPTQ"))
     print(f"\n{title}")
@@ -143,6 +223,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-heldout", action="store_true", help="Skip the unseen-text ratios over seeds.")
+    parser.add_argument("--seeds", type=int, default=3, help="Calibration subsets for the unseen-text ratios.")
+    parser.add_argument("--heldout-tokens", type=int, default=16384, help="Calibration tokens for those ratios.")
     parser.add_argument("--cost-windows", type=int, default=16)
     parser.add_argument("--cost-context", type=int, default=1024)
     parser.add_argument("--cost-model", choices=["20b", "120b"], default="20b", help="The layer's shape.")
@@ -152,6 +235,8 @@ def main() -> None:
 
     if not args.skip_quality:
         quality(args.work, results)
+    if not args.skip_heldout:
+        heldout(args.work, results, args.seeds, args.heldout_tokens)
     if not args.skip_cost:
         measured = cost(args.work, args.cost_windows, args.cost_context, args.cost_model)
         results["cost"] = measured

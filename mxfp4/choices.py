@@ -28,6 +28,10 @@ FloatName = Literal["float32", "float16", "bfloat16"]
 # columns of gate_up_proj their gate_proj / up_proj hold: the even / odd ones, or the first / second halves
 ExpertLayout = Literal["in-out", "out-in", "gate-up-even-odd", "gate-up-halves"]
 
+GptqOrder = Literal[
+    "act", "sequential"
+]  # GPTQ's column order: decreasing Hessian diagonal (static groups), or as stored
+
 SCALE_RULES: tuple[ScaleRule, ...] = ("floor", "round_up", "even", "mse", "mlx")
 ROUNDINGS: tuple[Rounding, ...] = ("rne", "ggml")
 NONFINITE_MODES: tuple[NonFinite, ...] = ("error", "nan_scale")
@@ -36,6 +40,7 @@ LAYOUT_BACKENDS: tuple[LayoutBackend, ...] = ("auto", "native", "numpy")
 MODEL_BACKENDS: tuple[ModelBackend, ...] = ("auto", "torch", "native", "triton")
 TARGETS: tuple[Target, ...] = ("mxfp4", "bf16", "original", "gguf", "mlx")
 MXFP4_TARGETS: tuple[Target, ...] = ("mxfp4", "gguf", "original", "mlx")  # the targets that store experts as MXFP4
+GPTQ_ORDERS: tuple[GptqOrder, ...] = ("act", "sequential")
 LORA_LAYOUTS: tuple[LoraLayout, ...] = ("peft", "swapped", "unsloth")
 EXPERT_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in", "gate-up-even-odd", "gate-up-halves")
 FUSED_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in")

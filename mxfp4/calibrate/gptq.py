@@ -24,9 +24,11 @@ from functools import lru_cache
 
 import torch
 
+from ..choices import GPTQ_ORDERS, GptqOrder
 from ..codec import native, torch_codec
 from ..codec.constants import BLOCK_SIZE, E2M1_VALUES
 from ..codec.reference import POW2_F32
+from ..codec.rules import check_choice
 
 COLUMN_BLOCK = 128  # a multiple of BLOCK_SIZE
 
@@ -72,12 +74,26 @@ def gptq_quantize(
     rounding: str = "rne",
     damp: float = 0.01,
     column_loop: str = "auto",
+    order: GptqOrder = "act",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """weight [out, in] (in a multiple of 32), hessian [in, in] -> MXFP4 (blocks [out, in/32, 16] uint8,
-    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding). column_loop: 'auto' (C where it can
-    run), 'c' or 'torch' (the same bytes; the tests compare them)."""
+    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding). order: 'act' rounds the columns by
+    decreasing Hessian diagonal (the inputs that matter most first, while the most columns remain to absorb their
+    error), each group's scale fixed beforehand by the rule from the weights as given ("static groups": the bytes
+    stay plain MXFP4); 'sequential' rounds them in order, each group's scale chosen when GPTQ reaches it.
+    column_loop: 'auto' (C where it can run), 'c' or 'torch' (the same bytes; the tests compare them)."""
     out, inp = weight.shape
-    w = weight.float().clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
+    w = weight.float()
+    fixed = None  # act-order: each (permuted) column's scale byte [out, in]
+    if order == "act":
+        static = torch_codec.choose_scales(w.reshape(-1, BLOCK_SIZE).contiguous(), scale_rule, rounding)
+        static = static.reshape(out, inp // BLOCK_SIZE)
+        permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
+        w, hessian = w[:, permutation], hessian[permutation][:, permutation]
+        fixed = static[:, permutation.to(w.device) // BLOCK_SIZE]
+    else:
+        check_choice("order", order, GPTQ_ORDERS)
+    w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
     u = inverse_factor(hessian, damp).float()
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
@@ -87,24 +103,31 @@ def gptq_quantize(
         block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
         if in_c:  # the same loop, its float operations one for one, without a Python step per column
             factor = u[start:stop, start:stop].contiguous()
-            found = native.gptq_block(block.numpy(), factor.numpy(), scale_rule, rounding)
-            codes[:, start:stop], block_scales, errors = (torch.from_numpy(a) for a in found)
-            scales[:, start // BLOCK_SIZE : stop // BLOCK_SIZE] = block_scales.to(torch.int32)
-            w[:, stop:] -= errors @ u[start:stop, stop:]
+            given = None if fixed is None else fixed[:, start:stop].to(torch.uint8).contiguous().numpy()
+            found = native.gptq_block(block.numpy(), factor.numpy(), scale_rule, rounding, given)
+            codes[:, start:stop] = torch.from_numpy(found[0])
+            if given is None:
+                scales[:, start // BLOCK_SIZE : stop // BLOCK_SIZE] = torch.from_numpy(found[1]).to(torch.int32)
+            w[:, stop:] -= torch.from_numpy(found[2]) @ u[start:stop, stop:]
             continue
         errors = torch.zeros_like(block)
         for j in range(stop - start):
             column = start + j
-            if column % BLOCK_SIZE == 0:  # a new group: the rule picks each row's scale from current values
-                group = block[:, j : j + BLOCK_SIZE].contiguous()
-                scales[:, column // BLOCK_SIZE] = torch_codec.choose_scales(group, scale_rule, rounding)
-            scale = scales[:, column // BLOCK_SIZE]
+            if fixed is not None:
+                scale = fixed[:, column]
+            else:
+                if column % BLOCK_SIZE == 0:  # a new group: the rule picks each row's scale from current values
+                    group = block[:, j : j + BLOCK_SIZE].contiguous()
+                    scales[:, column // BLOCK_SIZE] = torch_codec.choose_scales(group, scale_rule, rounding)
+                scale = scales[:, column // BLOCK_SIZE]
             code = torch_codec.encode_at_scales(block[:, j : j + 1].contiguous(), scale, rounding)[:, 0]
             codes[:, column] = code
             error = (block[:, j] - _dequantized(code, scale)) / u[column, column]
             block[:, j + 1 :] -= error[:, None] * u[column, column + 1 : stop][None, :]
             errors[:, j] = error
         w[:, stop:] -= errors @ u[start:stop, stop:]
+    if fixed is not None:
+        codes, scales = codes[:, torch.argsort(permutation).to(codes.device)], static
     blocks = torch_codec.pack_codes(codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE))
     return blocks, scales.to(torch.uint8)
 

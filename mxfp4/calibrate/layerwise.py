@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
+from ..choices import GptqOrder
 from ..codec import decode, encode
 from ..codec.constants import BLOCK_SIZE
 from ..convert.stream import Dense, Expert, Source
@@ -71,11 +72,13 @@ class CalibratedSource(Source):
         min_tokens: int = MIN_TOKENS,
         device=None,
         damp: float = 0.01,
+        order: GptqOrder = "act",
     ):
         self.base, self.kind, self.path, self.config = base, f"{base.kind} + GPTQ", base.path, base.config
         self.layout = base.layout
         self.ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
         self.scale_rule, self.rounding, self.min_tokens, self.damp = scale_rule, rounding, min_tokens, damp
+        self.order = order
         self.device = distributed.rank_device(device)
         self.world = distributed.current_world()
         if self.ids.shape[0] < self.world.size:
@@ -217,7 +220,9 @@ class CalibratedSource(Source):
         error_rounding = error(rounded)
         if plain:
             return tuple(t.cpu() for t in rounded), error_rounding, error_rounding
-        chosen = gptq_quantize(weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp)
+        chosen = gptq_quantize(
+            weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp, order=self.order
+        )
         return tuple(t.cpu() for t in chosen), error_rounding, error(chosen)
 
     def extra_files(self):

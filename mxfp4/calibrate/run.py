@@ -9,14 +9,17 @@ import numpy as np
 
 from ..choices import (
     CALIBRATE_SCALE_RULE,
+    GPTQ_ORDERS,
     MXFP4_TARGETS,
     ExpertLayout,
     FloatName,
+    GptqOrder,
     LoraLayout,
     Rounding,
     ScaleRule,
     Target,
 )
+from ..codec.rules import check_choice
 from ..convert.api import WriteOptions, write
 from ..convert.chat_template import chat_template_text, with_template
 from ..convert.registry import open_source
@@ -57,7 +60,18 @@ def calibration_windows(ids: np.ndarray, *, vocab_size: int, context: int, sampl
 
 
 def _calibrated(
-    source, dst, tokens, options: WriteOptions, *, context, samples, min_tokens, device, where, chat_template=None
+    source,
+    dst,
+    tokens,
+    options: WriteOptions,
+    *,
+    context,
+    samples,
+    min_tokens,
+    order,
+    device,
+    where,
+    chat_template=None,
 ):
     """Write ``source`` with its experts GPTQ-quantized on ``tokens``: the shared core of both entry points."""
     if options.to not in MXFP4_TARGETS:
@@ -70,7 +84,13 @@ def _calibrated(
         tokens, vocab_size=source.config.vocab_size, context=context, samples=samples, where=where
     )
     calibrated = CalibratedSource(
-        source, windows, scale_rule=options.scale_rule, rounding=options.rounding, min_tokens=min_tokens, device=device
+        source,
+        windows,
+        scale_rule=options.scale_rule,
+        rounding=options.rounding,
+        min_tokens=min_tokens,
+        order=order,
+        device=device,
     )
     if not current_world().leader:  # another rank of a torchrun job: calibrate its share, rank 0 writes
         calibrated.calibrate_all()
@@ -91,6 +111,7 @@ def convert_calibrated(
     context: int = 256,
     samples: int | None = None,
     min_tokens: int = MIN_TOKENS,
+    order: GptqOrder = "act",
     device=None,
     dtype: FloatName = "bfloat16",
     max_shard_size=None,
@@ -103,9 +124,11 @@ def convert_calibrated(
 ) -> CalibrationResult:
     """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts. strict:
     refuse a save written wrong by a known tool (mxfp4.convert.anomalies) instead of repairing it. expert_layout: as
-    for mxfp4.convert.convert."""
+    for mxfp4.convert.convert. order: GPTQ's column order (mxfp4.calibrate.gptq.gptq_quantize; 'act' measured
+    better on held-out text, docs/calibration.md)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
-    calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
+    check_choice("order", order, GPTQ_ORDERS)
+    calibration = dict(context=context, samples=samples, min_tokens=min_tokens, order=order, device=device, where=where)
     template = chat_template_text(chat_template)  # a wrong choice is refused before anything is read
     source = open_source(src, strict=strict, expert_layout=expert_layout)
     return _calibrated(source, dst, tokens, options, **calibration, chat_template=template)
@@ -123,6 +146,7 @@ def merge_lora_calibrated(
     context: int = 256,
     samples: int | None = None,
     min_tokens: int = MIN_TOKENS,
+    order: GptqOrder = "act",
     device=None,
     dtype: FloatName = "bfloat16",
     lora_layout: LoraLayout | None = None,
@@ -140,5 +164,6 @@ def merge_lora_calibrated(
     source = open_source(base, strict=strict, expert_layout=expert_layout)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
-    calibration = dict(context=context, samples=samples, min_tokens=min_tokens, device=device, where=where)
+    check_choice("order", order, GPTQ_ORDERS)
+    calibration = dict(context=context, samples=samples, min_tokens=min_tokens, order=order, device=device, where=where)
     return _calibrated(merged, dst, tokens, options, **calibration, chat_template=chat_template_text(chat_template))

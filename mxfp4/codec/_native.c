@@ -265,14 +265,23 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
  * and is fed to the later columns of the block: w[k] -= e * U[j, k]. Rows are independent; every float operation
  * is the one, and in the order, that gptq.py's torch loop performs per element (no fused multiply-add: this file
  * is built with -ffp-contract=off), so the bytes are the loop's. Finite weights only (the caller checks). */
-KERNEL void mx_gptq_block(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
-                          int rounding, uint8_t *codes_out, uint8_t *scales_out, float *errors_out) {
+/* GPTQ's column loop over one block of columns of rows [row_start, row_stop). fixed: NULL to choose each row's
+ * scale by the rule when a group of 32 columns starts (columns in their natural order), or a scale byte per row and
+ * column [rows, width] chosen before the loop (act-order: the columns come permuted, each with its group's scale). */
+static void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
+                      int rounding, const uint8_t *fixed, uint8_t *codes_out, uint8_t *scales_out,
+                      float *errors_out) {
     for (int64_t r = row_start; r < row_stop; r++) {
         float *row = w + r * width;
         int s = 0;
         float inv = 0.0f, pow2 = 0.0f;
         for (int64_t j = 0; j < width; j++) {
-            if (j % BLOCK == 0) {
+            if (fixed != NULL) {
+                s = fixed[r * width + j];
+                inv = s == E8M0_NAN ? 0.0f : inv_pow2_f32(s);
+                pow2 = s == E8M0_NAN ? f32_from_bits(0x7FC00000u)
+                                     : s > 0 ? f32_from_bits((uint32_t)s << 23) : f32_from_bits(0x00400000u);
+            } else if (j % BLOCK == 0) {
                 float a[BLOCK];
                 uint8_t m[BLOCK];
                 uint32_t amax = 0;
@@ -320,6 +329,17 @@ KERNEL void mx_gptq_block(float *w, const float *u, int64_t width, int64_t row_s
             for (int64_t k = j + 1; k < width; k++) row[k] -= e * uj[k];
         }
     }
+}
+
+
+KERNEL void mx_gptq_block(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
+                          int rounding, uint8_t *codes_out, uint8_t *scales_out, float *errors_out) {
+    gptq_rows(w, u, width, row_start, row_stop, rule, rounding, NULL, codes_out, scales_out, errors_out);
+}
+
+KERNEL void mx_gptq_block_fixed(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop,
+                                int rounding, const uint8_t *scales, uint8_t *codes_out, float *errors_out) {
+    gptq_rows(w, u, width, row_start, row_stop, 0, rounding, scales, codes_out, NULL, errors_out);
 }
 
 /* An importable module, so the build system names and places the library; its functions are reached

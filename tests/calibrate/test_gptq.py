@@ -28,23 +28,28 @@ from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
     rounding=st.sampled_from(ROUNDINGS),
     seed=st.integers(0, 2**16),
     magnitude=st.sampled_from([1e-3, 1.0, 1e3]),
+    order=st.sampled_from(["act", "sequential"]),
 )
-def test_with_an_identity_hessian_gptq_is_the_rules_plain_rounding(rows, groups, rule, rounding, seed, magnitude):
+def test_with_an_identity_hessian_gptq_is_the_rules_plain_rounding(
+    rows, groups, rule, rounding, seed, magnitude, order
+):
     # H = I: U is diagonal, no error is fed forward, each group's scale comes from the untouched weights.
     w = torch.randn(rows, 32 * groups, generator=torch.Generator().manual_seed(seed)) * magnitude
-    blocks, scales = gptq_quantize(w, torch.eye(w.shape[1]), scale_rule=rule, rounding=rounding, damp=0.0)
+    eye = torch.eye(w.shape[1])
+    blocks, scales = gptq_quantize(w, eye, scale_rule=rule, rounding=rounding, damp=0.0, order=order)
     plain = mxfp4.quantize(w, scale_rule=rule, rounding=rounding)
     assert torch.equal(blocks, plain.blocks) and torch.equal(scales, plain.scales)
 
 
+@pytest.mark.parametrize("order", ["act", "sequential"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("rule", SCALE_RULES)
-def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule):
+def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule, order):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(48, 256, generator=g)
     x = torch.randn(600, 64, generator=g) @ torch.randn(64, 256, generator=g) + 0.3 * torch.randn(600, 256, generator=g)
     h = x.double().T @ x.double()
-    ours = decode.dequantize(*gptq_quantize(w, h, scale_rule=rule), torch.float32)
+    ours = decode.dequantize(*gptq_quantize(w, h, scale_rule=rule, order=order), torch.float32)
     plain = mxfp4.quantize(w, scale_rule=rule)
     rounding = decode.dequantize(plain.blocks, plain.scales, torch.float32)
     assert weighted_error(w, ours, h) <= weighted_error(w, rounding, h)
@@ -60,8 +65,11 @@ def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule):
     seed=st.integers(0, 2**16),
     magnitude=st.sampled_from([1e-30, 1e-3, 1.0, 1e30]),
     zeros=st.booleans(),
+    order=st.sampled_from(["act", "sequential"]),
 )
-def test_the_c_column_loop_writes_the_torch_loops_bytes(rows, blocks, tail, rule, rounding, seed, magnitude, zeros):
+def test_the_c_column_loop_writes_the_torch_loops_bytes(
+    rows, blocks, tail, rule, rounding, seed, magnitude, zeros, order
+):
     # Several 128-column blocks plus a shorter last one; correlated inputs so errors feed forward; exact zeros
     # (signed) so ggml's and rne's sign rules are both exercised; magnitudes near the scale byte's ends.
     g = torch.Generator().manual_seed(seed)
@@ -72,9 +80,28 @@ def test_the_c_column_loop_writes_the_torch_loops_bytes(rows, blocks, tail, rule
         w[::2, ::5] = -0.0
     x = torch.randn(300, 48, generator=g) @ torch.randn(48, columns, generator=g)
     h = x.double().T @ x.double()
-    c = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="c")
-    reference = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="torch")
+    c = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="c", order=order)
+    reference = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="torch", order=order)
     assert torch.equal(c[0], reference[0]) and torch.equal(c[1], reference[1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_act_order_keeps_the_rules_scales_and_rounds_the_heaviest_inputs_first(seed):
+    # static groups: whatever the order, each group's scale byte is the rule's on the weights as given, so the
+    # bytes are plain MXFP4; the order (decreasing Hessian diagonal) changes which values the error lands on
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(16, 128, generator=g)
+    x = torch.randn(400, 128, generator=g) * torch.linspace(0.1, 3.0, 128)  # the last inputs weigh most
+    h = x.double().T @ x.double()
+    blocks, scales = gptq_quantize(w, h, scale_rule="mse", order="act")
+    assert torch.equal(scales, mxfp4.quantize(w, scale_rule="mse").scales)
+    sequential = gptq_quantize(w, h, scale_rule="mse", order="sequential")
+    assert not torch.equal(blocks, sequential[0])
+    # the heaviest input, rounded first, keeps its own rounding: nothing was fed into it yet
+    heaviest = int(torch.argmax(torch.diagonal(h)))
+    got = decode.dequantize(blocks, scales, torch.float32)[:, heaviest]
+    plain = mxfp4.quantize(w, scale_rule="mse")
+    assert torch.equal(got, decode.dequantize(plain.blocks, plain.scales, torch.float32)[:, heaviest])
 
 
 def test_the_c_loop_runs_by_default_where_it_can(monkeypatch):
