@@ -25,7 +25,7 @@ from functools import lru_cache
 import torch
 
 from ..choices import GPTQ_ORDERS, GptqOrder
-from ..codec import native, torch_codec
+from ..codec import encode, native, torch_codec
 from ..codec.constants import BLOCK_SIZE, E2M1_VALUES
 from ..codec.reference import POW2_F32
 from ..codec.rules import check_choice
@@ -86,11 +86,11 @@ def gptq_quantize(
     w = weight.float()
     fixed = None  # act-order: each (permuted) column's scale byte [out, in]
     if order == "act":
-        static = torch_codec.choose_scales(w.reshape(-1, BLOCK_SIZE).contiguous(), scale_rule, rounding)
-        static = static.reshape(out, inp // BLOCK_SIZE)
+        # the rule's plain scale bytes (the codec's fastest backend: C on the CPU), uint8 [out, in/32]
+        static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
         permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
         w, hessian = w[:, permutation], hessian[permutation][:, permutation]
-        fixed = static[:, permutation.to(w.device) // BLOCK_SIZE]
+        fixed = static[:, permutation.to(w.device) // BLOCK_SIZE].contiguous()
     else:
         check_choice("order", order, GPTQ_ORDERS)
     w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
@@ -103,7 +103,7 @@ def gptq_quantize(
         block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
         if in_c:  # the same loop, its float operations one for one, without a Python step per column
             factor = u[start:stop, start:stop].contiguous()
-            given = None if fixed is None else fixed[:, start:stop].to(torch.uint8).contiguous().numpy()
+            given = None if fixed is None else fixed[:, start:stop].contiguous().numpy()
             found = native.gptq_block(block.numpy(), factor.numpy(), scale_rule, rounding, given)
             codes[:, start:stop] = torch.from_numpy(found[0])
             if given is None:
@@ -114,7 +114,7 @@ def gptq_quantize(
         for j in range(stop - start):
             column = start + j
             if fixed is not None:
-                scale = fixed[:, column]
+                scale = fixed[:, column].to(torch.int32)
             else:
                 if column % BLOCK_SIZE == 0:  # a new group: the rule picks each row's scale from current values
                     group = block[:, j : j + BLOCK_SIZE].contiguous()
@@ -127,7 +127,7 @@ def gptq_quantize(
             errors[:, j] = error
         w[:, stop:] -= errors @ u[start:stop, stop:]
     if fixed is not None:
-        codes, scales = codes[:, torch.argsort(permutation).to(codes.device)], static
+        codes, scales = codes[:, torch.argsort(permutation).to(codes.device)], static.to(torch.int32)
     blocks = torch_codec.pack_codes(codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE))
     return blocks, scales.to(torch.uint8)
 
