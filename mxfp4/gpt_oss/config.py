@@ -30,6 +30,14 @@ LIMITS = {
 }
 
 
+def alternating_layer_types(layers: object) -> list[str]:
+    """gpt-oss's layer_types for ``layers`` layers (sliding window first); [] for a count that is not a plausible
+    layer count (validation names it), so a hostile count never sizes a list."""
+    if not isinstance(layers, int) or isinstance(layers, bool) or not 0 < layers <= LIMITS["num_hidden_layers"]:
+        return []
+    return [LAYER_TYPES[i % 2] for i in range(layers)]
+
+
 def hf_config_dict(
     *,
     num_hidden_layers: int,
@@ -68,7 +76,7 @@ def hf_config_dict(
         "num_key_value_heads": num_key_value_heads,
         "vocab_size": vocab_size,
         "sliding_window": sliding_window,
-        "layer_types": [LAYER_TYPES[i % 2] for i in range(layers)] if isinstance(layers, int) else [],
+        "layer_types": alternating_layer_types(layers),
         "rope_theta": rope_theta,
         "rope_scaling": {
             "rope_type": "yarn",
@@ -121,7 +129,7 @@ class GptOssConfig:
             return raw[key]
 
         layers = need("num_hidden_layers")
-        default_types = [LAYER_TYPES[i % 2] for i in range(layers)] if isinstance(layers, int) else []
+        default_types = alternating_layer_types(layers)
         # openai's release and transformers 4.x write rope_scaling + rope_theta; transformers 5 writes
         # rope_parameters with rope_theta inside. Read either.
         rope = dict(raw.get("rope_scaling") or raw.get("rope_parameters") or {})

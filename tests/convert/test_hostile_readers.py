@@ -275,6 +275,20 @@ def test_hostile_inputs_allocate_nothing_large(made, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["rise_kib"] < 64 * 1024
 
 
+def test_a_hostile_layer_count_sizes_nothing():
+    # an Ollama blob claiming 3,053,453,314 layers once built a layer_types list of that length before any check
+    # (found by the ollama fuzz target; the input is tests/fuzz_regressions/ollama-huge-block-count)
+    from mxfp4.gpt_oss.config import GptOssConfig, alternating_layer_types, hf_config_dict
+
+    assert alternating_layer_types(3_053_453_314) == [] and alternating_layer_types(True) == []
+    assert alternating_layer_types(3) == ["sliding_attention", "full_attention", "sliding_attention"]
+    sizes = dict(num_local_experts=4, num_experts_per_tok=2, hidden_size=64, intermediate_size=64, head_dim=16)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2, vocab_size=300, sliding_window=128)
+    raw = hf_config_dict(num_hidden_layers=3_053_453_314, **sizes, **heads)
+    with pytest.raises(MXFP4Error, match="num_hidden_layers = 3053453314 is beyond any plausible model"):
+        GptOssConfig.from_hf_dict(raw, "hostile")
+
+
 def test_the_bundled_adapter_reads(tmp_path):  # the cases above start from a valid adapter
     from mxfp4.finetune.adapter import read_adapter
 
