@@ -151,7 +151,11 @@ class HFSource(Source):
         if self.linear is not None:
             self.layout = (
                 "experts as per-expert linear modules (experts.{e}.gate_proj / up_proj / down_proj [out, in]), as MoE "
-                f"linearizers save them; gate and up read as {self.linear.split}"
+                + (
+                    f"linearizers save them; gate and up read as {self.linear.split}"
+                    if self.linear.decided
+                    else "linearizers save them; which gate_up columns gate_proj / up_proj hold is undecided"
+                )
             )
         elif self.packed:
             self.layout = "experts MXFP4 (_blocks [E, out, in/32, 16] + _scales), as openai released gpt-oss"

@@ -70,6 +70,7 @@ class LinearExperts:
     def __init__(self, store: TensorStore, config: GptOssConfig, path, split: str | None):
         self.store, self.config = store, config
         self.split = split or "gate-up-even-odd"
+        self.decided = split is not None
         shapes = linear_shapes(config)
         present = [name for name in shapes if name in store.entries]
         self.dtype = store.entries[present[0]].dtype if present else "BF16"  # (none present: reported missing)
