@@ -28,9 +28,8 @@ FloatName = Literal["float32", "float16", "bfloat16"]
 # columns of gate_up_proj their gate_proj / up_proj hold: the even / odd ones, or the first / second halves
 ExpertLayout = Literal["in-out", "out-in", "gate-up-even-odd", "gate-up-halves"]
 
-GptqOrder = Literal[
-    "act", "sequential"
-]  # GPTQ's column order: decreasing Hessian diagonal (static groups), or as stored
+# GPTQ's column order: decreasing Hessian diagonal (static groups), or as stored
+GptqOrder = Literal["act", "sequential"]
 
 SCALE_RULES: tuple[ScaleRule, ...] = ("floor", "round_up", "even", "mse", "mlx")
 ROUNDINGS: tuple[Rounding, ...] = ("rne", "ggml")

@@ -118,13 +118,12 @@ def eval_compare(
     """CANDIDATE against REFERENCE on the same tokens: perplexities, delta, KL (mean, p99), top-1 agreement."""
     import json
 
+    from ..convert.registry import layout_needed
     from ..eval.parity import compare
     from ..eval.tokens import check_ids
     from ..model import load
 
     ids = _tokens(reference, tokens, text)
-    from ..convert.registry import layout_needed
-
     a = load(
         reference, device=device, backend=backend, strict=strict, expert_layout=layout_needed(reference, expert_layout)
     )

@@ -88,19 +88,23 @@ def test_a_broken_save_converts_to_what_the_healthy_one_gives(saves, tmp_path, f
     assert {a.kind for a in open_unreported(saves[form], expert_layout=layout).anomalies} == kinds
 
 
-@pytest.mark.parametrize("form, layout", [(form, layout) for form, _, _, layout in BROKEN])
-def test_transformers_loads_a_repaired_save_with_the_healthy_logits(saves, tmp_path, form, layout):
+def transformers_logits(directory):
+    """transformers' logits of an HF directory on a fixed prompt (float32)."""
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
-    ids = torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])).logits
+
+
+@pytest.mark.parametrize("form, layout", [(form, layout) for form, _, _, layout in BROKEN])
+def test_transformers_loads_a_repaired_save_with_the_healthy_logits(saves, tmp_path, form, layout):
     logits = {}
     for name, src in (("repaired", saves[form]), ("healthy", saves["dequantized"])):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RepairWarning)
             convert(src, tmp_path / name, to="bf16", expert_layout=layout if name == "repaired" else None)
-        model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / name, dtype=torch.float32)
-        with torch.no_grad():
-            logits[name] = model(ids).logits
+        logits[name] = transformers_logits(tmp_path / name)
     assert torch.equal(logits["repaired"], logits["healthy"])
 
 
@@ -172,17 +176,13 @@ def test_config_drift_is_repaired_to_the_healthy_config(tmp_path, experts):
     kinds = {(a["kind"], a["form"], a["repaired"]) for a in json.loads(found.stdout)["anomalies"]}
     assert kinds == {("config-key-missing", 8, True), ("quantization-config-mismatch", 8, True)}
     assert run("doctor", healthy).exit_code == 0
-    transformers = pytest.importorskip("transformers")
-    transformers.logging.set_verbosity_error()
     logits = {}
     for name, src in (("repaired", broken), ("healthy", healthy)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RepairWarning)
             convert(src, tmp_path / f"{name}-mxfp4", to="mxfp4")
             convert(src, tmp_path / f"{name}-bf16", to="bf16")
-        model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / f"{name}-bf16", dtype=torch.float32)
-        with torch.no_grad():
-            logits[name] = model(torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])).logits
+        logits[name] = transformers_logits(tmp_path / f"{name}-bf16")
     for to in ("mxfp4", "bf16"):  # the same tensors and the same, complete config
         assert same_tensors(all_tensors(tmp_path / f"repaired-{to}"), all_tensors(tmp_path / f"healthy-{to}"))
         read = [json.loads((tmp_path / f"{name}-{to}" / "config.json").read_text()) for name in ("repaired", "healthy")]

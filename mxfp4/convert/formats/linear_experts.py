@@ -21,7 +21,6 @@ from ...storage.store import TensorStore
 from ..anomalies import Anomaly
 from ..stream import Dense, Expert
 
-PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 FLOATS = {"BF16", "F16", "F32"}
 _LINEAR_GATE = re.compile(r"\.mlp\.experts\.\d+\.gate_proj\.weight$")
 
