@@ -11,6 +11,7 @@ Outside torchrun (or with one process) the world is rank 0 of 1 and every helper
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -74,8 +75,22 @@ def start(device: torch.device | str | None = None) -> World:
 
 
 def stop() -> None:
+    """Leave the process group at once (a failed rank: its peers may be gone or blocked in a collective)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish(world: World) -> None:
+    """Leave the process group after a job every rank completed: wait for all ranks first, so that no rank
+    tears its group down (and its process exits) while a peer's last collective may still be in flight,
+    and drop unreachable references to the group's work before it is destroyed, so its threads are joined here,
+    not during the interpreter's shutdown (gloo's worker threads then abort the process)."""
+    try:
+        if world.distributed:
+            _checked("the final barrier", dist.barrier)
+    finally:
+        gc.collect()
+        stop()
 
 
 def rank_device(device: torch.device | str | None) -> torch.device:

@@ -36,7 +36,7 @@ def refuse_outside(command: str | None, allowed) -> None:
 def torchrun_job(command):
     """Run ``command`` on every rank of a torchrun job (a plain call otherwise): join the process group
     (gloo, or nccl for --device cuda, which becomes each rank's own GPU), print from rank 0 only, leave the
-    group at the end."""
+    group at the end (together when every rank completed)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -49,11 +49,18 @@ def torchrun_job(command):
         world = distributed.start(kwargs.get("device"))
         try:
             if world.leader:
-                return command(*args, **kwargs)
-            with contextlib.redirect_stdout(io.StringIO()):  # the same results; rank 0 prints them
-                return command(*args, **kwargs)
-        finally:
-            distributed.stop()
+                result = command(*args, **kwargs)
+            else:
+                with contextlib.redirect_stdout(io.StringIO()):  # the same results; rank 0 prints them
+                    result = command(*args, **kwargs)
+        except SystemExit:  # an exit status every rank reaches alike (eval gate's 0 or 1)
+            distributed.finish(world)
+            raise
+        except BaseException:
+            distributed.stop()  # no waiting for peers that may have stopped too
+            raise
+        distributed.finish(world)
+        return result
 
     return wrapper
 
