@@ -20,12 +20,13 @@ the same W, H and options give the same bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
 from ..choices import GPTQ_ORDERS, GptqOrder
-from ..codec import encode, native, torch_codec
+from ..codec import decode, encode, native, torch_codec
 from ..codec.constants import BLOCK_SIZE, E2M1_VALUES
 from ..codec.reference import POW2_F32
 from ..codec.rules import check_choice
@@ -44,15 +45,28 @@ def _dequantized(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return values[codes.long()] * pow2[scales.long()]
 
 
-def inverse_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """U, upper triangular with U^T U = (H + damp * mean(diag H) * I)^-1 (float64); dead inputs get diag 1."""
+def damped(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H + diag(added), added) in float64: every diagonal gets ``damp`` times the mean diagonal, and a dead input
+    (a zero diagonal: it never occurred) 1 more, so that its column rounds plainly."""
     h = hessian.double().clone()
     diagonal = torch.diagonal(h)
-    dead = diagonal <= 0
-    diagonal[dead] = 1.0
-    diagonal += damp * float(diagonal.mean())
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
-    return torch.linalg.cholesky(inverse, upper=True)
+    added = (diagonal <= 0).double()
+    diagonal += added
+    extra = damp * float(diagonal.mean())
+    diagonal += extra
+    return h, added + extra
+
+
+def inverse_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """U, upper triangular with U^T U = (H + damp * mean(diag H) * I)^-1 (float64); dead inputs get diag 1.
+
+    With J the order reversal, J H J = M M^T (M lower) gives H^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is
+    upper triangular: U. One Cholesky and one triangular solve, where inverting H and factoring the inverse take
+    twice the work and LAPACK's inverse from a Cholesky factor (potri) runs far below its matrix-product speed."""
+    h, _ = damped(hessian, damp)
+    m = torch.linalg.cholesky(h.flip(0, 1))
+    identity = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    return torch.linalg.solve_triangular(m, identity, upper=False).flip(0, 1)
 
 
 def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
@@ -62,7 +76,8 @@ def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
         w.device.type == "cpu"
         and native.available()
         and scale_rule in native.GPTQ_RULES
-        and bool(torch.isfinite(w).all())
+        # one pass: a NaN or infinity makes the sum non-finite (so may an overflowing sum: then the torch loop)
+        and bool(torch.isfinite(w.sum()))
     )
 
 
@@ -82,19 +97,47 @@ def gptq_quantize(
     error), each group's scale fixed beforehand by the rule from the weights as given ("static groups": the bytes
     stay plain MXFP4); 'sequential' rounds them in order, each group's scale chosen when GPTQ reaches it.
     column_loop: 'auto' (C where it can run), 'c' or 'torch' (the same bytes; the tests compare them)."""
+    result = gptq(
+        weight, hessian, scale_rule=scale_rule, rounding=rounding, damp=damp, column_loop=column_loop, order=order
+    )
+    return result.blocks, result.scales
+
+
+@dataclass(frozen=True)
+class Gptq:
+    blocks: torch.Tensor  # [out, in/32, 16] uint8
+    scales: torch.Tensor  # [out, in/32] uint8
+    error: float  # tr((W - Q) H (W - Q)^T) for the undamped H
+
+
+def gptq(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    scale_rule: str,
+    rounding: str = "rne",
+    damp: float = 0.01,
+    column_loop: str = "auto",
+    order: GptqOrder = "act",
+) -> Gptq:
+    """gptq_quantize's bytes and the error they leave, at no extra product: GPTQ's loop rounds column j with
+    error e_j = (w_j - q_j) / U_jj, and the sum of |e_j|^2 over the loop is exactly tr(D H_d D^T) for D = W - Q
+    and the damped H_d (the OBS identity GPTQ rests on); the damping's share, sum_j added_j |D_j|^2, is taken
+    off elementwise."""
     out, inp = weight.shape
     w = weight.float()
-    fixed = None  # act-order: each (permuted) column's scale byte [out, in]
+    fixed = None  # act-order: each (permuted) column's group, whose scale byte is fixed [in]
     if order == "act":
         # the rule's plain scale bytes (the codec's fastest backend: C on the CPU), uint8 [out, in/32]
         static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
         permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
         w, hessian = w[:, permutation], hessian[permutation][:, permutation]
-        fixed = static[:, permutation.to(w.device) // BLOCK_SIZE].contiguous()
+        fixed = permutation.to(w.device) // BLOCK_SIZE
     else:
         check_choice("order", order, GPTQ_ORDERS)
     w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
     u = inverse_factor(hessian, damp).float()
+    loss = 0.0  # the sum of the loop's squared errors, float64
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
     in_c = _native_loop(w, scale_rule) if column_loop == "auto" else column_loop == "c"
@@ -103,18 +146,20 @@ def gptq_quantize(
         block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
         if in_c:  # the same loop, its float operations one for one, without a Python step per column
             factor = u[start:stop, start:stop].contiguous()
-            given = None if fixed is None else fixed[:, start:stop].contiguous().numpy()
+            given = None if fixed is None else static.index_select(1, fixed[start:stop]).numpy()  # [out, width]
             found = native.gptq_block(block.numpy(), factor.numpy(), scale_rule, rounding, given)
             codes[:, start:stop] = torch.from_numpy(found[0])
             if given is None:
                 scales[:, start // BLOCK_SIZE : stop // BLOCK_SIZE] = torch.from_numpy(found[1]).to(torch.int32)
-            w[:, stop:] -= torch.from_numpy(found[2]) @ u[start:stop, stop:]
+            errors = torch.from_numpy(found[2])
+            loss += found[3]
+            w[:, stop:].addmm_(errors, u[start:stop, stop:], alpha=-1)  # in place: no [out, in] temporary
             continue
         errors = torch.zeros_like(block)
         for j in range(stop - start):
             column = start + j
             if fixed is not None:
-                scale = fixed[:, column].to(torch.int32)
+                scale = static[:, fixed[column]].to(torch.int32)
             else:
                 if column % BLOCK_SIZE == 0:  # a new group: the rule picks each row's scale from current values
                     group = block[:, j : j + BLOCK_SIZE].contiguous()
@@ -125,11 +170,17 @@ def gptq_quantize(
             error = (block[:, j] - _dequantized(code, scale)) / u[column, column]
             block[:, j + 1 :] -= error[:, None] * u[column, column + 1 : stop][None, :]
             errors[:, j] = error
-        w[:, stop:] -= errors @ u[start:stop, stop:]
+        loss += float(errors.square().sum(dtype=torch.float64))
+        w[:, stop:].addmm_(errors, u[start:stop, stop:], alpha=-1)
+    _, added = damped(hessian, damp)  # in the loop's column order, as the codes are here
     if fixed is not None:
-        codes, scales = codes[:, torch.argsort(permutation).to(codes.device)], static.to(torch.int32)
-    blocks = torch_codec.pack_codes(codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE))
-    return blocks, scales.to(torch.uint8)
+        restore = torch.argsort(permutation).to(codes.device)
+        codes, scales, added = codes[:, restore], static.to(torch.int32), added[restore.to(added.device)]
+    codes = codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE)
+    blocks, scales = torch_codec.pack_codes(codes), scales.to(torch.uint8)
+    difference = weight.float() - decode.dequantize(blocks, scales, torch.float32)
+    damping = float((difference.square().sum(dim=0, dtype=torch.float64) * added.to(difference.device)).sum())
+    return Gptq(blocks, scales, max(loss - damping, 0.0))
 
 
 def weighted_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch.Tensor) -> float:

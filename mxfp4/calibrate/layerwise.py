@@ -29,7 +29,7 @@ from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path, mxfp4_s
 from ..model.kernels.moe_torch import clamped_swiglu
 from ..model.loading import load_block
 from ..model.rope import rotary_tables, yarn_inv_freq
-from .gptq import gptq_quantize, output_error, weighted_error
+from .gptq import gptq, output_error, weighted_error
 
 MIN_TOKENS = 64  # fewer routed tokens than this: plain rounding (a Hessian from a handful of tokens overfits)
 
@@ -134,8 +134,8 @@ class CalibratedSource(Source):
         cos, sin = rotary_tables(inv_freq.to(self.device), factor, positions, x.dtype)
         # One window at a time through attention: its scores are [heads, context, context] per window, which for
         # a whole batch of long windows would dwarf everything else calibration holds.
-        h = torch.cat([w + block.self_attn(block.input_layernorm(w), cos, sin, 0, None) for w in x.split(1)])
-        h = distributed.gather_rows(h, world, f"layer {layer}: gathering the attention outputs")
+        attended = torch.cat([w + block.self_attn(block.input_layernorm(w), cos, sin, 0, None) for w in x.split(1)])
+        h = distributed.gather_rows(attended, world, f"layer {layer}: gathering the attention outputs")
         normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H], every window
         _, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
         experts = block.mlp.experts
@@ -152,16 +152,18 @@ class CalibratedSource(Source):
         report = LayerReport(layer, [int(r.shape[0]) for r in routed], 0, 0.0, 0.0)
         for result in results:  # the report's sums in expert order, whichever rank computed each
             report.fallback += int(result.plain)
-            for rounding, gptq in result.errors:
+            for rounding, chosen in result.errors:
                 report.error_rounding += rounding
-                report.error_gptq += gptq
+                report.error_gptq += chosen
         for name, index in (("gate_up", 0), ("down", 1)):
             quantized = [r.matrices[index] for r in results]
             experts.set_weight(name, (torch.stack([b for b, _ in quantized]), torch.stack([s for _, s in quantized])))
             self._bytes[f"model.layers.{layer}.mlp.experts.{name}_proj"] = quantized
-        # the next layer's input, through this layer with its experts quantized (one window at a time, as above)
+        # the next layer's input: this layer's output with its experts quantized, one window at a time as above
+        # (Block.forward's second half: attention's part is already in `attended`)
         if layer + 1 < c.num_hidden_layers:
-            self._hidden = torch.cat([block(w, cos, sin, 0, None) for w in x.split(1)])
+            mlp, norm = block.mlp, block.post_attention_layernorm
+            self._hidden = torch.cat([a + mlp(norm(a)) for a in attended.split(1)])
         for name in [n for n in self._bytes if int(n.split(".")[2]) < layer - 1]:
             del self._bytes[name]  # keep two layers: a writer's read-ahead may still ask for the previous one
         self.reports.append(report)
@@ -206,24 +208,21 @@ class CalibratedSource(Source):
 
     def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, plain: bool):
         """(blocks, scales) of one expert matrix [out, in] for inputs [n, in], its error with plain rounding and
-        the error of what is chosen (GPTQ, or the rounding itself when plain)."""
+        the error of what is chosen (GPTQ, which reports its own, or the rounding itself when plain)."""
         rounded = encode.quantize(weight.contiguous(), scale_rule=self.scale_rule, rounding=self.rounding)
         rounded = (rounded.blocks, rounded.scales)
         hessian = None if plain else (inputs.T @ inputs).double()  # float32 products; GPTQ factors in float64
-
-        def error(q) -> float:
-            values = decode.dequantize(*q, torch.float32)
-            if hessian is None or inputs.shape[0] < inputs.shape[1]:
-                return output_error(weight, values, inputs)
-            return weighted_error(weight, values, hessian)
-
-        error_rounding = error(rounded)
+        values = decode.dequantize(*rounded, torch.float32)
+        if hessian is None or inputs.shape[0] < inputs.shape[1]:
+            error_rounding = output_error(weight, values, inputs)
+        else:
+            error_rounding = weighted_error(weight, values, hessian)
         if plain:
             return tuple(t.cpu() for t in rounded), error_rounding, error_rounding
-        chosen = gptq_quantize(
+        chosen = gptq(
             weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp, order=self.order
         )
-        return tuple(t.cpu() for t in chosen), error_rounding, error(chosen)
+        return (chosen.blocks.cpu(), chosen.scales.cpu()), error_rounding, chosen.error
 
     def extra_files(self):
         return self.base.extra_files()

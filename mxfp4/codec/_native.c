@@ -262,7 +262,8 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
  * the inverse factor's U[j, block columns]. At the first column of each 32-column group a row's scale byte is
  * chosen by the rule from the group's current values (scales_out [rows, width / 32]); each column is rounded at
  * it (codes_out [rows, width], sign in bit 3), its error e = (w - q) / U[j, j] goes to errors_out [rows, width]
- * and is fed to the later columns of the block: w[k] -= e * U[j, k]. Rows are independent; every float operation
+ * (and e * e, in double, to the row's sum in loss_out [rows]) and is fed to the later columns of the block:
+ * w[k] -= e * U[j, k]. Rows are independent; every float operation
  * is the one, and in the order, that gptq.py's torch loop performs per element (no fused multiply-add: this file
  * is built with -ffp-contract=off), so the bytes are the loop's. Finite weights only (the caller checks). */
 /* GPTQ's column loop over one block of columns of rows [row_start, row_stop). fixed: NULL to choose each row's
@@ -270,9 +271,10 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
  * column [rows, width] chosen before the loop (act-order: the columns come permuted, each with its group's scale). */
 static void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
                       int rounding, const uint8_t *fixed, uint8_t *codes_out, uint8_t *scales_out,
-                      float *errors_out) {
+                      float *errors_out, double *loss_out) {
     for (int64_t r = row_start; r < row_stop; r++) {
         float *row = w + r * width;
+        double loss = 0.0; /* the row's sum of squared errors: GPTQ's own measure of what it left (gptq.py) */
         int s = 0;
         float inv = 0.0f, pow2 = 0.0f;
         for (int64_t j = 0; j < width; j++) {
@@ -325,21 +327,25 @@ static void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start
             if (negative) value = -value;
             float e = (row[j] - value) / u[j * width + j];
             errors_out[r * width + j] = e;
+            loss += (double)e * (double)e;
             const float *uj = u + j * width;
             for (int64_t k = j + 1; k < width; k++) row[k] -= e * uj[k];
         }
+        loss_out[r] = loss;
     }
 }
 
 
 KERNEL void mx_gptq_block(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
-                          int rounding, uint8_t *codes_out, uint8_t *scales_out, float *errors_out) {
-    gptq_rows(w, u, width, row_start, row_stop, rule, rounding, NULL, codes_out, scales_out, errors_out);
+                          int rounding, uint8_t *codes_out, uint8_t *scales_out, float *errors_out,
+                          double *loss_out) {
+    gptq_rows(w, u, width, row_start, row_stop, rule, rounding, NULL, codes_out, scales_out, errors_out, loss_out);
 }
 
 KERNEL void mx_gptq_block_fixed(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop,
-                                int rounding, const uint8_t *scales, uint8_t *codes_out, float *errors_out) {
-    gptq_rows(w, u, width, row_start, row_stop, 0, rounding, scales, codes_out, NULL, errors_out);
+                                int rounding, const uint8_t *scales, uint8_t *codes_out, float *errors_out,
+                                double *loss_out) {
+    gptq_rows(w, u, width, row_start, row_stop, 0, rounding, scales, codes_out, NULL, errors_out, loss_out);
 }
 
 /* An importable module, so the build system names and places the library; its functions are reached

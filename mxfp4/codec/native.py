@@ -48,8 +48,8 @@ def _library() -> ctypes.CDLL | None:
     lib.mx_hf_to_gguf.argtypes = [_P, _P, _I64, _P]
     lib.mx_gguf_to_hf.argtypes = [_P, _I64, _P, _P]
     lib.mx_hf_to_gguf_split_rows.argtypes = [_P, _P, _I64, _I64, _I64, _P, _P]
-    lib.mx_gptq_block.argtypes = [_P, _P, _I64, _I64, _I64, _INT, _INT, _P, _P, _P]
-    lib.mx_gptq_block_fixed.argtypes = [_P, _P, _I64, _I64, _I64, _INT, _P, _P, _P]
+    lib.mx_gptq_block.argtypes = [_P, _P, _I64, _I64, _I64, _INT, _INT, _P, _P, _P, _P]
+    lib.mx_gptq_block_fixed.argtypes = [_P, _P, _I64, _I64, _I64, _INT, _P, _P, _P, _P]
     for fn in (
         lib.mx_encode,
         lib.mx_decode16,
@@ -244,13 +244,13 @@ GPTQ_RULES = ("floor", "round_up", "even", "mse")  # the rules _native.c's choos
 
 def gptq_block(
     weights: np.ndarray, factor: np.ndarray, scale_rule: str, rounding: str, fixed: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, float]:
     """GPTQ's column loop over one block of columns (mx_gptq_block in _native.c), rows split over threads.
     weights: float32 [rows, width] (width a multiple of 32), updated in place; factor: float32 [width, width], the
     block's rows and columns of GPTQ's inverse Cholesky factor. fixed: None to choose each row's scale by the rule
     when a group of 32 columns starts, or uint8 [rows, width], each column's scale byte chosen before (act-order).
     -> codes uint8 [rows, width], scales uint8 [rows, width / 32] (None with fixed), errors float32 [rows, width]
-    (each column's error divided by the factor's diagonal)."""
+    (each column's error divided by the factor's diagonal), and the sum of the errors' squares (float64)."""
     lib = require()
     rows, width = weights.shape
     assert weights.dtype == np.float32 and weights.flags.c_contiguous and width % BLOCK_SIZE == 0
@@ -259,6 +259,7 @@ def gptq_block(
     codes = np.empty((rows, width), dtype=np.uint8)
     scales = np.empty((rows, width // BLOCK_SIZE), dtype=np.uint8) if fixed is None else None
     errors = np.empty((rows, width), dtype=np.float32)
+    losses = np.empty(rows, dtype=np.float64)
     rule_id, rounding_id = RULE_IDS[scale_rule], ROUNDING_IDS[rounding]
     step = max(16, -(-rows // thread_count()))
 
@@ -266,21 +267,13 @@ def gptq_block(
         if fixed is not None:
             lib.mx_gptq_block_fixed(
                 _address(weights), _address(factor), width, start, stop, rounding_id, _address(fixed),
-                _address(codes), _address(errors),
+                _address(codes), _address(errors), _address(losses),
             )  # fmt: skip
             return
         lib.mx_gptq_block(
-            _address(weights),
-            _address(factor),
-            width,
-            start,
-            stop,
-            rule_id,
-            rounding_id,
-            _address(codes),
-            _address(scales),
-            _address(errors),
-        )
+            _address(weights), _address(factor), width, start, stop, rule_id, rounding_id,
+            _address(codes), _address(scales), _address(errors), _address(losses),
+        )  # fmt: skip
 
     _run_chunked(rows, task, step)
-    return codes, scales, errors
+    return codes, scales, errors, float(losses.sum())

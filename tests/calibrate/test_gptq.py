@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mxfp4
-from mxfp4.calibrate.gptq import gptq_quantize, weighted_error
+from mxfp4.calibrate.gptq import gptq, gptq_quantize, weighted_error
 from mxfp4.calibrate.run import convert_calibrated
 from mxfp4.cli import main
 from mxfp4.codec import decode
@@ -53,6 +53,25 @@ def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule, orde
     plain = mxfp4.quantize(w, scale_rule=rule)
     rounding = decode.dequantize(plain.blocks, plain.scales, torch.float32)
     assert weighted_error(w, ours, h) <= weighted_error(w, rounding, h)
+
+
+@pytest.mark.parametrize("column_loop", ["c", "torch"])
+@pytest.mark.parametrize("order", ["act", "sequential"])
+@pytest.mark.parametrize("dead", [False, True])
+def test_gptq_reports_the_error_it_leaves(column_loop, order, dead):
+    # The loop's own squared errors (the OBS identity) against tr(D H D^T) computed from the bytes. Both are float32
+    # computations of one quantity whose relative rounding is at most ~in * 2^-24 each (1.5e-5 for in = 256).
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(40, 256, generator=g)
+    x = torch.randn(500, 48, generator=g) @ torch.randn(48, 256, generator=g) + 0.2 * torch.randn(500, 256, generator=g)
+    if dead:
+        x[:, 40:72] = 0  # inputs that never occur: their diagonal is damped by 1, which the error must not count
+    h = x.double().T @ x.double()
+    result = gptq(w, h, scale_rule="mse", order=order, column_loop=column_loop)
+    values = decode.dequantize(result.blocks, result.scales, torch.float32)
+    blocks, scales = gptq_quantize(w, h, scale_rule="mse", order=order, column_loop=column_loop)
+    assert torch.equal(result.blocks, blocks) and torch.equal(result.scales, scales)
+    assert result.error == pytest.approx(weighted_error(w, values, h), rel=4 * 256 * 2**-24)
 
 
 @settings(max_examples=30, deadline=None)
@@ -199,8 +218,8 @@ def test_an_interrupted_calibration_leaves_nothing(dense, tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    real = layerwise.gptq_quantize
-    monkeypatch.setattr(layerwise, "gptq_quantize", interrupted)
+    real = layerwise.gptq
+    monkeypatch.setattr(layerwise, "gptq", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         convert_calibrated(dense, out, TOKENS, context=64, min_tokens=8)
