@@ -269,7 +269,7 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
 /* GPTQ's column loop over one block of columns of rows [row_start, row_stop). fixed: NULL to choose each row's
  * scale by the rule when a group of 32 columns starts (columns in their natural order), or a scale byte per row and
  * column [rows, width] chosen before the loop (act-order: the columns come permuted, each with its group's scale). */
-static void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
+INLINE void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
                       int rounding, const uint8_t *fixed, uint8_t *codes_out, uint8_t *scales_out,
                       float *errors_out, double *loss_out) {
     for (int64_t r = row_start; r < row_stop; r++) {
