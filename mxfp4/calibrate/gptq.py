@@ -81,6 +81,13 @@ def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Gptq:
+    blocks: torch.Tensor  # [out, in/32, 16] uint8
+    scales: torch.Tensor  # [out, in/32] uint8
+    error: float  # tr((W - Q) H (W - Q)^T) for the undamped H
+
+
 def gptq_quantize(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -90,40 +97,18 @@ def gptq_quantize(
     damp: float = 0.01,
     column_loop: str = "auto",
     order: GptqOrder = "act",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """weight [out, in] (in a multiple of 32), hessian [in, in] -> MXFP4 (blocks [out, in/32, 16] uint8,
-    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding). order: 'act' rounds the columns by
-    decreasing Hessian diagonal (the inputs that matter most first, while the most columns remain to absorb their
-    error), each group's scale fixed beforehand by the rule from the weights as given ("static groups": the bytes
-    stay plain MXFP4); 'sequential' rounds them in order, each group's scale chosen when GPTQ reaches it.
-    column_loop: 'auto' (C where it can run), 'c' or 'torch' (the same bytes; the tests compare them)."""
-    result = gptq(
-        weight, hessian, scale_rule=scale_rule, rounding=rounding, damp=damp, column_loop=column_loop, order=order
-    )
-    return result.blocks, result.scales
-
-
-@dataclass(frozen=True)
-class Gptq:
-    blocks: torch.Tensor  # [out, in/32, 16] uint8
-    scales: torch.Tensor  # [out, in/32] uint8
-    error: float  # tr((W - Q) H (W - Q)^T) for the undamped H
-
-
-def gptq(
-    weight: torch.Tensor,
-    hessian: torch.Tensor,
-    *,
-    scale_rule: str,
-    rounding: str = "rne",
-    damp: float = 0.01,
-    column_loop: str = "auto",
-    order: GptqOrder = "act",
 ) -> Gptq:
-    """gptq_quantize's bytes and the error they leave, at no extra product: GPTQ's loop rounds column j with
-    error e_j = (w_j - q_j) / U_jj, and the sum of |e_j|^2 over the loop is exactly tr(D H_d D^T) for D = W - Q
-    and the damped H_d (the OBS identity GPTQ rests on); the damping's share, sum_j added_j |D_j|^2, is taken
-    off elementwise."""
+    """weight [out, in] (in a multiple of 32), hessian [in, in] -> MXFP4 (blocks [out, in/32, 16] uint8,
+    scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding), and the error they leave. order: 'act'
+    rounds the columns by decreasing Hessian diagonal (the inputs that matter most first, while the most columns
+    remain to absorb their error), each group's scale fixed beforehand by the rule from the weights as given
+    ("static groups": the bytes stay plain MXFP4); 'sequential' rounds them in order, each group's scale chosen
+    when GPTQ reaches it. column_loop: 'auto' (C where it can run), 'c' or 'torch' (the same bytes; the tests
+    compare them).
+
+    The error costs no extra product: GPTQ's loop rounds column j with error e_j = (w_j - q_j) / U_jj, and the
+    sum of |e_j|^2 over the loop is exactly tr(D H_d D^T) for D = W - Q and the damped H_d (the OBS identity GPTQ
+    rests on); the damping's share, sum_j added_j |D_j|^2, is taken off elementwise."""
     out, inp = weight.shape
     w = weight.float()
     fixed = None  # act-order: each (permuted) column's group, whose scale byte is fixed [in]
@@ -170,7 +155,7 @@ def gptq(
             error = (block[:, j] - _dequantized(code, scale)) / u[column, column]
             block[:, j + 1 :] -= error[:, None] * u[column, column + 1 : stop][None, :]
             errors[:, j] = error
-        loss += float(errors.square().sum(dtype=torch.float64))
+        loss += float(errors.double().square().sum())  # squared in float64, as the C loop does
         w[:, stop:].addmm_(errors, u[start:stop, stop:], alpha=-1)
     _, added = damped(hessian, damp)  # in the loop's column order, as the codes are here
     if fixed is not None:
@@ -179,7 +164,7 @@ def gptq(
     codes = codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE)
     blocks, scales = torch_codec.pack_codes(codes), scales.to(torch.uint8)
     difference = weight.float() - decode.dequantize(blocks, scales, torch.float32)
-    damping = float((difference.square().sum(dim=0, dtype=torch.float64) * added.to(difference.device)).sum())
+    damping = float((difference.double().square().sum(dim=0) * added.to(difference.device)).sum())
     return Gptq(blocks, scales, max(loss - damping, 0.0))
 
 

@@ -29,7 +29,7 @@ from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path, mxfp4_s
 from ..model.kernels.moe_torch import clamped_swiglu
 from ..model.loading import load_block
 from ..model.rope import rotary_tables, yarn_inv_freq
-from .gptq import gptq, output_error, weighted_error
+from .gptq import gptq_quantize, output_error, weighted_error
 
 MIN_TOKENS = 64  # fewer routed tokens than this: plain rounding (a Hessian from a handful of tokens overfits)
 
@@ -219,7 +219,7 @@ class CalibratedSource(Source):
             error_rounding = weighted_error(weight, values, hessian)
         if plain:
             return tuple(t.cpu() for t in rounded), error_rounding, error_rounding
-        chosen = gptq(
+        chosen = gptq_quantize(
             weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp, order=self.order
         )
         return (chosen.blocks.cpu(), chosen.scales.cpu()), error_rounding, chosen.error

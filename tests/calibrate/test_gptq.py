@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mxfp4
-from mxfp4.calibrate.gptq import gptq, gptq_quantize, weighted_error
+from mxfp4.calibrate.gptq import gptq_quantize, weighted_error
 from mxfp4.calibrate.run import convert_calibrated
 from mxfp4.cli import main
 from mxfp4.codec import decode
@@ -36,7 +36,8 @@ def test_with_an_identity_hessian_gptq_is_the_rules_plain_rounding(
     # H = I: U is diagonal, no error is fed forward, each group's scale comes from the untouched weights.
     w = torch.randn(rows, 32 * groups, generator=torch.Generator().manual_seed(seed)) * magnitude
     eye = torch.eye(w.shape[1])
-    blocks, scales = gptq_quantize(w, eye, scale_rule=rule, rounding=rounding, damp=0.0, order=order)
+    result = gptq_quantize(w, eye, scale_rule=rule, rounding=rounding, damp=0.0, order=order)
+    blocks, scales = result.blocks, result.scales
     plain = mxfp4.quantize(w, scale_rule=rule, rounding=rounding)
     assert torch.equal(blocks, plain.blocks) and torch.equal(scales, plain.scales)
 
@@ -49,7 +50,8 @@ def test_on_correlated_inputs_gptq_is_never_worse_than_rounding(seed, rule, orde
     w = torch.randn(48, 256, generator=g)
     x = torch.randn(600, 64, generator=g) @ torch.randn(64, 256, generator=g) + 0.3 * torch.randn(600, 256, generator=g)
     h = x.double().T @ x.double()
-    ours = decode.dequantize(*gptq_quantize(w, h, scale_rule=rule, order=order), torch.float32)
+    result = gptq_quantize(w, h, scale_rule=rule, order=order)
+    ours = decode.dequantize(result.blocks, result.scales, torch.float32)
     plain = mxfp4.quantize(w, scale_rule=rule)
     rounding = decode.dequantize(plain.blocks, plain.scales, torch.float32)
     assert weighted_error(w, ours, h) <= weighted_error(w, rounding, h)
@@ -67,10 +69,8 @@ def test_gptq_reports_the_error_it_leaves(column_loop, order, dead):
     if dead:
         x[:, 40:72] = 0  # inputs that never occur: their diagonal is damped by 1, which the error must not count
     h = x.double().T @ x.double()
-    result = gptq(w, h, scale_rule="mse", order=order, column_loop=column_loop)
+    result = gptq_quantize(w, h, scale_rule="mse", order=order, column_loop=column_loop)
     values = decode.dequantize(result.blocks, result.scales, torch.float32)
-    blocks, scales = gptq_quantize(w, h, scale_rule="mse", order=order, column_loop=column_loop)
-    assert torch.equal(result.blocks, blocks) and torch.equal(result.scales, scales)
     assert result.error == pytest.approx(weighted_error(w, values, h), rel=4 * 256 * 2**-24)
 
 
@@ -101,7 +101,9 @@ def test_the_c_column_loop_writes_the_torch_loops_bytes(
     h = x.double().T @ x.double()
     c = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="c", order=order)
     reference = gptq_quantize(w, h, scale_rule=rule, rounding=rounding, column_loop="torch", order=order)
-    assert torch.equal(c[0], reference[0]) and torch.equal(c[1], reference[1])
+    assert torch.equal(c.blocks, reference.blocks) and torch.equal(c.scales, reference.scales)
+    # the same float32 errors, their squares summed in float64 in two orders (nonnegative terms: n * 2^-53 apart)
+    assert c.error == pytest.approx(reference.error, rel=rows * columns * 2**-53, abs=0)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -112,10 +114,11 @@ def test_act_order_keeps_the_rules_scales_and_rounds_the_heaviest_inputs_first(s
     w = torch.randn(16, 128, generator=g)
     x = torch.randn(400, 128, generator=g) * torch.linspace(0.1, 3.0, 128)  # the last inputs weigh most
     h = x.double().T @ x.double()
-    blocks, scales = gptq_quantize(w, h, scale_rule="mse", order="act")
+    act = gptq_quantize(w, h, scale_rule="mse", order="act")
+    blocks, scales = act.blocks, act.scales
     assert torch.equal(scales, mxfp4.quantize(w, scale_rule="mse").scales)
     sequential = gptq_quantize(w, h, scale_rule="mse", order="sequential")
-    assert not torch.equal(blocks, sequential[0])
+    assert not torch.equal(blocks, sequential.blocks)
     # the heaviest input, rounded first, keeps its own rounding: nothing was fed into it yet
     heaviest = int(torch.argmax(torch.diagonal(h)))
     got = decode.dequantize(blocks, scales, torch.float32)[:, heaviest]
@@ -218,8 +221,8 @@ def test_an_interrupted_calibration_leaves_nothing(dense, tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    real = layerwise.gptq
-    monkeypatch.setattr(layerwise, "gptq", interrupted)
+    real = layerwise.gptq_quantize
+    monkeypatch.setattr(layerwise, "gptq_quantize", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         convert_calibrated(dense, out, TOKENS, context=64, min_tokens=8)
