@@ -57,15 +57,14 @@ def damped(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tens
     return h, added + extra
 
 
-def inverse_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """U, upper triangular with U^T U = (H + damp * mean(diag H) * I)^-1 (float64); dead inputs get diag 1.
+def inverse_factor(damped_hessian: torch.Tensor) -> torch.Tensor:
+    """U, upper triangular with U^T U = H_d^-1 for a damped Hessian H_d (float64, from ``damped``).
 
-    With J the order reversal, J H J = M M^T (M lower) gives H^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is
-    upper triangular: U. One Cholesky and one triangular solve, where inverting H and factoring the inverse take
+    With J the order reversal, J H_d J = M M^T (M lower) gives H_d^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is
+    upper triangular: U. One Cholesky and one triangular solve, where inverting H_d and factoring the inverse take
     twice the work and LAPACK's inverse from a Cholesky factor (potri) runs far below its matrix-product speed."""
-    h, _ = damped(hessian, damp)
-    m = torch.linalg.cholesky(h.flip(0, 1))
-    identity = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    m = torch.linalg.cholesky(damped_hessian.flip(0, 1))
+    identity = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
     return torch.linalg.solve_triangular(m, identity, upper=False).flip(0, 1)
 
 
@@ -121,7 +120,9 @@ def gptq_quantize(
     else:
         check_choice("order", order, GPTQ_ORDERS)
     w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
-    u = inverse_factor(hessian, damp).float()
+    h, added = damped(hessian, damp)  # in the loop's column order, as the codes are until the end
+    u = inverse_factor(h).float()
+    del h
     loss = 0.0  # the sum of the loop's squared errors, float64
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
@@ -157,7 +158,6 @@ def gptq_quantize(
             errors[:, j] = error
         loss += float(errors.double().square().sum())  # squared in float64, as the C loop does
         w[:, stop:].addmm_(errors, u[start:stop, stop:], alpha=-1)
-    _, added = damped(hessian, damp)  # in the loop's column order, as the codes are here
     if fixed is not None:
         restore = torch.argsort(permutation).to(codes.device)
         codes, scales, added = codes[:, restore], static.to(torch.int32), added[restore.to(added.device)]

@@ -263,9 +263,9 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
  * chosen by the rule from the group's current values (scales_out [rows, width / 32]); each column is rounded at
  * it (codes_out [rows, width], sign in bit 3), its error e = (w - q) / U[j, j] goes to errors_out [rows, width]
  * (and e * e, in double, to the row's sum in loss_out [rows]) and is fed to the later columns of the block:
- * w[k] -= e * U[j, k]. Rows are independent; every float operation
- * is the one, and in the order, that gptq.py's torch loop performs per element (no fused multiply-add: this file
- * is built with -ffp-contract=off), so the bytes are the loop's. Finite weights only (the caller checks). */
+ * w[k] -= e * U[j, k]. Rows are independent; every float operation is the one, and in the order, that gptq.py's
+ * torch loop performs per element (no fused multiply-add: this file is built with -ffp-contract=off), so the bytes
+ * are the loop's. Finite weights only (the caller checks). */
 /* GPTQ's column loop over one block of columns of rows [row_start, row_stop). fixed: NULL to choose each row's
  * scale by the rule when a group of 32 columns starts (columns in their natural order), or a scale byte per row and
  * column [rows, width] chosen before the loop (act-order: the columns come permuted, each with its group's scale). */
