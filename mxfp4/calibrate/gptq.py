@@ -11,7 +11,7 @@ Damping adds ``damp`` times the mean diagonal to H (1% by default); inputs that 
 diagonal) get a unit diagonal so that their columns round plainly. With H = I nothing is fed back and the
 result is the rule's plain rounding, byte for byte (a test checks it).
 
-Everything is float32 except the Hessian and its factorisation (float64), on the CPU or a GPU; the column loop
+Everything is float32 except the damped Hessian and its Cholesky factor (float64), on the CPU or a GPU; the column loop
 runs in blocks of 128 so the feedback to later columns is one matrix product per block. Within a block, on the
 CPU, the loop runs in C (mx_gptq_block in mxfp4/codec/_native.c, rows over threads): the same float operations
 in the same order as the torch loop below, so the same bytes (a property test compares them). Deterministic:
@@ -48,7 +48,7 @@ def _dequantized(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 def damped(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(H + diag(added), added) in float64: every diagonal gets ``damp`` times the mean diagonal, and a dead input
     (a zero diagonal: it never occurred) 1 more, so that its column rounds plainly."""
-    h = hessian.double().clone()
+    h = hessian.double().clone() if hessian.dtype == torch.float64 else hessian.double()
     diagonal = torch.diagonal(h)
     added = (diagonal <= 0).double()
     diagonal += added
@@ -57,15 +57,33 @@ def damped(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tens
     return h, added + extra
 
 
+TRIANGLE_LEAF = 256  # below this size a triangular inverse is one solve against the identity
+
+
+def lower_inverse(m: torch.Tensor) -> torch.Tensor:
+    """The inverse of a lower-triangular m, by halves: [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]].
+    Matrix products do the work (2n^3/3 multiply-adds), where a solve against the identity does n^3 in a kernel
+    that runs below matrix-product speed."""
+    n = m.shape[0]
+    if n <= TRIANGLE_LEAF:
+        return torch.linalg.solve_triangular(m, torch.eye(n, dtype=m.dtype, device=m.device), upper=False)
+    half = n // 2
+    inverse = torch.zeros_like(m)
+    a, c = lower_inverse(m[:half, :half]), lower_inverse(m[half:, half:])
+    inverse[:half, :half], inverse[half:, half:] = a, c
+    inverse[half:, :half] = -(c @ (m[half:, :half] @ a))
+    return inverse
+
+
 def inverse_factor(damped_hessian: torch.Tensor) -> torch.Tensor:
-    """U, upper triangular with U^T U = H_d^-1 for a damped Hessian H_d (float64, from ``damped``).
+    """U, upper triangular with U^T U = H_d^-1 for a damped Hessian H_d (float64, from ``damped``), float32.
 
     With J the order reversal, J H_d J = M M^T (M lower) gives H_d^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is
-    upper triangular: U. One Cholesky and one triangular solve, where inverting H_d and factoring the inverse take
-    twice the work and LAPACK's inverse from a Cholesky factor (potri) runs far below its matrix-product speed."""
+    upper triangular: U. The Cholesky factor is computed in float64 (a float32 Cholesky of an ill-conditioned
+    Hessian can fail); M^-1 in float32, the precision GPTQ's loop uses U in: its relative error is about
+    cond(M) * 2^-24 = sqrt(cond(H_d)) * 2^-24, which the error report's test bounds."""
     m = torch.linalg.cholesky(damped_hessian.flip(0, 1))
-    identity = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
-    return torch.linalg.solve_triangular(m, identity, upper=False).flip(0, 1)
+    return lower_inverse(m.float()).flip(0, 1)
 
 
 def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
@@ -78,6 +96,16 @@ def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
         # one pass: a NaN or infinity makes the sum non-finite (so may an overflowing sum: then the torch loop)
         and bool(torch.isfinite(w.sum()))
     )
+
+
+def _column_squared_error(weight: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Each column's sum of (W - Q)^2 in float64 [in] (the squares of tiny weights underflow in float32): in one C
+    pass on the CPU, else from the dequantized values."""
+    if blocks.device.type == "cpu" and native.available():
+        w = weight.float().contiguous().numpy()
+        return torch.from_numpy(native.column_squared_error(w, blocks.numpy(), scales.numpy()))
+    difference = weight.float() - decode.dequantize(blocks, scales, torch.float32)
+    return difference.double().square().sum(dim=0)
 
 
 @dataclass(frozen=True)
@@ -115,32 +143,37 @@ def gptq_quantize(
         # the rule's plain scale bytes (the codec's fastest backend: C on the CPU), uint8 [out, in/32]
         static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
         permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
-        w, hessian = w[:, permutation], hessian[permutation][:, permutation]
+        w = w.index_select(1, permutation.to(w.device))  # a new tensor, rows contiguous (for the C loop)
+        hessian = hessian[permutation[:, None], permutation]  # one gather
         fixed = permutation.to(w.device) // BLOCK_SIZE
     else:
         check_choice("order", order, GPTQ_ORDERS)
-    w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
+        w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
     h, added = damped(hessian, damp)  # in the loop's column order, as the codes are until the end
-    u = inverse_factor(h).float()
+    u = inverse_factor(h)
     del h
     loss = 0.0  # the sum of the loop's squared errors, float64
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
     in_c = _native_loop(w, scale_rule) if column_loop == "auto" else column_loop == "c"
+    if in_c and fixed is not None:
+        static_c, groups_c = static.contiguous().numpy(), fixed.to(torch.int32).numpy()
     for start in range(0, inp, COLUMN_BLOCK):
         stop = min(start + COLUMN_BLOCK, inp)
-        block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
         if in_c:  # the same loop, its float operations one for one, without a Python step per column
             factor = u[start:stop, start:stop].contiguous()
-            given = None if fixed is None else static.index_select(1, fixed[start:stop]).numpy()  # [out, width]
-            found = native.gptq_block(block.numpy(), factor.numpy(), scale_rule, rounding, given)
-            codes[:, start:stop] = torch.from_numpy(found[0])
+            given = None if fixed is None else (static_c, groups_c[start:stop])
+            # w's and codes' columns in place (row-strided views)
+            found = native.gptq_block(
+                w[:, start:stop].numpy(), factor.numpy(), scale_rule, rounding, given, codes[:, start:stop].numpy()
+            )
             if given is None:
                 scales[:, start // BLOCK_SIZE : stop // BLOCK_SIZE] = torch.from_numpy(found[1]).to(torch.int32)
             errors = torch.from_numpy(found[2])
             loss += found[3]
             w[:, stop:].addmm_(errors, u[start:stop, stop:], alpha=-1)  # in place: no [out, in] temporary
             continue
+        block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
         errors = torch.zeros_like(block)
         for j in range(stop - start):
             column = start + j
@@ -163,8 +196,7 @@ def gptq_quantize(
         codes, scales, added = codes[:, restore], static.to(torch.int32), added[restore.to(added.device)]
     codes = codes.reshape(out, inp // BLOCK_SIZE, BLOCK_SIZE)
     blocks, scales = torch_codec.pack_codes(codes), scales.to(torch.uint8)
-    difference = weight.float() - decode.dequantize(blocks, scales, torch.float32)
-    damping = float((difference.double().square().sum(dim=0) * added.to(difference.device)).sum())
+    damping = float((_column_squared_error(weight, blocks, scales) * added.to(blocks.device)).sum())
     return Gptq(blocks, scales, max(loss - damping, 0.0))
 
 

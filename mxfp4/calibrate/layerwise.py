@@ -51,12 +51,13 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class _Expert:
-    """One expert's calibration: plain rounding or not, (blocks, scales) of gate_up and of down, and each
-    matrix's (rounding error, chosen error)."""
+    """One expert's calibration: plain rounding or not, (blocks, scales) of gate_up and of down, each matrix's
+    (rounding error, chosen error), and the quantized expert's outputs for its tokens (None in the last layer)."""
 
     plain: bool
     matrices: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     errors: tuple[tuple[float, float], tuple[float, float]]
+    output: torch.Tensor | None
 
 
 class CalibratedSource(Source):
@@ -137,51 +138,72 @@ class CalibratedSource(Source):
         attended = torch.cat([w + block.self_attn(block.input_layernorm(w), cos, sin, 0, None) for w in x.split(1)])
         h = distributed.gather_rows(attended, world, f"layer {layer}: gathering the attention outputs")
         normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H], every window
-        _, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
+        top, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
+        scores = F.softmax(top, dim=-1)  # the routing weights, as MoE.forward computes them
         experts = block.mlp.experts
         # 'gate_up' and 'down': the dense experts, read one expert at a time
         reads = {module_path(t): self.base.read(t) for t in canonical_tensors(c) if t.layer == layer and t.expert}
-        routed = [normed[(indices == e).any(dim=-1)] for e in range(c.num_local_experts)]  # [n_e, H] each
-        # Each expert on one rank (all of them in one process), then every rank gets every expert's bytes.
-        mine = {
-            e: self._quantize_expert(reads, routed[e], experts.gate_up_bias[e], experts.limit, e)
-            for e in range(c.num_local_experts)
-            if world.owner(e) == world.rank
-        }
-        results = [self._shared(mine.get(e), world.owner(e), layer, e) for e in range(c.num_local_experts)]
-        report = LayerReport(layer, [int(r.shape[0]) for r in routed], 0, 0.0, 0.0)
-        for result in results:  # the report's sums in expert order, whichever rank computed each
-            report.fallback += int(result.plain)
+        last = layer + 1 == c.num_hidden_layers
+        routes = [torch.where(indices == e) for e in range(c.num_local_experts)]  # (tokens, top-k slot) each
+        report = LayerReport(layer, [len(tokens) for tokens, _ in routes], 0, 0.0, 0.0)
+        # The next layer's input is this layer's output with its experts quantized: the MoE's sum over each token's
+        # experts of routing weight * expert output, added in expert order (so that ranks and one process give the
+        # same floats), each expert's output computed with its calibration (down's inputs are already there).
+        mixed = None if last else torch.zeros_like(normed)
+
+        def calibrated(e: int) -> _Expert:
+            gate_up_bias, down_bias = experts.gate_up_bias[e], experts.down_bias[e]
+            routed = normed[routes[e][0]]  # [n_e, H]
+            return self._quantize_expert(reads, routed, gate_up_bias, down_bias, experts.limit, e, not last)
+
+        # With ranks, each computes all its experts before any is shared, so that they work side by side (holding
+        # their experts' outputs until then); alone, an expert is computed where it is used, one output at a time.
+        ahead = {}
+        if world.distributed:
+            ahead = {e: calibrated(e) for e in range(c.num_local_experts) if world.owner(e) == world.rank}
+        quantized: list[tuple] = [[], []]
+        for e in range(c.num_local_experts):
+            mine = ahead.pop(e, None) if world.distributed else calibrated(e)
+            result = self._shared(mine, world.owner(e), layer, e, report.tokens_per_expert[e], not last)
+            report.fallback += int(result.plain)  # the report's sums in expert order, whichever rank computed each
             for rounding, chosen in result.errors:
                 report.error_rounding += rounding
                 report.error_gptq += chosen
+            for index in (0, 1):
+                quantized[index].append(result.matrices[index])
+            if mixed is not None:
+                tokens, slot = routes[e]
+                mixed.index_add_(0, tokens, result.output * scores[tokens, slot, None])
         for name, index in (("gate_up", 0), ("down", 1)):
-            quantized = [r.matrices[index] for r in results]
-            experts.set_weight(name, (torch.stack([b for b, _ in quantized]), torch.stack([s for _, s in quantized])))
-            self._bytes[f"model.layers.{layer}.mlp.experts.{name}_proj"] = quantized
-        # the next layer's input: this layer's output with its experts quantized, one window at a time as above
-        # (Block.forward's second half: attention's part is already in `attended`)
-        if layer + 1 < c.num_hidden_layers:
-            mlp, norm = block.mlp, block.post_attention_layernorm
-            self._hidden = torch.cat([a + mlp(norm(a)) for a in attended.split(1)])
+            blocks = torch.stack([b for b, _ in quantized[index]])
+            experts.set_weight(name, (blocks, torch.stack([s for _, s in quantized[index]])))
+            self._bytes[f"model.layers.{layer}.mlp.experts.{name}_proj"] = quantized[index]
+        if mixed is not None:  # this rank's windows of attention's output plus the MoE's
+            share = world.share(self.ids.shape[0])
+            self._hidden = attended + mixed.reshape(h.shape)[share.start : share.stop]
         for name in [n for n in self._bytes if int(n.split(".")[2]) < layer - 1]:
             del self._bytes[name]  # keep two layers: a writer's read-ahead may still ask for the previous one
         self.reports.append(report)
         self._done = layer
 
-    def _quantize_expert(self, reads, routed: torch.Tensor, bias: torch.Tensor, limit: float, e: int) -> _Expert:
-        """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives."""
+    def _quantize_expert(
+        self, reads, routed: torch.Tensor, gate_up_bias, down_bias, limit: float, e: int, output: bool
+    ) -> _Expert:
+        """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives; with
+        ``output``, also the quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
         plain = routed.shape[0] < self.min_tokens
         gate_up = reads["gate_up"].load_out_in(e).to(self.device, torch.float32)  # [2I, H]
         first, *first_errors = self._quantize(gate_up, routed, plain)
-        pre = routed @ decode.dequantize(*first, torch.float32).T + bias
+        pre = routed @ decode.dequantize(*first, torch.float32).T + gate_up_bias
         act = clamped_swiglu(pre, limit)  # [n_e, I]: what down sees after the quantized gate_up
         down = reads["down"].load_out_in(e).to(self.device, torch.float32)  # [H, I]
         second, *second_errors = self._quantize(down, act, plain)
-        return _Expert(plain, (first, second), (tuple(first_errors), tuple(second_errors)))
+        outputs = act @ decode.dequantize(*second, torch.float32).T + down_bias if output else None
+        return _Expert(plain, (first, second), (tuple(first_errors), tuple(second_errors)), outputs)
 
-    def _shared(self, result: _Expert | None, owner: int, layer: int, e: int) -> _Expert:
-        """Expert e's result as its owner computed it, on every rank (itself in one process)."""
+    def _shared(self, result: _Expert | None, owner: int, layer: int, e: int, tokens: int, output: bool) -> _Expert:
+        """Expert e's result as its owner computed it (its outputs for ``tokens`` tokens with ``output``), on every
+        rank (itself in one process)."""
         world = self.world
         if not world.distributed:
             assert result is not None
@@ -203,15 +225,19 @@ class CalibratedSource(Source):
             matrices.append(
                 (distributed.broadcast(blocks, owner, world, what), distributed.broadcast(scales, owner, world, what))
             )
+        outputs = None
+        if output:
+            outputs = result.output if result is not None else torch.empty((tokens, self.config.hidden_size))
+            outputs = distributed.broadcast(outputs.to(self.device), owner, world, what).to(self.device)
         plain, r0, g0, r1, g1 = numbers.tolist()
-        return _Expert(bool(plain), (matrices[0], matrices[1]), ((r0, g0), (r1, g1)))
+        return _Expert(bool(plain), (matrices[0], matrices[1]), ((r0, g0), (r1, g1)), outputs)
 
     def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, plain: bool):
         """(blocks, scales) of one expert matrix [out, in] for inputs [n, in], its error with plain rounding and
         the error of what is chosen (GPTQ, which reports its own, or the rounding itself when plain)."""
         rounded = encode.quantize(weight.contiguous(), scale_rule=self.scale_rule, rounding=self.rounding)
         rounded = (rounded.blocks, rounded.scales)
-        hessian = None if plain else (inputs.T @ inputs).double()  # float32 products; GPTQ factors in float64
+        hessian = None if plain else inputs.T @ inputs  # float32 products; GPTQ damps and factors in float64
         values = decode.dequantize(*rounded, torch.float32)
         if hessian is None or inputs.shape[0] < inputs.shape[1]:
             error_rounding = output_error(weight, values, inputs)

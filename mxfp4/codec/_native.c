@@ -19,9 +19,10 @@ enum { ROUND_RNE = 0, ROUND_GGML = 1 };                                 /* mxfp4
 #define INLINE static inline __attribute__((always_inline))
 
 /* On x86-64 with GCC (ELF), each exported kernel is also compiled for AVX2 and the loader picks the
- * best at run time; elsewhere the portable build runs. Results are identical: no fused or reassociated
- * float operations are allowed in either. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__)
+ * best at run time; elsewhere the portable build runs (MXFP4_PORTABLE forces it: the tests build it so, to run
+ * the clone an AVX2 machine never picks). Results are identical: no fused or reassociated float operations are
+ * allowed in either. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__) && !defined(MXFP4_PORTABLE)
 #define KERNEL __attribute__((target_clones("avx2", "default")))
 #else
 #define KERNEL
@@ -258,31 +259,66 @@ KERNEL void mx_gguf_to_hf(const uint8_t *raw, int64_t n_blocks, uint8_t *blocks,
 }
 
 /* GPTQ's column loop (mxfp4/calibrate/gptq.py) over one block of `width` columns (a multiple of 32) for rows
- * [row_start, row_stop) of w [rows, width] (float32, updated in place). u: [width, width] float32, row j holding
- * the inverse factor's U[j, block columns]. At the first column of each 32-column group a row's scale byte is
- * chosen by the rule from the group's current values (scales_out [rows, width / 32]); each column is rounded at
- * it (codes_out [rows, width], sign in bit 3), its error e = (w - q) / U[j, j] goes to errors_out [rows, width]
+ * [row_start, row_stop) of w (float32, row r at w + r * stride, updated in place). u: [width, width] float32, row j
+ * holding the inverse factor's U[j, block columns]. Each column is rounded at its row's scale byte (codes_out, row r
+ * at codes_out + r * codes_stride, sign in bit 3), its error e = (w - q) / U[j, j] goes to errors_out [rows, width]
  * (and e * e, in double, to the row's sum in loss_out [rows]) and is fed to the later columns of the block:
  * w[k] -= e * U[j, k]. Rows are independent; every float operation is the one, and in the order, that gptq.py's
  * torch loop performs per element (no fused multiply-add: this file is built with -ffp-contract=off), so the bytes
- * are the loop's. Finite weights only (the caller checks). */
-/* GPTQ's column loop over one block of columns of rows [row_start, row_stop). fixed: NULL to choose each row's
- * scale by the rule when a group of 32 columns starts (columns in their natural order), or a scale byte per row and
- * column [rows, width] chosen before the loop (act-order: the columns come permuted, each with its group's scale). */
-INLINE void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
-                      int rounding, const uint8_t *fixed, uint8_t *codes_out, uint8_t *scales_out,
-                      float *errors_out, double *loss_out) {
+ * are the loop's. Finite weights only (the caller checks).
+ *
+ * Scales: either chosen by the rule at the first column of each 32-column group from the group's current values
+ * (scales_out [rows, width / 32]; the columns in their natural order), or fixed before the loop (act-order: the
+ * columns come permuted; column j takes scale byte scales[r * groups + column_groups[j]]). */
+
+/* 1 / 2**(s - 127) and 2**(s - 127) as float32 for a scale byte, the NaN byte giving 0 and NaN (its codes are 0). */
+INLINE void scale_factors(int s, float *inv, float *pow2) {
+    *inv = s == E8M0_NAN ? 0.0f : inv_pow2_f32(s);
+    /* 2**(s - 127): exponent field s, or the subnormal 2**-127 for s = 0 */
+    *pow2 = s == E8M0_NAN ? f32_from_bits(0x7FC00000u)
+            : s > 0      ? f32_from_bits((uint32_t)s << 23)
+                         : f32_from_bits(0x00400000u);
+}
+
+/* One element rounded at scale s (inv, pow2 from scale_factors): its code (sign in bit 3) and the error fed back,
+ * (x - value) / diagonal. */
+INLINE float gptq_round(float x, int s, float inv, float pow2, int rounding, float diagonal, uint8_t *code_out) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    float magnitude = f32_from_bits(bits & 0x7FFFFFFFu), r_ = magnitude * inv;
+    int code, negative = (int)(bits >> 31);
+    float q;
+    if (rounding == ROUND_RNE) {
+        PASSES(r_, GE)
+        code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
+        q = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;
+    } else {
+        PASSES(r_, GT)
+        code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
+        q = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;
+        negative &= code != 0;
+    }
+    if (s == E8M0_NAN) code = negative = 0;
+    *code_out = (uint8_t)(code | (negative << 3));
+    float value = q * pow2;
+    if (negative) value = -value;
+    return (x - value) / diagonal;
+}
+
+/* Rows one at a time (any scale choice). */
+INLINE void gptq_rows(float *w, int64_t stride, const float *u, int64_t width, int64_t row_start, int64_t row_stop,
+                      int rule, int rounding, const uint8_t *scales, int64_t groups, const int32_t *column_groups,
+                      uint8_t *codes_out, int64_t codes_stride, uint8_t *scales_out, float *errors_out,
+                      double *loss_out) {
     for (int64_t r = row_start; r < row_stop; r++) {
-        float *row = w + r * width;
+        float *row = w + r * stride;
         double loss = 0.0; /* the row's sum of squared errors: GPTQ's own measure of what it left (gptq.py) */
         int s = 0;
         float inv = 0.0f, pow2 = 0.0f;
         for (int64_t j = 0; j < width; j++) {
-            if (fixed != NULL) {
-                s = fixed[r * width + j];
-                inv = s == E8M0_NAN ? 0.0f : inv_pow2_f32(s);
-                pow2 = s == E8M0_NAN ? f32_from_bits(0x7FC00000u)
-                                     : s > 0 ? f32_from_bits((uint32_t)s << 23) : f32_from_bits(0x00400000u);
+            if (scales != NULL) {
+                s = scales[r * groups + column_groups[j]];
+                scale_factors(s, &inv, &pow2);
             } else if (j % BLOCK == 0) {
                 float a[BLOCK];
                 uint8_t m[BLOCK];
@@ -294,38 +330,12 @@ INLINE void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start
                     amax = bits > amax ? bits : amax;
                     a[k] = f32_from_bits(bits);
                 }
-                if (amax >= 0x7F800000u) { /* fed-back values overflowed: the NaN byte, as the torch loop gives */
-                    s = E8M0_NAN;
-                    inv = 0.0f;
-                    pow2 = f32_from_bits(0x7FC00000u);
-                } else {
-                    s = choose_scale(a, amax, rule, rounding, m);
-                    inv = inv_pow2_f32(s);
-                    /* 2**(s - 127): exponent field s, or the subnormal 2**-127 for s = 0 */
-                    pow2 = s > 0 ? f32_from_bits((uint32_t)s << 23) : f32_from_bits(0x00400000u);
-                }
+                /* fed-back values overflowed: the NaN byte, as the torch loop gives */
+                s = amax >= 0x7F800000u ? E8M0_NAN : choose_scale(a, amax, rule, rounding, m);
+                scale_factors(s, &inv, &pow2);
                 scales_out[r * (width / BLOCK) + j / BLOCK] = (uint8_t)s;
             }
-            uint32_t bits;
-            memcpy(&bits, row + j, 4);
-            float magnitude = f32_from_bits(bits & 0x7FFFFFFFu), r_ = magnitude * inv;
-            int code, negative = (int)(bits >> 31);
-            float q;
-            if (rounding == ROUND_RNE) {
-                PASSES(r_, GE)
-                code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
-                q = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;
-            } else {
-                PASSES(r_, GT)
-                code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
-                q = 0.5f * (float)(c0 + c1 + c2 + c3) + (float)(c4 + c5) + 2.0f * (float)c6;
-                negative &= code != 0;
-            }
-            if (s == E8M0_NAN) code = negative = 0;
-            codes_out[r * width + j] = (uint8_t)(code | (negative << 3));
-            float value = q * pow2;
-            if (negative) value = -value;
-            float e = (row[j] - value) / u[j * width + j];
+            float e = gptq_round(row[j], s, inv, pow2, rounding, u[j * width + j], codes_out + r * codes_stride + j);
             errors_out[r * width + j] = e;
             loss += (double)e * (double)e;
             const float *uj = u + j * width;
@@ -335,17 +345,119 @@ INLINE void gptq_rows(float *w, const float *u, int64_t width, int64_t row_start
     }
 }
 
+/* Fixed scales, LANES rows at a time: the tile held transposed ([column][row], on the stack), each step one vector
+ * operation on every row of the tile (across rows: along a row the feedback is short and each element's rounding
+ * depends on the element before). Per row, the same float operations in the same order as gptq_round and
+ * gptq_rows (selects and bit operations in place of branches: negation is the sign bit's flip): the same bytes.
+ * GCC/clang vector extensions; where the ISA's vectors are narrower the compiler splits them. */
+#define LANES 8
+#define TILE_WIDTH 256 /* the widest block a tile takes; wider ones go row by row */
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
 
-KERNEL void mx_gptq_block(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop, int rule,
-                          int rounding, uint8_t *codes_out, uint8_t *scales_out, float *errors_out,
-                          double *loss_out) {
-    gptq_rows(w, u, width, row_start, row_stop, rule, rounding, NULL, codes_out, scales_out, errors_out, loss_out);
+INLINE void gptq_tile_fixed(float *w, int64_t stride, const float *u, int64_t width, int64_t r0, int rounding,
+                            const uint8_t *scales, int64_t groups, const int32_t *column_groups, uint8_t *codes_out,
+                            int64_t codes_stride, float *errors_out, double *loss_out) {
+    f32x8 t[TILE_WIDTH], e_tile[TILE_WIDTH];
+    i32x8 c_tile[TILE_WIDTH];
+    double loss[LANES] = {0};
+    for (int64_t j = 0; j < width; j++)
+        for (int i = 0; i < LANES; i++) t[j][i] = w[(r0 + i) * stride + j];
+    const i32x8 one = {1, 1, 1, 1, 1, 1, 1, 1};
+    for (int64_t j = 0; j < width; j++) {
+        const float *uj = u + j * width;
+        i32x8 s;
+        for (int i = 0; i < LANES; i++) s[i] = scales[(r0 + i) * groups + column_groups[j]];
+        /* scale_factors: masks are -1 where true */
+        i32x8 nan = s == E8M0_NAN, low = s < 254, positive = s > 0;
+        u32x8 inv_bits = (u32x8)((low & ((254 - s) << 23)) | (~low & 0x00400000));
+        u32x8 pow2_bits = (u32x8)((positive & (s << 23)) | (~positive & 0x00400000));
+        inv_bits &= (u32x8)~nan;
+        pow2_bits = (pow2_bits & (u32x8)~nan) | ((u32x8)nan & 0x7FC00000u);
+        f32x8 x = t[j];
+        u32x8 bits = (u32x8)x;
+        f32x8 r_ = (f32x8)(bits & 0x7FFFFFFFu) * (f32x8)inv_bits;
+        i32x8 c0 = (r_ > 0.25f) & one, c2 = (r_ > 1.25f) & one, c4 = (r_ > 2.5f) & one, c6 = (r_ > 5.0f) & one;
+        i32x8 c1, c3, c5;
+        if (rounding == ROUND_RNE) {
+            c1 = (r_ >= 0.75f) & one, c3 = (r_ >= 1.75f) & one, c5 = (r_ >= 3.5f) & one;
+        } else {
+            c1 = (r_ > 0.75f) & one, c3 = (r_ > 1.75f) & one, c5 = (r_ > 3.5f) & one;
+        }
+        i32x8 code = c0 + c1 + c2 + c3 + c4 + c5 + c6;
+        f32x8 q = 0.5f * __builtin_convertvector(c0 + c1 + c2 + c3, f32x8) + __builtin_convertvector(c4 + c5, f32x8) +
+                  2.0f * __builtin_convertvector(c6, f32x8);
+        i32x8 negative = (i32x8)(bits >> 31);
+        if (rounding != ROUND_RNE) negative &= (code != 0) & one;
+        code &= ~nan;
+        negative &= ~nan;
+        c_tile[j] = code | (negative << 3);
+        f32x8 value = (f32x8)((u32x8)(q * (f32x8)pow2_bits) ^ ((u32x8)negative << 31));
+        f32x8 e = (x - value) / uj[j];
+        e_tile[j] = e;
+        for (int i = 0; i < LANES; i++) loss[i] += (double)e[i] * (double)e[i];
+        for (int64_t k = j + 1; k < width; k++) t[k] -= e * uj[k];
+    }
+    for (int i = 0; i < LANES; i++) {
+        for (int64_t j = 0; j < width; j++) {
+            w[(r0 + i) * stride + j] = t[j][i];
+            codes_out[(r0 + i) * codes_stride + j] = (uint8_t)c_tile[j][i];
+            errors_out[(r0 + i) * width + j] = e_tile[j][i];
+        }
+        loss_out[r0 + i] = loss[i];
+    }
 }
 
-KERNEL void mx_gptq_block_fixed(float *w, const float *u, int64_t width, int64_t row_start, int64_t row_stop,
-                                int rounding, const uint8_t *scales, uint8_t *codes_out, float *errors_out,
-                                double *loss_out) {
-    gptq_rows(w, u, width, row_start, row_stop, 0, rounding, scales, codes_out, NULL, errors_out, loss_out);
+/* Sum over rows [row_start, row_stop) of (w - value)^2 for each column of w [rows, cols] float32 and its MXFP4
+ * (blocks [rows, cols / 32, 16], scales [rows, cols / 32]), added to out [cols] (float64). Each difference and its
+ * square are exact in double (the decoded value is exact there, NaN for the NaN byte); only the sums round. */
+KERNEL void mx_column_squared_error(const float *w, const uint8_t *blocks, const uint8_t *scales, int64_t cols,
+                                    int64_t row_start, int64_t row_stop, double *out) {
+    static const double E2M1[16] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                                    -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0};
+    const uint64_t nan_bits = 0x7FF8000000000000ull;
+    double nan;
+    memcpy(&nan, &nan_bits, 8);
+    int64_t groups = cols / BLOCK;
+    for (int64_t r = row_start; r < row_stop; r++) {
+        for (int64_t g = 0; g < groups; g++) {
+            int s = scales[r * groups + g];
+            double p = s == E8M0_NAN ? nan : pow2_f64(s);
+            const uint8_t *b = blocks + (r * groups + g) * (BLOCK / 2);
+            const float *x = w + r * cols + g * BLOCK;
+            double *o = out + g * BLOCK;
+            for (int k = 0; k < BLOCK / 2; k++) {
+                double low = (double)x[2 * k] - E2M1[b[k] & 15] * p, high = (double)x[2 * k + 1] - E2M1[b[k] >> 4] * p;
+                o[2 * k] += low * low;
+                o[2 * k + 1] += high * high;
+            }
+        }
+    }
+}
+
+KERNEL void mx_gptq_block(float *w, int64_t stride, const float *u, int64_t width, int64_t row_start,
+                          int64_t row_stop, int rule, int rounding, uint8_t *codes_out, int64_t codes_stride,
+                          uint8_t *scales_out, float *errors_out, double *loss_out) {
+    gptq_rows(w, stride, u, width, row_start, row_stop, rule, rounding, NULL, 0, NULL, codes_out, codes_stride,
+              scales_out, errors_out, loss_out);
+}
+
+KERNEL void mx_gptq_block_fixed(float *w, int64_t stride, const float *u, int64_t width, int64_t row_start,
+                                int64_t row_stop, int rounding, const uint8_t *scales, int64_t groups,
+                                const int32_t *column_groups, uint8_t *codes_out, int64_t codes_stride,
+                                float *errors_out, double *loss_out) {
+    int64_t r = row_start;
+    for (; r + LANES <= row_stop && width <= TILE_WIDTH; r += LANES) {
+        if (rounding == ROUND_RNE) /* the rounding a constant in each copy: no per-element test */
+            gptq_tile_fixed(w, stride, u, width, r, ROUND_RNE, scales, groups, column_groups, codes_out,
+                            codes_stride, errors_out, loss_out);
+        else
+            gptq_tile_fixed(w, stride, u, width, r, ROUND_GGML, scales, groups, column_groups, codes_out,
+                            codes_stride, errors_out, loss_out);
+    }
+    gptq_rows(w, stride, u, width, r, row_stop, 0, rounding, scales, groups, column_groups, codes_out, codes_stride,
+              NULL, errors_out, loss_out);
 }
 
 /* An importable module, so the build system names and places the library; its functions are reached

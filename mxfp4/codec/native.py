@@ -39,7 +39,11 @@ def _library() -> ctypes.CDLL | None:
         from . import _native
     except ImportError:
         return None
-    lib = ctypes.CDLL(_native.__file__)
+    return configured(ctypes.CDLL(_native.__file__))
+
+
+def configured(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """The kernels' signatures declared on a loaded _native library (the installed one, or a test's own build)."""
     lib.mx_encode.argtypes = [_P, _INT, _I64, _INT, _INT, _P, _P, _P]
     lib.mx_decode16.argtypes = [_P, _P, _I64, _P, _P]
     lib.mx_decode32.argtypes = [_P, _P, _I64, _P, _P]
@@ -48,8 +52,9 @@ def _library() -> ctypes.CDLL | None:
     lib.mx_hf_to_gguf.argtypes = [_P, _P, _I64, _P]
     lib.mx_gguf_to_hf.argtypes = [_P, _I64, _P, _P]
     lib.mx_hf_to_gguf_split_rows.argtypes = [_P, _P, _I64, _I64, _I64, _P, _P]
-    lib.mx_gptq_block.argtypes = [_P, _P, _I64, _I64, _I64, _INT, _INT, _P, _P, _P, _P]
-    lib.mx_gptq_block_fixed.argtypes = [_P, _P, _I64, _I64, _I64, _INT, _P, _P, _P, _P]
+    lib.mx_column_squared_error.argtypes = [_P, _P, _P, _I64, _I64, _I64, _P]
+    lib.mx_gptq_block.argtypes = [_P, _I64, _P, _I64, _I64, _I64, _INT, _INT, _P, _I64, _P, _P, _P]
+    lib.mx_gptq_block_fixed.argtypes = [_P, _I64, _P, _I64, _I64, _I64, _INT, _P, _I64, _P, _P, _I64, _P, _P]
     for fn in (
         lib.mx_encode,
         lib.mx_decode16,
@@ -59,6 +64,7 @@ def _library() -> ctypes.CDLL | None:
         lib.mx_hf_to_gguf,
         lib.mx_gguf_to_hf,
         lib.mx_hf_to_gguf_split_rows,
+        lib.mx_column_squared_error,
         lib.mx_gptq_block,
         lib.mx_gptq_block_fixed,
     ):
@@ -243,37 +249,77 @@ GPTQ_RULES = ("floor", "round_up", "even", "mse")  # the rules _native.c's choos
 
 
 def gptq_block(
-    weights: np.ndarray, factor: np.ndarray, scale_rule: str, rounding: str, fixed: np.ndarray | None = None
+    weights: np.ndarray,
+    factor: np.ndarray,
+    scale_rule: str,
+    rounding: str,
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
+    codes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, float]:
     """GPTQ's column loop over one block of columns (mx_gptq_block in _native.c), rows split over threads.
-    weights: float32 [rows, width] (width a multiple of 32), updated in place; factor: float32 [width, width], the
-    block's rows and columns of GPTQ's inverse Cholesky factor. fixed: None to choose each row's scale by the rule
-    when a group of 32 columns starts, or uint8 [rows, width], each column's scale byte chosen before (act-order).
+    weights: float32 [rows, width] (width a multiple of 32; rows may be strided, as a block of a wider matrix's
+    columns is), updated in place; factor: float32 [width, width], the block's rows and columns of GPTQ's inverse
+    Cholesky factor. fixed: None to choose each row's scale by the rule when a group of 32 columns starts, or
+    (scales uint8 [rows, groups], column_groups int32 [width]): column j's scale byte is scales[:, column_groups[j]]
+    (act-order). codes: where the codes go (uint8 [rows, width], rows may be strided), or None for a new array.
     -> codes uint8 [rows, width], scales uint8 [rows, width / 32] (None with fixed), errors float32 [rows, width]
     (each column's error divided by the factor's diagonal), and the sum of the errors' squares (float64)."""
     lib = require()
     rows, width = weights.shape
-    assert weights.dtype == np.float32 and weights.flags.c_contiguous and width % BLOCK_SIZE == 0
+    assert weights.dtype == np.float32 and weights.strides[1] == 4 and width % BLOCK_SIZE == 0
     assert factor.dtype == np.float32 and factor.flags.c_contiguous and factor.shape == (width, width)
-    assert fixed is None or (fixed.dtype == np.uint8 and fixed.flags.c_contiguous and fixed.shape == (rows, width))
-    codes = np.empty((rows, width), dtype=np.uint8)
+    codes = np.empty((rows, width), dtype=np.uint8) if codes is None else codes
+    assert codes.dtype == np.uint8 and codes.shape == (rows, width) and codes.strides[1] == 1
+    if fixed is not None:
+        given, column_groups = fixed
+        assert given.dtype == np.uint8 and given.flags.c_contiguous and given.shape[0] == rows
+        assert column_groups.dtype == np.int32 and column_groups.shape == (width,)
+        assert 0 <= column_groups.min() and column_groups.max() < given.shape[1]
+        column_groups = np.ascontiguousarray(column_groups)
     scales = np.empty((rows, width // BLOCK_SIZE), dtype=np.uint8) if fixed is None else None
     errors = np.empty((rows, width), dtype=np.float32)
     losses = np.empty(rows, dtype=np.float64)
     rule_id, rounding_id = RULE_IDS[scale_rule], ROUNDING_IDS[rounding]
-    step = max(16, -(-rows // thread_count()))
+    stride, codes_stride = weights.strides[0] // 4, codes.strides[0]
+    step = max(16, -(-rows // (8 * thread_count())) * 8)  # whole tiles of 8 rows (_native.c's LANES) a thread
 
     def task(start: int, stop: int) -> None:
         if fixed is not None:
             lib.mx_gptq_block_fixed(
-                _address(weights), _address(factor), width, start, stop, rounding_id, _address(fixed),
-                _address(codes), _address(errors), _address(losses),
+                _address(weights), stride, _address(factor), width, start, stop, rounding_id, _address(given),
+                given.shape[1], _address(column_groups), _address(codes), codes_stride, _address(errors),
+                _address(losses),
             )  # fmt: skip
             return
         lib.mx_gptq_block(
-            _address(weights), _address(factor), width, start, stop, rule_id, rounding_id,
-            _address(codes), _address(scales), _address(errors), _address(losses),
+            _address(weights), stride, _address(factor), width, start, stop, rule_id, rounding_id,
+            _address(codes), codes_stride, _address(scales), _address(errors), _address(losses),
         )  # fmt: skip
 
     _run_chunked(rows, task, step)
     return codes, scales, errors, float(losses.sum())
+
+
+def column_squared_error(weights: np.ndarray, blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 weights [rows, cols] and their MXFP4 (blocks [rows, cols / 32, 16], scales [rows, cols / 32]) ->
+    each column's sum of squared differences, float64 [cols] (exact squares; rows over threads, each thread's sums
+    added in row order, so the result does not depend on the thread count's timing)."""
+    lib = require()
+    rows, cols = weights.shape
+    assert weights.dtype == np.float32 and weights.flags.c_contiguous and cols % BLOCK_SIZE == 0
+    assert blocks.shape == (rows, cols // BLOCK_SIZE, PACKED_BYTES_PER_BLOCK) and blocks.flags.c_contiguous
+    assert scales.shape == (rows, cols // BLOCK_SIZE) and scales.flags.c_contiguous
+    step = max(64, -(-rows // thread_count()))
+    starts = list(range(0, rows, step))
+    partial = np.zeros((len(starts), cols), dtype=np.float64)
+
+    def task(start: int, stop: int) -> None:
+        lib.mx_column_squared_error(
+            _address(weights), _address(blocks), _address(scales), cols, start, stop, _address(partial[start // step])
+        )
+
+    _run_chunked(rows, task, step)
+    total = partial[0].copy()
+    for more in partial[1:]:
+        total += more
+    return total

@@ -10,13 +10,16 @@ from hypothesis import strategies as st
 
 import mxfp4
 from mxfp4.calibrate.gptq import gptq_quantize, weighted_error
+from mxfp4.calibrate.layerwise import CalibratedSource
 from mxfp4.calibrate.run import convert_calibrated
 from mxfp4.cli import main
-from mxfp4.codec import decode
+from mxfp4.codec import decode, native
 from mxfp4.codec.rules import ROUNDINGS, SCALE_RULES
 from mxfp4.convert import convert
+from mxfp4.convert.registry import open_source
 from mxfp4.convert.verify import verify
 from mxfp4.errors import CheckpointError
+from mxfp4.model import load
 from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
 
 
@@ -164,6 +167,27 @@ def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_pa
     assert moved == experts  # GPTQ moved every expert off its dense values, and nothing else
 
 
+def test_each_layer_sees_what_the_calibrated_model_computes(dense, tmp_path):
+    # Layer l is calibrated on the outputs of layers < l with their experts quantized: the hidden states calibration
+    # carries from layer to layer (each expert's outputs reused from its own calibration) are the ones the model
+    # loaded from the written checkpoint computes. The same float32 operations grouped differently (all windows at
+    # once against one at a time): equal within a few float32 roundings of the largest value, over 4 layers.
+    convert_calibrated(dense, tmp_path / "out", TOKENS, context=64, scale_rule="mse", min_tokens=8)
+    source = CalibratedSource(open_source(dense), TOKENS.reshape(4, 64), scale_rule="mse", min_tokens=8)
+    model = load(tmp_path / "out", backend="torch", dtype=torch.float32)
+    seen = []
+    for layer in model.layers:
+        layer.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    with torch.no_grad():
+        model(torch.from_numpy(TOKENS.reshape(4, 64)))
+    for layer in range(3):
+        source._calibrate(layer)
+        carried = source._hidden
+        assert carried.shape == seen[layer].shape
+        bound = 64 * 2**-24 * float(seen[layer].abs().max())
+        assert float((carried - seen[layer]).abs().max()) <= bound, layer
+
+
 def test_starved_experts_fall_back_to_rounding(dense, tmp_path):
     result = convert_calibrated(dense, tmp_path / "out", TOKENS[:64], context=64, scale_rule="round_up", min_tokens=40)
     convert(dense, tmp_path / "plain", to="mxfp4", scale_rule="round_up")
@@ -276,3 +300,25 @@ def test_the_command_and_the_library_calibrate_with_the_same_default_rule(dense,
     convert_calibrated(dense, tmp_path / "lib", TOKENS, context=64)
     assert all_tensors(tmp_path / "cli").keys() == all_tensors(tmp_path / "lib").keys()
     assert same_tensors(all_tensors(tmp_path / "cli"), all_tensors(tmp_path / "lib"))
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 150), groups=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_the_c_column_squared_error_is_numpys_in_float64(rows, groups, seed):
+    # Exact differences and squares in float64 (decoded values are exact there), any scale byte: 0 (subnormal
+    # values), 254, and the NaN byte (its column's sum is NaN); the sums' order differs: rows * 2^-53 relative.
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((rows, 32 * groups)) * 10.0 ** rng.integers(-40, 38)).astype(np.float32)
+    blocks = rng.integers(0, 256, size=(rows, groups, 16), dtype=np.uint8)
+    scales = rng.integers(0, 256, size=(rows, groups), dtype=np.uint8)
+    scales[0, 0], scales[-1, -1] = 0, 254
+    powers = np.exp2(scales.astype(np.float64) - 127)
+    codes = np.stack([blocks & 15, blocks >> 4], axis=-1).reshape(rows, groups, 32)
+    magnitudes = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6] * 2) * np.where(np.arange(16) < 8, 1.0, -1.0)
+    values = (magnitudes[codes] * powers[..., None]).reshape(rows, -1)
+    values[np.repeat(scales == 255, 32, axis=1)] = np.nan
+    expected = np.square(w.astype(np.float64) - values).sum(axis=0)
+    got = native.column_squared_error(w, blocks, scales)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=rows * 2**-53, atol=0)
