@@ -30,6 +30,8 @@ ExpertLayout = Literal["in-out", "out-in", "gate-up-even-odd", "gate-up-halves"]
 
 # GPTQ's column order: decreasing Hessian diagonal (static groups), or as stored
 GptqOrder = Literal["act", "sequential"]
+# How an expert's Hessian counts the tokens routed to it: weighted by the token's routing weight, or alike
+GptqWeighting = Literal["routing", "uniform"]
 
 SCALE_RULES: tuple[ScaleRule, ...] = ("floor", "round_up", "even", "mse", "mlx")
 ROUNDINGS: tuple[Rounding, ...] = ("rne", "ggml")
@@ -40,6 +42,7 @@ MODEL_BACKENDS: tuple[ModelBackend, ...] = ("auto", "torch", "native", "triton")
 TARGETS: tuple[Target, ...] = ("mxfp4", "bf16", "original", "gguf", "mlx")
 MXFP4_TARGETS: tuple[Target, ...] = ("mxfp4", "gguf", "original", "mlx")  # the targets that store experts as MXFP4
 GPTQ_ORDERS: tuple[GptqOrder, ...] = ("act", "sequential")
+GPTQ_WEIGHTINGS: tuple[GptqWeighting, ...] = ("routing", "uniform")
 LORA_LAYOUTS: tuple[LoraLayout, ...] = ("peft", "swapped", "unsloth")
 EXPERT_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in", "gate-up-even-odd", "gate-up-halves")
 FUSED_LAYOUTS: tuple[ExpertLayout, ...] = ("in-out", "out-in")

@@ -4,7 +4,10 @@ Layer l's inputs are computed from the calibration tokens with layers < l alread
 replaced by the MXFP4 this module wrote for them). In layer l, after attention, the router sends each token to
 its top-k experts; expert e's gate_up sees the normed hidden states of the tokens routed to it, and its down
 projection sees the clamped-SwiGLU activations those tokens give through the *quantized* gate_up. Each matrix
-is quantized by GPTQ (mxfp4.calibrate.gptq) with the Hessian of exactly those inputs; an expert routed fewer
+is quantized by GPTQ (mxfp4.calibrate.gptq) with the Hessian of exactly those inputs, each token's weighted by its
+routing weight to the expert by default (weighting='routing': the MoE scales the expert's output by that weight, so
+its output error's square scales by the weight's square, which is what scaling the inputs does to the Hessian;
+'uniform' counts every routed token alike; routing measured better on held-out text); an expert routed fewer
 than ``min_tokens`` tokens falls back to the rule's plain rounding (counted in the report). Only one layer's
 dense weights, its quantized experts and the [tokens, hidden] activations are in memory at a time: the
 converters pull experts in layer order, and a layer is calibrated when its first expert is asked for.
@@ -13,6 +16,7 @@ converters pull experts in layer order, and a layer is calibrated when its first
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..choices import GptqOrder
+from ..choices import GptqOrder, GptqWeighting
 from ..codec import decode, encode
 from ..codec.constants import BLOCK_SIZE
 from ..convert.stream import Dense, Expert, Source
@@ -29,7 +33,7 @@ from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path, mxfp4_s
 from ..model.kernels.moe_torch import clamped_swiglu
 from ..model.loading import load_block
 from ..model.rope import rotary_tables, yarn_inv_freq
-from .gptq import gptq_quantize, output_error, weighted_error
+from .gptq import gptq_quantize, gram, output_error, weighted_error
 
 MIN_TOKENS = 64  # fewer routed tokens than this: plain rounding (a Hessian from a handful of tokens overfits)
 
@@ -41,6 +45,7 @@ class LayerReport:
     fallback: int  # experts quantized by plain rounding for want of tokens
     error_rounding: float  # sum over experts and both matrices of tr((W - Q) H (W - Q)^T), plain rounding
     error_gptq: float  # the same with GPTQ (equal to the rounding's for fallback experts)
+    seconds: float = 0.0  # the layer's wall time, computing the next layer's input included
     matrices: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
@@ -74,12 +79,13 @@ class CalibratedSource(Source):
         device=None,
         damp: float = 0.01,
         order: GptqOrder = "act",
+        weighting: GptqWeighting = "routing",
     ):
         self.base, self.kind, self.path, self.config = base, f"{base.kind} + GPTQ", base.path, base.config
         self.layout = base.layout
         self.ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
         self.scale_rule, self.rounding, self.min_tokens, self.damp = scale_rule, rounding, min_tokens, damp
-        self.order = order
+        self.order, self.weighting = order, weighting
         self.device = distributed.rank_device(device)
         self.world = distributed.current_world()
         if self.ids.shape[0] < self.world.size:
@@ -128,6 +134,7 @@ class CalibratedSource(Source):
     @torch.no_grad()
     def _calibrate(self, layer: int) -> None:
         c, world = self.config, self.world
+        started = time.perf_counter()
         x = self._embedded() if self._hidden is None else self._hidden  # this rank's windows
         block = load_block(self.base, layer, dtype=torch.float32, device=self.device, experts=False)
         inv_freq, factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
@@ -154,7 +161,8 @@ class CalibratedSource(Source):
         def calibrated(e: int) -> _Expert:
             gate_up_bias, down_bias = experts.gate_up_bias[e], experts.down_bias[e]
             routed = normed[routes[e][0]]  # [n_e, H]
-            return self._quantize_expert(reads, routed, gate_up_bias, down_bias, experts.limit, e, not last)
+            weights = scores[routes[e]] if self.weighting == "routing" else None  # [n_e]
+            return self._quantize_expert(reads, routed, weights, gate_up_bias, down_bias, experts.limit, e, not last)
 
         # With ranks, each computes all its experts before any is shared, so that they work side by side (holding
         # their experts' outputs until then); alone, an expert is computed where it is used, one output at a time.
@@ -183,21 +191,27 @@ class CalibratedSource(Source):
             self._hidden = attended + mixed.reshape(h.shape)[share.start : share.stop]
         for name in [n for n in self._bytes if int(n.split(".")[2]) < layer - 1]:
             del self._bytes[name]  # keep two layers: a writer's read-ahead may still ask for the previous one
+        report.seconds = time.perf_counter() - started
         self.reports.append(report)
         self._done = layer
 
     def _quantize_expert(
-        self, reads, routed: torch.Tensor, gate_up_bias, down_bias, limit: float, e: int, output: bool
+        self, reads, routed: torch.Tensor, weights, gate_up_bias, down_bias, limit: float, e: int, output: bool
     ) -> _Expert:
-        """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives; with
-        ``output``, also the quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
+        """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives, each
+        Hessian's tokens weighted by ``weights`` [n_e] (None: alike); with ``output``, also the quantized expert's
+        outputs for those tokens [n_e, H] (the next layer's input)."""
         plain = routed.shape[0] < self.min_tokens
-        gate_up = reads["gate_up"].load_out_in(e).to(self.device, torch.float32)  # [2I, H]
-        first, *first_errors = self._quantize(gate_up, routed, plain)
+        scale = (lambda x: x) if weights is None else (lambda x: x * weights[:, None])
+        # [out, in] rows contiguous in one copy (a transposed dense store would otherwise be copied again by each
+        # step that needs rows: the rounding, GPTQ's column permutation)
+        dense = {"memory_format": torch.contiguous_format}
+        gate_up = reads["gate_up"].load_out_in(e).to(self.device, torch.float32, **dense)  # [2I, H]
+        first, *first_errors = self._quantize(gate_up, scale(routed), plain)
         pre = routed @ decode.dequantize(*first, torch.float32).T + gate_up_bias
         act = clamped_swiglu(pre, limit)  # [n_e, I]: what down sees after the quantized gate_up
-        down = reads["down"].load_out_in(e).to(self.device, torch.float32)  # [H, I]
-        second, *second_errors = self._quantize(down, act, plain)
+        down = reads["down"].load_out_in(e).to(self.device, torch.float32, **dense)  # [H, I]
+        second, *second_errors = self._quantize(down, scale(act), plain)
         outputs = act @ decode.dequantize(*second, torch.float32).T + down_bias if output else None
         return _Expert(plain, (first, second), (tuple(first_errors), tuple(second_errors)), outputs)
 
@@ -233,11 +247,11 @@ class CalibratedSource(Source):
         return _Expert(bool(plain), (matrices[0], matrices[1]), ((r0, g0), (r1, g1)), outputs)
 
     def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, plain: bool):
-        """(blocks, scales) of one expert matrix [out, in] for inputs [n, in], its error with plain rounding and
-        the error of what is chosen (GPTQ, which reports its own, or the rounding itself when plain)."""
+        """(blocks, scales) of one expert matrix [out, in] for inputs [n, in] (weighted), its error with plain
+        rounding and the error of what is chosen (GPTQ, which reports its own, or the rounding itself when plain)."""
         rounded = encode.quantize(weight.contiguous(), scale_rule=self.scale_rule, rounding=self.rounding)
         rounded = (rounded.blocks, rounded.scales)
-        hessian = None if plain else inputs.T @ inputs  # float32 products; GPTQ damps and factors in float64
+        hessian = None if plain else gram(inputs)  # float32 products; GPTQ damps and factors in float64
         values = decode.dequantize(*rounded, torch.float32)
         if hessian is None or inputs.shape[0] < inputs.shape[1]:
             error_rounding = output_error(weight, values, inputs)

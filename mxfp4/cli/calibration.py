@@ -20,7 +20,8 @@ def calibration_tokens(checkpoint, tokens_path, text_path):
 
 
 def echo_layer_report(layers) -> None:
-    """Per layer: tokens routed per expert, fallbacks to rounding, Hessian-weighted error before and after."""
+    """Per layer: tokens routed per expert, fallbacks to rounding, Hessian-weighted error before and after, and the
+    time it took."""
     rows = []
     for r in layers:
         counts = sorted(r.tokens_per_expert)
@@ -33,7 +34,16 @@ def echo_layer_report(layers) -> None:
                 f"{r.error_rounding:.4g}",
                 f"{r.error_gptq:.4g}",
                 f"{ratio:.3f}",
+                f"{r.seconds:.1f}",
             ]
         )
-    headers = ["layer", "tokens per expert (min/median/max)", "rounded", "error, rounding", "error, GPTQ", "ratio"]
+    headers = [
+        "layer",
+        "tokens per expert (min/median/max)",
+        "rounded",
+        "error, rounding",
+        "error, GPTQ",
+        "ratio",
+        "seconds",
+    ]
     click.echo(format_table(headers, rows))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mxfp4
-from mxfp4.calibrate.gptq import gptq_quantize, weighted_error
+from mxfp4.calibrate.gptq import gptq_quantize, gram, weighted_error
 from mxfp4.calibrate.layerwise import CalibratedSource
 from mxfp4.calibrate.run import convert_calibrated
 from mxfp4.cli import main
@@ -188,6 +188,21 @@ def test_each_layer_sees_what_the_calibrated_model_computes(dense, tmp_path):
         assert float((carried - seen[layer]).abs().max()) <= bound, layer
 
 
+def test_routing_weights_weigh_each_tokens_share_of_the_hessians(dense, tmp_path):
+    # Top-1 routing gives every token the weight 1 (a softmax over one logit): the weighted Hessians are the
+    # uniform ones, byte for byte. With top-2 the weights differ and so do the bytes.
+    top1 = make_checkpoint(tmp_path, "top1", dense=True, hidden_size=64, intermediate_size=96, num_experts_per_tok=1)
+    written = {}
+    for model, weighting in ((top1, "routing"), (top1, "uniform"), (dense, "routing"), (dense, "uniform")):
+        out = tmp_path / f"{model.name}-{weighting}"
+        convert_calibrated(model, out, TOKENS, context=64, scale_rule="mse", min_tokens=8, weighting=weighting)
+        written[model.name, weighting] = all_tensors(out)
+    assert same_tensors(written["top1", "routing"], written["top1", "uniform"])
+    routing, uniform = written["dense", "routing"], written["dense", "uniform"]
+    moved = [name for name in routing if not torch.equal(routing[name], uniform[name])]
+    assert moved and all(".mlp.experts." in name for name in moved)
+
+
 def test_starved_experts_fall_back_to_rounding(dense, tmp_path):
     result = convert_calibrated(dense, tmp_path / "out", TOKENS[:64], context=64, scale_rule="round_up", min_tokens=40)
     convert(dense, tmp_path / "plain", to="mxfp4", scale_rule="round_up")
@@ -322,3 +337,15 @@ def test_the_c_column_squared_error_is_numpys_in_float64(rows, groups, seed):
     assert np.array_equal(np.isnan(got), np.isnan(expected))
     finite = ~np.isnan(expected)
     np.testing.assert_allclose(got[finite], expected[finite], rtol=rows * 2**-53, atol=0)
+
+
+@pytest.mark.parametrize("columns", [1, 3, 64, 101])
+def test_the_gram_matrix_is_symmetric_and_the_product(columns):
+    # Blocks above the diagonal are products and those below their transposes: symmetric exactly, and equal to the
+    # one product X^T X within float32 rounding of n terms (columns that do not split evenly included).
+    x = torch.randn(50, columns, generator=torch.Generator().manual_seed(columns))
+    h = gram(x)
+    assert torch.equal(h, h.T)
+    reference = x.double().T @ x.double()
+    bound = 50 * 2**-24 * float((x.double().abs().T @ x.double().abs()).max())
+    assert float((h.double() - reference).abs().max()) <= bound
