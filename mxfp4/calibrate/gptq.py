@@ -11,8 +11,8 @@ Damping adds ``damp`` times the mean diagonal to H (1% by default); inputs that 
 diagonal) get a unit diagonal so that their columns round plainly. With H = I nothing is fed back and the
 result is the rule's plain rounding, byte for byte (a test checks it).
 
-Everything is float32 except the damped Hessian and its Cholesky factor (float64), on the CPU or a GPU; the column loop
-runs in blocks of 128 so the feedback to later columns is one matrix product per block. Within a block, on the
+Everything is float32 except the damped Hessian and its Cholesky factor (float64), on the CPU or a GPU; the column
+loop runs in blocks of 128 so the feedback to later columns is one matrix product per block. Within a block, on the
 CPU, the loop runs in C (mx_gptq_block in mxfp4/codec/_native.c, rows over threads): the same float operations
 in the same order as the torch loop below, so the same bytes (a property test compares them). Deterministic:
 the same W, H and options give the same bytes.
@@ -205,7 +205,7 @@ GRAM_PARTS = 4  # column blocks of a Gram matrix: 10 products of 16 cover it (me
 
 def gram(x: torch.Tensor) -> torch.Tensor:
     """X^T X [in, in] for inputs X [n, in]: the blocks on and above the diagonal as products, the rest their
-    transposes (a third fewer multiply-adds than one product of the whole; torch has no symmetric rank-k update)."""
+    transposes (3/8 fewer multiply-adds than one product of the whole; torch has no symmetric rank-k update)."""
     columns = x.shape[1]
     out = torch.empty((columns, columns), dtype=x.dtype, device=x.device)
     edges = [columns * k // GRAM_PARTS for k in range(GRAM_PARTS + 1)]
