@@ -182,9 +182,7 @@ class CalibratedSource(Source):
             if mixed is not None:
                 tokens, slot = routes[e]
                 mixed.index_add_(0, tokens, result.output * scores[tokens, slot, None])
-        for name, index in (("gate_up", 0), ("down", 1)):
-            blocks = torch.stack([b for b, _ in quantized[index]])
-            experts.set_weight(name, (blocks, torch.stack([s for _, s in quantized[index]])))
+        for name, index in (("gate_up", 0), ("down", 1)):  # the writer's, expert by expert
             self._bytes[f"model.layers.{layer}.mlp.experts.{name}_proj"] = quantized[index]
         if mixed is not None:  # this rank's windows of attention's output plus the MoE's
             share = world.share(self.ids.shape[0])
