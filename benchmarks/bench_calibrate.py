@@ -11,9 +11,9 @@ SQNR.
    in three seeded subsets) and held out on the other half and on prose; GPTQ's variants (VARIANTS: column order,
    Hessian weighting) as KL over the best rounding rule's, mean / min / max over the seeds. Goal: at most 0.35x.
 3. Cost: a two-layer gpt-oss-20b- (or 120b-) shaped model (32 experts, hidden 2880, dense bf16 experts) calibrated on
-   the CPU in its own process (peak RSS from wait4); the figure is the first layer's seconds, which include computing
-   the next layer's input as every layer but the last does, extrapolated to 20b (24 layers) and 120b (36 layers of
-   128 experts).
+   the CPU in its own process (peak RSS from wait4); each layer's seconds from the calibration's report: the first
+   a sliding-attention layer that computes the next layer's input, the second a full-attention layer (the last,
+   which computes none), extrapolated to 20b (24 layers) and 120b (36 layers of 128 experts), half of each kind.
 
     python benchmarks/bench_calibrate.py --work DIR [--skip-cost]
 """
@@ -201,8 +201,8 @@ from mxfp4.calibrate.run import convert_calibrated
 src, dst, windows, context, report = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 ids = np.random.default_rng(0).integers(0, 2048, size=windows * context)
 result = convert_calibrated(src, dst, ids, context=context, scale_rule="mse", force=True)
-first = result.layers[0]
-json.dump({"tokens_per_expert": first.tokens_per_expert, "layer_seconds": first.seconds}, open(report, "w"))
+seconds = [layer.seconds for layer in result.layers]
+json.dump({"tokens_per_expert": result.layers[0].tokens_per_expert, "layer_seconds": seconds}, open(report, "w"))
 """
 
 
@@ -259,13 +259,14 @@ def main() -> None:
     if not args.skip_cost:
         measured = cost(args.work, args.cost_windows, args.cost_context, args.cost_model)
         results["cost"] = measured
-        per_layer = measured["layer_seconds"]
+        sliding, full = measured["layer_seconds"]
         layers, experts = (24, 32) if args.cost_model == "20b" else (36, 128)
         print(
-            f"\none gpt-oss-{args.cost_model}-shaped layer ({experts} experts, hidden 2880), {measured['tokens']:,} "
-            f"calibration tokens: {per_layer:.1f} s (the first of two; the whole conversion "
-            f"{measured['total_seconds']:.1f} s, peak RSS {measured['peak_rss_gib']:.2f} GiB); extrapolated to the "
-            f"whole model ({layers} layers): {layers * per_layer / 60:.0f} min"
+            f"\ngpt-oss-{args.cost_model}-shaped layers ({experts} experts, hidden 2880), {measured['tokens']:,} "
+            f"calibration tokens: {sliding:.1f} s a sliding-attention layer (computing the next layer's input), "
+            f"{full:.1f} s a full-attention one (the last: no next input); the whole conversion "
+            f"{measured['total_seconds']:.1f} s, peak RSS {measured['peak_rss_gib']:.2f} GiB; extrapolated to the "
+            f"whole model ({layers} layers, half of each kind): {layers * (sliding + full) / 2 / 60:.0f} min"
         )
     (args.work / "bench_calibrate.json").write_text(json.dumps(results, indent=2))
 

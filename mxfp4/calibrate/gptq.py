@@ -124,6 +124,7 @@ def gptq_quantize(
     damp: float = 0.01,
     column_loop: str = "auto",
     order: GptqOrder = "act",
+    rounded_scales: torch.Tensor | None = None,
 ) -> Gptq:
     """weight [out, in] (in a multiple of 32), hessian [in, in] -> MXFP4 (blocks [out, in/32, 16] uint8,
     scales [out, in/32] uint8) chosen by GPTQ under (scale_rule, rounding), and the error they leave. order: 'act'
@@ -131,7 +132,8 @@ def gptq_quantize(
     remain to absorb their error), each group's scale fixed beforehand by the rule from the weights as given
     ("static groups": the bytes stay plain MXFP4); 'sequential' rounds them in order, each group's scale chosen
     when GPTQ reaches it. column_loop: 'auto' (C where it can run), 'c' or 'torch' (the same bytes; the tests
-    compare them).
+    compare them). rounded_scales: the rule's plain scale bytes of ``weight`` [out, in/32], when the caller has
+    rounded it already (act-order fixes them; computed here otherwise).
 
     The error costs no extra product: GPTQ's loop rounds column j with error e_j = (w_j - q_j) / U_jj, and the
     sum of |e_j|^2 over the loop is exactly tr(D H_d D^T) for D = W - Q and the damped H_d (the OBS identity GPTQ
@@ -141,7 +143,9 @@ def gptq_quantize(
     fixed = None  # act-order: each (permuted) column's group, whose scale byte is fixed [in]
     if order == "act":
         # the rule's plain scale bytes (the codec's fastest backend: C on the CPU), uint8 [out, in/32]
-        static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
+        static = rounded_scales
+        if static is None:
+            static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
         permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
         w = w.index_select(1, permutation.to(w.device))  # a new tensor, rows contiguous (for the C loop)
         hessian = hessian[permutation[:, None], permutation]  # one gather

@@ -31,6 +31,7 @@ from ..convert.stream import Dense, Expert, Source
 from ..errors import CheckpointError
 from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path, mxfp4_shape
 from ..model.kernels.moe_torch import clamped_swiglu
+from ..model.layers import LayerCache
 from ..model.loading import load_block
 from ..model.rope import rotary_tables, yarn_inv_freq
 from .gptq import gptq_quantize, gram, output_error, weighted_error
@@ -63,6 +64,19 @@ class _Expert:
     matrices: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     errors: tuple[tuple[float, float], tuple[float, float]]
     output: torch.Tensor | None
+
+
+def _attention(block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Block's attention over one calibration window x [1, T, H] (one at a time: its scores are [heads, T, T],
+    which for a whole batch of long windows would dwarf everything else calibration holds). A sliding layer takes
+    the window in chunks of its sliding window through the model's own cache, as a chunked prefill does: each query
+    then scores at most twice the sliding window of keys, not all T (the same sums but for the masked terms)."""
+    attention, t = block.self_attn, x.shape[1]
+    if attention.window is None or t <= 2 * attention.window:
+        return attention(x, cos, sin, 0, None)
+    cache, step = LayerCache(window=attention.window), attention.window
+    chunks = [attention(x[:, a : a + step], cos[a : a + step], sin[a : a + step], a, cache) for a in range(0, t, step)]
+    return torch.cat(chunks, dim=1)
 
 
 class CalibratedSource(Source):
@@ -140,9 +154,7 @@ class CalibratedSource(Source):
         inv_freq, factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         positions = torch.arange(x.shape[1], device=self.device)
         cos, sin = rotary_tables(inv_freq.to(self.device), factor, positions, x.dtype)
-        # One window at a time through attention: its scores are [heads, context, context] per window, which for
-        # a whole batch of long windows would dwarf everything else calibration holds.
-        attended = torch.cat([w + block.self_attn(block.input_layernorm(w), cos, sin, 0, None) for w in x.split(1)])
+        attended = torch.cat([w + _attention(block, block.input_layernorm(w), cos, sin) for w in x.split(1)])
         h = distributed.gather_rows(attended, world, f"layer {layer}: gathering the attention outputs")
         normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H], every window
         top, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
@@ -257,9 +269,8 @@ class CalibratedSource(Source):
             error_rounding = weighted_error(weight, values, hessian)
         if plain:
             return tuple(t.cpu() for t in rounded), error_rounding, error_rounding
-        chosen = gptq_quantize(
-            weight, hessian, scale_rule=self.scale_rule, rounding=self.rounding, damp=self.damp, order=self.order
-        )
+        rule = {"scale_rule": self.scale_rule, "rounding": self.rounding}
+        chosen = gptq_quantize(weight, hessian, **rule, damp=self.damp, order=self.order, rounded_scales=rounded[1])
         return (chosen.blocks.cpu(), chosen.scales.cpu()), error_rounding, chosen.error
 
     def extra_files(self):

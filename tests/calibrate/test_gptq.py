@@ -349,3 +349,16 @@ def test_the_gram_matrix_is_symmetric_and_the_product(columns):
     reference = x.double().T @ x.double()
     bound = 50 * 2**-24 * float((x.double().abs().T @ x.double().abs()).max())
     assert float((h.double() - reference).abs().max()) <= bound
+
+
+def test_act_order_takes_the_callers_rounding_scales_as_its_own():
+    # A caller that rounded the weights already (calibration's report) hands over the scale bytes: the same bytes.
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(24, 96, generator=g)
+    x = torch.randn(200, 96, generator=g)
+    h = x.T @ x
+    rounded = mxfp4.quantize(w, scale_rule="mse")
+    given = gptq_quantize(w, h, scale_rule="mse", rounded_scales=torch.as_tensor(rounded.scales))
+    computed = gptq_quantize(w, h, scale_rule="mse")
+    assert torch.equal(given.blocks, computed.blocks) and torch.equal(given.scales, computed.scales)
+    assert given.error == computed.error
