@@ -66,15 +66,21 @@ class _Expert:
     output: torch.Tensor | None
 
 
+FULL_CHUNK = 256  # queries per chunk of a full-attention layer's window
+
+
 def _attention(block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Block's attention over one calibration window x [1, T, H] (one at a time: its scores are [heads, T, T],
-    which for a whole batch of long windows would dwarf everything else calibration holds). A sliding layer takes
-    the window in chunks of its sliding window through the model's own cache, as a chunked prefill does: each query
-    then scores at most twice the sliding window of keys, not all T (the same sums but for the masked terms)."""
+    which for a whole batch of long windows would dwarf everything else calibration holds), in chunks of queries
+    through the model's own cache, as a chunked prefill does, so that no query scores keys it cannot see: a sliding
+    layer's chunks are its sliding window (each query scores at most twice the window of keys, not all T), a full
+    layer's FULL_CHUNK (the keys after a chunk's last query are never scored: about half of T^2). The same sums but
+    for the masked terms."""
     attention, t = block.self_attn, x.shape[1]
-    if attention.window is None or t <= 2 * attention.window:
+    step = FULL_CHUNK if attention.window is None else attention.window
+    if t <= 2 * step:
         return attention(x, cos, sin, 0, None)
-    cache, step = LayerCache(window=attention.window), attention.window
+    cache = LayerCache(window=attention.window)
     chunks = [attention(x[:, a : a + step], cos[a : a + step], sin[a : a + step], a, cache) for a in range(0, t, step)]
     return torch.cat(chunks, dim=1)
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mxfp4
+from mxfp4.calibrate import layerwise
 from mxfp4.calibrate.gptq import gptq_quantize, gram, weighted_error
 from mxfp4.calibrate.layerwise import CalibratedSource
 from mxfp4.calibrate.run import convert_calibrated
@@ -167,11 +168,14 @@ def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_pa
     assert moved == experts  # GPTQ moved every expert off its dense values, and nothing else
 
 
-def test_each_layer_sees_what_the_calibrated_model_computes(dense, tmp_path):
+@pytest.mark.parametrize("full_chunk", [256, 16])
+def test_each_layer_sees_what_the_calibrated_model_computes(dense, tmp_path, full_chunk, monkeypatch):
     # Layer l is calibrated on the outputs of layers < l with their experts quantized: the hidden states calibration
     # carries from layer to layer (each expert's outputs reused from its own calibration) are the ones the model
     # loaded from the written checkpoint computes. The same float32 operations grouped differently (all windows at
-    # once against one at a time): equal within a few float32 roundings of the largest value, over 4 layers.
+    # once against one at a time; attention in chunks of queries, full layers' too with full_chunk=16): equal within a
+    # few float32 roundings of the largest value, over 4 layers (sliding window 8, context 64).
+    monkeypatch.setattr(layerwise, "FULL_CHUNK", full_chunk)
     convert_calibrated(dense, tmp_path / "out", TOKENS, context=64, scale_rule="mse", min_tokens=8)
     source = CalibratedSource(open_source(dense), TOKENS.reshape(4, 64), scale_rule="mse", min_tokens=8)
     model = load(tmp_path / "out", backend="torch", dtype=torch.float32)
