@@ -54,6 +54,11 @@ class RepairWarning(UserWarning):
     (A warning, not an error: pass strict=True to refuse such files instead.)"""
 
 
+class CalibrationWarning(UserWarning):
+    """Calibration left some experts plainly rounded (too few calibration tokens reached them); the message counts
+    them and says what would reach more."""
+
+
 class TemplateWarning(UserWarning):
     """A checkpoint's chat templates disagree (chat_template.jinja and tokenizer_config.json); the message says
     which one was written."""

@@ -3,6 +3,7 @@ base with a LoRA merged in) whose experts GPTQ quantizes on calibration tokens, 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..convert.chat_template import chat_template_text, with_template
 from ..convert.registry import open_source
 from ..convert.result import ConvertResult
 from ..distributed import current_world
-from ..errors import CheckpointError, OptionError
+from ..errors import CalibrationWarning, CheckpointError, OptionError
 from ..eval.tokens import check_ids
 from ..finetune.adapter import check_lora_layout, read_adapter
 from ..finetune.merged_source import MergedSource
@@ -101,7 +102,25 @@ def _calibrated(
         return CalibrationResult(None, calibrated.reports)
     written = write(with_template(calibrated, chat_template), dst, options)
     calibrated.calibrate_all()  # a target that skipped a layer's experts still takes part in its collectives
+    _warn_if_starved(calibrated.reports, min_tokens, windows.shape)
     return CalibrationResult(written, calibrated.reports)
+
+
+def _warn_if_starved(reports: list[LayerReport], min_tokens: int, windows: tuple[int, int]) -> None:
+    """A CalibrationWarning when experts fell back to plain rounding for want of tokens (rank 0 only)."""
+    starved = [r for r in reports if r.fallback]
+    if not starved:
+        return
+    fallback = sum(r.fallback for r in starved)
+    experts = sum(len(r.tokens_per_expert) for r in reports)
+    worst = max(starved, key=lambda r: r.fallback)
+    warnings.warn(
+        f"{fallback} of {experts} experts saw fewer than {min_tokens} calibration tokens and were rounded plainly, "
+        f"not calibrated ({len(starved)} of {len(reports)} layers; layer {worst.layer}: {worst.fallback}); "
+        f"{windows[0] * windows[1]:,} tokens in windows of {windows[1]}: more calibration text reaches more experts",
+        CalibrationWarning,
+        stacklevel=3,
+    )
 
 
 def convert_calibrated(

@@ -11,7 +11,7 @@ import warnings
 
 import click
 
-from ..errors import MXFP4Error, RepairWarning, TemplateWarning
+from ..errors import CalibrationWarning, MXFP4Error, RepairWarning, TemplateWarning
 from ..storage.atomic import COMMITTED
 from .ranks import rank_prefix
 
@@ -97,7 +97,7 @@ _default_showwarning = warnings.showwarning
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if issubclass(category, (RepairWarning, TemplateWarning)):
+    if issubclass(category, (RepairWarning, TemplateWarning, CalibrationWarning)):
         click.echo(f"warning: {message}", err=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
@@ -121,6 +121,7 @@ def clean_errors(command=None, *, input_error_exit: int = 1):
             with warnings.catch_warnings():  # repairs of known broken saves: one 'warning:' line each
                 warnings.simplefilter("default", RepairWarning)
                 warnings.simplefilter("default", TemplateWarning)
+                warnings.simplefilter("default", CalibrationWarning)
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
         except MXFP4Error as error:

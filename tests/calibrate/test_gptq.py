@@ -1,6 +1,8 @@
 """GPTQ into MXFP4 (mxfp4.calibrate): plain rounding when the Hessian is the identity, never worse than rounding
 on correlated inputs, deterministic, layer by layer through the model, and careful with bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,7 @@ from mxfp4.codec.rules import ROUNDINGS, SCALE_RULES
 from mxfp4.convert import convert
 from mxfp4.convert.registry import open_source
 from mxfp4.convert.verify import verify
-from mxfp4.errors import CheckpointError
+from mxfp4.errors import CalibrationWarning, CheckpointError
 from mxfp4.model import load
 from mxfp4.testing.checkpoints import all_tensors, make_checkpoint, same_tensors
 
@@ -155,7 +157,10 @@ TOKENS = np.random.default_rng(0).integers(0, 370, size=4 * 64)
 
 
 def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_path):
-    first = convert_calibrated(dense, tmp_path / "a", TOKENS, context=64, scale_rule="mse", min_tokens=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)  # every expert calibrated: no warning
+        first = convert_calibrated(dense, tmp_path / "a", TOKENS, context=64, scale_rule="mse", min_tokens=8)
+    assert sum(layer.fallback for layer in first.layers) == 0
     convert_calibrated(dense, tmp_path / "b", TOKENS, context=64, scale_rule="mse", min_tokens=8)
     a, b = all_tensors(tmp_path / "a"), all_tensors(tmp_path / "b")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # same inputs, same bytes
@@ -208,7 +213,10 @@ def test_routing_weights_weigh_each_tokens_share_of_the_hessians(dense, tmp_path
 
 
 def test_starved_experts_fall_back_to_rounding(dense, tmp_path):
-    result = convert_calibrated(dense, tmp_path / "out", TOKENS[:64], context=64, scale_rule="round_up", min_tokens=40)
+    with pytest.warns(CalibrationWarning, match=r"experts saw fewer than 40 calibration tokens") as caught:
+        result = convert_calibrated(
+            dense, tmp_path / "out", TOKENS[:64], context=64, scale_rule="round_up", min_tokens=40
+        )
     convert(dense, tmp_path / "plain", to="mxfp4", scale_rule="round_up")
     ours, plain = all_tensors(tmp_path / "out"), all_tensors(tmp_path / "plain")
     starved = 0
@@ -221,6 +229,7 @@ def test_starved_experts_fall_back_to_rounding(dense, tmp_path):
                 key = f"model.layers.{layer.layer}.mlp.experts.{name}_blocks"
                 assert torch.equal(ours[key][e], plain[key][e]), (key, e)
     assert starved == sum(r.fallback for r in result.layers) > 0
+    assert f"{starved} of " in str(caught[0].message)  # the warning counts them
 
 
 def test_bad_calibration_input_is_a_typed_error_naming_the_file(dense, tmp_path):
@@ -291,6 +300,15 @@ def test_the_command_prints_the_layer_table_and_merge_lora_calibrates_too(dense,
     )
     assert result.exit_code == 0, result.output
     assert "tokens per expert (min/median/max)" in result.output and "GPTQ" in result.output
+    assert "warning" not in result.output  # every expert saw 64 tokens or more
+    starved = CliRunner().invoke(
+        main,
+        ["convert", str(dense), str(tmp_path / "s"), "--to", "mxfp4", "--calibrate", str(tokens), "--calibrate-context"]
+        + ["64", "--calibrate-samples", "1"],
+    )
+    # 64 tokens, top-2 of 4 experts: some see fewer than 64; one 'warning:' line says how many
+    assert starved.exit_code == 0, starved.output
+    assert starved.output.count("warning: ") == 1 and "were rounded plainly, not calibrated" in starved.output
     refused = CliRunner().invoke(
         main,
         [
