@@ -4,10 +4,11 @@ Layer l's inputs are computed from the calibration tokens with layers < l alread
 replaced by the MXFP4 this module wrote for them). In layer l, after attention, the router sends each token to
 its top-k experts; expert e's gate_up sees the normed hidden states of the tokens routed to it, and its down
 projection sees the clamped-SwiGLU activations those tokens give through the *quantized* gate_up. Each matrix
-is quantized by GPTQ (mxfp4.calibrate.gptq) with the Hessian of exactly those inputs, each token's weighted by its
-routing weight to the expert by default (weighting='routing': the MoE scales the expert's output by that weight, so
-its output error's square scales by the weight's square, which is what scaling the inputs does to the Hessian;
-'uniform' counts every routed token alike; routing measured better on held-out text); an expert routed fewer
+is quantized by GPTQ (mxfp4.calibrate.gptq) with the Hessian of exactly those inputs, each token's share x x^T
+weighted by its routing weight to the expert by default (weighting='routing', MoEQuant's affinity weighting: the MoE
+scales the expert's output by that weight; 'uniform' counts every routed token alike; routing measured better on
+held-out text, and better than weighting by the weight's square, which the squared output error would suggest:
+docs/calibration.md); an expert routed fewer
 than ``min_tokens`` tokens falls back to the rule's plain rounding (counted in the report). Only one layer's
 dense weights, its quantized experts and the [tokens, hidden] activations are in memory at a time: the
 converters pull experts in layer order, and a layer is calibrated when its first expert is asked for.
@@ -215,10 +216,11 @@ class CalibratedSource(Source):
         self, reads, routed: torch.Tensor, weights, gate_up_bias, down_bias, limit: float, e: int, output: bool
     ) -> _Expert:
         """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives, each
-        Hessian's tokens weighted by ``weights`` [n_e] (None: alike); with ``output``, also the quantized expert's
-        outputs for those tokens [n_e, H] (the next layer's input)."""
+        token's share of the Hessians weighted by ``weights`` [n_e] (None: alike); with ``output``, also the
+        quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
         plain = routed.shape[0] < self.min_tokens
-        scale = (lambda x: x) if weights is None else (lambda x: x * weights[:, None])
+        # each token's inputs times the square root of its weight: its Hessian share x x^T times the weight
+        scale = (lambda x: x) if weights is None else (lambda x: x * weights.sqrt()[:, None])
         # [out, in] rows contiguous in one copy (a transposed dense store would otherwise be copied again by each
         # step that needs rows: the rounding, GPTQ's column permutation)
         dense = {"memory_format": torch.contiguous_format}

@@ -149,9 +149,9 @@ def convert_calibrated(
     """``src`` (dense experts: a bf16 / float fine-tune) written as ``to`` with GPTQ-quantized experts. strict:
     refuse a save written wrong by a known tool (mxfp4.convert.anomalies) instead of repairing it. expert_layout: as
     for mxfp4.convert.convert. order: GPTQ's column order (mxfp4.calibrate.gptq.gptq_quantize; 'act' measured
-    better on held-out text, docs/calibration.md). weighting: 'routing' weights each token in an expert's Hessians
-    by its routing weight to that expert (the MoE scales the expert's output, and so its error, by it), 'uniform'
-    counts every routed token alike ('routing' measured better on held-out text)."""
+    better on held-out text, docs/calibration.md). weighting: 'routing' weights each token's share of an expert's
+    Hessians by its routing weight to that expert (the MoE scales the expert's output, and so its error, by it),
+    'uniform' counts every routed token alike ('routing' measured better on held-out text)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
     check_choice("order", order, GPTQ_ORDERS)
     check_choice("weighting", weighting, GPTQ_WEIGHTINGS)
