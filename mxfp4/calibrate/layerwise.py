@@ -221,14 +221,18 @@ class CalibratedSource(Source):
         plain = routed.shape[0] < self.min_tokens
         # each token's inputs times the square root of its weight: its Hessian share x x^T times the weight
         scale = (lambda x: x) if weights is None else (lambda x: x * weights.sqrt()[:, None])
-        # [out, in] rows contiguous in one copy (a transposed dense store would otherwise be copied again by each
-        # step that needs rows: the rounding, GPTQ's column permutation)
-        dense = {"memory_format": torch.contiguous_format}
-        gate_up = reads["gate_up"].load_out_in(e).to(self.device, torch.float32, **dense)  # [2I, H]
+
+        # [out, in] float32 with rows contiguous (a transposed dense store would otherwise be copied again by each
+        # step that needs rows: the rounding, GPTQ's column permutation), transposed in the stored dtype first: half
+        # the bytes to move for bf16 (43 ms against 78 ms for a gate_up)
+        def rows(read) -> torch.Tensor:
+            return read.load_out_in(e).to(self.device).contiguous().to(torch.float32)
+
+        gate_up = rows(reads["gate_up"])  # [2I, H]
         first, *first_errors = self._quantize(gate_up, scale(routed), plain)
         pre = routed @ decode.dequantize(*first, torch.float32).T + gate_up_bias
         act = clamped_swiglu(pre, limit)  # [n_e, I]: what down sees after the quantized gate_up
-        down = reads["down"].load_out_in(e).to(self.device, torch.float32, **dense)  # [H, I]
+        down = rows(reads["down"])  # [H, I]
         second, *second_errors = self._quantize(down, scale(act), plain)
         outputs = act @ decode.dequantize(*second, torch.float32).T + down_bias if output else None
         return _Expert(plain, (first, second), (tuple(first_errors), tuple(second_errors)), outputs)
