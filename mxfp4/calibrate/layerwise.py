@@ -220,7 +220,10 @@ class CalibratedSource(Source):
         quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
         plain = routed.shape[0] < self.min_tokens
         # each token's inputs times the square root of its weight: its Hessian share x x^T times the weight
-        scale = (lambda x: x) if weights is None else (lambda x: x * weights.sqrt()[:, None])
+        root = None if weights is None else weights.sqrt()[:, None]
+
+        def scale(x: torch.Tensor) -> torch.Tensor:
+            return x if root is None else x * root
 
         # [out, in] float32 with rows contiguous (a transposed dense store would otherwise be copied again by each
         # step that needs rows: the rounding, GPTQ's column permutation), transposed in the stored dtype first: half

@@ -123,6 +123,15 @@ def _warn_if_starved(reports: list[LayerReport], min_tokens: int, windows: tuple
     )
 
 
+def _calibration_options(context, samples, min_tokens, order, weighting, device) -> dict:
+    """Both entry points' calibration settings for _calibrated, the choices checked."""
+    check_choice("order", order, GPTQ_ORDERS)
+    check_choice("weighting", weighting, GPTQ_WEIGHTINGS)
+    return dict(
+        context=context, samples=samples, min_tokens=min_tokens, order=order, weighting=weighting, device=device
+    )
+
+
 def convert_calibrated(
     src,
     dst,
@@ -153,11 +162,7 @@ def convert_calibrated(
     Hessians by its routing weight to that expert (the MoE scales the expert's output, and so its error, by it),
     'uniform' counts every routed token alike ('routing' measured better on held-out text)."""
     options = WriteOptions(to, scale_rule, rounding, dtype, max_shard_size, force, progress)
-    check_choice("order", order, GPTQ_ORDERS)
-    check_choice("weighting", weighting, GPTQ_WEIGHTINGS)
-    calibration = dict(
-        context=context, samples=samples, min_tokens=min_tokens, order=order, weighting=weighting, device=device
-    )
+    calibration = _calibration_options(context, samples, min_tokens, order, weighting, device)
     template = chat_template_text(chat_template)  # a wrong choice is refused before anything is read
     source = open_source(src, strict=strict, expert_layout=expert_layout)
     return _calibrated(source, dst, tokens, options, **calibration, where=where, chat_template=template)
@@ -194,10 +199,6 @@ def merge_lora_calibrated(
     source = open_source(base, strict=strict, expert_layout=expert_layout)
     lora = read_adapter(adapter, source.config, lora_layout=lora_layout)
     merged = MergedSource(source, lora, packed=False, scale_rule=scale_rule, rounding=options.rounding, dtype=dtype)
-    check_choice("order", order, GPTQ_ORDERS)
-    check_choice("weighting", weighting, GPTQ_WEIGHTINGS)
-    calibration = dict(
-        context=context, samples=samples, min_tokens=min_tokens, order=order, weighting=weighting, device=device
-    )
+    calibration = _calibration_options(context, samples, min_tokens, order, weighting, device)
     template = chat_template_text(chat_template)
     return _calibrated(merged, dst, tokens, options, **calibration, where=where, chat_template=template)

@@ -94,10 +94,12 @@ FLAGS = {
 
 
 _default_showwarning = warnings.showwarning
+# warnings the library gives users about their files and runs: one 'warning:' line each
+USER_WARNINGS = (RepairWarning, TemplateWarning, CalibrationWarning)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if issubclass(category, (RepairWarning, TemplateWarning, CalibrationWarning)):
+    if issubclass(category, USER_WARNINGS):
         click.echo(f"warning: {message}", err=True)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
@@ -118,10 +120,9 @@ def clean_errors(command=None, *, input_error_exit: int = 1):
     def wrapper(*args, **kwargs):
         install_signal_handlers()
         try:
-            with warnings.catch_warnings():  # repairs of known broken saves: one 'warning:' line each
-                warnings.simplefilter("default", RepairWarning)
-                warnings.simplefilter("default", TemplateWarning)
-                warnings.simplefilter("default", CalibrationWarning)
+            with warnings.catch_warnings():
+                for category in USER_WARNINGS:
+                    warnings.simplefilter("default", category)
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
         except MXFP4Error as error:
