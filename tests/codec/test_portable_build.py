@@ -65,14 +65,10 @@ def test_the_portable_gptq_loop_writes_the_torch_loops_bytes(seed, order, roundi
     assert c.error == pytest.approx(reference.error, rel=320 * 2**-24)
 
 
-def test_the_portable_squared_error_is_the_installed_ones(portable):
+def test_the_portable_squared_error_is_the_installed_ones(portable, monkeypatch):
     w = _case(1, 70, 256)[0].numpy()
     q = encode.quantize(w, scale_rule="even")
     blocks, scales = np.asarray(q.blocks), np.asarray(q.scales)
     installed = native.column_squared_error(w, blocks, scales)
-    original = native._library
-    try:
-        native._library = lambda: portable
-        assert np.array_equal(native.column_squared_error(w, blocks, scales), installed)
-    finally:
-        native._library = original
+    monkeypatch.setattr(native, "_library", lambda: portable)
+    assert np.array_equal(native.column_squared_error(w, blocks, scales), installed)
