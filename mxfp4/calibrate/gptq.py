@@ -75,15 +75,15 @@ def lower_inverse(m: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
-def inverse_factor(damped_hessian: torch.Tensor) -> torch.Tensor:
-    """U, upper triangular with U^T U = H_d^-1 for a damped Hessian H_d (float64, from ``damped``), float32.
+def inverse_factor(reversed_factor: torch.Tensor) -> torch.Tensor:
+    """U, upper triangular with U^T U = H_d^-1 (float32), from M, the lower Cholesky factor of the damped Hessian in
+    reversed order: J H_d J = M M^T (J the order reversal), computed in float64 (a float32 Cholesky of an
+    ill-conditioned Hessian can fail) and given in float32.
 
-    With J the order reversal, J H_d J = M M^T (M lower) gives H_d^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is
-    upper triangular: U. The Cholesky factor is computed in float64 (a float32 Cholesky of an ill-conditioned
-    Hessian can fail); M^-1 in float32, the precision GPTQ's loop uses U in: its relative error is about
-    cond(M) * 2^-24 = sqrt(cond(H_d)) * 2^-24, which the error report's test bounds."""
-    m = torch.linalg.cholesky(damped_hessian.flip(0, 1))
-    return lower_inverse(m.float()).flip(0, 1)
+    H_d^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is upper triangular: U. M^-1 is computed in float32, the precision
+    GPTQ's loop uses U in: its relative error is about cond(M) * 2^-24 = sqrt(cond(H_d)) * 2^-24, which the error
+    report's test bounds."""
+    return lower_inverse(reversed_factor).flip(0, 1)
 
 
 def _native_loop(w: torch.Tensor, scale_rule: str) -> bool:
@@ -146,16 +146,23 @@ def gptq_quantize(
         static = rounded_scales
         if static is None:
             static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
-        permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True)
-        w = w.index_select(1, permutation.to(w.device))  # a new tensor, rows contiguous (for the C loop)
-        hessian = hessian[permutation[:, None], permutation]  # one gather
-        fixed = permutation.to(w.device) // BLOCK_SIZE
+        permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True).to(w.device)
+        # a new tensor, rows contiguous (for the C loop); gather is faster than index_select along rows here
+        w = torch.gather(w, 1, permutation.expand(out, inp))
+        fixed = permutation // BLOCK_SIZE
     else:
         check_choice("order", order, GPTQ_ORDERS)
+        permutation = torch.arange(inp, device=w.device)
         w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
-    h, added = damped(hessian, damp)  # in the loop's column order, as the codes are until the end
-    u = inverse_factor(h)
-    del h
+    # the Hessian in the loop's column order reversed, as inverse_factor's factor is taken (two row gathers:
+    # cheaper than one 2-d gather and a flip)
+    reverse = permutation.flip(0).to(hessian.device)
+    h, added = damped(hessian.index_select(0, reverse).index_select(1, reverse), damp)
+    added = added.flip(0)  # in the loop's column order, as the codes are until the end
+    factor = torch.linalg.cholesky(h).float()
+    del h  # float64 [in, in]: freed before the inverse's temporaries exist
+    u = inverse_factor(factor)
+    del factor
     loss = 0.0  # the sum of the loop's squared errors, float64
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
@@ -227,7 +234,14 @@ def weighted_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch
     return float(((d @ hessian.float()) * d).sum(dtype=torch.float64))
 
 
+ERROR_ROWS = 1024  # rows of W - Q at a time: its [rows, in] and the [n, rows] product stay small
+
+
 def output_error(weight: torch.Tensor, quantized: torch.Tensor, inputs: torch.Tensor) -> float:
-    """The same quantity from the inputs X [n, in] themselves, |X (W - Q)^T|^2: cheaper when n < in."""
-    d = weight.float() - quantized.float()
-    return float((inputs.float() @ d.T).square().sum(dtype=torch.float64))
+    """The same quantity from the inputs X [n, in] themselves, |X (W - Q)^T|^2: cheaper when n < in. W's rows
+    in slices of ERROR_ROWS, each slice's sum in float64, added in order."""
+    x, total = inputs.float(), 0.0
+    for start in range(0, weight.shape[0], ERROR_ROWS):
+        d = weight[start : start + ERROR_ROWS].float() - quantized[start : start + ERROR_ROWS].float()
+        total += float((x @ d.T).square().sum(dtype=torch.float64))
+    return total

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..choices import GptqOrder, GptqWeighting
-from ..codec import decode, encode
+from ..codec import decode, encode, native
 from ..codec.constants import BLOCK_SIZE
 from ..convert.stream import Dense, Expert, Source
 from ..errors import CheckpointError
@@ -86,6 +87,56 @@ def _attention(block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
     return torch.cat(chunks, dim=1)
 
 
+TOKEN_SLICE = 512  # tokens a slice of an expert's activation products
+
+
+def _statistics(weight: torch.Tensor, rounded, inputs: torch.Tensor, plain: bool):
+    """(the Hessian of inputs [n, in], None when plain; plain rounding's error tr((W - Q) H (W - Q)^T)). A function
+    of its own so that the (weighted) inputs and the decoded rounding are freed before GPTQ runs."""
+    hessian = None if plain else gram(inputs)  # float32 products; GPTQ damps and factors in float64
+    values = decode.dequantize(*rounded, torch.float32)
+    if hessian is None or inputs.shape[0] < inputs.shape[1]:
+        return hessian, output_error(weight, values, inputs)
+    return hessian, weighted_error(weight, values, hessian)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _side_by_side(work, count: int, device: torch.device):
+    """work(0), ..., work(count - 1), yielded in order, on the CPU computed side by side: one expert a core, each
+    on one thread (its torch ops and its C codec calls alike), at most one a core ahead of the one yielded.
+
+    Why: an expert is a chain of products, C loops and small ops. Run one at a time with every core, each small op
+    forks and joins, and torch's OpenMP workers, which spin for a while after each parallel region, hold a core
+    through the C loop that follows (GPTQ's column loop ran 40% slower after a product than alone). One expert a
+    core avoids both: a 20b-shaped layer took 55 s against 63 s (docs/calibration.md). The results are those of
+    one thread, whichever thread computes them; the cost is a second expert's working set (each expert's large
+    temporaries are therefore short-lived: see _quantize_expert)."""
+    threads = native.thread_count() if torch.device(device).type == "cpu" else 1
+    if threads == 1:
+        yield from (work(e) for e in range(count))
+        return
+
+    def alone(e: int):
+        with native.in_calling_thread(), torch.no_grad():  # grad mode is per thread
+            return work(e)
+
+    before = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(threads, initializer=_one_thread, thread_name_prefix="mxfp4-expert") as pool:
+            pending = [pool.submit(alone, e) for e in range(min(threads, count))]
+            for e in range(count):
+                result = pending[e].result()
+                if e + threads < count:
+                    pending.append(pool.submit(alone, e + threads))
+                pending[e] = None
+                yield result
+    finally:
+        torch.set_num_threads(before)
+
+
 class CalibratedSource(Source):
     """``base`` (dense experts) with every expert weight GPTQ-quantized on ``ids`` [samples, context]."""
 
@@ -143,7 +194,8 @@ class CalibratedSource(Source):
         assert isinstance(read, Dense)
         share = self.world.share(self.ids.shape[0])
         ids = self.ids[share.start : share.stop]
-        return F.embedding(ids.to(self.device), read.load().to(self.device, torch.float32))
+        # rows gathered in the stored dtype, then widened (exact): a float32 copy of a 201,088-row table is 2.3 GB
+        return F.embedding(ids.to(self.device), read.load().to(self.device)).to(torch.float32)
 
     def calibrate_all(self) -> None:
         """Calibrate every layer not done yet. Ranks other than 0 of a torchrun job call this instead of
@@ -157,16 +209,19 @@ class CalibratedSource(Source):
         c, world = self.config, self.world
         started = time.perf_counter()
         x = self._embedded() if self._hidden is None else self._hidden  # this rank's windows
+        self._hidden = None  # held here only: freed once attention has read it
         block = load_block(self.base, layer, dtype=torch.float32, device=self.device, experts=False)
         inv_freq, factor = yarn_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling)
         positions = torch.arange(x.shape[1], device=self.device)
         cos, sin = rotary_tables(inv_freq.to(self.device), factor, positions, x.dtype)
         attended = torch.cat([w + _attention(block, block.input_layernorm(w), cos, sin) for w in x.split(1)])
+        del x
         h = distributed.gather_rows(attended, world, f"layer {layer}: gathering the attention outputs")
         normed = block.post_attention_layernorm(h).reshape(-1, c.hidden_size)  # [N, H], every window
         top, indices = block.mlp.router(normed).topk(c.num_experts_per_tok, dim=-1)
         scores = F.softmax(top, dim=-1)  # the routing weights, as MoE.forward computes them
-        experts = block.mlp.experts
+        experts = block.mlp.experts  # the biases and the limit (no expert weights were loaded)
+        del block  # the attention's float32 weights (106 MB for a 20b layer) are not needed past this point
         # 'gate_up' and 'down': the dense experts, read one expert at a time
         reads = {module_path(t): self.base.read(t) for t in canonical_tensors(c) if t.layer == layer and t.expert}
         last = layer + 1 == c.num_hidden_layers
@@ -178,19 +233,20 @@ class CalibratedSource(Source):
         mixed = None if last else torch.zeros_like(normed)
 
         def calibrated(e: int) -> _Expert:
-            gate_up_bias, down_bias = experts.gate_up_bias[e], experts.down_bias[e]
-            routed = normed[routes[e][0]]  # [n_e, H]
             weights = scores[routes[e]] if self.weighting == "routing" else None  # [n_e]
-            return self._quantize_expert(reads, routed, weights, gate_up_bias, down_bias, experts.limit, e, not last)
+            biases = (experts.gate_up_bias[e], experts.down_bias[e])
+            return self._quantize_expert(reads, normed, routes[e][0], weights, biases, experts.limit, e, not last)
 
         # With ranks, each computes all its experts before any is shared, so that they work side by side (holding
         # their experts' outputs until then); alone, an expert is computed where it is used, one output at a time.
         ahead = {}
         if world.distributed:
             ahead = {e: calibrated(e) for e in range(c.num_local_experts) if world.owner(e) == world.rank}
+            results = iter(ahead.pop(e, None) for e in range(c.num_local_experts))
+        else:
+            results = _side_by_side(calibrated, c.num_local_experts, self.device)
         quantized: list[tuple] = [[], []]
-        for e in range(c.num_local_experts):
-            mine = ahead.pop(e, None) if world.distributed else calibrated(e)
+        for e, mine in enumerate(results):
             result = self._shared(mine, world.owner(e), layer, e, report.tokens_per_expert[e], not last)
             report.fallback += int(result.plain)  # the report's sums in expert order, whichever rank computed each
             for rounding, chosen in result.errors:
@@ -213,17 +269,16 @@ class CalibratedSource(Source):
         self._done = layer
 
     def _quantize_expert(
-        self, reads, routed: torch.Tensor, weights, gate_up_bias, down_bias, limit: float, e: int, output: bool
+        self, reads, normed: torch.Tensor, tokens: torch.Tensor, weights, biases, limit: float, e: int, output: bool
     ) -> _Expert:
-        """Expert e's gate_up on the tokens routed to it, then its down on what the quantized gate_up gives, each
-        token's share of the Hessians weighted by ``weights`` [n_e] (None: alike); with ``output``, also the
-        quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
+        """Expert e's gate_up on the tokens routed to it (rows ``tokens`` of ``normed``), then its down on what the
+        quantized gate_up gives, each token's share of the Hessians weighted by ``weights`` [n_e] (None: alike);
+        with ``output``, also the quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
+        gate_up_bias, down_bias = biases
+        routed = normed[tokens]  # [n_e, H]: gathered here, so that it is freed here once down's inputs exist
         plain = routed.shape[0] < self.min_tokens
         # each token's inputs times the square root of its weight: its Hessian share x x^T times the weight
         root = None if weights is None else weights.sqrt()[:, None]
-
-        def scale(x: torch.Tensor) -> torch.Tensor:
-            return x if root is None else x * root
 
         # [out, in] float32 with rows contiguous (a transposed dense store would otherwise be copied again by each
         # step that needs rows: the rounding, GPTQ's column permutation), transposed in the stored dtype first: half
@@ -231,12 +286,16 @@ class CalibratedSource(Source):
         def rows(read) -> torch.Tensor:
             return read.load_out_in(e).to(self.device).contiguous().to(torch.float32)
 
-        gate_up = rows(reads["gate_up"])  # [2I, H]
-        first, *first_errors = self._quantize(gate_up, scale(routed), plain)
-        pre = routed @ decode.dequantize(*first, torch.float32).T + gate_up_bias
-        act = clamped_swiglu(pre, limit)  # [n_e, I]: what down sees after the quantized gate_up
-        down = rows(reads["down"])  # [H, I]
-        second, *second_errors = self._quantize(down, scale(act), plain)
+        first, *first_errors = self._quantize(rows(reads["gate_up"]), routed, root, plain)  # gate_up [2I, H]
+        gate_up = decode.dequantize(*first, torch.float32)
+        # what down sees after the quantized gate_up [n_e, I], in slices of tokens: the [n_e, 2I] products and the
+        # activation's temporaries stay small (experts are calibrated side by side)
+        act = torch.empty((routed.shape[0], gate_up.shape[0] // 2), dtype=routed.dtype, device=routed.device)
+        for start in range(0, routed.shape[0], TOKEN_SLICE):
+            part = routed[start : start + TOKEN_SLICE]
+            act[start : start + TOKEN_SLICE] = clamped_swiglu(part @ gate_up.T + gate_up_bias, limit)
+        del gate_up, routed
+        second, *second_errors = self._quantize(rows(reads["down"]), act, root, plain)  # down [H, I]
         outputs = act @ decode.dequantize(*second, torch.float32).T + down_bias if output else None
         return _Expert(plain, (first, second), (tuple(first_errors), tuple(second_errors)), outputs)
 
@@ -271,17 +330,13 @@ class CalibratedSource(Source):
         plain, r0, g0, r1, g1 = numbers.tolist()
         return _Expert(bool(plain), (matrices[0], matrices[1]), ((r0, g0), (r1, g1)), outputs)
 
-    def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, plain: bool):
-        """(blocks, scales) of one expert matrix [out, in] for inputs [n, in] (weighted), its error with plain
-        rounding and the error of what is chosen (GPTQ, which reports its own, or the rounding itself when plain)."""
+    def _quantize(self, weight: torch.Tensor, inputs: torch.Tensor, root: torch.Tensor | None, plain: bool):
+        """(blocks, scales) of one expert matrix [out, in] for inputs [n, in] (each row's Hessian share weighted by
+        root^2, root [n, 1] or None), its error with plain rounding and the error of what is chosen (GPTQ, which
+        reports its own, or the rounding itself when plain)."""
         rounded = encode.quantize(weight.contiguous(), scale_rule=self.scale_rule, rounding=self.rounding)
         rounded = (rounded.blocks, rounded.scales)
-        hessian = None if plain else gram(inputs)  # float32 products; GPTQ damps and factors in float64
-        values = decode.dequantize(*rounded, torch.float32)
-        if hessian is None or inputs.shape[0] < inputs.shape[1]:
-            error_rounding = output_error(weight, values, inputs)
-        else:
-            error_rounding = weighted_error(weight, values, hessian)
+        hessian, error_rounding = _statistics(weight, rounded, inputs if root is None else inputs * root, plain)
         if plain:
             return tuple(t.cpu() for t in rounded), error_rounding, error_rounding
         rule = {"scale_rule": self.scale_rule, "rounding": self.rounding}

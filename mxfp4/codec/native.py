@@ -11,7 +11,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Callable
 
@@ -98,10 +100,26 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=thread_count(), thread_name_prefix="mxfp4")
 
 
+_inline = threading.local()
+
+
+@contextmanager
+def in_calling_thread():
+    """Within it, this thread's C calls run their chunks one after the other in the calling thread (chunked as
+    usual, so that sums split by chunk come out the same): for callers that run several such calls side by side
+    in their own threads, where handing chunks to the shared pool would only add waits."""
+    before = getattr(_inline, "on", False)
+    _inline.on = True
+    try:
+        yield
+    finally:
+        _inline.on = before
+
+
 def _run_chunked(n: int, task: Callable[[int, int], None], step: int = CHUNK_BLOCKS) -> None:
     """Call task(start, stop) over [0, n) in chunks of `step`, in parallel where it pays."""
     starts = range(0, n, step)
-    if len(starts) <= 1 or thread_count() == 1:
+    if len(starts) <= 1 or thread_count() == 1 or getattr(_inline, "on", False):
         for start in starts:
             task(start, min(start + step, n))
         return
