@@ -147,15 +147,13 @@ def gptq_quantize(
         if static is None:
             static = encode.quantize(w, scale_rule=scale_rule, rounding=rounding, nonfinite="nan_scale").scales
         permutation = torch.argsort(torch.diagonal(hessian), descending=True, stable=True).to(w.device)
-        # a new tensor, rows contiguous (for the C loop); gather is faster than index_select along rows here
-        w = torch.gather(w, 1, permutation.expand(out, inp))
         fixed = permutation // BLOCK_SIZE
     else:
         check_choice("order", order, GPTQ_ORDERS)
         permutation = torch.arange(inp, device=w.device)
-        w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
-    # the Hessian in the loop's column order reversed, as inverse_factor's factor is taken (two row gathers:
-    # cheaper than one 2-d gather and a flip)
+    # The factor first, then the weights' working copy: the float64 matrices and the copy never coexist. The Hessian
+    # in the loop's column order reversed, as inverse_factor's factor is taken (two row gathers: cheaper than one
+    # 2-d gather and a flip).
     reverse = permutation.flip(0).to(hessian.device)
     h, added = damped(hessian.index_select(0, reverse).index_select(1, reverse), damp)
     added = added.flip(0)  # in the loop's column order, as the codes are until the end
@@ -163,6 +161,10 @@ def gptq_quantize(
     del h  # float64 [in, in]: freed before the inverse's temporaries exist
     u = inverse_factor(factor)
     del factor
+    if fixed is not None:  # a new tensor, rows contiguous (for the C loop); gather beats index_select along rows
+        w = torch.gather(w, 1, permutation.expand(out, inp))
+    else:
+        w = w.clone(memory_format=torch.contiguous_format)  # rows contiguous, for the C loop
     loss = 0.0  # the sum of the loop's squared errors, float64
     codes = torch.zeros((out, inp), dtype=torch.uint8, device=w.device)
     scales = torch.zeros((out, inp // BLOCK_SIZE), dtype=torch.int32, device=w.device)
