@@ -234,6 +234,48 @@ print("ok")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
+_GEMM_CASES = """
+import sys, torch
+sys.path.insert(0, "tests/model")
+import test_cpu_gemv as t
+from mxfp4.model.kernels import cpu_gemv
+results = {"isa": cpu_gemv.isa()}
+for tokens in (17, 33, 40, 48, 73):  # two whole tiles, two with an 8-wide or a 16-wide tail, a lone last tile
+    g = torch.Generator().manual_seed(tokens)
+    blocks, scales = t.random_mxfp4(38, 160, tokens)
+    x = torch.randn(tokens, 160, generator=g)
+    bias = torch.randn(38, generator=g)
+    results[f"mxfp4 {tokens}"] = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
+    results[f"swiglu {tokens}"] = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias, swiglu=True, limit=7.0, alpha=1.702)
+    for dtype in (torch.bfloat16, torch.float32):
+        d = torch.randn(13, 100, generator=g).to(dtype)
+        results[f"{dtype} {tokens}"] = cpu_gemv.dense_gemm(torch.randn(tokens, 100, generator=g), d)
+torch.save(results, sys.argv[1])
+"""
+
+
+@needs_gemm
+def test_gemm_gives_the_same_bits_at_every_instruction_set(tmp_path):
+    """On AVX512-BF16 CPUs the panel GEMM takes two 16-token tiles at once in 512-bit registers; each output is
+    still one float32 sum over k in order, so the results equal an AVX2-capped process's bit for bit (MXFP4 with
+    and without the fused SwiGLU, bf16 and float32 weights, token counts on every tile edge). On an AVX2 machine
+    both processes run the AVX2 loop."""
+    runs = {}
+    for cap in ("", "avx2"):
+        env = {k: v for k, v in os.environ.items() if k != "MXFP4_CPU_ISA"} | ({"MXFP4_CPU_ISA": cap} if cap else {})
+        out = tmp_path / f"gemm-{cap or 'native'}.pt"
+        result = subprocess.run(
+            [sys.executable, "-c", _GEMM_CASES, str(out)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[cap] = torch.load(out)
+    native, capped = runs[""], runs["avx2"]
+    assert native.pop("isa") == cpu_gemv.isa() and capped.pop("isa") == "AVX2+FMA"
+    assert native.keys() == capped.keys()
+    for name in native:
+        assert torch.equal(native[name], capped[name]), name
+
+
 def test_stream_sum_reads_every_float_once():
     x = torch.arange(200_003, dtype=torch.float32) % 7  # past a chunk of 65,536, with a ragged last one
     assert cpu_gemv.stream_sum(x) == float(x.double().sum())

@@ -495,6 +495,7 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
  * does not depend on how rows are split over threads. */
 #define GEMM_ROWS 6
 #define GEMM_TILE 16
+static int use_avx512bf16(void);
 
 /* c[i][j] = sum_k panel[i][k] * tile[k][j] for i < mr (rows of `cols` floats), j < width (8 or 16 tokens).
  * always_inline: each call site passes constants, so each (mr, width) gets its own loop. */
@@ -542,6 +543,38 @@ __attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, in
     }
     __m256 all[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     for (int i = 0; i < 12; i++) _mm256_storeu_ps(c + i * 8, all[i]);
+}
+
+/* gemm_6x16 on two tiles at once with AVX-512 (CPUs at the AVX512-BF16 level): per k, the two tiles' 16 tokens
+ * are one 512-bit load each, six broadcast weights feed twelve 16-wide FMAs. Each output is the same float32 sum
+ * over k in the same order as gemm_6x16's, so the results are bit for bit those of the AVX2 loop (a test holds
+ * them so); twice the FMA width where the CPU has two 512-bit FMA units. */
+#define GEMM_ROW_STEP_512(i)                                                                                       \
+    a = _mm512_set1_ps(p##i[k]);                                                                                   \
+    c##i##0 = _mm512_fmadd_ps(a, b0, c##i##0);                                                                     \
+    c##i##1 = _mm512_fmadd_ps(a, b1, c##i##1);
+
+__attribute__((target("avx512f"))) static void gemm_6x32_avx512(const float *panel, int64_t cols,
+                                                                 const float *tile0, const float *tile1, float *c,
+                                                                 float *c_next) {
+    const float *p0 = panel, *p1 = panel + cols, *p2 = panel + 2 * cols, *p3 = panel + 3 * cols,
+                *p4 = panel + 4 * cols, *p5 = panel + 5 * cols;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < cols; k++) {
+        __m512 b0 = _mm512_loadu_ps(tile0 + k * 16), b1 = _mm512_loadu_ps(tile1 + k * 16), a;
+        GEMM_ROW_STEP_512(0)
+        GEMM_ROW_STEP_512(1)
+        GEMM_ROW_STEP_512(2)
+        GEMM_ROW_STEP_512(3)
+        GEMM_ROW_STEP_512(4)
+        GEMM_ROW_STEP_512(5)
+    }
+    __m512 first[6] = {c00, c10, c20, c30, c40, c50}, second[6] = {c01, c11, c21, c31, c41, c51};
+    for (int i = 0; i < 6; i++) {
+        _mm512_storeu_ps(c + i * GEMM_TILE, first[i]);
+        _mm512_storeu_ps(c_next + i * GEMM_TILE, second[i]);
+    }
 }
 
 #define GEMM_CASE(MR)                                                                                              \
@@ -594,7 +627,8 @@ __attribute__((target("avx2,fma"))) static int gemm_rows_avx2(int kind, const ui
     float *panel = kind == 2 ? NULL : malloc(sizeof(float) * GEMM_ROWS * cols);
     if (kind != 2 && panel == NULL) return 0;
     int64_t nb = cols / BLOCK;
-    float c[GEMM_ROWS * GEMM_TILE];
+    float c[GEMM_ROWS * GEMM_TILE], c_next[GEMM_ROWS * GEMM_TILE];
+    int wide = use_avx512bf16(); /* AVX-512 F with it: two tiles at once */
     for (int64_t r0 = row0; r0 < row1; r0 += GEMM_ROWS) {
         int mr = row1 - r0 < GEMM_ROWS ? (int)(row1 - r0) : GEMM_ROWS;
         const float *rows_at = panel;
@@ -608,6 +642,16 @@ __attribute__((target("avx2,fma"))) static int gemm_rows_avx2(int kind, const ui
         if (kind == 2) rows_at = (const float *)dense + r0 * cols;
         for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TILE) {
             int width = tokens - t0 > 8 ? 16 : 8;
+            if (wide && mr == GEMM_ROWS && tokens - t0 > GEMM_TILE + 8) { /* this tile and the next, both 16 wide */
+                gemm_6x32_avx512(rows_at, cols, packed + t0 * cols, packed + (t0 + GEMM_TILE) * cols, c, c_next);
+                int64_t n = tokens - t0 - GEMM_TILE < GEMM_TILE ? tokens - t0 - GEMM_TILE : GEMM_TILE;
+                for (int i = 0; i < mr; i++) {
+                    for (int64_t j = 0; j < GEMM_TILE; j++) y[(t0 + j) * rows + r0 + i] = c[i * GEMM_TILE + j];
+                    for (int64_t j = 0; j < n; j++) y[(t0 + GEMM_TILE + j) * rows + r0 + i] = c_next[i * GEMM_TILE + j];
+                }
+                t0 += GEMM_TILE;
+                continue;
+            }
             gemm_dispatch(rows_at, cols, packed + t0 * cols, width, mr, c);
             int64_t n = tokens - t0 < width ? tokens - t0 : width;
             for (int i = 0; i < mr; i++)
