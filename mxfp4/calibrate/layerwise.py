@@ -19,7 +19,8 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -49,12 +50,9 @@ class LayerReport:
     error_rounding: float  # sum over experts and both matrices of tr((W - Q) H (W - Q)^T), plain rounding
     error_gptq: float  # the same with GPTQ (equal to the rounding's for fallback experts)
     seconds: float = 0.0  # the layer's wall time, computing the next layer's input included
-    matrices: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out.pop("matrices")
-        return out
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -101,37 +99,42 @@ def _statistics(weight: torch.Tensor, rounded, inputs: torch.Tensor, plain: bool
     return hessian, weighted_error(weight, values, hessian)
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+SIDE_BY_SIDE = 4  # experts calibrated at once at most: each holds ~0.3 GB of temporaries (a 20b/120b expert)
 
 
 def _side_by_side(work, count: int, device: torch.device):
-    """work(0), ..., work(count - 1), yielded in order, on the CPU computed side by side: one expert a core, each
-    on one thread (its torch ops and its C codec calls alike), at most one a core ahead of the one yielded.
+    """work(0), ..., work(count - 1), yielded in order, on the CPU computed side by side: up to SIDE_BY_SIDE experts
+    at once, the cores shared out among them (on a 2-core machine one expert a core, each on one thread: its torch
+    ops and its C codec calls alike), at most one an expert slot ahead of the one yielded.
 
     Why: an expert is a chain of products, C loops and small ops. Run one at a time with every core, each small op
     forks and joins, and torch's OpenMP workers, which spin for a while after each parallel region, hold a core
     through the C loop that follows (GPTQ's column loop ran 40% slower after a product than alone). One expert a
-    core avoids both: a 20b-shaped layer took 55 s against 63 s (docs/calibration.md). The results are those of
-    one thread, whichever thread computes them; the cost is a second expert's working set (each expert's large
-    temporaries are therefore short-lived: see _quantize_expert)."""
-    threads = native.thread_count() if torch.device(device).type == "cpu" else 1
-    if threads == 1:
+    core avoids both: a 20b-shaped layer took 55 s against 63 s on 2 cores (docs/calibration.md). With one thread
+    an expert the results are one thread's, whichever thread computes them. The cost is the other experts' working
+    sets, hence the cap, and each expert's large temporaries are short-lived (see _quantize_expert)."""
+    cores = native.thread_count() if torch.device(device).type == "cpu" else 1
+    workers = min(cores, SIDE_BY_SIDE)
+    if workers == 1:
         yield from (work(e) for e in range(count))
         return
+    each = cores // workers  # torch threads an expert (each worker leads its own OpenMP team)
 
     def alone(e: int):
-        with native.in_calling_thread(), torch.no_grad():  # grad mode is per thread
+        inline = native.in_calling_thread() if each == 1 else nullcontext()
+        with inline, torch.no_grad():  # grad mode is per thread
             return work(e)
 
     before = torch.get_num_threads()
     try:
-        with ThreadPoolExecutor(threads, initializer=_one_thread, thread_name_prefix="mxfp4-expert") as pool:
-            pending = [pool.submit(alone, e) for e in range(min(threads, count))]
+        with ThreadPoolExecutor(
+            workers, initializer=torch.set_num_threads, initargs=(each,), thread_name_prefix="mxfp4-expert"
+        ) as pool:
+            pending = [pool.submit(alone, e) for e in range(min(workers, count))]
             for e in range(count):
                 result = pending[e].result()
-                if e + threads < count:
-                    pending.append(pool.submit(alone, e + threads))
+                if e + workers < count:
+                    pending.append(pool.submit(alone, e + workers))
                 pending[e] = None
                 yield result
     finally:

@@ -173,6 +173,23 @@ def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_pa
     assert moved == experts  # GPTQ moved every expert off its dense values, and nothing else
 
 
+@pytest.mark.parametrize("cores", [1, 8])
+def test_the_bytes_do_not_depend_on_how_many_experts_run_side_by_side(dense, tmp_path, monkeypatch, cores):
+    # Experts are calibrated one at a time with every core (1 core), one a core on one thread each (this machine's
+    # run), or SIDE_BY_SIDE at once with the cores shared out (8 cores: 4 experts, 2 threads each): the same bytes,
+    # and the same report but for the order of float64 sums over a different number of chunks.
+    options = {"context": 64, "scale_rule": "mse", "min_tokens": 8}
+    here = convert_calibrated(dense, tmp_path / "here", TOKENS, **options)
+    monkeypatch.setattr(layerwise.native, "thread_count", lambda: cores)
+    other = convert_calibrated(dense, tmp_path / "other", TOKENS, **options)
+    a, b = all_tensors(tmp_path / "here"), all_tensors(tmp_path / "other")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    for mine, theirs in zip(here.layers, other.layers):
+        assert mine.tokens_per_expert == theirs.tokens_per_expert
+        assert mine.error_gptq == pytest.approx(theirs.error_gptq, rel=1e-9)
+        assert mine.error_rounding == pytest.approx(theirs.error_rounding, rel=1e-9)
+
+
 @pytest.mark.parametrize("full_chunk", [256, 16])
 def test_each_layer_sees_what_the_calibrated_model_computes(dense, tmp_path, full_chunk, monkeypatch):
     # Layer l is calibrated on the outputs of layers < l with their experts quantized: the hidden states calibration
