@@ -261,12 +261,13 @@ def test_dense_product_equals_the_float32_matmul_within_the_bound(dtype):
     assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
 
 
-@pytest.mark.parametrize("cols", [1003, 1024, 31, 64 + 5])  # tails of every kind past the 64 weights a step
-def test_bf16_product_of_bf16_activations_within_the_bound(cols):
+@pytest.mark.parametrize("tokens", [1, 6])  # decoding's own loop (128 weights a step), and a few tokens (64)
+@pytest.mark.parametrize("cols", [1003, 1024, 31, 64 + 5, 128 + 64 + 5])  # tails of every kind past a step
+def test_bf16_product_of_bf16_activations_within_the_bound(cols, tokens):
     """bf16 x on bf16 W (vdpbf16ps where the CPU has it, else widened): the same exact products, the same bound."""
     g = torch.Generator().manual_seed(cols)
     w = torch.randn(257, cols, generator=g).bfloat16()
-    x = torch.randn(6, cols, generator=g).bfloat16()
+    x = torch.randn(tokens, cols, generator=g).bfloat16()
     bias = torch.randn(257, generator=g)
     want = x.float() @ w.float().T + bias
     got = cpu_gemv.dense_linear(x, w, bias)

@@ -402,13 +402,13 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
             bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(exponent, _mm512_setzero_si512()), tiny);
             bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(bits, nan_bits), quiet_nan);
             __m512 scale = _mm512_castsi512_ps(bits);
-            for (int64_t t = 0; t < tokens; t++) {
+            for (int64_t t = 0; t < tokens; t++) { /* two chains of two: half the dot products' latency a step */
                 const uint16_t *x = xs + t * cols + g * GROUP * BLOCK;
-                __m512 sum = _mm512_dpbf16_ps(_mm512_setzero_ps(), w0, (__m512bh)_mm512_loadu_si512(x));
-                sum = _mm512_dpbf16_ps(sum, w1, (__m512bh)_mm512_loadu_si512(x + 32));
-                sum = _mm512_dpbf16_ps(sum, w2, (__m512bh)_mm512_loadu_si512(x + 64));
-                sum = _mm512_dpbf16_ps(sum, w3, (__m512bh)_mm512_loadu_si512(x + 96));
-                total[t] = _mm512_fmadd_ps(sum, scale, total[t]);
+                __m512 even = _mm512_dpbf16_ps(_mm512_setzero_ps(), w0, (__m512bh)_mm512_loadu_si512(x));
+                __m512 odd = _mm512_dpbf16_ps(_mm512_setzero_ps(), w2, (__m512bh)_mm512_loadu_si512(x + 64));
+                even = _mm512_dpbf16_ps(even, w1, (__m512bh)_mm512_loadu_si512(x + 32));
+                odd = _mm512_dpbf16_ps(odd, w3, (__m512bh)_mm512_loadu_si512(x + 96));
+                total[t] = _mm512_fmadd_ps(_mm512_add_ps(even, odd), scale, total[t]);
             }
         }
         for (int64_t b = groups * GROUP; b < nb; b++) {
@@ -437,6 +437,26 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void bf16_rows_avx
     __mmask32 tail = (__mmask32)((1ull << (cols % 32)) - 1);
     for (int64_t r = row0; r < row1; r++) {
         const uint16_t *row = w + r * cols;
+        if (tokens == 1) { /* decoding: four accumulators, 128 weights a step */
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t k = 0;
+            for (; k + 128 <= cols; k += 128) {
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + k), (__m512bh)_mm512_loadu_si512(xs + k));
+                a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(row + k + 32),
+                                      (__m512bh)_mm512_loadu_si512(xs + k + 32));
+                a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(row + k + 64),
+                                      (__m512bh)_mm512_loadu_si512(xs + k + 64));
+                a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(row + k + 96),
+                                      (__m512bh)_mm512_loadu_si512(xs + k + 96));
+            }
+            for (; k < cols; k += 32) {
+                __mmask32 m = k + 32 <= cols ? (__mmask32)~0u : tail;
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(m, row + k),
+                                      (__m512bh)_mm512_maskz_loadu_epi16(m, xs + k));
+            }
+            acc[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            continue;
+        }
         for (int64_t t0 = 0; t0 < tokens; t0 += 4) {
             int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
             __m512 a[4][2];
