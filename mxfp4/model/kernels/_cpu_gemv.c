@@ -428,7 +428,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
 }
 
 /* bf16 weights times bf16 activations on CPUs with AVX512-BF16: one vdpbf16ps per 32 weights (products exact in
- * float32, summed in pairs; denormal inputs count as zero there), two accumulators a token, the row's last
+ * float32, summed in pairs; denormal inputs count as zero there), two accumulators a token (four for one token:
+ * two dependent chains left a decoding row waiting on the instruction's latency), the row's last
  * cols % 32 through a masked load (zeros past the end add nothing). Two instructions per 64 bytes of weights
  * leave the loads the whole machine: the AVX2 loop widens every weight to float32 first. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void bf16_rows_avx512bf16(
