@@ -104,7 +104,7 @@ SIDE_BY_SIDE = 4  # experts calibrated at once at most: each holds ~0.3 GB of te
 
 def _side_by_side(work, count: int, device: torch.device):
     """work(0), ..., work(count - 1), yielded in order, on the CPU computed side by side: up to SIDE_BY_SIDE experts
-    at once, the cores shared out among them (on a 2-core machine one expert a core, each on one thread: its torch
+    at once, every core given out among them (on a 2-core machine one expert a core, each on one thread: its torch
     ops and its C codec calls alike), at most one an expert slot ahead of the one yielded.
 
     Why: an expert is a chain of products, C loops and small ops. Run one at a time with every core, each small op
@@ -118,17 +118,18 @@ def _side_by_side(work, count: int, device: torch.device):
     if workers == 1:
         yield from (work(e) for e in range(count))
         return
-    each = cores // workers  # torch threads an expert (each worker leads its own OpenMP team)
+    # torch threads a worker, every core given out (each worker leads its own OpenMP team); list.pop is atomic
+    shares = [cores // workers + (i < cores % workers) for i in range(workers)]
 
     def alone(e: int):
-        inline = native.in_calling_thread() if each == 1 else nullcontext()
+        inline = native.in_calling_thread() if torch.get_num_threads() == 1 else nullcontext()
         with inline, torch.no_grad():  # grad mode is per thread
             return work(e)
 
     before = torch.get_num_threads()
     try:
         with ThreadPoolExecutor(
-            workers, initializer=torch.set_num_threads, initargs=(each,), thread_name_prefix="mxfp4-expert"
+            workers, initializer=lambda: torch.set_num_threads(shares.pop()), thread_name_prefix="mxfp4-expert"
         ) as pool:
             pending = [pool.submit(alone, e) for e in range(min(workers, count))]
             for e in range(count):
@@ -242,15 +243,13 @@ class CalibratedSource(Source):
         def calibrated(e: int) -> _Expert:
             weights = scores[routes[e]] if self.weighting == "routing" else None  # [n_e]
             biases = (experts.gate_up_bias[e], experts.down_bias[e])
-            routed = (flat, norm, routes[e][0])
-            return self._quantize_expert(reads, routed, weights, biases, experts.limit, e, not last)
+            return self._quantize_expert(reads, (flat, norm, routes[e][0]), weights, biases, experts.limit, e, not last)
 
         # With ranks, each computes all its experts before any is shared, so that they work side by side (holding
-        # their experts' outputs until then); alone, an expert is computed where it is used, one output at a time.
-        ahead = {}
+        # their experts' outputs until then); alone, experts are computed side by side on the cores, taken in order.
         if world.distributed:
             ahead = {e: calibrated(e) for e in range(c.num_local_experts) if world.owner(e) == world.rank}
-            results = iter(ahead.pop(e, None) for e in range(c.num_local_experts))
+            results = (ahead.pop(e, None) for e in range(c.num_local_experts))
         else:
             results = _side_by_side(calibrated, c.num_local_experts, self.device)
         quantized: list[tuple] = [[], []]
@@ -276,13 +275,15 @@ class CalibratedSource(Source):
         self.reports.append(report)
         self._done = layer
 
-    def _quantize_expert(self, reads, routed: tuple, weights, biases, limit: float, e: int, output: bool) -> _Expert:
-        """Expert e's gate_up on the tokens routed to it (``routed``: the layer's h [N, H], its norm, and the rows of
-        the tokens routed to e), then its down on what the
-        quantized gate_up gives, each token's share of the Hessians weighted by ``weights`` [n_e] (None: alike);
-        with ``output``, also the quantized expert's outputs for those tokens [n_e, H] (the next layer's input)."""
+    def _quantize_expert(
+        self, reads, routed_rows: tuple, weights, biases, limit: float, e: int, output: bool
+    ) -> _Expert:
+        """Expert e's gate_up on the tokens routed to it (``routed_rows``: the layer's h [N, H], its norm, and the
+        rows routed to e), then its down on what the quantized gate_up gives, each token's share of the Hessians
+        weighted by ``weights`` [n_e] (None: alike); with ``output``, also the quantized expert's outputs for those
+        tokens [n_e, H] (the next layer's input)."""
         gate_up_bias, down_bias = biases
-        flat, norm, tokens = routed
+        flat, norm, tokens = routed_rows
         routed = norm(flat[tokens])  # [n_e, H]: made here, so that it is freed here once down's inputs exist
         plain = routed.shape[0] < self.min_tokens
         # each token's inputs times the square root of its weight: its Hessian share x x^T times the weight

@@ -173,11 +173,11 @@ def test_calibrated_conversion_is_deterministic_and_beats_rounding(dense, tmp_pa
     assert moved == experts  # GPTQ moved every expert off its dense values, and nothing else
 
 
-@pytest.mark.parametrize("cores", [1, 8])
+@pytest.mark.parametrize("cores", [1, 6, 8])
 def test_the_bytes_do_not_depend_on_how_many_experts_run_side_by_side(dense, tmp_path, monkeypatch, cores):
     # Experts are calibrated one at a time with every core (1 core), one a core on one thread each (this machine's
-    # run), or SIDE_BY_SIDE at once with the cores shared out (8 cores: 4 experts, 2 threads each): the same bytes,
-    # and the same report but for the order of float64 sums over a different number of chunks.
+    # run), or SIDE_BY_SIDE at once with every core given out (8 cores: 4 experts, 2 threads each; 6: 2, 2, 1 and 1
+    # threads): the same bytes, and the same report but for the order of float64 sums over other chunks.
     options = {"context": 64, "scale_rule": "mse", "min_tokens": 8}
     here = convert_calibrated(dense, tmp_path / "here", TOKENS, **options)
     monkeypatch.setattr(layerwise.native, "thread_count", lambda: cores)
