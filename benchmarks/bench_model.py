@@ -47,14 +47,17 @@ SHAPES = {
 IMPLEMENTATIONS = ("mxfp4 native bf16", "mxfp4 native float32", "mxfp4 torch bf16", "llama.cpp", "transformers")
 
 
-def bytes_per_token(c: dict, dtype_bytes: int = 2) -> int:
-    """Weight bytes one decode step reads: unembedding, each layer's attention and router, its top-k experts
-    (MXFP4: 17 bytes per 32 weights, biases bf16), one embedding row."""
+def bytes_per_token(c: dict, context: float = 0, dtype_bytes: int = 2) -> int:
+    """Bytes one decode step reads at `context` cached positions: the weights (unembedding, each layer's attention
+    and router, its top-k experts in MXFP4 at 17 bytes per 32 weights with bf16 biases, one embedding row) and
+    the KV cache in bf16 (every position in full-attention layers, the window in sliding ones)."""
     h, i, e, k = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["num_experts_per_tok"]
     q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
     attention = (h * (q + 2 * kv) + q * h) * dtype_bytes + e * h * dtype_bytes
     experts = k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * dtype_bytes)
-    return c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * (attention + experts) + h * dtype_bytes
+    kept = [context if kind == "full_attention" else min(context, c["sliding_window"]) for kind in c["layer_types"]]
+    cache = int(sum(kept) * 2 * kv * dtype_bytes)
+    return c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * (attention + experts) + h * dtype_bytes + cache
 
 
 # ---- children: one implementation each, printing {"prefill_s", "decode_s"} --------------------------------------
@@ -349,7 +352,7 @@ def main() -> None:
         synthetic.write_checkpoint(directory, config)
         convert(directory, gguf, to="gguf")
         weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
-        per_token = bytes_per_token(config)
+        per_token = bytes_per_token(config, context=args.prompt + args.new_tokens / 2)  # the steps' mean
         shape = SHAPES[args.shape]
         logits = "the last position's logits" if args.last_logits else "logits at every position"
         print(
@@ -357,7 +360,7 @@ def main() -> None:
             f"{shape['num_experts_per_tok']}), hidden {shape['hidden_size']}, vocab {shape['vocab_size']:,}; "
             f"weights {weights / 2**30:.2f} GiB (bf16 and MXFP4); prefill {args.prompt} tokens with {logits}, "
             f"decode {args.new_tokens}; {os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB "
-            "of weights"
+            "of weights and KV cache"
         )
         bandwidth = machine_report()
         if args.interleave:

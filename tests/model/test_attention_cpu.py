@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mxfp4.model.kernels import attention_cpu, attention_torch, cpu_attention, cpu_gemv
+from mxfp4.model.layers import LayerCache
 
 UNIT = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
 EXP_ERROR = 20 * 2.0**-23  # torch's exp_u20, used by its fused CPU attention
@@ -126,6 +127,24 @@ def test_the_c_kernel_on_bf16_within_float32_rounding_of_the_exact_result(querie
     vmax = v.double().abs().max().item()
     tolerance = ((math.exp(2 * delta) - 1) + 4 * u + gamma(2 * 300 + 16, u)) * vmax + 2.0**-8 * exact.abs().max().item()
     assert (got.double() - exact).abs().max().item() <= tolerance
+
+
+@pytest.mark.skipif(not cpu_gemv.available(), reason="the C kernels are built by pip install -e .")
+@pytest.mark.parametrize("window", [None, 16])
+def test_the_c_kernel_reads_a_caches_views_in_place_with_the_contiguous_result(window):
+    """A LayerCache's keys and values are views of a store with room to spare (heads `capacity` positions apart):
+    the kernel reads them where they are and gives, bit for bit, what it gives on contiguous copies."""
+    g = torch.Generator().manual_seed(3)
+    cache = LayerCache(window=window)
+    cache.extend(torch.randn(2, 3, 40, 64, generator=g).bfloat16(), torch.randn(2, 3, 40, 64, generator=g).bfloat16())
+    for _ in range(3):
+        k, v = torch.randn(2, 3, 1, 64, generator=g).bfloat16(), torch.randn(2, 3, 1, 64, generator=g).bfloat16()
+        keys, values = cache.extend(k, v)
+        assert not keys.is_contiguous() and cpu_attention._capacity(keys, values) == cache._store[0].shape[2]
+        q, sinks = torch.randn(2, 6, 1, 64, generator=g).bfloat16(), torch.randn(6, generator=g)
+        got = cpu_attention.attention(q, keys, values, sinks, window=window)
+        copied = cpu_attention.attention(q, keys.contiguous(), values.contiguous(), sinks, window=window)
+        assert got is not None and torch.equal(got, copied)
 
 
 def test_the_c_kernels_exp_is_within_two_ulp_of_exp_over_every_weight_it_makes():

@@ -24,11 +24,13 @@
 #define INLINE static inline __attribute__((always_inline))
 
 typedef struct {
-    const void *q, *k, *v; /* [B, H, T, D], [B, KV, S, D], [B, KV, S, D]: contiguous, bf16 or float32 */
+    const void *q, *k, *v; /* [B, H, T, D], [B, KV, S, D], [B, KV, S, D], bf16 or float32: q contiguous, k and v
+                              with `capacity` positions between one KV head's first and the next one's */
     const float *sinks;    /* [H] */
     void *out;             /* [B, H, T, D], the inputs' dtype */
     int is_bf16;
     int64_t heads, kv_heads, queries, keys, dim, window; /* window <= 0: none */
+    int64_t capacity; /* >= keys: a cache's store holds room for positions not written yet */
     float scale;
 } Attention;
 
@@ -134,7 +136,7 @@ __attribute__((target("avx2,fma"))) static void accumulate_avx2(float *acc, cons
 INLINE void attend_rows(const Attention *a, int64_t unit, int64_t r0, int64_t r1, int is_bf16, int vector) {
     int64_t t_count = a->queries, s_count = a->keys, dim = a->dim;
     int64_t groups = a->heads / a->kv_heads, b = unit / a->kv_heads, kv = unit % a->kv_heads;
-    int64_t base = (b * a->kv_heads + kv) * s_count * dim;
+    int64_t base = (b * a->kv_heads + kv) * a->capacity * dim;
     float q[ROW_BLOCK][MAX_DIM], acc[ROW_BLOCK][MAX_DIM], keys[CHUNK][MAX_DIM], values[CHUNK][MAX_DIM];
     float top[ROW_BLOCK], denominator[ROW_BLOCK], logits[CHUNK];
     int64_t first[ROW_BLOCK], last[ROW_BLOCK]; /* each row's allowed keys: first..last */
@@ -264,13 +266,13 @@ int mxa_exp(const float *x, float *y, int64_t n) {
 #endif
 }
 
-/* Returns 0 (nothing done) for a head dim over MAX_DIM or heads not a multiple of kv_heads: the caller keeps
- * torch's path. */
+/* Returns 0 (nothing done) for a head dim over MAX_DIM, heads not a multiple of kv_heads or a capacity under keys:
+ * the caller keeps torch's path. */
 int mxa_attention(const void *q, const void *k, const void *v, const float *sinks, void *out, int is_bf16,
-                  int64_t batch, int64_t heads, int64_t kv_heads, int64_t queries, int64_t keys, int64_t dim,
-                  int64_t window, float scale, int threads) {
-    if (dim > MAX_DIM || dim < 1 || kv_heads < 1 || heads % kv_heads != 0) return 0;
-    Attention a = {q, k, v, sinks, out, is_bf16, heads, kv_heads, queries, keys, dim, window, scale};
+                  int64_t batch, int64_t heads, int64_t kv_heads, int64_t queries, int64_t keys, int64_t capacity,
+                  int64_t dim, int64_t window, float scale, int threads) {
+    if (dim > MAX_DIM || dim < 1 || kv_heads < 1 || heads % kv_heads != 0 || capacity < keys) return 0;
+    Attention a = {q, k, v, sinks, out, is_bf16, heads, kv_heads, queries, keys, dim, window, capacity, scale};
     pool_run(run_units, &a, batch * kv_heads, 1, threads);
     return 1;
 }

@@ -29,9 +29,24 @@ def attention(
         return None
     if heads % kv or (window is not None and window < 1):
         return None
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q = q.contiguous()
+    capacity = _capacity(k, v)
+    if capacity is None:  # not a cache's view: copied
+        k, v, capacity = k.contiguous(), v.contiguous(), s
     sinks = sinks.to(torch.float32).contiguous()
     out = torch.empty_like(q)
     args = (q.data_ptr(), k.data_ptr(), v.data_ptr(), sinks.data_ptr(), out.data_ptr(), int(q.dtype == torch.bfloat16))
-    shape = (b, heads, kv, t, s, d, window or 0, d**-0.5, thread_count())
+    shape = (b, heads, kv, t, s, capacity, d, window or 0, d**-0.5, thread_count())
     return out if lib.mxa_attention(*args, *shape) else None
+
+
+def _capacity(k: torch.Tensor, v: torch.Tensor) -> int | None:
+    """The positions between one KV head's first and the next one's where k and v are both the first S positions
+    of a store [B, KV, capacity, D] (a LayerCache's views: read in place), else None."""
+    b, kv, s, d = k.shape
+    if k.stride() != v.stride() or k.stride(3) != 1 or k.stride(2) != d or k.stride(1) % d:
+        return None
+    capacity = k.stride(1) // d
+    if capacity < s or (b > 1 and k.stride(0) != kv * k.stride(1)):
+        return None
+    return capacity
