@@ -138,6 +138,14 @@ static void mxfp4_rows_portable(const uint8_t *blocks, const uint8_t *scales, in
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
 
+/* The row loops ask for the weights PREFETCH_AHEAD bytes ahead of those they decode (into L2): the hardware's own
+ * prefetcher keeps within a 4 KB page and, behind a loop that spends ~10 cycles on each 32 bytes, did not keep the
+ * reads in flight. Measured on the Intel Xeon VM (2026-12-03), a 20b gate_up from memory on 2 threads: the AVX2
+ * MXFP4 loop 7.9 -> 16.7 GB/s, the AVX512-BF16 one 10.7 -> 18.4; 4 KB ahead gave 13.9, 32 KB no more than 16 KB.
+ * Addresses past the end are harmless (a prefetch never faults). */
+#define PREFETCH_AHEAD 16384
+#define prefetch_ahead(p) _mm_prefetch((const char *)(p) + PREFETCH_AHEAD, _MM_HINT_T1)
+
 __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
@@ -227,6 +235,7 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
         if (tokens == 1) { /* decoding: two pairs a step, two running totals, everything in registers */
             __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
             for (; p + 2 <= pairs; p += 2) {
+                prefetch_ahead(q + p * 2 * BLOCK_BYTES); /* one 64-byte line a step */
                 pair_weights(q + p * 2 * BLOCK_BYTES, low_table, high_table, w);
                 t0 = pair_sum(w, xs + p * 2 * BLOCK, pair_scale(s + 2 * p), t0);
                 pair_weights(q + (p + 1) * 2 * BLOCK_BYTES, low_table, high_table, w);
@@ -235,6 +244,7 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_avx2(const uint8_t *b
             total[0] = _mm256_add_ps(t0, t1);
         }
         for (; p < pairs; p++) {
+            if (p % 2 == 0) prefetch_ahead(q + p * 2 * BLOCK_BYTES);
             pair_weights(q + p * 2 * BLOCK_BYTES, low_table, high_table, w);
             __m256 scale = pair_scale(s + 2 * p);
             for (int64_t t = 0; t < tokens; t++) total[t] = pair_sum(w, xs + t * cols + p * 2 * BLOCK, scale, total[t]);
@@ -285,6 +295,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void dense_rows
             for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
             int64_t k = 0;
             for (; k + 16 <= cols; k += 16) {
+                prefetch_ahead((const char *)row + k * element_size);
                 __m256 lo, hi;
                 if (is_bf16)
                     load16_bf16(row, k, &lo, &hi);
@@ -326,6 +337,7 @@ __attribute__((target("avx2,fma"))) static void bf16_rows_avx2(const uint16_t *w
         __m256 even, odd;
         int64_t k = 0;
         for (; k + 32 <= whole; k += 32) {
+            prefetch_ahead(row + k); /* one 64-byte line a step */
             load16_bf16(row, k, &even, &odd);
             a0 = _mm256_fmadd_ps(even, _mm256_loadu_ps(xs + k), a0);
             a1 = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xs + k + 8), a1);
@@ -387,6 +399,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
         const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
         const uint8_t *s = scales + r * nb;
         for (int64_t g = 0; g < groups; g++) {
+            prefetch_ahead(q + g * GROUP * BLOCK_BYTES); /* one 64-byte line a step */
             __m512i bytes = _mm512_loadu_si512(q + g * GROUP * BLOCK_BYTES);
             __m512i even = _mm512_and_si512(bytes, low4), odd = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4);
             __m512i even_low = _mm512_shuffle_epi8(low_table, even), even_high = _mm512_shuffle_epi8(high_table, even);
@@ -442,6 +455,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void bf16_rows_avx
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             int64_t k = 0;
             for (; k + 128 <= cols; k += 128) {
+                for (int line = 0; line < 4; line++) prefetch_ahead(row + k + 32 * line);
                 a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + k), (__m512bh)_mm512_loadu_si512(xs + k));
                 a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(row + k + 32),
                                       (__m512bh)_mm512_loadu_si512(xs + k + 32));
@@ -464,6 +478,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void bf16_rows_avx
             for (int64_t t = 0; t < n; t++) a[t][0] = a[t][1] = _mm512_setzero_ps();
             int64_t k = 0;
             for (; k + 64 <= cols; k += 64) {
+                prefetch_ahead(row + k);
+                prefetch_ahead(row + k + 32);
                 __m512bh w0 = (__m512bh)_mm512_loadu_si512(row + k), w1 = (__m512bh)_mm512_loadu_si512(row + k + 32);
                 for (int64_t t = 0; t < n; t++) {
                     const uint16_t *x = xs + (t0 + t) * cols + k;
@@ -954,6 +970,8 @@ __attribute__((target("avx2,fma"))) static float stream_sum_avx2(const float *p,
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        prefetch_ahead(p + i); /* as the products do, so the bandwidth they are measured against is as high */
+        prefetch_ahead(p + i + 16);
         a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
         a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
         a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
