@@ -4,6 +4,7 @@
     python benchmarks/bench_model.py --shape wide         # 20b width cut to 4 layers, 32 experts top 4, vocab 201,088
     python benchmarks/bench_model.py --crossover          # where the native C products stop paying (batch sizes)
     python benchmarks/bench_model.py --shape wide --interleave   # native and llama.cpp decode steps taken in turn
+    python benchmarks/bench_model.py --shape wide --breakdown    # where a native decode step's time goes
 
 Builds a synthetic MXFP4 checkpoint (and its GGUF, written by mxfp4 convert), then runs each implementation in
 its own child process: prefill of --prompt tokens (batch 1) with the logits of every position (--last-logits:
@@ -18,6 +19,9 @@ run in alternation (this machine's memory bandwidth drifts between minutes); com
 --interleave loads mxfp4 native and llama.cpp into one process and takes their decode steps in turn, one each,
 so both see the same moment of the machine: it prints the median step of each and the median of the per-step
 ratios (the least drift-prone decode figure here).
+--breakdown times --new-tokens native decode steps (bf16 and float32 activations, after a 64-token prompt and 4
+steps not counted) with the C entry points wrapped: the dense products, the one-token MoE, the attention kernel,
+and the rest (torch's small ops and Python between them), in ms a step, with the bytes each part reads.
 """
 
 from __future__ import annotations
@@ -151,6 +155,66 @@ def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
             ours_s.append(time.perf_counter() - middle)
             theirs_s.append(middle - start)
     return {"ours_s": ours_s, "llama_s": theirs_s}
+
+
+def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
+    """Seconds a native decode step spends in each C entry point (Python wrapper included) and in the rest."""
+    import functools
+
+    import torch
+
+    import mxfp4.model
+    from mxfp4.model.kernels import cpu_attention, cpu_gemv
+
+    spent = {"dense products": 0.0, "one-token MoE": 0.0, "attention": 0.0}
+    for module, name, part in (
+        (cpu_gemv, "dense_linear", "dense products"),
+        (cpu_gemv, "moe_token", "one-token MoE"),
+        (cpu_attention, "attention", "attention"),
+    ):
+
+        def timed(*args, _fn=getattr(module, name), _part=part, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent[_part] += time.perf_counter() - start
+
+        setattr(module, name, functools.wraps(getattr(module, name))(timed))
+    model = mxfp4.model.load(directory, backend="native", dtype=getattr(torch, dtype))
+    with torch.no_grad():
+        cache = model.new_cache()
+        token = model(torch.tensor([list(range(64))]), cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+        for step in range(4 + new):
+            if step == 4:  # the first steps warm the caches and the pool
+                spent.update(dict.fromkeys(spent, 0.0))
+                start = time.perf_counter()
+            token = model(token, cache, start=64 + step)[:, -1].argmax(-1, keepdim=True)
+        total = time.perf_counter() - start
+    return {"step_s": total / new, **{part: seconds / new for part, seconds in spent.items()}}
+
+
+def breakdown_report(directory: Path, config: dict, new: int, bandwidth: float) -> None:
+    """Prints child_breakdown's table for bf16 and float32 activations."""
+    h, i, k = config["hidden_size"], config["intermediate_size"], config["num_experts_per_tok"]
+    moe = config["num_hidden_layers"] * k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * 2)
+    dense = bytes_per_token(config, context=64 + 4 + new / 2) - moe
+    reads = {"dense products": dense, "one-token MoE": moe}
+    print(f"a native decode step after a 64-token prompt, {new} steps (ms a step; GB/s of the bytes each part reads)")
+    header = f"{'activations':11s} {'step':>7s} {'dense products':>20s} {'one-token MoE':>20s}"
+    print(header + f" {'attention':>9s} {'rest':>7s}")
+    for dtype in ("bfloat16", "float32"):
+        result, _ = run_child(["--child", f"breakdown {dtype}", "--path", str(directory), "--new-tokens", str(new)])
+        parts = []
+        for part in ("dense products", "one-token MoE"):
+            seconds = result[part]
+            parts.append(f"{seconds * 1e3:8.1f} ({reads[part] / seconds / 1e9:5.1f} GB/s)")
+        rest = result["step_s"] - sum(result[p] for p in ("dense products", "one-token MoE", "attention"))
+        print(
+            f"{dtype:11s} {result['step_s'] * 1e3:7.1f} {parts[0]:>20s} {parts[1]:>20s} "
+            f"{result['attention'] * 1e3:9.1f} {rest * 1e3:7.1f}"
+        )
+    print(f"(the machine read {bandwidth / 1e9:.1f} GB/s in a streaming sum)")
 
 
 def child_machine() -> dict:
@@ -316,6 +380,7 @@ def main() -> None:
     parser.add_argument(
         "--interleave", action="store_true", help="native and llama.cpp decode steps in turn in one process"
     )
+    parser.add_argument("--breakdown", action="store_true", help="where a native decode step's time goes")
     parser.add_argument("--last-logits", action="store_true", help="prefill computes the last position's logits only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -329,6 +394,8 @@ def main() -> None:
         path, new, repeat, every = Path(args.path), args.new_tokens, args.repeat, not args.last_logits
         if args.child == "machine":
             result = child_machine()
+        elif args.child.startswith("breakdown"):
+            result = child_breakdown(path, args.child.split()[1], new)
         elif args.child == "interleaved":
             result = child_interleaved(path, path.parent / "model.gguf", prompt, new)
         elif args.child.startswith("mxfp4"):
@@ -363,6 +430,8 @@ def main() -> None:
             "of weights and KV cache"
         )
         bandwidth = machine_report()
+        if args.breakdown:
+            return breakdown_report(directory, config, args.new_tokens, bandwidth)
         if args.interleave:
             child = ["--child", "interleaved", "--path", str(directory), "--prompt", str(args.prompt)]
             result, _ = run_child(child + ["--new-tokens", str(args.new_tokens)])

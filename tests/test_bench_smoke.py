@@ -42,3 +42,16 @@ def test_model_benchmark_runs_on_the_small_shape():
     assert result.returncode == 0, result.stderr[-3000:]
     for line in ("C kernels: ", "read bandwidth", "% floor", "mxfp4 native bf16", "mxfp4 native float32", "llama.cpp"):
         assert line in result.stdout, (line, result.stdout)
+
+
+def test_model_benchmark_breaks_a_decode_step_down_on_the_small_shape():
+    """--breakdown: both dtypes' rows with every part (the C entry points wrapped in a child) and the rest."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_model.py", "--breakdown", "--new-tokens", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("dense products", "one-token MoE", "attention", "rest", "bfloat16 ", "float32 ", "GB/s)"):
+        assert line in result.stdout, (line, result.stdout)
