@@ -23,7 +23,8 @@ needs_gemm = pytest.mark.skipif(
 
 
 @needs_gemm
-@pytest.mark.parametrize("tokens", [1, 8, 9, 16, 17, 40])  # an 8-wide tile, a padded 16, whole 16s, a tail
+# an 8-wide tile, a padded 16, whole 16s, a tail; 150: three passes of GEMM_TOKEN_BLOCK (64) tokens, an 8-wide last
+@pytest.mark.parametrize("tokens", [1, 8, 9, 16, 17, 40, 150])
 @pytest.mark.parametrize("rows, cols", [(37, 96), (12, 160)])  # 6-row panels and a remainder; odd block counts
 def test_gemm_mxfp4_product_within_the_bound(tokens, rows, cols):
     blocks, scales = random_mxfp4(rows, cols, tokens)
@@ -63,7 +64,7 @@ def test_gemm_nan_scale_gives_nan_in_its_row_only():
 def test_gemm_fused_swiglu_is_the_swiglu_of_its_own_product():
     rows, cols = 64, 128
     blocks, scales = random_mxfp4(rows, cols, 3, scale_range=(125, 131))  # pre-activations beyond +-7
-    x = torch.randn(21, cols, generator=torch.Generator().manual_seed(1)) * 2
+    x = torch.randn(150, cols, generator=torch.Generator().manual_seed(1)) * 2  # passes of 64 tokens
     bias = torch.randn(rows, generator=torch.Generator().manual_seed(2))
     h = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
     assert (h[:, 0::2] > 7).any() and (h[:, 1::2] < -7).any() and (h[:, 1::2] > 7).any()  # the clamp is exercised
@@ -75,7 +76,7 @@ def test_gemm_fused_swiglu_is_the_swiglu_of_its_own_product():
 
 @needs_gemm
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("tokens", [3, 16, 33])
+@pytest.mark.parametrize("tokens", [3, 16, 33, 150])
 def test_gemm_dense_product_within_the_bound(dtype, tokens):
     g = torch.Generator().manual_seed(tokens)
     w = torch.randn(29, 70, generator=g).to(dtype)  # 70: a widening tail past the whole 8s
@@ -242,14 +243,18 @@ from mxfp4.model.kernels import cpu_gemv
 results = {"isa": cpu_gemv.isa()}
 for tokens in (17, 33, 40, 48, 73):  # two whole tiles, two with an 8-wide or a 16-wide tail, a lone last tile
     g = torch.Generator().manual_seed(tokens)
-    blocks, scales = t.random_mxfp4(38, 160, tokens)
-    x = torch.randn(tokens, 160, generator=g)
-    bias = torch.randn(38, generator=g)
-    results[f"mxfp4 {tokens}"] = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
-    results[f"swiglu {tokens}"] = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias, swiglu=True, limit=7.0, alpha=1.702)
+    # 38 rows go in pieces of 6 over two threads; 150 in pieces of 24 and a last 6 (twelve rows at a time on AVX-512)
+    for rows in (38, 150):
+        blocks, scales = t.random_mxfp4(rows, 160, tokens)
+        x = torch.randn(tokens, 160, generator=g)
+        bias = torch.randn(rows, generator=g)
+        results[f"mxfp4 {rows} {tokens}"] = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
+        swiglu = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias, swiglu=True, limit=7.0, alpha=1.702)
+        results[f"swiglu {rows} {tokens}"] = swiglu
     for dtype in (torch.bfloat16, torch.float32):
-        d = torch.randn(13, 100, generator=g).to(dtype)
-        results[f"{dtype} {tokens}"] = cpu_gemv.dense_gemm(torch.randn(tokens, 100, generator=g), d)
+        for rows in (13, 150):
+            d = torch.randn(rows, 100, generator=g).to(dtype)
+            results[f"{dtype} {rows} {tokens}"] = cpu_gemv.dense_gemm(torch.randn(tokens, 100, generator=g), d)
 torch.save(results, sys.argv[1])
 """
 
