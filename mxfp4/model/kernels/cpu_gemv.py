@@ -48,6 +48,7 @@ def stream_sum(x: torch.Tensor) -> float:
     return float(_library().mxg_stream_sum(_ptr(x), x.numel(), thread_count()))
 
 
+@lru_cache(maxsize=1)
 def max_tokens() -> int:
     """The most activation rows one call takes (a decoded block is reused across them)."""
     return _library().mxg_max_tokens()
@@ -81,7 +82,7 @@ def _mxfp4(x, blocks, scales, bias, swiglu: bool, limit: float = 0.0, alpha: flo
         common = (_ptr(bias), _ptr(y))
         tail = (int(swiglu), limit, alpha, _ptr(out), thread_count())
         done = False
-        if chunk.dtype == torch.bfloat16:  # AVX512-BF16 takes bf16 activations as they are
+        if chunk.dtype == torch.bfloat16 and native_bf16():  # AVX512-BF16 takes bf16 activations as they are
             chunk = chunk.contiguous()
             scratch = torch.empty_like(chunk)
             head = (_ptr(blocks), _ptr(scales), rows, cols, _ptr(chunk), chunk.shape[0])
@@ -114,14 +115,14 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     on CPUs with AVX512-BF16, else widened to float32 (the same products either way)."""
     rows, cols = weight.shape
     lib = _library()
-    kernel = {torch.bfloat16: lib.mxg_bf16, torch.float32: lib.mxg_f32}[weight.dtype]
+    kernel = lib.mxg_bf16 if weight.dtype == torch.bfloat16 else lib.mxg_f32
     weight = weight.contiguous()
     bias = None if bias is None else bias.to(torch.float32).contiguous()
 
     def run(chunk: torch.Tensor) -> torch.Tensor:
         y = torch.empty((chunk.shape[0], rows), dtype=torch.float32)
         tail = (chunk.shape[0], _ptr(bias), _ptr(y), thread_count())
-        if weight.dtype == chunk.dtype == torch.bfloat16:
+        if weight.dtype == chunk.dtype == torch.bfloat16 and native_bf16():
             chunk = chunk.contiguous()
             if lib.mxg_bf16_bf16x(_ptr(weight), rows, cols, _ptr(chunk), *tail):
                 return y
