@@ -324,6 +324,7 @@ import test_attention_cpu as a
 a.test_fused_attention_equals_the_reference_within_the_bound()  # the C kernel's plain loops among the paths
 for args in ((1, 128, 2), (5, 40, 1)):
     a.test_the_c_kernel_on_bf16_within_float32_rounding_of_the_exact_result(*args)
+a.test_the_c_kernel_reads_a_caches_views_in_place_with_the_contiguous_result(16)  # heads a store's capacity apart
 print("ok")
 """
     env = {**__import__("os").environ, "MXFP4_CPU_PORTABLE": "1"}
