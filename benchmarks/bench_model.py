@@ -48,6 +48,7 @@ SHAPES = {
         head_dim=64, num_attention_heads=64, num_key_value_heads=8, vocab_size=201088, sliding_window=128,
     ),
 }  # fmt: skip
+FMA_STEPS = 50_000_000  # of twelve FMAs a thread: a fraction of a second
 IMPLEMENTATIONS = ("mxfp4 native bf16", "mxfp4 native float32", "mxfp4 torch bf16", "llama.cpp", "transformers")
 
 
@@ -62,6 +63,22 @@ def bytes_per_token(c: dict, context: float = 0, dtype_bytes: int = 2) -> int:
     kept = [context if kind == "full_attention" else min(context, c["sliding_window"]) for kind in c["layer_types"]]
     cache = int(sum(kept) * 2 * kv * dtype_bytes)
     return c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * (attention + experts) + h * dtype_bytes + cache
+
+
+def prefill_flops(c: dict, prompt: int, all_logits: bool) -> float:
+    """Floating-point operations of a prefill of `prompt` tokens: the products (attention projections, router, the
+    top-k experts, the unembedding of every position or the last) and attention's logits and weighted sums (each
+    query against the keys its causal, and for sliding layers windowed, mask allows)."""
+    h, i, e, k = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["num_experts_per_tok"]
+    heads, d = c["num_attention_heads"], c["head_dim"]
+    q, kv = heads * d, c["num_key_value_heads"] * d
+    per_token = c["num_hidden_layers"] * (h * (q + 2 * kv) + q * h + e * h + k * 3 * i * h)
+    products = 2.0 * (prompt * per_token + (prompt if all_logits else 1) * c["vocab_size"] * h)
+    keys = 0
+    for kind in c["layer_types"]:
+        window = prompt if kind == "full_attention" else c["sliding_window"]
+        keys += sum(min(t + 1, window) for t in range(prompt))
+    return products + 2.0 * 2 * heads * d * keys
 
 
 # ---- children: one implementation each, printing {"prefill_s", "decode_s"} --------------------------------------
@@ -230,17 +247,24 @@ def child_machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     data = torch.ones(2**28)
     seconds = best(lambda: cpu_gemv.stream_sum(data), 5)
-    return {"cpu": model or platform.processor(), "isa": cpu_gemv.isa(), "bandwidth": data.numel() * 4 / seconds}
+    flops = cpu_gemv.fma_chains(FMA_STEPS)
+    fma = flops / best(lambda: cpu_gemv.fma_chains(FMA_STEPS), 5) if flops else 0.0
+    return {
+        "cpu": model or platform.processor(),
+        "isa": cpu_gemv.isa(),
+        "bandwidth": data.numel() * 4 / seconds,
+        "fma": fma,
+    }
 
 
-def machine_report() -> float:
-    """Prints child_machine's findings; returns the bandwidth."""
+def machine_report() -> dict:
+    """Prints child_machine's findings and returns them."""
     machine, _ = run_child(["--child", "machine", "--path", "-"])
     print(
-        f"CPU {machine['cpu']}; C kernels: {machine['isa']}; read bandwidth {machine['bandwidth'] / 1e9:.1f} GB/s "
-        f"({os.cpu_count()} threads)"
+        f"CPU {machine['cpu']}; C kernels: {machine['isa']}; read bandwidth {machine['bandwidth'] / 1e9:.1f} GB/s; "
+        f"float32 FMA rate {machine['fma'] / 1e9:.0f} GFLOP/s at that level ({os.cpu_count()} threads)"
     )
-    return machine["bandwidth"]
+    return machine
 
 
 def interleaved_report(result: dict, per_token: int) -> None:
@@ -429,7 +453,8 @@ def main() -> None:
             f"decode {args.new_tokens}; {os.cpu_count()} threads; one decode step reads {per_token / 2**20:.0f} MiB "
             "of weights and KV cache"
         )
-        bandwidth = machine_report()
+        machine = machine_report()
+        bandwidth = machine["bandwidth"]
         if args.breakdown:
             return breakdown_report(directory, config, args.new_tokens, bandwidth)
         if args.interleave:
@@ -454,16 +479,21 @@ def main() -> None:
         rows = list(rows.values())
         llama = next((r for r in rows if r[0] == "llama.cpp"), None)
         floor_s = per_token / bandwidth
-        header = f"{'implementation':20s} {'prefill tok/s':>13s} {'decode tok/s':>12s} {'ms/token':>9s} {'GB/s':>6s}"
-        print(header + f" {'% floor':>7s} {'prefill vs llama':>16s} {'decode vs llama':>15s} {'peak RSS GiB':>12s}")
+        flops = prefill_flops(config, args.prompt, not args.last_logits)
+        header = f"{'implementation':20s} {'prefill tok/s':>13s} {'GFLOP/s':>8s} {'decode tok/s':>12s} {'ms/token':>9s}"
+        header += f" {'GB/s':>6s} {'% floor':>7s} {'prefill vs llama':>16s} {'decode vs llama':>15s}"
+        print(header + f" {'peak RSS GiB':>12s}")
         for name, prefill, decode, rss in rows:
             vs = (f"{prefill / llama[1]:15.2f}x", f"{decode / llama[2]:14.2f}x") if llama else ("", "")
             print(
-                f"{name:20s} {prefill:13.1f} {decode:12.1f} {1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} "
-                f"{100 * floor_s * decode:6.0f}% {vs[0]:>16s} {vs[1]:>15s} {rss:12.2f}"
+                f"{name:20s} {prefill:13.1f} {flops * prefill / args.prompt / 1e9:8.1f} {decode:12.1f} "
+                f"{1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} {100 * floor_s * decode:6.0f}% {vs[0]:>16s} "
+                f"{vs[1]:>15s} {rss:12.2f}"
             )
         print(
-            f"(decode floor: {per_token / 1e6:.0f} MB a token at {bandwidth / 1e9:.1f} GB/s = {floor_s * 1e3:.1f} ms)"
+            f"(decode floor: {per_token / 1e6:.0f} MB a token at {bandwidth / 1e9:.1f} GB/s = {floor_s * 1e3:.1f} ms; "
+            f"prefill: {flops / args.prompt / 1e9:.2f} GFLOP a token, the float32 FMA rate "
+            f"{machine['fma'] / 1e9:.0f} GFLOP/s)"
         )
         print(f"(weights on disk {weights / 2**30:.2f} GiB: the goal is peak RSS <= weights + 1 GiB)")
     finally:

@@ -281,6 +281,14 @@ def test_gemm_gives_the_same_bits_at_every_instruction_set(tmp_path):
         assert torch.equal(native[name], capped[name]), name
 
 
+def test_the_fma_chains_count_the_operations_they_ran(monkeypatch):
+    """The benchmark's FMA rate is these operations over their time: 16 units a thread of steps / 16 + 1 steps, 12
+    chains of 8 (AVX2) or 16 (AVX-512) lanes, 2 operations an FMA; nothing on the portable level."""
+    monkeypatch.setattr(cpu_gemv, "thread_count", lambda: 3)
+    lanes = {"AVX512-BF16": 16, "AVX2+FMA": 8}.get(cpu_gemv.isa(), 0)
+    assert cpu_gemv.fma_chains(1600) == 3 * 16 * 101 * 12 * lanes * 2
+
+
 def test_stream_sum_reads_every_float_once():
     x = torch.arange(200_003, dtype=torch.float32) % 7  # past a chunk of 65,536, with a ragged last one
     assert cpu_gemv.stream_sum(x) == float(x.double().sum())

@@ -588,42 +588,12 @@ __attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, in
     for (int i = 0; i < 12; i++) _mm256_storeu_ps(c + i * 8, all[i]);
 }
 
-/* gemm_6x16 on two tiles at once with AVX-512 (CPUs at the AVX512-BF16 level): per k, the two tiles' 16 tokens
- * are one 512-bit load each, six broadcast weights feed twelve 16-wide FMAs. Each output is the same float32 sum
- * over k in the same order as gemm_6x16's, so the results are bit for bit those of the AVX2 loop (a test holds
- * them so); twice the FMA width where the CPU has two 512-bit FMA units. */
-#define GEMM_ROW_STEP_512(i)                                                                                       \
-    a = _mm512_set1_ps(p##i[k]);                                                                                   \
-    c##i##0 = _mm512_fmadd_ps(a, b0, c##i##0);                                                                     \
-    c##i##1 = _mm512_fmadd_ps(a, b1, c##i##1);
-
-__attribute__((target("avx512f"))) static void gemm_6x32_avx512(const float *panel, int64_t cols,
-                                                                 const float *tile0, const float *tile1, float *c,
-                                                                 float *c_next) {
-    const float *p0 = panel, *p1 = panel + cols, *p2 = panel + 2 * cols, *p3 = panel + 3 * cols,
-                *p4 = panel + 4 * cols, *p5 = panel + 5 * cols;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int64_t k = 0; k < cols; k++) {
-        __m512 b0 = _mm512_loadu_ps(tile0 + k * 16), b1 = _mm512_loadu_ps(tile1 + k * 16), a;
-        GEMM_ROW_STEP_512(0)
-        GEMM_ROW_STEP_512(1)
-        GEMM_ROW_STEP_512(2)
-        GEMM_ROW_STEP_512(3)
-        GEMM_ROW_STEP_512(4)
-        GEMM_ROW_STEP_512(5)
-    }
-    __m512 first[6] = {c00, c10, c20, c30, c40, c50}, second[6] = {c01, c11, c21, c31, c41, c51};
-    for (int i = 0; i < 6; i++) {
-        _mm512_storeu_ps(c + i * GEMM_TILE, first[i]);
-        _mm512_storeu_ps(c_next + i * GEMM_TILE, second[i]);
-    }
-}
-
-/* gemm_6x32_avx512 for twelve rows: 24 of the 32 registers accumulate, so each 512-bit tile load feeds twelve
- * FMAs instead of six. With the whole of K in one pass the two tiles (2 x 64 bytes a k) come from L2 or L3, not
- * L1: at six rows a step that stream, not the FMAs, set the pace (measured below, at gemm_rows_avx2). Same sums in
- * the same order: the results stay those of the AVX2 loop bit for bit. */
+/* gemm_6x16 for twelve rows and two tiles at once with AVX-512 (CPUs at the AVX512-BF16 level): per k, each tile's
+ * 16 tokens are one 512-bit load and twelve broadcast weights feed 24 16-wide FMAs (24 of the 32 registers
+ * accumulate). The tiles (2 x 64 bytes a k) come from L2, not L1: with six rows a step each load fed six FMAs and
+ * that stream, not the FMAs, set the pace. Each output is the same float32 sum over k in the same order as
+ * gemm_6x16's, so the results are bit for bit those of the AVX2 loop (a test holds them so). Panels of fewer
+ * rows take the AVX2 loop. */
 #define GEMM_ROW_STEP_512_12(i) \
     a = _mm512_set1_ps(panel[(i) * cols + k]); \
     c##i##0 = _mm512_fmadd_ps(a, b0, c##i##0); \
@@ -724,12 +694,8 @@ __attribute__((target("avx2,fma"))) static int gemm_rows_avx2(int kind, const ui
         if (kind == 2) rows_at = (const float *)dense + r0 * cols;
         for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TILE) {
             int width = tokens - t0 > 8 ? 16 : 8;
-            if (wide && mr >= GEMM_ROWS && tokens - t0 > GEMM_TILE + 8) { /* this tile and the next, both 16 wide */
-                const float *tile0 = packed + t0 * cols, *tile1 = packed + (t0 + GEMM_TILE) * cols;
-                if (mr == 2 * GEMM_ROWS)
-                    gemm_12x32_avx512(rows_at, cols, tile0, tile1, c, c_next);
-                else
-                    gemm_6x32_avx512(rows_at, cols, tile0, tile1, c, c_next);
+            if (wide && mr == 2 * GEMM_ROWS && tokens - t0 > GEMM_TILE + 8) { /* this tile and the next, 16 wide */
+                gemm_12x32_avx512(rows_at, cols, packed + t0 * cols, packed + (t0 + GEMM_TILE) * cols, c, c_next);
                 int64_t n = tokens - t0 - GEMM_TILE < GEMM_TILE ? tokens - t0 - GEMM_TILE : GEMM_TILE;
                 for (int i = 0; i < mr; i++) {
                     for (int64_t j = 0; j < GEMM_TILE; j++) y[(t0 + j) * rows + r0 + i] = c[i * GEMM_TILE + j];
@@ -1070,6 +1036,89 @@ float mxg_stream_sum(const float *data, int64_t n, int threads) {
     return total;
 }
 
+
+/* ---- the machine's FMA rate, for benchmarks: twelve independent chains of FMAs a thread (enough to cover the
+ * instruction's latency on two units), 512-bit at the AVX512-BF16 level, 256-bit at AVX2 ---- */
+
+#define FMA_CHAIN(i) v##i = FMA(v##i, m, a)
+#define FMA_CHAINS                                                                                                 \
+    for (int64_t k = 0; k < steps; k++) {                                                                          \
+        FMA_CHAIN(0);                                                                                              \
+        FMA_CHAIN(1);                                                                                              \
+        FMA_CHAIN(2);                                                                                              \
+        FMA_CHAIN(3);                                                                                              \
+        FMA_CHAIN(4);                                                                                              \
+        FMA_CHAIN(5);                                                                                              \
+        FMA_CHAIN(6);                                                                                              \
+        FMA_CHAIN(7);                                                                                              \
+        FMA_CHAIN(8);                                                                                              \
+        FMA_CHAIN(9);                                                                                              \
+        FMA_CHAIN(10);                                                                                             \
+        FMA_CHAIN(11);                                                                                             \
+    }
+
+#if HAVE_AVX2_PATH
+__attribute__((target("avx2,fma"))) static float fma_chains_avx2(int64_t steps) {
+#define FMA _mm256_fmadd_ps
+    __m256 m = _mm256_set1_ps(0.999f), a = _mm256_set1_ps(1e-3f);
+#define START(i) __m256 v##i = _mm256_set1_ps(1.0f + (i) / 16.0f) /* distinct: the compiler may not merge chains */
+    START(0); START(1); START(2); START(3); START(4); START(5); START(6); START(7); START(8); START(9); START(10);
+    START(11);
+#undef START
+    FMA_CHAINS
+#undef FMA
+    __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3)),
+                             _mm256_add_ps(_mm256_add_ps(v4, v5), _mm256_add_ps(v6, v7)));
+    return hsum256(_mm256_add_ps(t, _mm256_add_ps(_mm256_add_ps(v8, v9), _mm256_add_ps(v10, v11))));
+}
+
+__attribute__((target("avx512f"))) static float fma_chains_avx512(int64_t steps) {
+#define FMA _mm512_fmadd_ps
+    __m512 m = _mm512_set1_ps(0.999f), a = _mm512_set1_ps(1e-3f);
+#define START(i) __m512 v##i = _mm512_set1_ps(1.0f + (i) / 16.0f)
+    START(0); START(1); START(2); START(3); START(4); START(5); START(6); START(7); START(8); START(9); START(10);
+    START(11);
+#undef START
+    FMA_CHAINS
+#undef FMA
+    __m512 t = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3)),
+                             _mm512_add_ps(_mm512_add_ps(v4, v5), _mm512_add_ps(v6, v7)));
+    return _mm512_reduce_add_ps(_mm512_add_ps(t, _mm512_add_ps(_mm512_add_ps(v8, v9), _mm512_add_ps(v10, v11))));
+}
+#endif
+
+typedef struct {
+    int64_t steps;
+    float *sums; /* one a unit, so no chain's work can be dropped */
+} FmaTask;
+
+static void fma_units(void *context, int64_t begin, int64_t end) {
+    const FmaTask *t = (const FmaTask *)context;
+    for (int64_t u = begin; u < end; u++) {
+#if HAVE_AVX2_PATH
+        t->sums[u] = use_avx512bf16() ? fma_chains_avx512(t->steps) : fma_chains_avx2(t->steps);
+#else
+        t->sums[u] = 0.0f;
+#endif
+    }
+}
+
+/* About steps x 12 FMAs a thread on `threads` threads at the widest level the products use, in 16 units a thread
+ * (taken from the pool's shared counter, so a slow core hands work over); returns the floating-point operations
+ * done (2 a lane), or 0 without AVX2 or memory (the benchmark's figure is that over its time). */
+double mxg_fma_chains(int64_t steps, int threads) {
+    if (!use_avx2() || threads < 1) return 0.0;
+    int64_t units = 16 * (int64_t)threads;
+    float *sums = malloc(sizeof(float) * units);
+    if (sums == NULL) return 0.0;
+    FmaTask t = {steps / 16 + 1, sums};
+    pool_run(fma_units, &t, units, 1, threads);
+    float total = 0.0f;
+    for (int64_t u = 0; u < units; u++) total += sums[u];
+    free(sums);
+    if (total == 12345.0f) return -1.0; /* uses the sums */
+    return (double)units * (double)t.steps * 12.0 * (use_avx512bf16() ? 16 : 8) * 2.0;
+}
 
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_gemv", "CPU GEMV kernels (called through ctypes).", -1, NULL};
 PyMODINIT_FUNC PyInit__cpu_gemv(void) { return PyModule_Create(&module); }

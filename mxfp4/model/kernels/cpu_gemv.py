@@ -48,6 +48,13 @@ def stream_sum(x: torch.Tensor) -> float:
     return float(_library().mxg_stream_sum(_ptr(x), x.numel(), thread_count()))
 
 
+def fma_chains(steps: int) -> float:
+    """Runs steps x 12 independent FMAs on every core at the widest level the products use (256-bit at AVX2,
+    512-bit at AVX512-BF16); returns the floating-point operations done (0 without AVX2): benchmarks time it for
+    the machine's FMA rate, the ceiling of the panel GEMM."""
+    return float(_library().mxg_fma_chains(steps, thread_count()))
+
+
 @lru_cache(maxsize=1)
 def max_tokens() -> int:
     """The most activation rows one call takes (a decoded block is reused across them)."""

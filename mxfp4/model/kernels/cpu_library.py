@@ -31,6 +31,8 @@ def library():
     lib.mxg_gemm.restype = ctypes.c_int
     lib.mxg_stream_sum.argtypes = [_P, _I64, _INT]
     lib.mxg_stream_sum.restype = _F32
+    lib.mxg_fma_chains.argtypes = [_I64, _INT]
+    lib.mxg_fma_chains.restype = ctypes.c_double
     lib.mxa_attention.argtypes = [_P, _P, _P, _P, _P, _INT, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _INT]
     lib.mxa_attention.restype = ctypes.c_int
     lib.mxa_exp.argtypes = [_P, _P, _I64]
