@@ -122,7 +122,7 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     on CPUs with AVX512-BF16, else widened to float32 (the same products either way)."""
     rows, cols = weight.shape
     lib = _library()
-    kernel = lib.mxg_bf16 if weight.dtype == torch.bfloat16 else lib.mxg_f32
+    kernel = {torch.bfloat16: lib.mxg_bf16, torch.float32: lib.mxg_f32}[weight.dtype]
     weight = weight.contiguous()
     bias = None if bias is None else bias.to(torch.float32).contiguous()
 
