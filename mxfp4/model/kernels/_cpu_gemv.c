@@ -1040,51 +1040,26 @@ float mxg_stream_sum(const float *data, int64_t n, int threads) {
 /* ---- the machine's FMA rate, for benchmarks: twelve independent chains of FMAs a thread (enough to cover the
  * instruction's latency on two units), 512-bit at the AVX512-BF16 level, 256-bit at AVX2 ---- */
 
-#define FMA_CHAIN(i) v##i = FMA(v##i, m, a)
-#define FMA_CHAINS                                                                                                 \
-    for (int64_t k = 0; k < steps; k++) {                                                                          \
-        FMA_CHAIN(0);                                                                                              \
-        FMA_CHAIN(1);                                                                                              \
-        FMA_CHAIN(2);                                                                                              \
-        FMA_CHAIN(3);                                                                                              \
-        FMA_CHAIN(4);                                                                                              \
-        FMA_CHAIN(5);                                                                                              \
-        FMA_CHAIN(6);                                                                                              \
-        FMA_CHAIN(7);                                                                                              \
-        FMA_CHAIN(8);                                                                                              \
-        FMA_CHAIN(9);                                                                                              \
-        FMA_CHAIN(10);                                                                                             \
-        FMA_CHAIN(11);                                                                                             \
+/* NAME(steps): twelve independent chains v = v * m + a of VEC, started from distinct values (the compiler merges
+ * identical chains into one), their lanes summed at the end so that no chain's work can be dropped. */
+#define FMA_CHAINS_FUNCTION(NAME, TARGET, VEC, SET1, FMA, ADD, SUM)                                               \
+    __attribute__((target(TARGET))) static float NAME(int64_t steps) {                                            \
+        VEC m = SET1(0.999f), a = SET1(1e-3f), v0 = SET1(1.0f), v1 = SET1(1.0625f), v2 = SET1(1.125f),            \
+            v3 = SET1(1.1875f), v4 = SET1(1.25f), v5 = SET1(1.3125f), v6 = SET1(1.375f), v7 = SET1(1.4375f),      \
+            v8 = SET1(1.5f), v9 = SET1(1.5625f), v10 = SET1(1.625f), v11 = SET1(1.6875f);                          \
+        for (int64_t k = 0; k < steps; k++) {                                                                      \
+            v0 = FMA(v0, m, a), v1 = FMA(v1, m, a), v2 = FMA(v2, m, a), v3 = FMA(v3, m, a);                        \
+            v4 = FMA(v4, m, a), v5 = FMA(v5, m, a), v6 = FMA(v6, m, a), v7 = FMA(v7, m, a);                        \
+            v8 = FMA(v8, m, a), v9 = FMA(v9, m, a), v10 = FMA(v10, m, a), v11 = FMA(v11, m, a);                    \
+        }                                                                                                          \
+        VEC t = ADD(ADD(ADD(v0, v1), ADD(v2, v3)), ADD(ADD(v4, v5), ADD(v6, v7)));                                 \
+        return SUM(ADD(t, ADD(ADD(v8, v9), ADD(v10, v11))));                                                       \
     }
 
 #if HAVE_AVX2_PATH
-__attribute__((target("avx2,fma"))) static float fma_chains_avx2(int64_t steps) {
-#define FMA _mm256_fmadd_ps
-    __m256 m = _mm256_set1_ps(0.999f), a = _mm256_set1_ps(1e-3f);
-#define START(i) __m256 v##i = _mm256_set1_ps(1.0f + (i) / 16.0f) /* distinct: the compiler may not merge chains */
-    START(0); START(1); START(2); START(3); START(4); START(5); START(6); START(7); START(8); START(9); START(10);
-    START(11);
-#undef START
-    FMA_CHAINS
-#undef FMA
-    __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3)),
-                             _mm256_add_ps(_mm256_add_ps(v4, v5), _mm256_add_ps(v6, v7)));
-    return hsum256(_mm256_add_ps(t, _mm256_add_ps(_mm256_add_ps(v8, v9), _mm256_add_ps(v10, v11))));
-}
-
-__attribute__((target("avx512f"))) static float fma_chains_avx512(int64_t steps) {
-#define FMA _mm512_fmadd_ps
-    __m512 m = _mm512_set1_ps(0.999f), a = _mm512_set1_ps(1e-3f);
-#define START(i) __m512 v##i = _mm512_set1_ps(1.0f + (i) / 16.0f)
-    START(0); START(1); START(2); START(3); START(4); START(5); START(6); START(7); START(8); START(9); START(10);
-    START(11);
-#undef START
-    FMA_CHAINS
-#undef FMA
-    __m512 t = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3)),
-                             _mm512_add_ps(_mm512_add_ps(v4, v5), _mm512_add_ps(v6, v7)));
-    return _mm512_reduce_add_ps(_mm512_add_ps(t, _mm512_add_ps(_mm512_add_ps(v8, v9), _mm512_add_ps(v10, v11))));
-}
+FMA_CHAINS_FUNCTION(fma_chains_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, hsum256)
+FMA_CHAINS_FUNCTION(fma_chains_avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+                    _mm512_reduce_add_ps)
 #endif
 
 typedef struct {
