@@ -52,17 +52,23 @@ FMA_STEPS = 50_000_000  # of twelve FMAs a thread: a fraction of a second
 IMPLEMENTATIONS = ("mxfp4 native bf16", "mxfp4 native float32", "mxfp4 torch bf16", "llama.cpp", "transformers")
 
 
+def routed_expert_bytes(c: dict, dtype_bytes: int = 2) -> int:
+    """Bytes one token's routed experts read in every layer: MXFP4 at 17 bytes per 32 weights, biases bf16."""
+    h, i, k = c["hidden_size"], c["intermediate_size"], c["num_experts_per_tok"]
+    return c["num_hidden_layers"] * k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * dtype_bytes)
+
+
 def bytes_per_token(c: dict, context: float = 0, dtype_bytes: int = 2) -> int:
     """Bytes one decode step reads at `context` cached positions: the weights (unembedding, each layer's attention
-    and router, its top-k experts in MXFP4 at 17 bytes per 32 weights with bf16 biases, one embedding row) and
-    the KV cache in bf16 (every position in full-attention layers, the window in sliding ones)."""
-    h, i, e, k = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["num_experts_per_tok"]
+    and router, the routed experts, one embedding row) and the KV cache in bf16 (every position in full-attention
+    layers, the window in sliding ones)."""
+    h, e = c["hidden_size"], c["num_local_experts"]
     q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
     attention = (h * (q + 2 * kv) + q * h) * dtype_bytes + e * h * dtype_bytes
-    experts = k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * dtype_bytes)
     kept = [context if kind == "full_attention" else min(context, c["sliding_window"]) for kind in c["layer_types"]]
     cache = int(sum(kept) * 2 * kv * dtype_bytes)
-    return c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * (attention + experts) + h * dtype_bytes + cache
+    weights = c["vocab_size"] * h * dtype_bytes + c["num_hidden_layers"] * attention + h * dtype_bytes
+    return weights + routed_expert_bytes(c, dtype_bytes) + cache
 
 
 def prefill_flops(c: dict, prompt: int, all_logits: bool) -> float:
@@ -213,8 +219,7 @@ def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
 
 def breakdown_report(directory: Path, config: dict, new: int, bandwidth: float) -> None:
     """Prints child_breakdown's table for bf16 and float32 activations."""
-    h, i, k = config["hidden_size"], config["intermediate_size"], config["num_experts_per_tok"]
-    moe = config["num_hidden_layers"] * k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * 2)
+    moe = routed_expert_bytes(config)
     dense = bytes_per_token(config, context=64 + 4 + new / 2) - moe
     reads = {"dense products": dense, "one-token MoE": moe}
     print(f"a native decode step after a 64-token prompt, {new} steps (ms a step; GB/s of the bytes each part reads)")
