@@ -38,11 +38,17 @@ class LayerCache:
     more in all); sliding layers' keep one window of room and start afresh with the last window when full."""
 
     window: int | None = None
-    keys: torch.Tensor | None = field(default=None, init=False)
-    values: torch.Tensor | None = field(default=None, init=False)
     _store: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     _begin: int = 0  # the store's positions [_begin, _end) are keys and values
     _end: int = 0
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._store is None else self._store[0][:, :, self._begin : self._end]
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._store is None else self._store[1][:, :, self._begin : self._end]
 
     def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Appends k, v [B, kv_heads, T, D]; returns the keys and values attention sees: those kept before, then the
@@ -59,7 +65,6 @@ class LayerCache:
         self._end += t
         if self.window is not None:
             self._begin = max(self._begin, self._end - self.window)
-        self.keys, self.values = keys[:, :, self._begin : self._end], values[:, :, self._begin : self._end]
         return seen
 
     def _check(self, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -78,8 +83,8 @@ class LayerCache:
         b, heads, _, d = k.shape
         store = tuple(torch.empty((b, heads, room, d), dtype=x.dtype, device=x.device) for x in (k, v))
         if kept:
-            for new, old in zip(store, self._store):
-                new[:, :, :kept] = old[:, :, self._begin : self._end]
+            for new, old in zip(store, (self.keys, self.values)):
+                new[:, :, :kept] = old
         self._store, self._begin, self._end = store, 0, kept
 
 
