@@ -25,7 +25,9 @@ needs_gemm = pytest.mark.skipif(
 @needs_gemm
 # an 8-wide tile, a padded 16, whole 16s, a tail; 150: three passes of GEMM_TOKEN_BLOCK (64) tokens, an 8-wide last
 @pytest.mark.parametrize("tokens", [1, 8, 9, 16, 17, 40, 150])
-@pytest.mark.parametrize("rows, cols", [(37, 96), (12, 160)])  # 6-row panels and a remainder; odd block counts
+# 6-row panels and a remainder; odd block counts; 150 rows go in pieces of 24 (12-row panels on AVX-512); 608: k
+# in blocks of 256 (GEMM_KC), two whole ones and a tail
+@pytest.mark.parametrize("rows, cols", [(37, 96), (12, 160), (150, 608)])
 def test_gemm_mxfp4_product_within_the_bound(tokens, rows, cols):
     blocks, scales = random_mxfp4(rows, cols, tokens)
     w = decode.dequantize(blocks, scales, torch.float32)
@@ -77,10 +79,11 @@ def test_gemm_fused_swiglu_is_the_swiglu_of_its_own_product():
 @needs_gemm
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("tokens", [3, 16, 33, 150])
-def test_gemm_dense_product_within_the_bound(dtype, tokens):
+@pytest.mark.parametrize("cols", [70, 556])  # a widening tail past the whole 8s; k-blocks of 256 and a tail of 44
+def test_gemm_dense_product_within_the_bound(dtype, tokens, cols):
     g = torch.Generator().manual_seed(tokens)
-    w = torch.randn(29, 70, generator=g).to(dtype)  # 70: a widening tail past the whole 8s
-    x = torch.randn(tokens, 70, generator=g)
+    w = torch.randn(29, cols, generator=g).to(dtype)
+    x = torch.randn(tokens, cols, generator=g)
     bias = torch.randn(29, generator=g)
     want = x @ w.float().T + bias
     got = cpu_gemv.dense_gemm(x, w, bias)
@@ -90,15 +93,15 @@ def test_gemm_dense_product_within_the_bound(dtype, tokens):
 @needs_gemm
 @pytest.mark.parametrize("threads", [2, 3, 7])
 def test_gemm_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypatch, threads):
-    blocks, scales = random_mxfp4(70, 160, 4)
-    x = torch.randn(19, 160, generator=torch.Generator().manual_seed(3))
-    weight = torch.randn(70, 100, generator=torch.Generator().manual_seed(4)).bfloat16()
+    blocks, scales = random_mxfp4(70, 608, 4)  # three k-blocks (GEMM_KC 256), the last partial
+    x = torch.randn(19, 608, generator=torch.Generator().manual_seed(3))
+    weight = torch.randn(70, 300, generator=torch.Generator().manual_seed(4)).bfloat16()
 
     def results():
         return (
             cpu_gemv.mxfp4_gemm(x, blocks, scales),
             cpu_gemv.mxfp4_gemm(x, blocks, scales, swiglu=True, limit=7.0, alpha=moe_torch.SWIGLU_ALPHA),
-            cpu_gemv.dense_gemm(x[:, :100], weight),
+            cpu_gemv.dense_gemm(x[:, :300], weight),
         )
 
     monkeypatch.setattr(cpu_gemv, "thread_count", lambda: 1)
@@ -245,16 +248,16 @@ for tokens in (17, 33, 40, 48, 73):  # two whole tiles, two with an 8-wide or a 
     g = torch.Generator().manual_seed(tokens)
     # 38 rows go in pieces of 6 over two threads; 150 in pieces of 24 and a last 6 (twelve rows at a time on AVX-512)
     for rows in (38, 150):
-        blocks, scales = t.random_mxfp4(rows, 160, tokens)
-        x = torch.randn(tokens, 160, generator=g)
+        blocks, scales = t.random_mxfp4(rows, 608, tokens)  # k-blocks of 256: two whole ones and a tail of 96
+        x = torch.randn(tokens, 608, generator=g)
         bias = torch.randn(rows, generator=g)
         results[f"mxfp4 {rows} {tokens}"] = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias)
         swiglu = cpu_gemv.mxfp4_gemm(x, blocks, scales, bias, swiglu=True, limit=7.0, alpha=1.702)
         results[f"swiglu {rows} {tokens}"] = swiglu
     for dtype in (torch.bfloat16, torch.float32):
         for rows in (13, 150):
-            d = torch.randn(rows, 100, generator=g).to(dtype)
-            results[f"{dtype} {rows} {tokens}"] = cpu_gemv.dense_gemm(torch.randn(tokens, 100, generator=g), d)
+            d = torch.randn(rows, 300, generator=g).to(dtype)
+            results[f"{dtype} {rows} {tokens}"] = cpu_gemv.dense_gemm(torch.randn(tokens, 300, generator=g), d)
 torch.save(results, sys.argv[1])
 """
 

@@ -164,10 +164,13 @@ def moe_token(x, experts, weights, gate_up, gate_up_bias, down, down_bias, limit
 _GEMM_KINDS = {torch.bfloat16: 1, torch.float32: 2}
 
 
-def _gemm(kind: int, x, blocks, scales, dense, rows: int, cols: int, bias, swiglu: bool, limit: float, alpha: float):
+def _gemm(
+    kind: int, x, blocks, scales, dense, rows: int, cols: int, bias, swiglu: bool, limit: float, alpha: float, y=None
+):
     x = _rows_of(x)
     bias = None if bias is None else bias.to(torch.float32).contiguous()
-    y = torch.empty((x.shape[0], rows), dtype=torch.float32)
+    if y is None:
+        y = torch.empty((x.shape[0], rows), dtype=torch.float32)
     out = torch.empty((x.shape[0], rows // 2), dtype=torch.float32) if swiglu else None
     done = _library().mxg_gemm(
         kind, _ptr(blocks), _ptr(scales), _ptr(dense), rows, cols, _ptr(x), x.shape[0], _ptr(bias), _ptr(y),
@@ -187,8 +190,14 @@ def mxfp4_gemm(x, blocks, scales, bias=None, *, swiglu: bool = False, limit: flo
     return _gemm(0, x, blocks, scales, None, rows, cols, bias, swiglu, limit, alpha)
 
 
-def dense_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+def dense_gemm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+):
     """dense_linear for any number of rows through the panel GEMM (bf16 rows widened a few at a time) -> float32
-    [T, N]; None where it cannot run."""
+    [T, N], written into `out` where given (float32, contiguous, [T, N]); None where it cannot run."""
     weight = weight.contiguous()
-    return _gemm(_GEMM_KINDS[weight.dtype], x, None, None, weight, *weight.shape, bias, False, 0.0, 0.0)
+    if out is not None and (
+        out.dtype != torch.float32 or not out.is_contiguous() or out.shape != (x.shape[0], weight.shape[0])
+    ):
+        raise ValueError(f"dense_gemm: out must be a contiguous float32 [{x.shape[0]}, {weight.shape[0]}] tensor")
+    return _gemm(_GEMM_KINDS[weight.dtype], x, None, None, weight, *weight.shape, bias, False, 0.0, 0.0, out)
