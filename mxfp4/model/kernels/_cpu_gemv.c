@@ -550,6 +550,10 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
 #define GEMM_PANEL_ROWS (2 * GEMM_ROWS)
 #define GEMM_KC 256
 #define GEMM_TILES (GEMM_TOKEN_BLOCK / GEMM_TILE) /* tiles of one pass */
+/* The kernels read a tile's 64-byte line a k from L2 and ask for the line GEMM_TILE_AHEAD k ahead into L1 (the
+ * hardware's L1 prefetcher left them waiting): on the Intel VM (2026-12-03, 2 threads, A/B in one process) a 20b
+ * gate_up x 512 tokens 339 -> 371 GFLOP/s at AVX-512, 217 -> 231 capped at AVX2; 4 and 32 k ahead no better. */
+#define GEMM_TILE_AHEAD 8
 static int use_avx512bf16(void);
 
 /* c[i][j] += sum_{k < n} panel[i][k] * tile[k][j] for i < mr (panel rows GEMM_KC apart), j < width (8 or 16
@@ -593,6 +597,7 @@ __attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, in
     GEMM_LOAD_256(0) GEMM_LOAD_256(1) GEMM_LOAD_256(2) GEMM_LOAD_256(3) GEMM_LOAD_256(4) GEMM_LOAD_256(5)
     for (int64_t k = 0; k < n; k++) {
         __m256 b0 = _mm256_loadu_ps(tile + k * 16), b1 = _mm256_loadu_ps(tile + k * 16 + 8), a;
+        _mm_prefetch((const char *)(tile + (k + GEMM_TILE_AHEAD) * 16), _MM_HINT_T0);
         GEMM_ROW_STEP(0)
         GEMM_ROW_STEP(1)
         GEMM_ROW_STEP(2)
@@ -625,6 +630,8 @@ __attribute__((target("avx512f"))) static void gemm_12x32_avx512(const float *pa
     GEMM_LOAD_512(6) GEMM_LOAD_512(7) GEMM_LOAD_512(8) GEMM_LOAD_512(9) GEMM_LOAD_512(10) GEMM_LOAD_512(11)
     for (int64_t k = 0; k < n; k++) {
         __m512 b0 = _mm512_loadu_ps(tile0 + k * 16), b1 = _mm512_loadu_ps(tile1 + k * 16), a;
+        _mm_prefetch((const char *)(tile0 + (k + GEMM_TILE_AHEAD) * 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(tile1 + (k + GEMM_TILE_AHEAD) * 16), _MM_HINT_T0);
         GEMM_ROW_STEP_512_12(0)
         GEMM_ROW_STEP_512_12(1)
         GEMM_ROW_STEP_512_12(2)
