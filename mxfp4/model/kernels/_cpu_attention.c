@@ -55,7 +55,7 @@ INLINE void logits_portable(const float *q, float keys[][MAX_DIM], int64_t n, in
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MXFP4_PORTABLE)
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
 

@@ -15,7 +15,11 @@ def library():
         from . import _cpu_gemv
     except ImportError:
         return None
-    lib = ctypes.CDLL(_cpu_gemv.__file__)
+    return configured(ctypes.CDLL(_cpu_gemv.__file__))
+
+
+def configured(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """lib (a build of the kernels' sources) with the entry points' signatures set."""
     lib.mxg_mxfp4.argtypes = [_P, _P, _I64, _I64, _P, _I64, _P, _P, _P, _INT, _F32, _F32, _P, _INT]
     lib.mxg_bf16.argtypes = [_P, _I64, _I64, _P, _I64, _P, _P, _INT]
     lib.mxg_f32.argtypes = lib.mxg_bf16.argtypes
