@@ -23,6 +23,7 @@ setup(
                 "mxfp4/model/kernels/cpu_pool.h",
                 "mxfp4/model/kernels/cpu_gemv.h",
                 "mxfp4/model/kernels/cpu_bf16.h",
+                "mxfp4/model/kernels/cpu_exp.h",
             ],
             extra_compile_args=["-O3", "-fno-fast-math", "-pthread"],
             extra_link_args=["-pthread"],

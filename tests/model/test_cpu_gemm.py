@@ -77,6 +77,28 @@ def test_gemm_fused_swiglu_is_the_swiglu_of_its_own_product():
 
 
 @needs_gemm
+def test_fused_swiglu_at_its_edges_is_torchs():
+    """Zero weights, so the pre-activations are the bias: NaN and infinite gates and ups, gates far below zero (where
+    the vector sigmoid's exp(-|z|) flushes to 0: outputs under ~1e-36 in magnitude become -0), around 0 and the
+    limit, 13 pairs (a step of eight and a padded tail). Through the panel GEMM and the one-token product."""
+    gates = [float("nan"), -float("inf"), -200.0, -60.0, -51.0, -10.0, -1e-3, 0.0, 1e-3, 3.0, 7.0, 8.0, float("inf")]
+    ups = [0.5, float("nan"), -float("inf"), float("inf"), -8.0, -7.0, 0.0, 6.5, 7.5, -1.0, 2.0, 1e4, -3.0]
+    bias = torch.tensor([v for pair in zip(gates, ups) for v in pair])
+    rows, cols = bias.numel(), 64
+    blocks = torch.zeros(rows, cols // 32, 16, dtype=torch.uint8)
+    scales = torch.full((rows, cols // 32), 127, dtype=torch.uint8)
+    x = torch.randn(3, cols, generator=torch.Generator().manual_seed(5))
+    want = moe_torch.clamped_swiglu(bias.expand(3, rows), 7.0)
+    for got in (
+        cpu_gemv.mxfp4_gemm(x, blocks, scales, bias, swiglu=True, limit=7.0, alpha=moe_torch.SWIGLU_ALPHA),
+        cpu_gemv.mxfp4_swiglu(x[:1], blocks, scales, bias, 7.0, moe_torch.SWIGLU_ALPHA).expand(3, -1),
+    ):
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
+        finite = ~torch.isnan(want)
+        assert torch.allclose(got[finite], want[finite], rtol=8 * U, atol=1e-35)
+
+
+@needs_gemm
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("tokens", [3, 16, 33, 150])
 @pytest.mark.parametrize("cols", [70, 556])  # a widening tail past the whole 8s; k-blocks of 256 and a tail of 44

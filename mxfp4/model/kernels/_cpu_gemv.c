@@ -138,6 +138,7 @@ static void mxfp4_rows_portable(const uint8_t *blocks, const uint8_t *scales, in
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MXFP4_PORTABLE)
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
+#include "cpu_exp.h"
 
 /* The row loops ask for the weights PREFETCH_AHEAD bytes ahead of those they decode (into L2): the hardware's own
  * prefetcher keeps within a 4 KB page and, behind a loop that spends ~10 cycles on each 32 bytes, did not keep the
@@ -787,6 +788,41 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
     }
 }
 
+/* The clamped SwiGLU of eight (gate, up) pairs g (16 floats, interleaved) into o: gate = min(gate, limit) and up
+ * clamped to +-limit (NaN kept), gate * sigmoid(alpha gate) * (up + 1), the sigmoid from exp(-|alpha gate|)
+ * (cpu_exp.h: within 2 ulp; where alpha gate < -87.3 it gives 0 instead of a denormal, so an output below
+ * ~1e-36 in magnitude becomes -0). */
+__attribute__((target("avx2,fma"))) static inline void swiglu8(const float *g, float limit, float alpha, float *o) {
+    __m256 a = _mm256_loadu_ps(g), b = _mm256_loadu_ps(g + 8);
+    /* even elements (gates) and odd ones (ups), each in pair order */
+    __m256 gate = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    __m256 up = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+    __m256 top = _mm256_set1_ps(limit);
+    gate = _mm256_min_ps(top, gate); /* the second operand when it is NaN: NaN goes through */
+    up = _mm256_max_ps(_mm256_set1_ps(-limit), _mm256_min_ps(top, up));
+    __m256 z = _mm256_mul_ps(_mm256_set1_ps(alpha), gate);
+    __m256 negative_abs = _mm256_or_ps(z, _mm256_set1_ps(-0.0f));
+    __m256 e = exp_nonpositive(negative_abs);
+    /* gate / (1 + exp(-z)) for z >= 0; gate exp(z) / (1 + exp(z)) below (NaN takes the second: NaN) */
+    __m256 numerator = _mm256_blendv_ps(_mm256_mul_ps(gate, e), gate, _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ));
+    __m256 glu = _mm256_div_ps(numerator, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    _mm256_storeu_ps(o, _mm256_mul_ps(glu, _mm256_add_ps(up, _mm256_set1_ps(1.0f))));
+}
+
+/* o[r / 2] for the pairs r in [row0, row1) (row0 even) of one token's y: eight pairs a step, the last few through
+ * the same code on a padded copy, so a pair's output does not depend on where a thread's rows begin. */
+__attribute__((target("avx2,fma"))) static void swiglu_avx2(const float *y, int64_t row0, int64_t row1, float limit,
+                                                             float alpha, float *o) {
+    int64_t r = row0;
+    for (; r + 16 <= row1; r += 16) swiglu8(y + r, limit, alpha, o + r / 2);
+    if (r < row1) {
+        float in[16] = {0}, out[8];
+        memcpy(in, y + r, sizeof(float) * (size_t)(row1 - r));
+        swiglu8(in, limit, alpha, out);
+        memcpy(o + r / 2, out, sizeof(float) * (size_t)((row1 - r) / 2));
+    }
+}
+
 #else
 #define HAVE_AVX2_PATH 0
 #endif
@@ -859,6 +895,12 @@ static void finish_rows(const Task *t) {
             for (int64_t r = t->row0; r < t->row1; r++) y[r] += t->bias[r];
         if (!t->swiglu) continue;
         float *o = t->out + k * (t->rows / 2);
+#if HAVE_AVX2_PATH
+        if (use_avx2()) {
+            swiglu_avx2(y, t->row0, t->row1, t->limit, t->alpha, o);
+            continue;
+        }
+#endif
         for (int64_t r = t->row0; r < t->row1; r += 2) {
             float gate = fminf(y[r], t->limit); /* NaN passes through fminf only as the other operand: keep it */
             if (isnan(y[r])) gate = y[r];
