@@ -12,6 +12,7 @@ import torch
 from test_cpu_gemv import U, bound, experts_bound, one_code_rows, random_moe, random_mxfp4
 
 from mxfp4.codec import decode
+from mxfp4.errors import ShapeError
 from mxfp4.model.kernels import cpu_gemv, moe_torch, native_path, widened
 
 pytestmark = pytest.mark.skipif(not cpu_gemv.available(), reason="the C kernels are built by pip install -e .")
@@ -333,3 +334,15 @@ def test_many_rows_go_in_row_chunks_into_the_activations_dtype(monkeypatch, dtyp
     assert got.dtype == dtype and got.shape == (11, 30)
     monkeypatch.setattr(native_path, "DENSE_ROWS", 64)
     assert torch.equal(got, native_path.dense_many(x, w, None, dtype))
+
+
+@needs_gemm
+def test_dense_gemm_writes_into_the_output_given_or_refuses_it():
+    g = torch.Generator().manual_seed(10)
+    w, x = torch.randn(30, 64, generator=g).bfloat16(), torch.randn(11, 64, generator=g)
+    out = torch.full((11, 30), float("nan"))
+    assert cpu_gemv.dense_gemm(x, w, None, out) is out
+    assert torch.equal(out, cpu_gemv.dense_gemm(x, w))
+    for wrong in (torch.empty(11, 30, dtype=torch.bfloat16), torch.empty(30, 11).T, torch.empty(11, 29)):
+        with pytest.raises(ShapeError, match="dense_gemm: out"):
+            cpu_gemv.dense_gemm(x, w, None, wrong)

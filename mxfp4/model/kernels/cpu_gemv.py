@@ -12,6 +12,7 @@ from functools import lru_cache
 import torch
 
 from ...codec.native import thread_count
+from ...errors import ShapeError
 from .cpu_library import library as _library
 
 
@@ -199,5 +200,8 @@ def dense_gemm(
     if out is not None and (
         out.dtype != torch.float32 or not out.is_contiguous() or out.shape != (x.shape[0], weight.shape[0])
     ):
-        raise ValueError(f"dense_gemm: out must be a contiguous float32 [{x.shape[0]}, {weight.shape[0]}] tensor")
+        raise ShapeError(
+            f"dense_gemm: out is {out.dtype} {tuple(out.shape)}, not a contiguous float32 [{x.shape[0]}, "
+            f"{weight.shape[0]}] tensor"
+        )
     return _gemm(_GEMM_KINDS[weight.dtype], x, None, None, weight, *weight.shape, bias, False, 0.0, 0.0, out)
