@@ -529,9 +529,9 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
  * horizontal sums, a scale multiply a block) reach a third of the FMA rate. Here GEMM_ROWS weight rows are
  * decoded (MXFP4, scaled: exact float32 values) or widened (bf16) into a float32 panel, a k-block at a time, the
  * activations are packed once a call as [K][16]-token tiles, and a 6 x 16 block of outputs lives in twelve
- * accumulators while k runs: per k, two tile loads and six broadcast weights feed twelve FMAs. Each output is one float32 sum over k in
- * order (FMA: each exact product rounded into the sum), so the bound of the products above holds, and the result
- * does not depend on how rows are split over threads. */
+ * accumulators while k runs: per k, two tile loads and six broadcast weights feed twelve FMAs. Each output is one
+ * float32 sum over k in order (FMA: each exact product rounded into the sum), so the bound of the products above
+ * holds, and the result does not depend on how rows are split over threads. */
 #define GEMM_ROWS 6
 #define GEMM_TILE 16
 /* Tokens a pass over the rows takes: their packed tiles (64 x 20b's 2880 floats: 737 KB) stay in L2 while every
@@ -803,8 +803,9 @@ __attribute__((target("avx2,fma"))) static inline void swiglu8(const float *g, f
     __m256 z = _mm256_mul_ps(_mm256_set1_ps(alpha), gate);
     __m256 negative_abs = _mm256_or_ps(z, _mm256_set1_ps(-0.0f));
     __m256 e = exp_nonpositive(negative_abs);
-    /* gate / (1 + exp(-z)) for z >= 0; gate exp(z) / (1 + exp(z)) below (NaN takes the second: NaN) */
-    __m256 numerator = _mm256_blendv_ps(_mm256_mul_ps(gate, e), gate, _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ));
+    /* gate / (1 + exp(-z)) for z >= 0, gate exp(z) / (1 + exp(z)) below and for a NaN z (NaN either way) */
+    __m256 non_negative = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ);
+    __m256 numerator = _mm256_blendv_ps(_mm256_mul_ps(gate, e), gate, non_negative);
     __m256 glu = _mm256_div_ps(numerator, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
     _mm256_storeu_ps(o, _mm256_mul_ps(glu, _mm256_add_ps(up, _mm256_set1_ps(1.0f))));
 }
