@@ -536,9 +536,9 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
 #define GEMM_TILE 16
 /* Tokens a pass over the rows takes: their packed tiles (64 x 20b's 2880 floats: 737 KB) stay in L2 while every
  * row panel runs against them, where all of a 512-token prompt's (5.9 MB) came from L3 for each panel. Each pass
- * decodes the rows again (a row costs about one token's FMAs). Measured on the Intel Xeon VM (2026-12-03, 2
- * threads, a 20b gate_up against 512 tokens): 142 -> 204 GFLOP/s capped at AVX2, 163 -> 274 at AVX-512 (with
- * twelve rows a step; 128 tokens a pass gave 202 and 281, all at once 239). */
+ * decodes the rows again (about a tenth of a 64-token pass's time on the Intel VM). Measured on the Intel Xeon VM
+ * (2026-12-03, 2 threads, a 20b gate_up against 512 tokens): 142 -> 204 GFLOP/s capped at AVX2, 163 -> 274 at
+ * AVX-512 (with twelve rows a step; 128 tokens a pass gave 202 and 281, all at once 239). */
 #define GEMM_TOKEN_BLOCK 64
 /* k runs in blocks of GEMM_KC: the rows' values for one block are decoded into a panel of 2 * GEMM_ROWS rows x
  * GEMM_KC (12 KB: in L1) just before every tile of the pass runs over that block, each tile's sums carried from
@@ -700,7 +700,7 @@ __attribute__((target("avx2,fma"))) static void gemm_dispatch(const float *panel
     }
 }
 
-/* Blocks [b0, b0 + count) of one MXFP4 row decoded and scaled into float32 at out, each block in split order (its
+/* `count` MXFP4 blocks (codes q, scales s) decoded and scaled into float32 at out, each block in split order (its
  * 16 even elements, then the 16 odd ones), which the packed activations follow. */
 __attribute__((target("avx2,fma"))) static void decode_split(const uint8_t *q, const uint8_t *s, int64_t count,
                                                               float *out) {
@@ -731,8 +731,7 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
     float c[GEMM_TILES][GEMM_PANEL_ROWS * GEMM_TILE]; /* each tile's sums so far */
     int64_t nb = cols / BLOCK, tiles = (tokens + GEMM_TILE - 1) / GEMM_TILE;
     int wide = use_avx512bf16(); /* AVX-512 F with it: two tiles at once, twelve rows where there are twelve */
-    int64_t row_bytes = kind == 0 ? nb * BLOCK_BYTES : kind == 1 ? 2 * cols : 4 * cols;
-    const char *weights = kind == 0 ? (const char *)blocks : (const char *)dense;
+    int64_t code_bytes = nb * BLOCK_BYTES; /* an MXFP4 row's */
     int64_t k_blocks = (cols + GEMM_KC - 1) / GEMM_KC;
     for (int64_t r0 = row0; r0 < row1;) {
         int step = wide && row1 - r0 >= GEMM_PANEL_ROWS ? GEMM_PANEL_ROWS : GEMM_ROWS;
@@ -742,9 +741,9 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
          * tokens, a new expert each call, Intel VM: 297 -> 344 GFLOP/s on 2 threads); bf16 and float32 rows
          * (512 B, 1 KB a k-block) went 3-6% slower with it. */
         int64_t ahead_rows = row1 - r0 - mr < GEMM_PANEL_ROWS ? row1 - r0 - mr : GEMM_PANEL_ROWS;
-        int64_t ahead_end = kind == 0 ? ahead_rows * row_bytes : 0;
+        int64_t ahead_end = kind == 0 ? ahead_rows * code_bytes : 0;
         int64_t ahead_step = (ahead_end + k_blocks - 1) / k_blocks;
-        const char *ahead = weights + (r0 + mr) * row_bytes;
+        const char *ahead = kind == 0 ? (const char *)(blocks + (r0 + mr) * code_bytes) : NULL;
         for (int64_t k0 = 0; k0 < cols; k0 += GEMM_KC) {
             int64_t n = cols - k0 < GEMM_KC ? cols - k0 : GEMM_KC;
             int first = k0 == 0;
@@ -1207,11 +1206,8 @@ double mxg_fma_chains(int64_t steps, int threads) {
     float *sums = malloc(sizeof(float) * units);
     if (sums == NULL) return 0.0;
     FmaTask t = {steps / 16 + 1, sums};
-    pool_run(fma_units, &t, units, 1, threads);
-    float total = 0.0f;
-    for (int64_t u = 0; u < units; u++) total += sums[u];
+    pool_run(fma_units, &t, units, 1, threads); /* the sums go through the pool: their chains cannot be dropped */
     free(sums);
-    if (total == 12345.0f) return -1.0; /* uses the sums */
     return (double)units * (double)t.steps * 12.0 * (use_avx512bf16() ? 16 : 8) * 2.0;
 }
 

@@ -6,10 +6,10 @@
 /* exp of eight floats x <= 0 (a logit less the running maximum; a sigmoid's exp(-|z|)), within 2 ulp of the
  * correctly rounded value (tests/model/test_attention_cpu.py checks it against float64 over [-87.3, 0]):
  * n = round(x / ln 2), the remainder r = x - n ln 2 with ln 2 split in two (Cody-Waite: n * C1 is exact), Cephes'
- * degree-5 polynomial for (exp(r) - 1 - r) / r^2 on |r| <= ln(2) / 2, then 2**n put into the exponent bits. Below -87.33 (2**-126) the
- * result is flushed to 0 where expf would give a denormal (< 1.2e-38: nothing next to the sink's share); NaN stays
- * NaN. glibc's expf, one call a logit, was ~40% of a decode call at 512 cached positions, and a fifth of a
- * 512-token gate_up with its fused SwiGLU. */
+ * degree-5 polynomial for (exp(r) - 1 - r) / r^2 on |r| <= ln(2) / 2, then 2**n put into the exponent bits.
+ * Below -87.33 (2**-126) the result is flushed to 0 where expf would give a denormal (< 1.2e-38: nothing next to
+ * the sink's share); NaN stays NaN. glibc's expf, one call a logit, was ~40% of a decode call at 512 cached
+ * positions, and a fifth of a 512-token gate_up with its fused SwiGLU. */
 __attribute__((target("avx2,fma"))) static inline __m256 exp_nonpositive(__m256 x) {
     const __m256 lowest = _mm256_set1_ps(-87.33654f);
     __m256 clamped = _mm256_max_ps(lowest, x); /* the second operand when x is NaN: NaN goes through */

@@ -116,25 +116,24 @@ def _float32_product(x: torch.Tensor, weight, e: int, bias: torch.Tensor) -> tor
     return dense_many(x, weight[e], bias)
 
 
-def dense_many(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    dtype=torch.float32,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+def dense_many(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype=torch.float32) -> torch.Tensor:
     """x [T, K] @ weight.T (+ bias) in float32 for many rows -> [T, N] in dtype: the C panel GEMM, or widened panels
     through torch's float32 matmul where it cannot run. Rows go DENSE_ROWS at a time, so the float32 result of a
     wide weight never exists whole beside its dtype copy (a 512-token prefill's logits: 412 MB in float32). A
     float32 result is written in place, chunk by chunk: a copy of each chunk into fresh pages cost 0.1-0.15 s of a
     512-token prefill's logits (page faults)."""
-    if x.shape[0] > DENSE_ROWS:
-        out = torch.empty((x.shape[0], weight.shape[0]), dtype=dtype)
-        for start in range(0, x.shape[0], DENSE_ROWS):
-            chunk = out[start : start + DENSE_ROWS]
-            y = dense_many(x[start : start + DENSE_ROWS], weight, bias, out=chunk if dtype == torch.float32 else None)
-            if y.data_ptr() != chunk.data_ptr():
-                chunk.copy_(y)
-        return out
+    if x.shape[0] <= DENSE_ROWS:
+        return _float32_rows(x, weight, bias).to(dtype)
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=dtype)
+    for start in range(0, x.shape[0], DENSE_ROWS):
+        chunk = out[start : start + DENSE_ROWS]
+        y = _float32_rows(x[start : start + DENSE_ROWS], weight, bias, chunk if dtype == torch.float32 else None)
+        if y.data_ptr() != chunk.data_ptr():
+            chunk.copy_(y)
+    return out
+
+
+def _float32_rows(x, weight, bias, out: torch.Tensor | None = None) -> torch.Tensor:
+    """dense_many's product of one chunk in float32, into `out` where the panel GEMM runs and out is given."""
     y = cpu_gemv.dense_gemm(x, weight, bias, out) if weight.dtype in (torch.bfloat16, torch.float32) else None
-    return (y if y is not None else widened.dense_linear(x, weight, bias)).to(dtype)
+    return y if y is not None else widened.dense_linear(x, weight, bias)
