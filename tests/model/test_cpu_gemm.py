@@ -24,7 +24,7 @@ needs_gemm = pytest.mark.skipif(
 
 
 @needs_gemm
-# an 8-wide tile, a padded 16, whole 16s, a tail; 150: three passes of GEMM_TOKEN_BLOCK (64) tokens, an 8-wide last
+# an 8-wide tile, a padded 16, whole 16s, a tail; 150: passes of 64 or 128 tokens (gemm_token_block), an 8-wide last
 @pytest.mark.parametrize("tokens", [1, 8, 9, 16, 17, 40, 150])
 # 6-row panels and a remainder; odd block counts; 150 rows go in pieces of 24 (12-row panels on AVX-512); 608: k
 # in blocks of 256 (GEMM_KC), two whole ones and a tail
@@ -267,7 +267,9 @@ sys.path.insert(0, "tests/model")
 import test_cpu_gemv as t
 from mxfp4.model.kernels import cpu_gemv
 results = {"isa": cpu_gemv.isa()}
-for tokens in (17, 33, 40, 48, 73):  # two whole tiles, two with an 8-wide or a 16-wide tail, a lone last tile
+# two whole tiles, two with an 8-wide or a 16-wide tail, a lone last tile; 150: passes of 128 and 22 tokens where
+# the AVX-512 kernels take 128 a pass, of 64, 64 and 22 capped at AVX2
+for tokens in (17, 33, 40, 48, 73, 150):
     g = torch.Generator().manual_seed(tokens)
     # 38 rows go in pieces of 6 over two threads; 150 in pieces of 24 and a last 6 (twelve rows at a time on AVX-512)
     for rows in (38, 150):
@@ -305,6 +307,20 @@ def test_gemm_gives_the_same_bits_at_every_instruction_set(tmp_path):
     assert native.keys() == capped.keys()
     for name in native:
         assert torch.equal(native[name], capped[name]), name
+
+
+@needs_gemm
+def test_a_pass_takes_128_tokens_only_at_avx512_where_their_tiles_fit_in_l2():
+    """The pass size follows the rule _cpu_gemv.c states: 128 tokens' float32 tiles within 3/4 of one core's L2
+    and the AVX-512 kernels, else 64; the same-bits test above holds the results independent of it."""
+    try:  # the C library's sysconf, as the kernels ask it (Python's os.sysconf does not know this name)
+        answer = subprocess.run(["getconf", "LEVEL2_CACHE_SIZE"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        pytest.skip("no getconf to ask the L2 size")
+    l2 = int(answer) if answer.isdigit() else 0
+    for cols in (64, 608, 2880, 4096, 1 << 20):
+        fits = 4 * 128 * cols * 4 <= 3 * max(l2, 0)
+        assert cpu_gemv.gemm_token_block(cols) == (128 if fits and cpu_gemv.native_bf16() else 64), cols
 
 
 def test_the_fma_chains_count_the_operations_they_ran(monkeypatch):

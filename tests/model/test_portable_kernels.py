@@ -58,3 +58,4 @@ def test_the_portable_build_keeps_the_bound(use_portable, tokens):
     got = cpu_gemv.dense_linear(x[:, :70], dense)
     assert ((got.double() - want.double()).abs() <= bound(x[:, :70], dense.float(), want)).all()
     assert cpu_gemv.mxfp4_gemm(x, blocks, scales) is None  # the panel GEMM is x86 code: callers fall back
+    assert cpu_gemv.gemm_token_block(160) == 0

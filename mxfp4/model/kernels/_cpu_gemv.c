@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu_bf16.h"
 #include "cpu_gemv.h"
@@ -538,8 +539,10 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
  * row panel runs against them, where all of a 512-token prompt's (5.9 MB) came from L3 for each panel. Each pass
  * decodes the rows again (about a tenth of a 64-token pass's time on the Intel VM). Measured on the Intel Xeon VM
  * (2026-12-03, 2 threads, a 20b gate_up against 512 tokens): 142 -> 204 GFLOP/s capped at AVX2, 163 -> 274 at
- * AVX-512 (with twelve rows a step; 128 tokens a pass gave 202 and 281, all at once 239). */
+ * AVX-512 (with twelve rows a step; 128 tokens a pass gave 202 and 281, all at once 239). gemm_token_block
+ * chooses GEMM_TOKEN_BLOCK_MAX where it pays: see there. */
 #define GEMM_TOKEN_BLOCK 64
+#define GEMM_TOKEN_BLOCK_MAX 128
 /* k runs in blocks of GEMM_KC: the rows' values for one block are decoded into a panel of 2 * GEMM_ROWS rows x
  * GEMM_KC (12 KB: in L1) just before every tile of the pass runs over that block, each tile's sums carried from
  * block to block in memory (c: stored and reloaded exactly, so each output is still one float32 sum over k in
@@ -551,7 +554,7 @@ static void group_order(const uint16_t *x, int64_t cols, uint16_t *out) {
  * old loop read them in place) +3% at AVX-512, -7% capped at AVX2. KC 128 was slower, 512 no faster. */
 #define GEMM_PANEL_ROWS (2 * GEMM_ROWS)
 #define GEMM_KC 256
-#define GEMM_TILES (GEMM_TOKEN_BLOCK / GEMM_TILE) /* tiles of one pass */
+#define GEMM_TILES (GEMM_TOKEN_BLOCK_MAX / GEMM_TILE) /* tiles of one pass, at most */
 /* The kernels read a tile's 64-byte line a k from L2 and ask for the line GEMM_TILE_AHEAD k ahead into L1 (the
  * hardware's L1 prefetcher left them waiting): on the Intel VM (2026-12-03, 2 threads, A/B in one process) a 20b
  * gate_up x 512 tokens 339 -> 371 GFLOP/s at AVX-512, 217 -> 231 capped at AVX2; 4 and 32 k ahead no better. */
@@ -721,7 +724,7 @@ __attribute__((target("avx2,fma"))) static void widen(const uint16_t *w, int64_t
     for (; k < n; k++) out[k] = bf16_to_f32(w[k]);
 }
 
-/* Rows [row0, row1) of y [tokens, rows] (tokens <= GEMM_TOKEN_BLOCK) for weights of `kind` (0 MXFP4, 1 bf16,
+/* Rows [row0, row1) of y [tokens, rows] (tokens <= GEMM_TOKEN_BLOCK_MAX) for weights of `kind` (0 MXFP4, 1 bf16,
  * 2 float32) against the packed activations. */
 __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const uint8_t *blocks, const uint8_t *scales,
                                                                 const void *dense, int64_t cols, const float *packed,
@@ -1067,6 +1070,43 @@ static void pack_tiles(void *context, int64_t begin, int64_t end) {
 }
 #endif
 
+#if HAVE_AVX2_PATH
+/* The L2 cache of one core in bytes (0 where the C library cannot tell). */
+static int64_t l2_bytes(void) {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    long size = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return size > 0 ? size : 0;
+#else
+    return 0;
+#endif
+}
+
+/* Tokens a pass of the panel GEMM takes for rows of `cols` floats: GEMM_TOKEN_BLOCK_MAX where the AVX-512 kernels
+ * run and those tokens' tiles fill at most 3/4 of L2, else GEMM_TOKEN_BLOCK. Each pass decodes or widens the rows
+ * once more, so fewer passes pay where the tiles still stay in L2. Measured on the Intel Xeon VM (2 MB L2;
+ * 2026-12-03, 2 threads, A/B in one process, 128 against 64 tokens a pass): the bf16 unembedding x 128 tokens
+ * (tiles 1.47 MB) 285 -> 320 GFLOP/s; x 512 tokens, a 20b gate_up 354 -> 364, a bf16 5120 x 2880 298-319 ->
+ * 316-330; at K = 4096 (tiles 2 MB, all of L2) 349 -> 345-347; capped at AVX2 -4% to +1.5%, so the AVX2 kernels
+ * keep 64; the wide benchmark model's 512-token float32 prefill (all logits) 118.5 -> 124.0 tok/s, medians of three
+ * alternated. Not measured on a smaller L2 (Zen 4's 1 MB, where the rule keeps 64 at 20b's width).
+ * Each output is the same sum either way: the pass size changes no result. */
+static int64_t gemm_token_block(int64_t cols) {
+    int64_t tiles = GEMM_TOKEN_BLOCK_MAX * cols * (int64_t)sizeof(float);
+    return use_avx512bf16() && 4 * tiles <= 3 * l2_bytes() ? GEMM_TOKEN_BLOCK_MAX : GEMM_TOKEN_BLOCK;
+}
+
+#endif
+
+/* The tokens a pass of the panel GEMM takes for rows of `cols` floats on this machine, for reports and tests (0
+ * where the panel GEMM does not run). */
+int64_t mxg_gemm_token_block(int64_t cols) {
+#if HAVE_AVX2_PATH
+    if (use_avx2()) return gemm_token_block(cols);
+#endif
+    (void)cols;
+    return 0;
+}
+
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for any number of tokens through the panel GEMM; W of `kind`: 0
  * MXFP4 (blocks, scales), 1 bf16, 2 float32 (dense). With swiglu, out[t, r/2] = the clamped SwiGLU of each pair.
  * Returns 0 (nothing done) where the CPU lacks AVX2 or memory was not to be had: the caller takes another path. */
@@ -1081,8 +1121,9 @@ int mxg_gemm(int kind, const uint8_t *blocks, const uint8_t *scales, const void 
     if (packed == NULL) return 0;
     PackTask pack = {x, tokens, cols, kind == 0, use_avx512bf16(), packed};
     pool_run(pack_tiles, &pack, padded / GEMM_TILE, 1, threads);
-    for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TOKEN_BLOCK) {
-        int64_t n = tokens - t0 < GEMM_TOKEN_BLOCK ? tokens - t0 : GEMM_TOKEN_BLOCK;
+    int64_t block = gemm_token_block(cols);
+    for (int64_t t0 = 0; t0 < tokens; t0 += block) {
+        int64_t n = tokens - t0 < block ? tokens - t0 : block;
         Task t = {kind, blocks, scales, (const uint16_t *)dense, (const float *)dense, rows, cols, n,
                   packed + t0 * cols, NULL, bias, y + t0 * rows, swiglu, limit, alpha,
                   out == NULL ? NULL : out + t0 * (rows / 2), 0, rows};

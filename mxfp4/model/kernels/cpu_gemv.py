@@ -62,6 +62,13 @@ def max_tokens() -> int:
     return _library().mxg_max_tokens()
 
 
+def gemm_token_block(cols: int) -> int:
+    """The tokens one pass of the panel GEMM takes for rows of `cols` elements on this CPU: 128 where the AVX-512
+    kernels run and 128 tokens' float32 tiles fill at most 3/4 of one core's L2, else 64 (_cpu_gemv.c says why); 0
+    where the panel GEMM does not run (no AVX2). The results do not depend on it."""
+    return int(_library().mxg_gemm_token_block(cols))
+
+
 def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
