@@ -58,12 +58,17 @@ def routed_expert_bytes(c: dict, dtype_bytes: int = 2) -> int:
     return c["num_hidden_layers"] * k * ((2 * i * h + h * i) * 17 // 32 + (2 * i + h) * dtype_bytes)
 
 
+def attention_widths(c: dict) -> tuple[int, int]:
+    """The query and the key (= value) projections' widths: heads x head_dim."""
+    return c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+
+
 def bytes_per_token(c: dict, context: float = 0, dtype_bytes: int = 2) -> int:
     """Bytes one decode step reads at `context` cached positions: the weights (unembedding, each layer's attention
     and router, the routed experts, one embedding row) and the KV cache in bf16 (every position in full-attention
     layers, the window in sliding ones)."""
     h, e = c["hidden_size"], c["num_local_experts"]
-    q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+    q, kv = attention_widths(c)
     attention = (h * (q + 2 * kv) + q * h) * dtype_bytes + e * h * dtype_bytes
     kept = [context if kind == "full_attention" else min(context, c["sliding_window"]) for kind in c["layer_types"]]
     cache = int(sum(kept) * 2 * kv * dtype_bytes)
@@ -76,15 +81,14 @@ def prefill_flops(c: dict, prompt: int, all_logits: bool) -> float:
     top-k experts, the unembedding of every position or the last) and attention's logits and weighted sums (each
     query against the keys its causal, and for sliding layers windowed, mask allows)."""
     h, i, e, k = c["hidden_size"], c["intermediate_size"], c["num_local_experts"], c["num_experts_per_tok"]
-    heads, d = c["num_attention_heads"], c["head_dim"]
-    q, kv = heads * d, c["num_key_value_heads"] * d
+    q, kv = attention_widths(c)
     per_token = c["num_hidden_layers"] * (h * (q + 2 * kv) + q * h + e * h + k * 3 * i * h)
     products = 2.0 * (prompt * per_token + (prompt if all_logits else 1) * c["vocab_size"] * h)
     keys = 0
     for kind in c["layer_types"]:
         window = prompt if kind == "full_attention" else c["sliding_window"]
         keys += sum(min(t + 1, window) for t in range(prompt))
-    return products + 2.0 * 2 * heads * d * keys
+    return products + 2.0 * 2 * q * keys
 
 
 # ---- children: one implementation each, printing {"prefill_s", "decode_s"} --------------------------------------
@@ -257,6 +261,7 @@ def child_machine() -> dict:
     return {
         "cpu": model or platform.processor(),
         "isa": cpu_gemv.isa(),
+        "token_block": cpu_gemv.gemm_token_block(SHAPES["wide"]["hidden_size"]),
         "bandwidth": data.numel() * 4 / seconds,
         "fma": fma,
     }
@@ -266,7 +271,8 @@ def machine_report() -> dict:
     """Prints child_machine's findings and returns them."""
     machine, _ = run_child(["--child", "machine", "--path", "-"])
     print(
-        f"CPU {machine['cpu']}; C kernels: {machine['isa']}; read bandwidth {machine['bandwidth'] / 1e9:.1f} GB/s; "
+        f"CPU {machine['cpu']}; C kernels: {machine['isa']} (the panel GEMM takes {machine['token_block']} tokens a "
+        f"pass at 20b's width); read bandwidth {machine['bandwidth'] / 1e9:.1f} GB/s; "
         f"float32 FMA rate {machine['fma'] / 1e9:.0f} GFLOP/s at that level ({os.cpu_count()} threads)"
     )
     return machine
@@ -414,6 +420,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prompt < 1 or args.new_tokens < 1 or args.repeat < 1 or args.rounds < 1:
+        parser.error("--prompt, --new-tokens, --repeat and --rounds take 1 or more")
     if args.crossover:
         return crossover(max(args.repeat, 5))
     import random

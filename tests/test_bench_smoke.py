@@ -40,9 +40,19 @@ def test_model_benchmark_runs_on_the_small_shape():
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = ("C kernels: ", "read bandwidth", "FMA rate", "GFLOP a token", "% floor", "mxfp4 native bf16")
+    lines = ("C kernels: ", "tokens a pass", "read bandwidth", "FMA rate", "GFLOP a token", "% floor")
+    lines += ("mxfp4 native bf16",)
     for line in lines + ("mxfp4 native float32", "llama.cpp"):
         assert line in result.stdout, (line, result.stdout)
+
+
+@pytest.mark.parametrize("option", ["--prompt", "--new-tokens", "--repeat", "--rounds"])
+def test_model_benchmark_refuses_counts_below_one(option):
+    """A zero count would divide by zero after minutes of building: refused before anything runs."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_model.py", option, "0"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "take 1 or more" in result.stderr, result.stderr[-2000:]
 
 
 def test_model_benchmark_breaks_a_decode_step_down_on_the_small_shape():
