@@ -98,6 +98,7 @@ def child_mxfp4(directory: Path, backend: str, dtype: str, prompt, new: int, rep
     import torch
 
     import mxfp4.model
+    from mxfp4.model.greedy import greedy_token
 
     model = mxfp4.model.load(directory, backend=backend, dtype=getattr(torch, dtype))
     ids = torch.tensor([prompt])
@@ -108,10 +109,10 @@ def child_mxfp4(directory: Path, backend: str, dtype: str, prompt, new: int, rep
 
     def decode():
         cache, logits = prefill()
-        token = logits[:, -1].argmax(-1, keepdim=True)
+        token = greedy_token(logits[:, -1])
         start = time.perf_counter()
         for step in range(new):
-            token = model(token, cache, start=len(prompt) + step)[:, -1].argmax(-1, keepdim=True)
+            token = greedy_token(model(token, cache, start=len(prompt) + step)[:, -1])
         return time.perf_counter() - start
 
     with torch.no_grad():
@@ -163,6 +164,7 @@ def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
     import torch
 
     import mxfp4.model
+    from mxfp4.model.greedy import greedy_token
 
     llama = open_llama(gguf, prompt, new)
     ours = mxfp4.model.load(directory, backend="native", dtype=torch.bfloat16)
@@ -172,13 +174,13 @@ def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
     theirs_s, ours_s = [], []
     with torch.no_grad():
         cache = ours.new_cache()
-        token = ours(torch.tensor([prompt]), cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+        token = greedy_token(ours(torch.tensor([prompt]), cache, last_only=True)[:, -1])
         for step in range(new):
             start = time.perf_counter()
             llama.eval([theirs_token])
             theirs_token = llama_greedy(llama)
             middle = time.perf_counter()
-            token = ours(token, cache, start=len(prompt) + step)[:, -1].argmax(-1, keepdim=True)
+            token = greedy_token(ours(token, cache, start=len(prompt) + step)[:, -1])
             ours_s.append(time.perf_counter() - middle)
             theirs_s.append(middle - start)
     return {"ours_s": ours_s, "llama_s": theirs_s}
@@ -191,6 +193,7 @@ def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
     import torch
 
     import mxfp4.model
+    from mxfp4.model.greedy import greedy_token
     from mxfp4.model.kernels import cpu_attention, cpu_gemv
 
     spent = {"dense products": 0.0, "one-token MoE": 0.0, "attention": 0.0}
@@ -211,12 +214,12 @@ def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
     model = mxfp4.model.load(directory, backend="native", dtype=getattr(torch, dtype))
     with torch.no_grad():
         cache = model.new_cache()
-        token = model(torch.tensor([list(range(64))]), cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+        token = greedy_token(model(torch.tensor([list(range(64))]), cache, last_only=True)[:, -1])
         for step in range(4 + new):
             if step == 4:  # the first steps warm the caches and the pool
                 spent.update(dict.fromkeys(spent, 0.0))
                 start = time.perf_counter()
-            token = model(token, cache, start=64 + step)[:, -1].argmax(-1, keepdim=True)
+            token = greedy_token(model(token, cache, start=64 + step)[:, -1])
         total = time.perf_counter() - start
     return {"step_s": total / new, **{part: seconds / new for part, seconds in spent.items()}}
 

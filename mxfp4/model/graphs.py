@@ -8,6 +8,7 @@ import torch
 
 from ..errors import OptionError
 from .cache import StaticCache
+from .greedy import greedy_token
 
 
 def generate_static(
@@ -26,11 +27,11 @@ def generate_static(
     cache = StaticCache(model, b, t + new_tokens, chunk=chunk)
     for start in range(0, t, cache.chunk):
         logits = model(ids[:, start : start + cache.chunk], cache, last_only=True)
-    token = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+    token = greedy_token(logits[:, -1])  # [B, 1]
     out = [ids, token.clone()]
 
     def step() -> None:  # reads and writes `token` in place, so a graph replays it as is
-        token.copy_(model(token, cache)[:, -1].argmax(-1, keepdim=True))
+        token.copy_(greedy_token(model(token, cache)[:, -1]))
 
     if cuda_graph and new_tokens > 1:
         graph = _capture(step, cache, token)

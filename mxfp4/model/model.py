@@ -8,6 +8,7 @@ from torch import nn
 
 from ..gpt_oss.config import GptOssConfig
 from .cache import StaticCache
+from .greedy import greedy_token
 from .kernels.select import kernels
 from .layers import Block, LayerCache, RMSNorm
 from .rope import rotary_tables, yarn_inv_freq
@@ -91,11 +92,11 @@ class GptOss(nn.Module):
         cache = self.new_cache()
         logits = self(ids, cache, last_only=True)
         out = [ids]
-        token = logits[:, -1].argmax(-1, keepdim=True)
+        token = greedy_token(logits[:, -1])
         for step in range(new_tokens):
             out.append(token)
             if step + 1 == new_tokens:
                 break
             logits = self(token, cache, start=ids.shape[1] + step)
-            token = logits[:, -1].argmax(-1, keepdim=True)
+            token = greedy_token(logits[:, -1])
         return torch.cat(out, dim=1)
