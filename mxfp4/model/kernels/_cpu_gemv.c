@@ -1071,14 +1071,17 @@ static void pack_tiles(void *context, int64_t begin, int64_t end) {
 #endif
 
 #if HAVE_AVX2_PATH
-/* The L2 cache of one core in bytes (0 where the C library cannot tell). */
+/* The L2 cache of one core in bytes (0 where the C library cannot tell), asked once: some C libraries run cpuid
+ * for it, which a VM traps. */
 static int64_t l2_bytes(void) {
+    static int64_t known = -1;
+    if (known >= 0) return known;
+    long size = 0;
 #ifdef _SC_LEVEL2_CACHE_SIZE
-    long size = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return size > 0 ? size : 0;
-#else
-    return 0;
+    size = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
+    known = size > 0 ? size : 0;
+    return known;
 }
 
 /* Tokens a pass of the panel GEMM takes for rows of `cols` floats: GEMM_TOKEN_BLOCK_MAX where the AVX-512 kernels
