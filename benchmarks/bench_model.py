@@ -2,6 +2,7 @@
 
     python benchmarks/bench_model.py                      # small: 8 layers, 16 experts, hidden 512, vocab 8192
     python benchmarks/bench_model.py --shape wide         # 20b width cut to 4 layers, 32 experts top 4, vocab 201,088
+    python benchmarks/bench_model.py --shape wide --layers 24    # gpt-oss-20b's whole geometry (13 GB of weights)
     python benchmarks/bench_model.py --crossover          # where the native C products stop paying (batch sizes)
     python benchmarks/bench_model.py --shape wide --interleave   # native and llama.cpp decode steps taken in turn
     python benchmarks/bench_model.py --shape wide --breakdown    # where a native decode step's time goes
@@ -407,6 +408,9 @@ def crossover_attention(repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument(
+        "--layers", type=int, help="layers instead of the shape's (--shape wide --layers 24: gpt-oss-20b's geometry)"
+    )
     parser.add_argument("--prompt", type=int, default=512, help="prefill tokens")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
@@ -423,8 +427,8 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.prompt < 1 or args.new_tokens < 1 or args.repeat < 1 or args.rounds < 1:
-        parser.error("--prompt, --new-tokens, --repeat and --rounds take 1 or more")
+    if min(args.prompt, args.new_tokens, args.repeat, args.rounds, 1 if args.layers is None else args.layers) < 1:
+        parser.error("--layers, --prompt, --new-tokens, --repeat and --rounds take 1 or more")
     if args.crossover:
         return crossover(max(args.repeat, 5))
     import random
@@ -452,7 +456,8 @@ def main() -> None:
     from mxfp4.convert import convert
     from mxfp4.testing import synthetic
 
-    config = synthetic.hf_config(**SHAPES[args.shape])
+    shape = SHAPES[args.shape] | ({} if args.layers is None else {"num_hidden_layers": args.layers})
+    config = synthetic.hf_config(**shape)
     work = Path(tempfile.mkdtemp(prefix="bench-model-"))
     try:
         directory, gguf = work / "hf", work / "model.gguf"
@@ -460,7 +465,6 @@ def main() -> None:
         convert(directory, gguf, to="gguf")
         weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
         per_token = bytes_per_token(config, context=args.prompt + args.new_tokens / 2)  # the steps' mean
-        shape = SHAPES[args.shape]
         logits = "the last position's logits" if args.last_logits else "logits at every position"
         print(
             f"shape {args.shape}: {shape['num_hidden_layers']} layers, {shape['num_local_experts']} experts (top "

@@ -46,7 +46,7 @@ def test_model_benchmark_runs_on_the_small_shape():
         assert line in result.stdout, (line, result.stdout)
 
 
-@pytest.mark.parametrize("option", ["--prompt", "--new-tokens", "--repeat", "--rounds"])
+@pytest.mark.parametrize("option", ["--layers", "--prompt", "--new-tokens", "--repeat", "--rounds"])
 def test_model_benchmark_refuses_counts_below_one(option):
     """A zero count would divide by zero after minutes of building: refused before anything runs."""
     result = subprocess.run(
