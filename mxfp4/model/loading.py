@@ -59,14 +59,28 @@ def _fill(target: torch.nn.Module, tensor: Canonical, read, dtype, device, keep_
         _assign(target, module_path(tensor), value, torch.bfloat16 if kept else dtype, device)
         return
     experts = target.mlp.experts
+    count = read.shape[0]
+    # each expert goes straight into its slot of the [E, ...] tensor: a list of experts then stacked held the
+    # layer's experts twice at once, and left that much of the C heap resident after (glibc keeps the freed pieces)
     if read.packed:  # keep MXFP4: the whole [E, ...] blocks and scales, 4.25 bits per weight
-        parts = [read.load_expert(e) for e in range(read.shape[0])]
-        value = (torch.stack([p[0] for p in parts]).to(device), torch.stack([p[1] for p in parts]).to(device))
+        value = _stacked(count, lambda e: read.load_expert(e), device)
     else:  # a dense fine-tune: [E, in, out] -> [E, out, in]
-        parts = [read.load_out_in(e) for e in range(read.shape[0])]
-        kept = keep_bf16 and parts[0].dtype == torch.bfloat16
-        value = torch.stack([p.to(torch.bfloat16 if kept else dtype) for p in parts]).to(device)
+        first = read.load_out_in(0)
+        wanted = torch.bfloat16 if keep_bf16 and first.dtype == torch.bfloat16 else dtype
+        value = _stacked(count, lambda e: (first if e == 0 else read.load_out_in(e),), device, wanted)[0]
     experts.set_weight(module_path(tensor), value)
+
+
+def _stacked(count: int, load, device, dtype=None) -> tuple[torch.Tensor, ...]:
+    """torch.stack of load(e) (a tuple of tensors) over e < count, per part, filled one expert at a time."""
+    out: tuple[torch.Tensor, ...] = ()
+    for e in range(count):
+        parts = load(e)
+        if e == 0:
+            out = tuple(torch.empty((count,) + p.shape, dtype=dtype or p.dtype, device=device) for p in parts)
+        for slot, part in zip(out, parts):
+            slot[e].copy_(part)
+    return out
 
 
 def _assign(module: torch.nn.Module, dotted: str, value: torch.Tensor, dtype, device) -> None:
