@@ -22,7 +22,8 @@ so both see the same moment of the machine: it prints the median step of each an
 ratios (the least drift-prone decode figure here).
 --breakdown times --new-tokens native decode steps (bf16 and float32 activations, after a 64-token prompt and 4
 steps not counted) with the C entry points wrapped: the dense products, the one-token MoE, the attention kernel,
-and the rest (torch's small ops and Python between them), in ms a step, with the bytes each part reads.
+and the rest (torch's small ops and Python between them), in ms a step, with the bytes each part reads; and the
+rest by the module it is spent in (each module's time outside the C calls and the modules it calls).
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
                 spent[_part] += time.perf_counter() - start
 
         setattr(module, name, functools.wraps(getattr(module, name))(timed))
+    outside = _time_modules_outside(spent)
     model = mxfp4.model.load(directory, backend="native", dtype=getattr(torch, dtype))
     with torch.no_grad():
         cache = model.new_cache()
@@ -219,10 +221,45 @@ def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
         for step in range(4 + new):
             if step == 4:  # the first steps warm the caches and the pool
                 spent.update(dict.fromkeys(spent, 0.0))
+                outside.update(dict.fromkeys(outside, 0.0))
                 start = time.perf_counter()
             token = greedy_token(model(token, cache, start=64 + step)[:, -1])
         total = time.perf_counter() - start
-    return {"step_s": total / new, **{part: seconds / new for part, seconds in spent.items()}}
+    parts = {part: seconds / new for part, seconds in spent.items()}
+    return {"step_s": total / new, **parts, "outside": {part: seconds / new for part, seconds in outside.items()}}
+
+
+def _time_modules_outside(c_spent: dict) -> dict:
+    """Wraps the model's modules so each adds up its own time outside the C entry points timed in c_spent and
+    outside the modules it calls: where the rest of a decode step goes. Returns the dict they add to."""
+    from mxfp4.model import layers, model
+
+    outside = {}
+    nested = []  # per module being run: the time of the modules it called
+    for cls, part in (
+        (layers.RMSNorm, "norms"),
+        (layers.Attention, "attention block"),
+        (layers.MoE, "router and top-k"),
+        (layers.Experts, "experts' wrapper"),
+        (layers.Block, "residual adds"),
+        (model.GptOss, "embedding and unembedding wrappers"),
+    ):
+        outside[part] = 0.0
+
+        def forward(self, *args, _forward=cls.forward, _part=part, **kwargs):
+            start, c_start = time.perf_counter(), sum(c_spent.values())
+            nested.append(0.0)
+            try:
+                return _forward(self, *args, **kwargs)
+            finally:
+                inner = nested.pop()
+                own = time.perf_counter() - start - (sum(c_spent.values()) - c_start)
+                outside[_part] += own - inner
+                if nested:
+                    nested[-1] += own
+
+        cls.forward = forward
+    return outside
 
 
 def breakdown_report(directory: Path, config: dict, new: int, bandwidth: float) -> None:
@@ -244,6 +281,8 @@ def breakdown_report(directory: Path, config: dict, new: int, bandwidth: float) 
             f"{dtype:11s} {result['step_s'] * 1e3:7.1f} {parts[0]:>20s} {parts[1]:>20s} "
             f"{result['attention'] * 1e3:9.1f} {rest * 1e3:7.1f}"
         )
+        modules = ", ".join(f"{part} {seconds * 1e3:.2f}" for part, seconds in result["outside"].items())
+        print(f"{'':11s} the rest by module (ms): {modules}")
     print(f"(the machine read {bandwidth / 1e9:.1f} GB/s in a streaming sum)")
 
 
