@@ -1037,7 +1037,7 @@ void mxg_f32(const float *w, int64_t rows, int64_t cols, const float *x, int64_t
     run_split(&t, threads);
 }
 
-#if HAVE_AVX2_PATH /* the panel GEMM's packing; its tiles and their widths are x86 code's */
+#if HAVE_AVX2_PATH /* the panel GEMM's packing and pass size; its tiles and their widths are x86 code's */
 /* x [T, K] as gemm_rows_avx2 reads it: tiles of 16 tokens (the last one 8 wide where at most 8 remain) as
  * [K][width], zero past the last token; each row's k in split order per block for MXFP4 weights (split), else
  * as it is. Tile j starts at 16 j K. Tiles [begin, end) of one call; the tiles are shared over the pool's threads
@@ -1068,9 +1068,7 @@ static void pack_tiles(void *context, int64_t begin, int64_t end) {
         }
     }
 }
-#endif
 
-#if HAVE_AVX2_PATH
 /* The L2 cache of one core in bytes (0 where the C library cannot tell), asked once: some C libraries run cpuid
  * for it, which a VM traps. */
 static int64_t l2_bytes(void) {
