@@ -206,8 +206,10 @@ def test_the_isa_reported_is_the_cpus():
     flags = set()
     if os.path.exists("/proc/cpuinfo"):
         flags = set(next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split())
-    if {"avx512f", "avx512bw", "avx512_bf16"} <= flags:
+    if {"avx2", "fma", "avx512f", "avx512bw", "avx512_bf16"} <= flags:
         expected = "AVX512-BF16"
+    elif {"avx2", "fma", "avx512f", "avx512bw"} <= flags:
+        expected = "AVX-512"
     elif {"avx2", "fma"} <= flags:
         expected = "AVX2+FMA"
     else:
@@ -216,13 +218,17 @@ def test_the_isa_reported_is_the_cpus():
     assert cpu_gemv.native_bf16() == (expected == "AVX512-BF16")
 
 
-@pytest.mark.parametrize("cap, name", [("avx2", "AVX2+FMA"), ("portable", "portable C")])
+LEVELS = ("portable C", "AVX2+FMA", "AVX-512", "AVX512-BF16")
+
+
+@pytest.mark.parametrize("cap, name", [("avx512", "AVX-512"), ("avx2", "AVX2+FMA"), ("portable", "portable C")])
 def test_every_instruction_set_below_the_cpus_keeps_the_bound(cap, name):
-    """MXFP4_CPU_ISA caps the kernels' instruction set in a fresh process: on an AVX512-BF16 machine 'avx2' runs
-    the AVX2 loops, everywhere 'portable' the plain C ones; each product (one token, a few, the one-token MoE)
-    within the bound, and the path reported."""
-    if cap == "avx2" and cpu_gemv.isa() == "portable C":
-        pytest.skip("this CPU has no AVX2")
+    """MXFP4_CPU_ISA caps the kernels' instruction set in a fresh process: on an AVX512-BF16 machine 'avx512' runs
+    the AVX-512 loops without AVX512-BF16 (bf16 activations widened), 'avx2' the AVX2 loops, everywhere 'portable'
+    the plain C ones; each product (one token, a few, the one-token MoE) within the bound, every code exact at
+    every position, and the path reported."""
+    if LEVELS.index(cpu_gemv.isa()) < LEVELS.index(name):
+        pytest.skip(f"this CPU has no {name}")
     script = f"""
 import torch, sys
 sys.path.insert(0, "tests/model")
@@ -253,7 +259,12 @@ for cols in (96, 160, 2880):  # an odd block count (a block alone after the pair
         want = x @ w.T
         assert ((got.double() - want.double()).abs() <= t.bound(x, w, want)).all()
 t.test_one_token_moe_is_the_per_expert_products_summed_bf16()
-t.test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(torch.float32)
+for dtype in (torch.float32, torch.bfloat16):
+    for col_blocks in (5, 10, 11):
+        t.test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(dtype, col_blocks, True)
+        t.test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(dtype, col_blocks, False)
+    for block in (0, 3, 4, 9):
+        t.test_a_nan_scale_anywhere_in_a_row_gives_nan_in_that_row_only(dtype, block, 1)
 print("ok")
 """
     env = {**os.environ, "MXFP4_CPU_ISA": cap}
@@ -289,14 +300,16 @@ torch.save(results, sys.argv[1])
 
 @needs_gemm
 def test_gemm_gives_the_same_bits_at_every_instruction_set(tmp_path):
-    """On AVX512-BF16 CPUs the panel GEMM takes two 16-token tiles at once in 512-bit registers; each output is
-    still one float32 sum over k in order, so the results equal an AVX2-capped process's bit for bit (MXFP4 with
-    and without the fused SwiGLU, bf16 and float32 weights, token counts on every tile edge, passes of 128 tokens
-    against 64). An AVX2 machine has one GEMM level: nothing to compare."""
-    if not cpu_gemv.native_bf16():
+    """On AVX-512 CPUs the panel GEMM takes two 16-token tiles at once in 512-bit registers; each output is still
+    one float32 sum over k in order, so the results equal an AVX2-capped process's bit for bit (MXFP4 with and
+    without the fused SwiGLU, bf16 and float32 weights, token counts on every tile edge, passes of 128 tokens
+    against 64), and on AVX512-BF16 CPUs an AVX-512-capped one's too. An AVX2 machine has one GEMM level: nothing
+    to compare."""
+    if LEVELS.index(cpu_gemv.isa()) < LEVELS.index("AVX-512"):
         pytest.skip("one panel GEMM level on this CPU (AVX2): nothing to compare it with")
     runs = {}
-    for cap in ("", "avx2"):
+    caps = ("", "avx512", "avx2") if cpu_gemv.native_bf16() else ("", "avx2")
+    for cap in caps:
         env = {k: v for k, v in os.environ.items() if k != "MXFP4_CPU_ISA"} | ({"MXFP4_CPU_ISA": cap} if cap else {})
         out = tmp_path / f"gemm-{cap or 'native'}.pt"
         result = subprocess.run(
@@ -304,11 +317,13 @@ def test_gemm_gives_the_same_bits_at_every_instruction_set(tmp_path):
         )
         assert result.returncode == 0, result.stderr[-2000:]
         runs[cap] = torch.load(out)
-    native, capped = runs[""], runs["avx2"]
-    assert native.pop("isa") == cpu_gemv.isa() and capped.pop("isa") == "AVX2+FMA"
-    assert native.keys() == capped.keys()
-    for name in native:
-        assert torch.equal(native[name], capped[name]), name
+    native = runs.pop("")
+    assert native.pop("isa") == cpu_gemv.isa()
+    for cap, capped in runs.items():
+        assert capped.pop("isa") == {"avx512": "AVX-512", "avx2": "AVX2+FMA"}[cap]
+        assert native.keys() == capped.keys()
+        for name in native:
+            assert torch.equal(native[name], capped[name]), (cap, name)
 
 
 @needs_gemm
@@ -322,14 +337,15 @@ def test_a_pass_takes_128_tokens_only_at_avx512_where_their_tiles_fit_in_l2():
     l2 = int(answer) if answer.isdigit() else 0
     for cols in (64, 608, 2880, 4096, 1 << 20):
         fits = 4 * 128 * cols * 4 <= 3 * l2
-        assert cpu_gemv.gemm_token_block(cols) == (128 if fits and cpu_gemv.native_bf16() else 64), cols
+        avx512 = LEVELS.index(cpu_gemv.isa()) >= LEVELS.index("AVX-512")
+        assert cpu_gemv.gemm_token_block(cols) == (128 if fits and avx512 else 64), cols
 
 
 def test_the_fma_chains_count_the_operations_they_ran(monkeypatch):
     """The benchmark's FMA rate is these operations over their time: 16 units a thread of steps / 16 + 1 steps, 12
     chains of 8 (AVX2) or 16 (AVX-512) lanes, 2 operations an FMA; nothing on the portable level."""
     monkeypatch.setattr(cpu_gemv, "thread_count", lambda: 3)
-    lanes = {"AVX512-BF16": 16, "AVX2+FMA": 8}.get(cpu_gemv.isa(), 0)
+    lanes = {"AVX512-BF16": 16, "AVX-512": 16, "AVX2+FMA": 8}.get(cpu_gemv.isa(), 0)
     assert cpu_gemv.fma_chains(1600) == 3 * 16 * 101 * 12 * lanes * 2
 
 

@@ -109,25 +109,33 @@ def test_every_code_at_every_position_decodes_as_the_spec_says():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(dtype):
-    """Five blocks a row (the bf16 kernel's four-block group, then one block on its own): one row per (code,
-    element), a random E8M0 scale per block from 0 (2**-127, a denormal) to 252 (the largest whose values stay
-    finite); x = e_j picks element j, so each product is one decoded value, exact whatever the order."""
-    cols = 5 * 32
+@pytest.mark.parametrize("col_blocks", [5, 10, 11])  # four-block groups, then 1, 2 or 3 blocks of tail
+@pytest.mark.parametrize("one_token", [False, True])  # eight tokens a call, or decoding's own loop
+def test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(dtype, col_blocks, one_token):
+    """One row per (code, element), the AVX-512 kernel's four-block groups then a tail of 1-3 blocks; a random
+    E8M0 scale per block from 0 (2**-127, a denormal) to 252 (the largest whose values stay finite); x = e_j picks
+    element j, so each product is one decoded value, exact whatever the order. One token at a time takes
+    decoding's loop (two groups a step); eight a call the loop shared by a few tokens."""
+    cols = col_blocks * 32
     blocks = one_code_rows(cols)
-    scales = torch.randint(0, 253, (blocks.shape[0], 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
-    scales[:5, :] = 0  # the denormal scale in every block position
-    got = cpu_gemv.mxfp4_linear(torch.eye(cols, dtype=dtype), blocks, scales)
+    g = torch.Generator().manual_seed(col_blocks)
+    scales = torch.randint(0, 253, (blocks.shape[0], col_blocks), dtype=torch.uint8, generator=g)
+    scales[:col_blocks, :] = 0  # the denormal scale in every block position
+    scales[col_blocks : 2 * col_blocks, :] = 127 + torch.arange(col_blocks)  # rows with no 0 scale (no fix-up)
+    eye = torch.eye(cols, dtype=dtype)
+    picks = [eye[j : j + 1] for j in range(cols)] if one_token else [eye]
+    got = torch.cat([cpu_gemv.mxfp4_linear(x, blocks, scales) for x in picks])
     want = decode.dequantize(blocks, scales, torch.float32).reshape(-1, cols).T
     assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("block", [0, 2, 3, 4])  # inside the four-block group, its last block, the tail
-def test_a_nan_scale_anywhere_in_a_row_gives_nan_in_that_row_only(dtype, block):
-    blocks, scales = random_mxfp4(8, 5 * 32, block)
+@pytest.mark.parametrize("block", [0, 2, 3, 4, 8, 9])  # in a four-block group, its last block, the tail
+@pytest.mark.parametrize("tokens", [1, 2])
+def test_a_nan_scale_anywhere_in_a_row_gives_nan_in_that_row_only(dtype, block, tokens):
+    blocks, scales = random_mxfp4(8, 10 * 32, block)
     scales[3, block] = 0xFF
-    got = cpu_gemv.mxfp4_linear(torch.randn(2, 5 * 32).to(dtype), blocks, scales)
+    got = cpu_gemv.mxfp4_linear(torch.randn(tokens, 10 * 32).to(dtype), blocks, scales)
     assert torch.isnan(got[:, 3]).all()
     assert torch.isfinite(got[:, [r for r in range(8) if r != 3]]).all()
 

@@ -20,7 +20,7 @@ def available() -> bool:
     return _library() is not None
 
 
-ISA_NAMES = ("portable C", "AVX2+FMA", "AVX512-BF16")
+ISA_NAMES = ("portable C", "AVX2+FMA", "AVX-512", "AVX512-BF16")
 
 
 @lru_cache(maxsize=1)
@@ -31,13 +31,14 @@ def _isa_level() -> int:
 
 def isa() -> str:
     """The instruction set the C kernels run with on this CPU (chosen at run time from cpuid; the environment
-    variable MXFP4_CPU_ISA=avx2 or =portable caps it): 'AVX512-BF16', 'AVX2+FMA' or 'portable C'."""
+    variable MXFP4_CPU_ISA=avx512, =avx2 or =portable caps it): 'AVX512-BF16', 'AVX-512' (F and BW), 'AVX2+FMA'
+    or 'portable C'."""
     return ISA_NAMES[_isa_level()]
 
 
 def native_bf16() -> bool:
     """Whether the C kernels (and torch's bf16 matmul) have AVX512-BF16 on this CPU."""
-    return _isa_level() == 2
+    return _isa_level() == 3
 
 
 def stream_sum(x: torch.Tensor) -> float:
