@@ -740,7 +740,7 @@ __attribute__((target("avx2,fma"))) static void gemm_6x16(const float *panel, in
     for (int i = 0; i < 12; i++) _mm256_storeu_ps(c + i * 8, all[i]);
 }
 
-/* gemm_6x16 for twelve rows and two tiles at once with AVX-512 (CPUs at the AVX512-BF16 level): per k, each tile's
+/* gemm_6x16 for twelve rows and two tiles at once with AVX-512 (the AVX-512 levels): per k, each tile's
  * 16 tokens are one 512-bit load and twelve broadcast weights feed 24 16-wide FMAs (24 of the 32 registers
  * accumulate). The tiles (2 x 64 bytes a k) come from L2, not L1: with six rows a step each load fed six FMAs and
  * that stream, not the FMAs, set the pace. Each output is the same float32 sum over k in the same order as
@@ -1333,7 +1333,7 @@ float mxg_stream_sum(const float *data, int64_t n, int threads) {
 
 
 /* ---- the machine's FMA rate, for benchmarks: twelve independent chains of FMAs a thread (enough to cover the
- * instruction's latency on two units), 512-bit at the AVX512-BF16 level, 256-bit at AVX2 ---- */
+ * instruction's latency on two units), 512-bit at the AVX-512 levels, 256-bit at AVX2 ---- */
 
 /* NAME(steps): twelve independent chains v = v * m + a of VEC, started from distinct values (the compiler merges
  * identical chains into one), their lanes summed at the end so that no chain's work can be dropped. */

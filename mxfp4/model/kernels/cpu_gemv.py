@@ -52,7 +52,7 @@ def stream_sum(x: torch.Tensor) -> float:
 
 def fma_chains(steps: int) -> float:
     """Runs steps x 12 independent FMAs on every core at the widest level the products use (256-bit at AVX2,
-    512-bit at AVX512-BF16); returns the floating-point operations done (0 without AVX2): benchmarks time it for
+    512-bit at AVX-512); returns the floating-point operations done (0 without AVX2): benchmarks time it for
     the machine's FMA rate, the ceiling of the panel GEMM."""
     return float(_library().mxg_fma_chains(steps, thread_count()))
 
