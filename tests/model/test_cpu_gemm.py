@@ -258,7 +258,8 @@ for cols in (96, 160, 2880):  # an odd block count (a block alone after the pair
     else:
         want = x @ w.T
         assert ((got.double() - want.double()).abs() <= t.bound(x, w, want)).all()
-t.test_one_token_moe_is_the_per_expert_products_summed_bf16()
+for dtype in (torch.float32, torch.bfloat16):
+    t.test_one_token_moe_is_the_per_expert_products_summed(dtype)
 for dtype in (torch.float32, torch.bfloat16):
     for col_blocks in (5, 10, 11):
         t.test_every_code_at_every_position_of_a_group_and_its_tail_under_every_scale(dtype, col_blocks, True)

@@ -232,31 +232,48 @@ def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypa
 moe_token = cpu_gemv.moe_token
 
 
-def test_one_token_moe_is_the_per_expert_products_summed_bf16():
-    """bf16: moe_token is, per expert, the fused gate_up product and down on its SwiGLU output rounded to bf16
-    (the products tested above), weighted and summed in float32: equal to that composition within the float32
-    rounding of the k-term weighted sum."""
-    experts, hidden, inter, limit = 8, 256, 160, 7.0  # 8 blocks (two groups) in, 5 (a group and a tail) down
+def _moe_case(dtype):
+    experts, hidden, inter = 8, 256, 160  # 8 blocks (two groups) in, 5 (a group and a tail) down
     gate_up = random_mxfp4(experts * 2 * inter, hidden, 11)
     down = random_mxfp4(experts * hidden, inter, 12)
     gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
     down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
     g = torch.Generator().manual_seed(13)
-    x = (torch.randn(hidden, generator=g) * 0.1).bfloat16()
-    chosen, weights = torch.tensor([5, 0, 3, 6]), torch.softmax(torch.randn(4, generator=g), -1)
-    up_bias, down_bias = (
-        (torch.randn(experts, 2 * inter) * 0.1).bfloat16(),
-        (torch.randn(experts, hidden) * 0.1).bfloat16(),
-    )
+    x = (torch.randn(hidden, generator=g) * 0.1).to(dtype)
+    up_bias = (torch.randn(experts, 2 * inter, generator=g) * 0.1).to(dtype)
+    down_bias = (torch.randn(experts, hidden, generator=g) * 0.1).to(dtype)
+    return x, gate_up, up_bias, down, down_bias
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_one_token_moe_is_the_per_expert_products_summed(dtype):
+    """moe_token (a layer's gate_ups in one pool job, then its downs) is, per expert, the fused gate_up product and
+    down on its SwiGLU output (rounded to bf16 with bf16 activations; the products tested above), weighted and
+    summed in float32: equal to that composition within the float32 rounding of the k-term weighted sum."""
+    x, gate_up, up_bias, down, down_bias = _moe_case(dtype)
+    limit = 7.0
+    chosen, weights = torch.tensor([5, 0, 3, 6]), torch.softmax(torch.randn(4, generator=torch.Generator()), -1)
     got = cpu_gemv.moe_token(x, chosen, weights, gate_up, up_bias, down, down_bias, limit, moe_torch.SWIGLU_ALPHA)
     terms = []
     for c, e in enumerate(chosen.tolist()):
         act = cpu_gemv.mxfp4_swiglu(x[None], gate_up[0][e], gate_up[1][e], up_bias[e], limit, moe_torch.SWIGLU_ALPHA)
-        y = cpu_gemv.mxfp4_linear(act.bfloat16(), down[0][e], down[1][e], down_bias[e])[0]
+        y = cpu_gemv.mxfp4_linear(act.to(dtype), down[0][e], down[1][e], down_bias[e])[0]
         terms.append(weights[c].double() * y.double())
     want = torch.stack(terms).sum(0)
     assert got.dtype == torch.float32 and want.abs().max() > 0.1
     assert ((got.double() - want).abs() <= 2 * gamma(4) * torch.stack(terms).abs().sum(0)).all()
+
+
+def test_one_token_moe_past_the_batch_limit_is_left_to_the_caller():
+    """More routed experts than one C batch takes (32): moe_token answers None, and native_path's per-expert
+    products take the token."""
+    x, gate_up, up_bias, down, down_bias = _moe_case(torch.float32)
+    chosen = torch.arange(33) % 8
+    assert cpu_gemv.moe_token(x, chosen, torch.full((33,), 1 / 33), gate_up, up_bias, down, down_bias, 7.0, 1.7) is None
+    assert (
+        cpu_gemv.moe_token(x, chosen[:32], torch.full((32,), 1 / 32), gate_up, up_bias, down, down_bias, 7.0, 1.7)
+        is not None
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
@@ -327,7 +344,8 @@ for dtype in (torch.float32, torch.bfloat16):
     want = x.float() @ d.float().T
     got = cpu_gemv.dense_linear(x, d)
     assert ((got.double() - want.double()).abs() <= t.bound(x.float(), d.float(), want)).all()
-t.test_one_token_moe_is_the_per_expert_products_summed_bf16()  # bf16 activations widened for each product
+for dtype in (torch.float32, torch.bfloat16):  # bf16 activations widened for each product
+    t.test_one_token_moe_is_the_per_expert_products_summed(dtype)
 import test_attention_cpu as a
 a.test_fused_attention_equals_the_reference_within_the_bound()  # the C kernel's plain loops among the paths
 for args in ((1, 128, 2), (5, 40, 1)):

@@ -1139,6 +1139,64 @@ int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
     return 1;
 }
 
+/* Products of one shape for several weight matrices, one pool job for all (decoding's MoE: a layer's k experts'
+ * gate_ups, then their downs), so the threads wait for each other once a batch instead of once a product. */
+typedef struct {
+    const Task *tasks;
+    int64_t count, rows;
+} TaskList;
+
+static void run_list(void *context, int64_t begin, int64_t end) {
+    const TaskList *list = (const TaskList *)context;
+    for (int64_t c = begin / list->rows; c < list->count && c * list->rows < end; c++) {
+        Task t = list->tasks[c];
+        t.row0 = begin > c * list->rows ? begin - c * list->rows : 0;
+        t.row1 = end < (c + 1) * list->rows ? end - c * list->rows : list->rows;
+        run_task(&t);
+    }
+}
+
+/* y[c] [rows] = W_c x[c] (+ bias[c]) (+ the SwiGLU into out[c]) for one token and c < k <= MXG_EACH_MAX, as k
+ * calls of mxg_mxfp4 (bf16 x: of mxg_mxfp4_bf16x where the CPU has AVX512-BF16, else widened) would give them, bit
+ * for bit. scratch: 2 * k * cols floats. Returns 0 (nothing done) for k out of range. */
+int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const *scales, int64_t rows, int64_t cols,
+                   const void *const *x, int is_bf16, const float *const *bias, float *const *y, float *scratch,
+                   int swiglu, float limit, float alpha, float *const *out, int threads) {
+    if (k < 1 || k > MXG_EACH_MAX) return 0;
+    pthread_once(&tables_once, build_tables);
+    Task tasks[MXG_EACH_MAX];
+    float *wide = scratch + k * cols;
+    for (int64_t c = 0; c < k; c++) {
+        Task t = {0, blocks[c], scales[c], NULL, NULL, rows, cols, 1, NULL, NULL, bias[c], y[c], swiglu, limit, alpha,
+                  out ? out[c] : NULL, 0, rows};
+        if (is_bf16 && use_avx512bf16()) {
+#if HAVE_AVX2_PATH
+            uint16_t *ordered = (uint16_t *)(scratch + c * cols);
+            group_order((const uint16_t *)x[c], cols, ordered);
+            t.xs_bf16 = ordered;
+#endif
+        } else {
+            const float *xf = (const float *)x[c];
+            if (is_bf16) {
+                for (int64_t i = 0; i < cols; i++) wide[c * cols + i] = element(x[c], i, 1);
+                xf = wide + c * cols;
+            }
+            float *ordered = scratch + c * cols;
+            if (use_avx512())
+                octet_order(xf, 1, cols, ordered);
+            else if (use_avx2())
+                pair_order(xf, 1, cols, ordered);
+            else
+                split_even_odd(xf, 1, cols, ordered);
+            t.xs = ordered;
+        }
+        tasks[c] = t;
+    }
+    TaskList list = {tasks, k, rows};
+    pool_run(run_list, &list, k * rows, 2, threads); /* even ranges: a SwiGLU pair never straddles two threads */
+    return 1;
+}
+
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for bf16 W [rows, cols]. */
 void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int64_t tokens, const float *bias,
               float *y, int threads) {
