@@ -390,10 +390,10 @@ __attribute__((target("avx2,fma"))) static void f32_rows_avx2(const float *w, in
  * its four lanes by one vpshufb and shifted into the float exponent (2**(s - 127): exact). The E8M0 bytes that
  * shift does not give (0: 2**-127, a float32 subnormal; 0xFF: NaN) are looked for once a row, and a row holding
  * one fixes them up every step. The last cols / 32 % 4 blocks go through the same step with masked loads.
- * Measured on the Intel Xeon VM (2026-12-03): with the weights in L1, 15.0 cycles a step (at a nominal 4.05 GHz)
- * against 23.7 for the AVX2 loop and 21.6 for the AVX512-BF16 one; from memory, the one-token MoE over 24 layers'
- * 20b experts on 2 threads, float32 activations 14.9 -> 15.5 GB/s against the AVX2 loop, but bf16 activations
- * (widened) 15.3 against 16.3 through the AVX512-BF16 loop, which keeps them where the CPU has it. */
+ * Measured on the Intel Xeon VM (2026-12-03), one thread, a 512-row 20b gate_up in L2: 20.0 cycles a step (at a
+ * nominal 4.05 GHz) against 24.8 for the AVX2 loop and 22.0 for the AVX512-BF16 one; from memory, the one-token
+ * MoE over 24 layers' 20b experts on 2 threads, float32 activations 14.9 -> 15.5 GB/s against the AVX2 loop, but
+ * bf16 activations (widened) 15.3 against 16.3 through the AVX512-BF16 loop, which keeps them where the CPU has it. */
 __attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512 group_sum(__m512i words, const float *x,
                                                                                         int64_t stride,
                                                                                         __mmask16 lanes,
