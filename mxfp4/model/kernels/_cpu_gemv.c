@@ -1106,18 +1106,23 @@ static void run_rows(void *context, int64_t begin, int64_t end) {
 /* even ranges: a SwiGLU pair never straddles two threads */
 static void run_split(Task *base, int threads) { pool_run(run_rows, base, base->rows, 2, threads); }
 
+/* float32 x [T, K] in the order the MXFP4 rows loop of this CPU's level reads */
+static void rows_order(const float *x, int64_t tokens, int64_t cols, float *out) {
+    if (use_avx512())
+        octet_order(x, tokens, cols, out);
+    else if (use_avx2())
+        pair_order(x, tokens, cols, out);
+    else
+        split_even_odd(x, tokens, cols, out);
+}
+
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for MXFP4 W (HF blocks [rows, cols/32, 16], scales
  * [rows, cols/32]); scratch: tokens * cols floats. With swiglu, out[t, r/2] = clamped SwiGLU of the pair. */
 void mxg_mxfp4(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const float *x,
                int64_t tokens, const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha,
                float *out, int threads) {
     pthread_once(&tables_once, build_tables);
-    if (use_avx512())
-        octet_order(x, tokens, cols, scratch);
-    else if (use_avx2())
-        pair_order(x, tokens, cols, scratch);
-    else
-        split_even_odd(x, tokens, cols, scratch);
+    rows_order(x, tokens, cols, scratch);
     Task t = {0, blocks, scales, NULL, NULL, rows, cols, tokens, scratch, NULL, bias, y, swiglu, limit, alpha, out,
               0, rows};
     run_split(&t, threads);
@@ -1181,14 +1186,8 @@ int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const
                 for (int64_t i = 0; i < cols; i++) wide[c * cols + i] = element(x[c], i, 1);
                 xf = wide + c * cols;
             }
-            float *ordered = scratch + c * cols;
-            if (use_avx512())
-                octet_order(xf, 1, cols, ordered);
-            else if (use_avx2())
-                pair_order(xf, 1, cols, ordered);
-            else
-                split_even_odd(xf, 1, cols, ordered);
-            t.xs = ordered;
+            rows_order(xf, 1, cols, scratch + c * cols);
+            t.xs = scratch + c * cols;
         }
         tasks[c] = t;
     }

@@ -17,9 +17,9 @@
 /* out [hidden] (float32) = sum_c weights[c] * expert_{experts[c]}(x) for x [hidden] (bf16 or float32) and gpt-oss's
  * experts: gate_up blocks [E, 2I, H/32, 16], scales [E, 2I, H/32], bias [E, 2I] (the activations' dtype); down
  * blocks [E, H, I/32, 16], scales [E, H, I/32], bias [E, H]. The k gate_ups go as one pool job, then the k downs
- * (mxg_mxfp4_each: the threads meet twice a layer instead of 2k times; the C MoE of 24 layers' 20b experts,
- * float32, 75.0 -> 72.6 and 84.7 -> 83.0 ms in two A/B runs on the Intel Xeon VM, 2026-12-03). Returns 0 when
- * scratch memory is not to be had or k is past MXG_EACH_MAX. */
+ * (mxg_mxfp4_each: the threads meet twice a layer instead of 2k times; the C MoE of 24 layers' 20b experts
+ * 78.0 -> 75.4 ms with bf16 activations and 83.4 -> 80.7 with float32, medians of 9 alternated in one process on
+ * the Intel Xeon VM, 2026-12-03). Returns 0 when scratch memory is not to be had or k is past MXG_EACH_MAX. */
 int mxm_token(const void *x, int is_bf16, int64_t hidden, int64_t inter, int64_t k, const int64_t *experts,
               const float *weights, const uint8_t *gate_up_blocks, const uint8_t *gate_up_scales,
               const void *gate_up_bias, const uint8_t *down_blocks, const uint8_t *down_scales, const void *down_bias,

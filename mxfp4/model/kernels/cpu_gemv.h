@@ -4,13 +4,6 @@
 
 #include <stdint.h>
 
-void mxg_mxfp4(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const float *x,
-               int64_t tokens, const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha,
-               float *out, int threads);
-int mxg_mxfp4_bf16x(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const uint16_t *x,
-                    int64_t tokens, const float *bias, float *y, uint16_t *scratch, int swiglu, float limit,
-                    float alpha, float *out, int threads);
-
 #define MXG_EACH_MAX 32 /* matrices one mxg_mxfp4_each call takes */
 int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const *scales, int64_t rows, int64_t cols,
                    const void *const *x, int is_bf16, const float *const *bias, float *const *y, float *scratch,
