@@ -286,10 +286,11 @@ def test_dense_product_equals_the_float32_matmul_within_the_bound(dtype):
     assert ((got.double() - want.double()).abs() <= bound(x, w.float(), want)).all()
 
 
-@pytest.mark.parametrize("tokens", [1, 6])  # decoding's own loop (128 weights a step), and a few tokens (64)
+@pytest.mark.parametrize("tokens", [1, 6])  # decoding (widened everywhere), and a few tokens (vdpbf16ps where present)
 @pytest.mark.parametrize("cols", [1003, 1024, 31, 64 + 5, 128 + 64 + 5])  # tails of every kind past a step
 def test_bf16_product_of_bf16_activations_within_the_bound(cols, tokens):
-    """bf16 x on bf16 W (vdpbf16ps where the CPU has it, else widened): the same exact products, the same bound."""
+    """bf16 x on bf16 W (vdpbf16ps for a few rows where the CPU has it; one row, and every row elsewhere, widened):
+    the same exact products, the same bound."""
     g = torch.Generator().manual_seed(cols)
     w = torch.randn(257, cols, generator=g).bfloat16()
     x = torch.randn(tokens, cols, generator=g).bfloat16()

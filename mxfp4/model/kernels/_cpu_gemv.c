@@ -569,38 +569,16 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void mxfp4_rows_av
     }
 }
 
-/* bf16 weights times bf16 activations on CPUs with AVX512-BF16: one vdpbf16ps per 32 weights (products exact in
- * float32, summed in pairs; denormal inputs count as zero there), two accumulators a token (four for one token:
- * two dependent chains left a decoding row waiting on the instruction's latency), the row's last
- * cols % 32 through a masked load (zeros past the end add nothing). Two instructions per 64 bytes of weights
- * leave the loads the whole machine: the AVX2 loop widens every weight to float32 first. */
+/* bf16 weights times two or more rows of bf16 activations on CPUs with AVX512-BF16: one vdpbf16ps per 32 weights
+ * a token (products exact in float32, summed in pairs; denormal inputs count as zero there), two accumulators a
+ * token, the row's last cols % 32 through a masked load (zeros past the end add nothing). One row (decoding) is
+ * not taken here: mxg_bf16_bf16x says why. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void bf16_rows_avx512bf16(
     const uint16_t *w, int64_t cols, const uint16_t *xs, int64_t tokens, int64_t row0, int64_t row1, float *acc,
     int64_t rows) {
     __mmask32 tail = (__mmask32)((1ull << (cols % 32)) - 1);
     for (int64_t r = row0; r < row1; r++) {
         const uint16_t *row = w + r * cols;
-        if (tokens == 1) { /* decoding: four accumulators, 128 weights a step */
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            int64_t k = 0;
-            for (; k + 128 <= cols; k += 128) {
-                for (int line = 0; line < 4; line++) prefetch_ahead(row + k + 32 * line);
-                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(row + k), (__m512bh)_mm512_loadu_si512(xs + k));
-                a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(row + k + 32),
-                                      (__m512bh)_mm512_loadu_si512(xs + k + 32));
-                a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(row + k + 64),
-                                      (__m512bh)_mm512_loadu_si512(xs + k + 64));
-                a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(row + k + 96),
-                                      (__m512bh)_mm512_loadu_si512(xs + k + 96));
-            }
-            for (; k < cols; k += 32) {
-                __mmask32 m = k + 32 <= cols ? (__mmask32)~0u : tail;
-                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(m, row + k),
-                                      (__m512bh)_mm512_maskz_loadu_epi16(m, xs + k));
-            }
-            acc[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-            continue;
-        }
         for (int64_t t0 = 0; t0 < tokens; t0 += 4) {
             int64_t n = tokens - t0 < 4 ? tokens - t0 : 4;
             __m512 a[4][2];
@@ -1211,11 +1189,16 @@ void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int
     free(split);
 }
 
-/* mxg_bf16 for bf16 activations x [T, K]. Returns 0 (nothing done) where the CPU lacks AVX512-BF16; the caller
- * then widens x to float32 and calls mxg_bf16. */
+/* mxg_bf16 for bf16 activations x [T, K], T > 1. Returns 0 (nothing done) where the CPU lacks AVX512-BF16, and
+ * for one row; the caller then widens x to float32 and calls mxg_bf16 (the same exact products,
+ * summed in another order). One row is decoding: there the AVX2 loop on widened activations reads the weights
+ * faster than vdpbf16ps on bf16 ones inside a decode step, though not in a loop of the product alone (Intel Xeon
+ * VM, 2026-12-03, the wide shape's bf16 decode step: the unembedding 39.3-40.0 -> 36.2-37.2 ms, q 0.98-1.00 ->
+ * 0.91-0.95 ms, the step 68.5 -> 63.8 ms (24 layers: 191.0 -> 184.7), medians alternated in one process; the
+ * unembedding called alone in a loop took 43.5 ms through vdpbf16ps against 45.2 widened: the cause is not found). */
 int mxg_bf16_bf16x(const uint16_t *w, int64_t rows, int64_t cols, const uint16_t *x, int64_t tokens, const float *bias,
                    float *y, int threads) {
-    if (!use_avx512bf16()) return 0;
+    if (!use_avx512bf16() || tokens == 1) return 0;
     Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, NULL, x, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
     run_split(&t, threads);
     return 1;
