@@ -300,6 +300,17 @@ def test_bf16_product_of_bf16_activations_within_the_bound(cols, tokens):
     assert ((got.double() - want.double()).abs() <= bound(x.float(), w.float(), want)).all()
 
 
+@pytest.mark.parametrize("cols", [2880, 1003, 40, 17])  # whole 16s, tails past them, a row shorter than one
+def test_one_bf16_row_is_the_widened_row_bit_for_bit(cols):
+    """Decoding's one row of bf16 activations on bf16 weights runs the float32-activation loop on the row widened
+    (in C where the CPU has AVX512-BF16, by the caller elsewhere): the very result of the widened row."""
+    g = torch.Generator().manual_seed(cols)
+    w = torch.randn(301, cols, generator=g).bfloat16()
+    x = torch.randn(1, cols, generator=g).bfloat16()
+    bias = torch.randn(301, generator=g)
+    assert torch.equal(cpu_gemv.dense_linear(x, w, bias), cpu_gemv.dense_linear(x.float(), w, bias))
+
+
 def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():
     """Few rows: the C product; more: torch's matmul (bf16 weights on CPUs without AVX512-BF16: test_widened)."""
     w = torch.randn(40, 64)

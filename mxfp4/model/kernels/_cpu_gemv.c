@@ -1189,18 +1189,33 @@ void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int
     free(split);
 }
 
-/* mxg_bf16 for bf16 activations x [T, K], T > 1. Returns 0 (nothing done) where the CPU lacks AVX512-BF16, and
- * for one row; the caller then widens x to float32 and calls mxg_bf16 (the same exact products,
- * summed in another order). One row is decoding: there the AVX2 loop on widened activations reads the weights
- * faster than vdpbf16ps on bf16 ones inside a decode step, though not in a loop of the product alone (Intel Xeon
- * VM, 2026-12-03, the wide shape's bf16 decode step: the unembedding 39.3-40.0 -> 36.2-37.2 ms, q 0.98-1.00 ->
- * 0.91-0.95 ms, the step 68.5 -> 63.8 ms (24 layers: 191.0 -> 184.7), medians alternated in one process; the
- * unembedding called alone in a loop took 43.5 ms through vdpbf16ps against 45.2 widened: the cause is not found). */
+/* mxg_bf16 for bf16 activations x [T, K]. Returns 0 (nothing done) where the CPU lacks AVX512-BF16; the caller
+ * then widens x to float32 and calls mxg_bf16. Two or more rows: vdpbf16ps on x as it is. One row (decoding): x
+ * widened here into the order of the AVX2 loop, which runs it, as mxg_bf16 would on the widened row (the same exact
+ * products as vdpbf16ps, summed in another order): inside a decode step that loop reads the weights faster, though
+ * not in a loop of the product alone (Intel Xeon VM, 2026-12-03, the wide shape's bf16 decode step: the unembedding
+ * 39.3-40.0 -> 36.2-37.2 ms, q 0.98-1.00 -> 0.91-0.95 ms, the step 68.5 -> 63.8 ms (24 layers: 191.0 -> 184.7),
+ * medians alternated in one process; the unembedding called alone in a loop took 43.5 ms through vdpbf16ps against
+ * 45.2 widened: the cause is not found). */
 int mxg_bf16_bf16x(const uint16_t *w, int64_t rows, int64_t cols, const uint16_t *x, int64_t tokens, const float *bias,
                    float *y, int threads) {
-    if (!use_avx512bf16() || tokens == 1) return 0;
-    Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, NULL, x, bias, y, 0, 0.0f, 0.0f, NULL, 0, rows};
+    if (!use_avx512bf16()) return 0;
+    float *split = NULL;
+    if (tokens == 1) {
+        split = malloc(sizeof(float) * cols);
+        if (split == NULL) return 0;
+        int64_t whole = cols / 16 * 16;
+        for (int64_t k = 0; k < whole; k += 16) /* split16's order, widening as it goes */
+            for (int j = 0; j < 8; j++) {
+                split[k + j] = bf16_to_f32(x[k + 2 * j]);
+                split[k + 8 + j] = bf16_to_f32(x[k + 2 * j + 1]);
+            }
+        for (int64_t k = whole; k < cols; k++) split[k] = bf16_to_f32(x[k]);
+    }
+    Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, split, split ? NULL : x, bias, y, 0, 0.0f, 0.0f, NULL, 0,
+              rows};
     run_split(&t, threads);
+    free(split);
     return 1;
 }
 

@@ -129,7 +129,7 @@ def mxfp4_swiglu(
 def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [T, K] @ W.T (+ bias) for bf16 or float32 W [N, K] -> float32 [T, N]. bf16 x on bf16 W is taken as it is
     (vdpbf16ps) for two or more rows on CPUs with AVX512-BF16, else widened to float32 (the same products either
-    way; one row, decoding, reads the weights faster widened: _cpu_gemv.c, mxg_bf16_bf16x)."""
+    way; one row, decoding, reads the weights faster widened: _cpu_gemv.c, mxg_bf16_bf16x, widens it there)."""
     rows, cols = weight.shape
     lib = _library()
     kernel = {torch.bfloat16: lib.mxg_bf16, torch.float32: lib.mxg_f32}[weight.dtype]
