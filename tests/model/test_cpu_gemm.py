@@ -202,6 +202,30 @@ def test_large_expert_groups_take_float32_products_within_the_bound(monkeypatch,
     assert ((got.double() - want.double()).abs() <= experts_bound(*args, want)).all()
 
 
+def test_bf16_expert_groups_on_torch_are_padded_to_few_row_counts(monkeypatch):
+    """bf16 groups above EXPERT_TOKENS on AVX512-BF16 CPUs go to torch's bf16 matmul with their rows padded to a
+    multiple of ONEDNN_ROWS (oneDNN keeps a compiled primitive per row count); the padding's rows are dropped, and
+    the result is the twin's within twice the twin's own bf16 error against float32 arithmetic."""
+    if not cpu_gemv.native_bf16():
+        pytest.skip("without AVX512-BF16 bf16 groups take float32 products (test above)")
+    monkeypatch.setattr(native_path, "EXPERT_TOKENS", 2)
+    x, indices, scores, gate_up, up_bias, down, down_bias, limit = random_moe(
+        23, experts=3, hidden=64, inter=64, seed=9
+    )
+    bf16 = (x.bfloat16(), indices, scores.bfloat16(), gate_up, up_bias.bfloat16(), down, down_bias.bfloat16(), limit)
+    rows = []
+    real = native_path.expert_output
+    monkeypatch.setattr(native_path, "expert_output", lambda xs, *a: rows.append(xs.shape[0]) or real(xs, *a))
+    got = native_path.experts(*bf16).float()
+    assert rows and all(r % native_path.ONEDNN_ROWS == 0 for r in rows) and max(rows) < 23 + native_path.ONEDNN_ROWS
+    theirs = moe_torch.experts(*bf16).float()
+    exact = moe_torch.experts(
+        *(t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in bf16)
+    )
+    assert exact.abs().max() > 0.1
+    assert (got - exact).abs().max() <= 2 * (theirs - exact).abs().max()
+
+
 def test_the_isa_reported_is_the_cpus():
     flags = set()
     if os.path.exists("/proc/cpuinfo"):
