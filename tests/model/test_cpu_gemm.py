@@ -205,7 +205,8 @@ def test_large_expert_groups_take_float32_products_within_the_bound(monkeypatch,
 def test_bf16_expert_groups_on_torch_are_padded_to_few_row_counts(monkeypatch):
     """bf16 groups above EXPERT_TOKENS on AVX512-BF16 CPUs go to torch's bf16 matmul with their rows padded to a
     multiple of ONEDNN_ROWS (oneDNN keeps a compiled primitive per row count); the padding's rows are dropped, and
-    the result is the twin's within twice the twin's own bf16 error against float32 arithmetic."""
+    the result is the twin's within twice the twin's own bf16 error against float32 arithmetic. Groups within
+    EXPERT_TOKENS (a dense fine-tune's decoding) keep their row counts."""
     if not cpu_gemv.native_bf16():
         pytest.skip("without AVX512-BF16 bf16 groups take float32 products (test above)")
     monkeypatch.setattr(native_path, "EXPERT_TOKENS", 2)
@@ -218,6 +219,11 @@ def test_bf16_expert_groups_on_torch_are_padded_to_few_row_counts(monkeypatch):
     monkeypatch.setattr(native_path, "expert_output", lambda xs, *a: rows.append(xs.shape[0]) or real(xs, *a))
     got = native_path.experts(*bf16).float()
     assert rows and all(r % native_path.ONEDNN_ROWS == 0 for r in rows) and max(rows) < 23 + native_path.ONEDNN_ROWS
+    rows.clear()  # a dense fine-tune's experts, one token (decoding): groups within EXPERT_TOKENS are not padded
+    monkeypatch.setattr(native_path, "EXPERT_TOKENS", 8)
+    dense = [moe_torch.expert_matrix(w, slice(None), torch.bfloat16) for w in (gate_up, down)]
+    one = native_path.experts(bf16[0][:1], indices[:1], bf16[2][:1], dense[0], bf16[4], dense[1], bf16[6], limit)
+    assert rows == [1, 1] and one.shape == (1, 64)
     theirs = moe_torch.experts(*bf16).float()
     exact = moe_torch.experts(
         *(t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in bf16)

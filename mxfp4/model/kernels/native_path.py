@@ -103,9 +103,11 @@ def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: f
 
 
 def _row_padded_expert(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float):
-    """expert_output on xs [n, H] padded with zero rows to a multiple of ONEDNN_ROWS, those rows dropped after."""
+    """expert_output on xs [n, H] padded with zero rows to a multiple of ONEDNN_ROWS, those rows dropped after.
+    Groups of at most EXPERT_TOKENS (a dense fine-tune's decoding: one token an expert) are left as they are: their
+    few row counts need no bound, and sixteen rows for one would be sixteen times the arithmetic."""
     n = xs.shape[0]
-    if n % ONEDNN_ROWS:
+    if n > EXPERT_TOKENS and n % ONEDNN_ROWS:
         xs = torch.cat([xs, xs.new_zeros(ONEDNN_ROWS - n % ONEDNN_ROWS, xs.shape[1])])
     return expert_output(xs, e, gate_up, gate_up_bias, down, down_bias, limit)[:n]
 
