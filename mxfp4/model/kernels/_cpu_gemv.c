@@ -107,19 +107,19 @@ static void octet_order(const float *x, int64_t tokens, int64_t cols, float *out
     }
 }
 
-/* x [T, K] in the order bf16_rows_avx2 reads: each whole 16 elements as their 8 even ones, then the 8 odd ones;
- * the last K % 16 as they are. */
-static void split16(const float *x, int64_t tokens, int64_t cols, float *out) {
+/* x [T, K] (float32, or bf16 widened as it goes) in the order bf16_rows_avx2 reads: each whole 16 elements as
+ * their 8 even ones, then the 8 odd ones; the last K % 16 as they are. */
+static void split16(const void *x, int is_bf16, int64_t tokens, int64_t cols, float *out) {
     int64_t whole = cols / 16 * 16;
     for (int64_t t = 0; t < tokens; t++) {
-        const float *src = x + t * cols;
+        int64_t src = t * cols;
         float *dst = out + t * cols;
         for (int64_t k = 0; k < whole; k += 16)
             for (int j = 0; j < 8; j++) {
-                dst[k + j] = src[k + 2 * j];
-                dst[k + 8 + j] = src[k + 2 * j + 1];
+                dst[k + j] = element(x, src + k + 2 * j, is_bf16);
+                dst[k + 8 + j] = element(x, src + k + 2 * j + 1, is_bf16);
             }
-        for (int64_t k = whole; k < cols; k++) dst[k] = src[k];
+        for (int64_t k = whole; k < cols; k++) dst[k] = element(x, src + k, is_bf16);
     }
 }
 
@@ -1152,7 +1152,10 @@ int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const
     for (int64_t c = 0; c < k; c++) {
         Task t = {0, blocks[c], scales[c], NULL, NULL, rows, cols, 1, NULL, NULL, bias[c], y[c], swiglu, limit, alpha,
                   out ? out[c] : NULL, 0, rows};
-        if (is_bf16 && use_avx512bf16()) {
+        if (c > 0 && x[c] == x[c - 1]) { /* the same activations (a layer's gate_ups): ordered once */
+            t.xs = tasks[c - 1].xs;
+            t.xs_bf16 = tasks[c - 1].xs_bf16;
+        } else if (is_bf16 && use_avx512bf16()) {
 #if HAVE_AVX2_PATH
             uint16_t *ordered = (uint16_t *)(scratch + c * cols);
             group_order((const uint16_t *)x[c], cols, ordered);
@@ -1180,7 +1183,7 @@ void mxg_bf16(const uint16_t *w, int64_t rows, int64_t cols, const float *x, int
     float *split = NULL;
     if (use_avx2()) { /* the activations in the order the AVX2 loop reads (split16); in place of x if no memory */
         split = malloc(sizeof(float) * tokens * cols);
-        if (split != NULL) split16(x, tokens, cols, split);
+        if (split != NULL) split16(x, 0, tokens, cols, split);
     }
     Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, split ? split : x, NULL, bias, y, 0, 0.0f, 0.0f, NULL, 0,
               rows};
@@ -1204,13 +1207,7 @@ int mxg_bf16_bf16x(const uint16_t *w, int64_t rows, int64_t cols, const uint16_t
     if (tokens == 1) {
         split = malloc(sizeof(float) * cols);
         if (split == NULL) return 0;
-        int64_t whole = cols / 16 * 16;
-        for (int64_t k = 0; k < whole; k += 16) /* split16's order, widening as it goes */
-            for (int j = 0; j < 8; j++) {
-                split[k + j] = bf16_to_f32(x[k + 2 * j]);
-                split[k + 8 + j] = bf16_to_f32(x[k + 2 * j + 1]);
-            }
-        for (int64_t k = whole; k < cols; k++) split[k] = bf16_to_f32(x[k]);
+        split16(x, 1, 1, cols, split);
     }
     Task t = {1, NULL, NULL, w, NULL, rows, cols, tokens, split, split ? NULL : x, bias, y, 0, 0.0f, 0.0f, NULL, 0,
               rows};

@@ -27,7 +27,7 @@ int mxm_token(const void *x, int is_bf16, int64_t hidden, int64_t inter, int64_t
     if (k < 1 || k > MXG_EACH_MAX) return 0;
     int64_t up_rows = 2 * inter, up_blocks = hidden / 32, down_blocks_per_row = inter / 32;
     int64_t wide = hidden > inter ? hidden : inter;
-    /* floats a expert: gate_up bias and products, the SwiGLU output and its bf16 copy, down's bias and products,
+    /* floats an expert: gate_up bias and products, the SwiGLU output and its bf16 copy, down's bias and products,
      * two activation copies (mxg_mxfp4_each's scratch) */
     float *memory = malloc(sizeof(float) * k * (2 * up_rows + 2 * inter + 2 * hidden + 2 * wide));
     if (memory == NULL) return 0;
