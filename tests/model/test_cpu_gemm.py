@@ -208,7 +208,7 @@ def test_bf16_expert_groups_on_torch_are_padded_to_few_row_counts(monkeypatch):
     the result is the twin's within twice the twin's own bf16 error against float32 arithmetic. Groups within
     EXPERT_TOKENS (a dense fine-tune's decoding) keep their row counts."""
     if not cpu_gemv.native_bf16():
-        pytest.skip("without AVX512-BF16 bf16 groups take float32 products (test above)")
+        pytest.skip("needs a CPU with AVX512-BF16: without it bf16 groups take float32 products (test above)")
     monkeypatch.setattr(native_path, "EXPERT_TOKENS", 2)
     x, indices, scores, gate_up, up_bias, down, down_bias, limit = random_moe(
         23, experts=3, hidden=64, inter=64, seed=9
@@ -243,7 +243,7 @@ def test_the_isa_reported_is_the_cpus():
     elif {"avx2", "fma"} <= flags:
         expected = "AVX2+FMA"
     else:
-        pytest.skip("not an x86 CPU with /proc/cpuinfo flags")
+        pytest.skip("needs an x86 CPU with /proc/cpuinfo flags")
     assert cpu_gemv.isa() == expected
     assert cpu_gemv.native_bf16() == (expected == "AVX512-BF16")
 
@@ -258,7 +258,7 @@ def test_every_instruction_set_below_the_cpus_keeps_the_bound(cap, name):
     the plain C ones; each product (one token, a few, the one-token MoE) within the bound, every code exact at
     every position, and the path reported."""
     if LEVELS.index(cpu_gemv.isa()) < LEVELS.index(name):
-        pytest.skip(f"this CPU has no {name}")
+        pytest.skip(f"needs a CPU with {name}")
     script = f"""
 import torch, sys
 sys.path.insert(0, "tests/model")
@@ -337,7 +337,7 @@ def test_gemm_gives_the_same_bits_at_every_instruction_set(tmp_path):
     against 64), and on AVX512-BF16 CPUs an AVX-512-capped one's too. An AVX2 machine has one GEMM level: nothing
     to compare."""
     if LEVELS.index(cpu_gemv.isa()) < LEVELS.index("AVX-512"):
-        pytest.skip("one panel GEMM level on this CPU (AVX2): nothing to compare it with")
+        pytest.skip("needs a CPU with AVX-512: an AVX2 one has one panel GEMM level, nothing to compare it with")
     runs = {}
     caps = ("", "avx512", "avx2") if cpu_gemv.native_bf16() else ("", "avx2")
     for cap in caps:

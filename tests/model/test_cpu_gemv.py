@@ -305,7 +305,7 @@ def test_one_bf16_row_is_the_widened_row_bit_for_bit(cols):
     """Decoding's one row of bf16 activations on bf16 weights runs the float32-activation loop on the row widened
     (in C where the CPU has AVX512-BF16): the very result of the widened row."""
     if not cpu_gemv.native_bf16():
-        pytest.skip("without AVX512-BF16 the caller widens the row itself: both sides would be one call")
+        pytest.skip("needs a CPU with AVX512-BF16: without it the caller widens the row itself (both sides one call)")
     g = torch.Generator().manual_seed(cols)
     w = torch.randn(301, cols, generator=g).bfloat16()
     x = torch.randn(1, cols, generator=g).bfloat16()
