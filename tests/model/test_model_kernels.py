@@ -286,9 +286,11 @@ def test_static_cache_decodes_the_same_tokens_and_logits(backend):
 
     model = mxfp4.model.load(f"{EXAMPLES}/tiny-gpt-oss", backend=backend, device=DEVICE)
     ids = torch.randint(0, 300, (2, 11), generator=torch.Generator().manual_seed(0)).to(DEVICE)
-    want = model.generate(ids, 14)
-    assert torch.equal(model.generate(ids, 14, static=True), want)
-    assert torch.equal(generate_static(model, ids, 14, chunk=4), want)  # window 8 in a ring of 11 slots: wraps
+    # Triton on the CPU is its interpreter (numpy, a minute for 14 tokens): 8 new tokens still wrap the ring
+    new = 8 if backend == "triton" and DEVICE == "cpu" else 14
+    want = model.generate(ids, new)
+    assert torch.equal(model.generate(ids, new, static=True), want)
+    assert torch.equal(generate_static(model, ids, new, chunk=4), want)  # window 8 in a ring of 11 slots: wraps
     with torch.no_grad():  # logits too, chunk by chunk against one pass over the whole sequence
         whole = model(want)
         cache = StaticCache(model, 2, want.shape[1], chunk=4)
