@@ -1268,18 +1268,24 @@ static int64_t l2_bytes(void) {
     return known;
 }
 
-/* Tokens a pass of the panel GEMM takes for rows of `cols` floats: GEMM_TOKEN_BLOCK_MAX where the AVX-512 kernels
- * run and those tokens' tiles fill at most 3/4 of L2, else GEMM_TOKEN_BLOCK. Each pass decodes or widens the rows
- * once more, so fewer passes pay where the tiles still stay in L2. Measured on the Intel Xeon VM (2 MB L2;
- * 2026-12-03, 2 threads, A/B in one process, 128 against 64 tokens a pass): the bf16 unembedding x 128 tokens
- * (tiles 1.47 MB) 285 -> 320 GFLOP/s; x 512 tokens, a 20b gate_up 354 -> 364, a bf16 5120 x 2880 298-319 ->
- * 316-330; at K = 4096 (tiles 2 MB, all of L2) 349 -> 345-347; capped at AVX2 -4% to +1.5%, so the AVX2 kernels
- * keep 64; the wide benchmark model's 512-token float32 prefill (all logits) 118.5 -> 124.0 tok/s, medians of three
- * alternated. Not measured on a smaller L2 (Zen 4's 1 MB, where the rule keeps 64 at 20b's width).
+/* Tokens a pass of the panel GEMM takes for rows of `cols` floats. Each pass decodes or widens the rows once more,
+ * so fewer passes pay where the tiles still stay in L2: at AVX-512, GEMM_TOKEN_BLOCK_MAX where those tokens' tiles
+ * fill at most 3/4 of L2, else GEMM_TOKEN_BLOCK. Measured on the Intel Xeon VM (2 MB L2; 2026-12-03, 2 threads,
+ * A/B in one process, 128 against 64 tokens a pass): the bf16 unembedding x 128 tokens (tiles 1.47 MB) 285 -> 320
+ * GFLOP/s; x 512 tokens, a 20b gate_up 354 -> 364, a bf16 5120 x 2880 298-319 -> 316-330; at K = 4096 (tiles 2 MB,
+ * all of L2) 349 -> 345-347; capped at AVX2 -4% to +1.5%; the wide benchmark model's 512-token float32 prefill (all
+ * logits) 118.5 -> 124.0 tok/s, medians of three alternated.
+ * At AVX2, GEMM_TOKEN_BLOCK where its tiles fit in 3/4 of L2, else GEMM_TOKEN_BLOCK_MAX: the tiles then come from
+ * L3 either way, and each widened panel serves twice the tokens. Measured on an AVX2-only Zen 3 (512 KB L2, where
+ * 64 tokens of 20b's width are 737 KB; 2026-12-03, 2 threads, A/B in one process, medians of 9): the bf16
+ * unembedding x 512 tokens 108.7 -> 119.6, 125.6 -> 136.5 GFLOP/s in two runs, a 20b gate_up x 512 122.0 -> 129.1,
+ * 132.2 -> 147.2; 256 tokens a pass no faster than 128; the wide model's float32 prefill 51.7 -> 54.7 tok/s
+ * (medians of four alternated).
  * Each output is the same sum either way: the pass size changes no result. */
 static int64_t gemm_token_block(int64_t cols) {
-    int64_t tiles = GEMM_TOKEN_BLOCK_MAX * cols * (int64_t)sizeof(float);
-    return use_avx512() && 4 * tiles <= 3 * l2_bytes() ? GEMM_TOKEN_BLOCK_MAX : GEMM_TOKEN_BLOCK;
+    int64_t per_token = cols * (int64_t)sizeof(float), l2 = l2_bytes();
+    if (use_avx512()) return 4 * GEMM_TOKEN_BLOCK_MAX * per_token <= 3 * l2 ? GEMM_TOKEN_BLOCK_MAX : GEMM_TOKEN_BLOCK;
+    return l2 > 0 && 4 * GEMM_TOKEN_BLOCK * per_token > 3 * l2 ? GEMM_TOKEN_BLOCK_MAX : GEMM_TOKEN_BLOCK;
 }
 
 #endif
