@@ -6,6 +6,7 @@
     python benchmarks/bench_model.py --crossover          # where the native C products stop paying (batch sizes)
     python benchmarks/bench_model.py --shape wide --interleave   # native and llama.cpp decode steps taken in turn
     python benchmarks/bench_model.py --shape wide --breakdown    # where a native decode step's time goes
+    python benchmarks/bench_model.py --shape wide --int8         # also native-int8 (int8 MoE activations, opt-in)
 
 Builds a synthetic MXFP4 checkpoint (and its GGUF, written by mxfp4 convert), then runs each implementation in
 its own child process: prefill of --prompt tokens (batch 1) with the logits of every position (--last-logits:
@@ -52,6 +53,8 @@ SHAPES = {
 }  # fmt: skip
 FMA_STEPS = 50_000_000  # of twelve FMAs a thread: a fraction of a second
 IMPLEMENTATIONS = ("mxfp4 native bf16", "mxfp4 native float32", "mxfp4 torch bf16", "llama.cpp", "transformers")
+# opt-in (--int8): the native path with int8 activations in each decode step's MoE (approximate, as llama.cpp)
+INT8 = ("mxfp4 native-int8 bf16", "mxfp4 native-int8 float32")
 
 
 def routed_expert_bytes(c: dict, dtype_bytes: int = 2) -> int:
@@ -456,7 +459,8 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every implementation this many times, alternating; best of each"
     )
-    parser.add_argument("--only", action="append", choices=IMPLEMENTATIONS, help="run only these (repeatable)")
+    parser.add_argument("--only", action="append", choices=IMPLEMENTATIONS + INT8, help="run only these (repeatable)")
+    parser.add_argument("--int8", action="store_true", help="also run native-int8 (int8 MoE activations in decode)")
     parser.add_argument("--crossover", action="store_true", help="time the native products per batch size")
     parser.add_argument(
         "--interleave", action="store_true", help="native and llama.cpp decode steps in turn in one process"
@@ -522,7 +526,7 @@ def main() -> None:
             return interleaved_report(result, per_token)
         rows = {}
         for _ in range(args.rounds):  # implementations alternate, so a slow spell of the machine hits them all alike
-            for name in args.only or IMPLEMENTATIONS:
+            for name in args.only or IMPLEMENTATIONS + (INT8 if args.int8 else ()):
                 path = gguf if name == "llama.cpp" else directory
                 child = ["--child", name, "--path", str(path), "--prompt", str(args.prompt)]
                 child += ["--new-tokens", str(args.new_tokens), "--repeat", str(args.repeat)]

@@ -29,19 +29,34 @@ def test_kernel_benchmark_runs_at_tiny_shapes():
 
 
 def test_model_benchmark_runs_on_the_small_shape():
-    """bench_model.py end to end on its small shape with a short prompt: ours in both dtypes and llama.cpp, each in
-    its own child, the machine line (CPU, kernels, bandwidth) and the table with the decode floor's share."""
+    """bench_model.py end to end on its small shape with a short prompt: ours in both dtypes (and with int8 MoE
+    activations) and llama.cpp, each in its own child, the machine line (CPU, kernels, bandwidth) and the table
+    with the decode floor's share."""
     pytest.importorskip("llama_cpp")
     result = subprocess.run(
         [sys.executable, "benchmarks/bench_model.py", "--prompt", "12", "--new-tokens", "2", "--repeat", "1"]
-        + ["--only", "mxfp4 native bf16", "--only", "mxfp4 native float32", "--only", "llama.cpp"],
+        + ["--only", "mxfp4 native bf16", "--only", "mxfp4 native float32", "--only", "llama.cpp"]
+        + ["--only", "mxfp4 native-int8 bf16"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = ("C kernels: ", "tokens a pass", "read bandwidth", "FMA rate", "GFLOP a token", "% floor")
-    for line in lines + ("mxfp4 native bf16", "mxfp4 native float32", "llama.cpp"):
+    for line in lines + ("mxfp4 native bf16", "mxfp4 native float32", "llama.cpp", "mxfp4 native-int8 bf16"):
+        assert line in result.stdout, (line, result.stdout)
+
+
+def test_int8_quality_benchmark_runs_on_the_bundled_model():
+    """bench_int8_quality.py: both held-out texts through both backends, a row each with perplexities and KL."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_int8_quality.py", "--tokens", "12"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("native-int8 (C kernels: ", "heldout.tokens", "docs-heldout.tokens", "KL mean", "top-1"):
         assert line in result.stdout, (line, result.stdout)
 
 

@@ -18,7 +18,9 @@ def load(path, *, backend: str = "auto", device=None, dtype=None, strict: bool =
     CPU, bfloat16 on a GPU). backend: 'auto' (default: 'native' on the CPU when its C kernels are built, else
     'torch'), 'torch' (the reference path, any device: bit parity with transformers), 'native' (the CPU with
     C products that read MXFP4 blocks and bf16 weights at memory speed for decoding and small batches) or
-    'triton' (kernels that decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1).
+    'triton' (kernels that decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1);
+    'native-int8' is 'native' with each decoded token's MoE activations quantized to int8 first (llama.cpp's
+    arithmetic: faster on CPUs without AVX-512, approximate; docs/cpu.md).
     A checkpoint saved wrong by a known tool is read correctly with a RepairWarning; strict=True refuses it.
     expert_layout: how square dense experts are stored where neither shape nor content tells (as for convert)."""
     device = torch.device(device or "cpu")
@@ -26,7 +28,7 @@ def load(path, *, backend: str = "auto", device=None, dtype=None, strict: bool =
     dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
     # The native path computes float32 from bf16 weights as they are (widened in its products, exactly), so a
     # float32 model keeps the checkpoint's bf16 matrices: half the memory, half the bytes a decode step reads.
-    keep_bf16 = chosen.name == "native" and dtype == torch.float32
+    keep_bf16 = chosen.name in ("native", "native-int8") and dtype == torch.float32
     source = open_source(path, strict=strict, expert_layout=expert_layout)
     model = GptOss.empty(source.config, device=device, dtype=dtype)
     for tensor in canonical_tensors(source.config):

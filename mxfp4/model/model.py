@@ -43,7 +43,8 @@ class GptOss(nn.Module):
         return self.norm.weight.dtype
 
     def use_backend(self, backend: str) -> "GptOss":
-        """Run linears, attention and experts on backend 'auto', 'torch', 'native' or 'triton' (kernels/select.py)."""
+        """Run linears, attention and experts on backend 'auto', 'torch', 'native', 'native-int8' or 'triton'
+        (kernels/select.py)."""
         chosen = kernels(backend, self.lm_head.weight.device)
         for layer in self.layers:
             layer.self_attn.kernels = layer.mlp.kernels = layer.mlp.experts.kernels = chosen

@@ -335,7 +335,7 @@ def test_native_linear_takes_few_rows_and_leaves_the_rest_to_torch():
 
 def test_the_portable_loops_keep_the_same_bound():
     """MXFP4_CPU_PORTABLE=1 runs the plain C loops (what a CPU without AVX2 gets: products, the one-token MoE's
-    widening fallback, the attention kernel), in a fresh process."""
+    widening fallback, the int8 activations' products, the attention kernel), in a fresh process."""
     import subprocess
     import sys
 
@@ -360,6 +360,11 @@ for dtype in (torch.float32, torch.bfloat16):
     assert ((got.double() - want.double()).abs() <= t.bound(x.float(), d.float(), want)).all()
 for dtype in (torch.float32, torch.bfloat16):  # bf16 activations widened for each product
     t.test_one_token_moe_is_the_per_expert_products_summed(dtype)
+import test_int8_activations as q  # the int8 activations' plain loop: pairs of blocks and a lone last one
+for col_blocks in (1, 2, 5, 90):
+    q.check_product(37, col_blocks, col_blocks, True)
+q.test_every_code_meets_every_activation_position()
+q.test_one_token_int8_moe_is_the_per_expert_int8_products_summed(torch.float32)
 import test_attention_cpu as a
 a.test_fused_attention_equals_the_reference_within_the_bound()  # the C kernel's plain loops among the paths
 for args in ((1, 128, 2), (5, 40, 1)):
@@ -385,6 +390,7 @@ def test_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypatch, t
     def results():
         return (
             cpu_gemv.mxfp4_linear(x, blocks, scales, bias),
+            cpu_gemv.mxfp4_swiglu_int8(x[0], blocks, scales, bias, 7.0, moe_torch.SWIGLU_ALPHA),
             cpu_gemv.mxfp4_swiglu(x, blocks, scales, bias, 7.0, moe_torch.SWIGLU_ALPHA),
             cpu_gemv.dense_linear(x[:, :100], weight, bias),
         )

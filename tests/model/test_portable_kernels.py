@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_cpu_gemv import bound, random_mxfp4
+from test_int8_activations import check_product
 
 from mxfp4.codec import decode
 from mxfp4.model.kernels import cpu_gemv, cpu_library
@@ -57,5 +58,7 @@ def test_the_portable_build_keeps_the_bound(use_portable, tokens):
     want = x[:, :70] @ dense.float().T
     got = cpu_gemv.dense_linear(x[:, :70], dense)
     assert ((got.double() - want.double()).abs() <= bound(x[:, :70], dense.float(), want)).all()
+    if tokens == 1:  # int8 activations (one token)
+        check_product(37, 5, 7, True)
     assert cpu_gemv.mxfp4_gemm(x, blocks, scales) is None  # the panel GEMM is x86 code: callers fall back
     assert cpu_gemv.gemm_token_block(160) == 0

@@ -150,6 +150,60 @@ static void mxfp4_rows_portable(const uint8_t *blocks, const uint8_t *scales, in
     }
 }
 
+/* ---- MXFP4 rows with int8 activations (opt-in, approximate: llama.cpp's q8_0 arithmetic) ------------------- */
+
+/* Where element j of block b of a row of nb blocks sits among the int8 activations: blocks go in pairs, as the
+ * AVX2 loop reads them (32 code bytes a step): [block b's 16 even elements | b + 1's even | b's odd | b + 1's odd];
+ * an odd last block alone as [even | odd]. Low nibbles meet even elements. */
+static inline int64_t q8_position(int64_t b, int64_t nb, int j) {
+    int half = j % 2, i = j / 2;
+    if (b / 2 * 2 + 1 < nb) return b / 2 * 64 + half * 32 + b % 2 * 16 + i;
+    return b * BLOCK + half * 16 + i;
+}
+
+/* One token's x [cols] as int8 with one float32 scale a block of 32: d = max|x| / 127, q = x / d rounded to the
+ * nearest integer (ties to even), so |x - d q| <= d / 2 for each element; q in q8_position's order. A block
+ * holding a NaN or an infinity gets d = NaN (every product it enters is NaN, as the float32 products' would be
+ * NaN or infinite). A block's products are then exact integers (|2 E2M1| <= 12, |q| <= 127: four of them sum
+ * within 16 bits, a block's 32 within 32 bits) and one float32 multiply by 2**(s - 128) d scales each block. */
+static void quantize_q8(const float *x, int64_t cols, int8_t *q, float *d) {
+    int64_t nb = cols / BLOCK;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * BLOCK;
+        float amax = 0.0f;
+        int finite = 1;
+        for (int j = 0; j < BLOCK; j++) {
+            if (!isfinite(xb[j])) finite = 0;
+            float a = fabsf(xb[j]);
+            if (a > amax) amax = a;
+        }
+        float db = finite ? amax / 127.0f : NAN;
+        d[b] = db;
+        for (int j = 0; j < BLOCK; j++) {
+            /* within [-127, 127]: |x| <= amax, and amax / (amax / 127) rounds to 127 */
+            float v = finite && db > 0.0f ? nearbyintf(xb[j] / db) : 0.0f;
+            q[q8_position(b, nb, j)] = (int8_t)v;
+        }
+    }
+}
+
+static void mxfp4_rows_q8_portable(const uint8_t *blocks, const uint8_t *scales, int64_t cols, const int8_t *xq,
+                                   const float *xd, int64_t row0, int64_t row1, float *acc) {
+    int64_t nb = cols / BLOCK;
+    for (int64_t r = row0; r < row1; r++) {
+        float total = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *q = blocks + (r * nb + b) * BLOCK_BYTES;
+            int32_t sum = 0;
+            for (int i = 0; i < 16; i++)
+                sum += TWICE_E2M1[q[i] & 15] * xq[q8_position(b, nb, 2 * i)] +
+                       TWICE_E2M1[q[i] >> 4] * xq[q8_position(b, nb, 2 * i + 1)];
+            total += (float)sum * (HALF_SCALE[scales[r * nb + b]] * xd[b]);
+        }
+        acc[r] = total;
+    }
+}
+
 /* ---- MXFP4 rows: AVX2 + FMA ---------------------------------------------------------------------------------- */
 /* MXFP4_PORTABLE builds what a CPU other than x86 gets (tests/model/test_portable_kernels.py builds it here). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(MXFP4_PORTABLE)
@@ -379,6 +433,67 @@ __attribute__((target("avx2,fma"))) static void f32_rows_avx2(const float *w, in
                                                                int64_t tokens, int64_t row0, int64_t row1, float *acc,
                                                                int64_t rows) {
     dense_rows_avx2(w, 0, cols, xs, tokens, row0, row1, acc, rows);
+}
+
+/* |w| and x with w's sign, through vpmaddubsw: sixteen sums of two products (at most 2 * 12 * 127: exact). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i products_q8(__m256i w, __m256i x) {
+    return _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+/* Blocks b and b + 1 (32 code bytes at q) against their 64 int8 activations (q8_position's order): low and high
+ * nibbles looked up (vpshufb) as 2 * E2M1 integers give the even and the odd weights of both blocks (b in the low
+ * 128-bit lane), their products summed in 16 bits (at most 4 * 12 * 127), then in 32 bits (vpmaddwd): lanes 0-3
+ * hold block b's sum, 4-7 block b + 1's, so one FMA by [scale_b x4, scale_b+1 x4] takes both into the total. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_q8(const uint8_t *q, const int8_t *x,
+                                                                               __m256i lut, __m256 scale,
+                                                                               __m256 total) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256i bytes = _mm256_loadu_si256((const __m256i *)q);
+    __m256i even = _mm256_shuffle_epi8(lut, _mm256_and_si256(bytes, low4));
+    __m256i odd = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4));
+    __m256i sums = _mm256_add_epi16(products_q8(even, _mm256_loadu_si256((const __m256i *)x)),
+                                    products_q8(odd, _mm256_loadu_si256((const __m256i *)(x + 32))));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(sums, ones)), scale, total);
+}
+
+/* MXFP4 rows times one token's int8 activations (quantize_q8): a pair of blocks takes 2 lookups and no widening
+ * shuffles, where the float32 loop (mxfp4_rows_avx2) needs 12, which bound it on AVX2 (docs/cpu.md). Two running
+ * totals; an odd last block through the portable arithmetic. */
+__attribute__((target("avx2,fma"))) static void mxfp4_rows_q8_avx2(const uint8_t *blocks, const uint8_t *scales,
+                                                                    int64_t cols, const int8_t *xq, const float *xd,
+                                                                    int64_t row0, int64_t row1, float *acc) {
+    int64_t nb = cols / BLOCK, pairs = nb / 2;
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)TWICE_E2M1));
+    for (int64_t r = row0; r < row1; r++) {
+        const uint8_t *q = blocks + r * nb * BLOCK_BYTES;
+        const uint8_t *s = scales + r * nb;
+        __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+        int64_t p = 0;
+        for (; p + 2 <= pairs; p += 2) {
+            prefetch_ahead(q + p * 2 * BLOCK_BYTES); /* one 64-byte line a step */
+            __m256 s0 = _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[2 * p + 1]] * xd[2 * p + 1]),
+                                        _mm_set1_ps(HALF_SCALE[s[2 * p]] * xd[2 * p]));
+            __m256 s1 = _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[2 * p + 3]] * xd[2 * p + 3]),
+                                        _mm_set1_ps(HALF_SCALE[s[2 * p + 2]] * xd[2 * p + 2]));
+            t0 = pair_q8(q + p * 2 * BLOCK_BYTES, xq + p * 64, lut, s0, t0);
+            t1 = pair_q8(q + (p + 1) * 2 * BLOCK_BYTES, xq + (p + 1) * 64, lut, s1, t1);
+        }
+        for (; p < pairs; p++) {
+            __m256 s0 = _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[2 * p + 1]] * xd[2 * p + 1]),
+                                        _mm_set1_ps(HALF_SCALE[s[2 * p]] * xd[2 * p]));
+            t0 = pair_q8(q + p * 2 * BLOCK_BYTES, xq + p * 64, lut, s0, t0);
+        }
+        float total = hsum256(_mm256_add_ps(t0, t1));
+        if (nb % 2) {
+            int64_t b = nb - 1;
+            int32_t sum = 0;
+            for (int i = 0; i < 16; i++)
+                sum += TWICE_E2M1[q[b * BLOCK_BYTES + i] & 15] * xq[b * BLOCK + i] +
+                       TWICE_E2M1[q[b * BLOCK_BYTES + i] >> 4] * xq[b * BLOCK + 16 + i];
+            total += (float)sum * (HALF_SCALE[s[b]] * xd[b]);
+        }
+        acc[r] = total;
+    }
 }
 
 /* MXFP4 rows on AVX-512 (F, BW), float32 activations. Four blocks a step: their 64 code bytes are one load, as
@@ -995,6 +1110,8 @@ typedef struct {
     int64_t row0, row1;
     int natural_order; /* bf16 on AVX2: x could not be reordered, so the portable loop takes it */
     int gemm;          /* many tokens: gemm_rows_avx2 on xs packed by pack_tiles */
+    const int8_t *xq;  /* MXFP4, one token: int8 activations (quantize_q8) and their block scales, or NULL */
+    const float *xd;
 } Task;
 
 static void finish_rows(const Task *t) {
@@ -1032,7 +1149,14 @@ static void *run_task(void *arg) {
         return NULL;
     }
 #endif
-    if (t->kind == 0) {
+    if (t->kind == 0 && t->xq) {
+#if HAVE_AVX2_PATH
+        if (use_avx2())
+            mxfp4_rows_q8_avx2(t->blocks, t->scales, t->cols, t->xq, t->xd, t->row0, t->row1, t->y);
+        else
+#endif
+            mxfp4_rows_q8_portable(t->blocks, t->scales, t->cols, t->xq, t->xd, t->row0, t->row1, t->y);
+    } else if (t->kind == 0) {
         if (t->xs_bf16) {
 #if HAVE_AVX2_PATH
             mxfp4_rows_avx512bf16(t->blocks, t->scales, t->cols, t->xs_bf16, t->tokens, t->row0, t->row1, t->y,
@@ -1141,10 +1265,11 @@ static void run_list(void *context, int64_t begin, int64_t end) {
 
 /* y[c] [rows] = W_c x[c] (+ bias[c]) (+ the SwiGLU into out[c]) for one token and c < k <= MXG_EACH_MAX, as k
  * calls of mxg_mxfp4 (bf16 x: of mxg_mxfp4_bf16x where the CPU has AVX512-BF16, else widened) would give them, bit
- * for bit. scratch: 2 * k * cols floats. Returns 0 (nothing done) for k out of range. */
+ * for bit; with int8_activations, as k calls of mxg_mxfp4_int8 would. scratch: 2 * k * cols floats. Returns 0
+ * (nothing done) for k out of range. */
 int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const *scales, int64_t rows, int64_t cols,
                    const void *const *x, int is_bf16, const float *const *bias, float *const *y, float *scratch,
-                   int swiglu, float limit, float alpha, float *const *out, int threads) {
+                   int swiglu, float limit, float alpha, float *const *out, int int8_activations, int threads) {
     if (k < 1 || k > MXG_EACH_MAX) return 0;
     pthread_once(&tables_once, build_tables);
     Task tasks[MXG_EACH_MAX];
@@ -1155,7 +1280,9 @@ int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const
         if (c > 0 && x[c] == x[c - 1]) { /* the same activations (a layer's gate_ups): ordered once */
             t.xs = tasks[c - 1].xs;
             t.xs_bf16 = tasks[c - 1].xs_bf16;
-        } else if (is_bf16 && use_avx512bf16()) {
+            t.xq = tasks[c - 1].xq;
+            t.xd = tasks[c - 1].xd;
+        } else if (is_bf16 && use_avx512bf16() && !int8_activations) {
 #if HAVE_AVX2_PATH
             uint16_t *ordered = (uint16_t *)(scratch + c * cols);
             group_order((const uint16_t *)x[c], cols, ordered);
@@ -1167,14 +1294,43 @@ int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const
                 for (int64_t i = 0; i < cols; i++) wide[c * cols + i] = element(x[c], i, 1);
                 xf = wide + c * cols;
             }
-            rows_order(xf, 1, cols, scratch + c * cols);
-            t.xs = scratch + c * cols;
+            if (int8_activations) { /* cols int8 codes, then cols / 32 scales, in this token's cols floats */
+                int8_t *codes = (int8_t *)(scratch + c * cols);
+                float *block_scales = scratch + c * cols + cols / 4;
+                quantize_q8(xf, cols, codes, block_scales);
+                t.xq = codes;
+                t.xd = block_scales;
+            } else {
+                rows_order(xf, 1, cols, scratch + c * cols);
+                t.xs = scratch + c * cols;
+            }
         }
         tasks[c] = t;
     }
     TaskList list = {tasks, k, rows};
     pool_run(run_list, &list, k * rows, 2, threads); /* even ranges: a SwiGLU pair never straddles two threads */
     return 1;
+}
+
+/* y [rows] = W x (+ bias) for one token's float32 x [cols] quantized to int8 (quantize_q8; x itself is left as it
+ * is), with swiglu the clamped SwiGLU of the row pairs into out [rows / 2]: the products the one-token MoE takes
+ * with int8 activations, for tests. scratch: cols floats. */
+void mxg_mxfp4_int8(const uint8_t *blocks, const uint8_t *scales, int64_t rows, int64_t cols, const float *x,
+                    const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha, float *out,
+                    int threads) {
+    pthread_once(&tables_once, build_tables);
+    int8_t *codes = (int8_t *)scratch;
+    float *block_scales = scratch + cols / 4;
+    quantize_q8(x, cols, codes, block_scales);
+    Task t = {0, blocks, scales, NULL, NULL, rows, cols, 1, NULL, NULL, bias, y, swiglu, limit, alpha, out, 0, rows};
+    t.xq = codes;
+    t.xd = block_scales;
+    run_split(&t, threads);
+}
+
+/* quantize_q8 of x [cols] into codes [cols] (split order) and block_scales [cols / 32], for tests. */
+void mxg_quantize_int8(const float *x, int64_t cols, int8_t *codes, float *block_scales) {
+    quantize_q8(x, cols, codes, block_scales);
 }
 
 /* y[t, r] = sum_k x[t, k] * W[r, k] (+ bias[r]) for bf16 W [rows, cols]. */

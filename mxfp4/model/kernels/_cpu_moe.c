@@ -6,7 +6,9 @@
  *
  * Arithmetic, as native_path.experts' per-expert path: float32 products and SwiGLU; with bf16 activations the
  * SwiGLU output is rounded to bf16 before down (the twin's down product takes it in the activations' dtype);
- * the k weighted outputs are summed in float32 and returned in float32 (the caller casts once). */
+ * the k weighted outputs are summed in float32 and returned in float32 (the caller casts once). With
+ * int8_activations (opt-in, approximate): x and each SwiGLU output (float32, not rounded to bf16) are quantized to
+ * int8 with a float32 scale a block of 32 before their products (quantize_q8 in _cpu_gemv.c states the error). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +21,12 @@
  * blocks [E, H, I/32, 16], scales [E, H, I/32], bias [E, H]. The k gate_ups go as one pool job, then the k downs
  * (mxg_mxfp4_each: the threads meet twice a layer instead of 2k times; the C MoE of 24 layers' 20b experts
  * 78.0 -> 75.4 ms with bf16 activations and 83.4 -> 80.7 with float32, medians of 9 alternated in one process on
- * the Intel Xeon VM, 2026-12-03). Returns 0 when scratch memory is not to be had or k is past MXG_EACH_MAX. */
+ * the Intel Xeon VM, 2026-12-03). int8_activations: see above. Returns 0 when scratch memory is not to be had or
+ * k is past MXG_EACH_MAX. */
 int mxm_token(const void *x, int is_bf16, int64_t hidden, int64_t inter, int64_t k, const int64_t *experts,
               const float *weights, const uint8_t *gate_up_blocks, const uint8_t *gate_up_scales,
               const void *gate_up_bias, const uint8_t *down_blocks, const uint8_t *down_scales, const void *down_bias,
-              float limit, float alpha, float *out, int threads) {
+              float limit, float alpha, int int8_activations, float *out, int threads) {
     if (k < 1 || k > MXG_EACH_MAX) return 0;
     int64_t up_rows = 2 * inter, up_blocks = hidden / 32, down_blocks_per_row = inter / 32;
     int64_t wide = hidden > inter ? hidden : inter;
@@ -55,15 +58,15 @@ int mxm_token(const void *x, int is_bf16, int64_t hidden, int64_t inter, int64_t
         down_x[c] = act_c[c];
     }
     mxg_mxfp4_each(k, up_b, up_s, up_rows, hidden, up_x, is_bf16, up_bias_c, h_c, scratch, 1, limit, alpha, act_c,
-                   threads);
-    if (is_bf16) /* the twin's down product takes the SwiGLU output in the activations' dtype */
+                   int8_activations, threads);
+    if (is_bf16 && !int8_activations) /* the twin's down product takes the SwiGLU output in the activations' dtype */
         for (int64_t c = 0; c < k; c++) {
             uint16_t *act16 = (uint16_t *)(act16_area + c * inter);
             for (int64_t i = 0; i < inter; i++) act16[i] = f32_to_bf16(act_c[c][i]);
             down_x[c] = act16;
         }
-    mxg_mxfp4_each(k, down_bl, down_s, hidden, inter, down_x, is_bf16, down_bias_c, y_c, scratch, 0, 0.0f, 0.0f,
-                   NULL, threads);
+    mxg_mxfp4_each(k, down_bl, down_s, hidden, inter, down_x, is_bf16 && !int8_activations, down_bias_c, y_c, scratch,
+                   0, 0.0f, 0.0f, NULL, int8_activations, threads);
     memset(out, 0, sizeof(float) * hidden);
     for (int64_t c = 0; c < k; c++)
         for (int64_t r = 0; r < hidden; r++) out[r] += weights[c] * y_c[c][r];

@@ -150,10 +150,13 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return _in_chunks(x, run)
 
 
-def moe_token(x, experts, weights, gate_up, gate_up_bias, down, down_bias, limit: float, alpha: float):
+def moe_token(
+    x, experts, weights, gate_up, gate_up_bias, down, down_bias, limit: float, alpha: float, int8: bool = False
+):
     """One token's MoE in one C call (_cpu_moe.c): x [H] (bf16 or float32), its k expert ids and routing weights,
     gate_up and down as (blocks, scales) of every expert, their biases [E, 2I] and [E, H] -> float32 [H]; None
-    where the activations are of another dtype or scratch memory was not to be had."""
+    where the activations are of another dtype or scratch memory was not to be had. int8: each product's
+    activations quantized to int8 first (quantize_int8; approximate, opt-in)."""
     if x.dtype not in (torch.bfloat16, torch.float32):
         return None
     (up_blocks, up_scales), (down_blocks, down_scales) = gate_up, down
@@ -166,9 +169,63 @@ def moe_token(x, experts, weights, gate_up, gate_up_bias, down, down_bias, limit
     done = _library().mxm_token(
         _ptr(parts[0]), int(x.dtype == torch.bfloat16), hidden, inter, experts.numel(), _ptr(experts),
         _ptr(weights), _ptr(parts[1]), _ptr(parts[2]), _ptr(biases[0]), _ptr(parts[3]), _ptr(parts[4]),
-        _ptr(biases[1]), limit, alpha, _ptr(out), thread_count(),
+        _ptr(biases[1]), limit, alpha, int(int8), _ptr(out), thread_count(),
     )  # fmt: skip
     return out if done else None
+
+
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token's activations x [K] (K a multiple of 32) as the int8 MoE products take them: (codes int8 [K],
+    block scales float32 [K / 32]) with x ~ codes * scale: scale = max |x| / 127 over each block of 32, codes =
+    x / scale rounded to the nearest integer (ties to even), so each element is within scale / 2; a block with a
+    NaN or an infinity gets a NaN scale. Codes in x's order."""
+    x = _rows_of(x).reshape(-1)
+    if x.numel() % 32:
+        raise ShapeError(f"int8 activations come in blocks of 32: {x.numel()} elements")
+    codes = torch.empty(x.numel(), dtype=torch.int8)
+    scales = torch.empty(x.numel() // 32, dtype=torch.float32)
+    _library().mxg_quantize_int8(_ptr(x), x.numel(), _ptr(codes), _ptr(scales))
+    return codes[_int8_positions(x.numel())], scales
+
+
+@lru_cache(maxsize=8)
+def _int8_positions(cols: int) -> torch.Tensor:
+    """Where the C side keeps element j of the int8 activations (q8_position in _cpu_gemv.c): blocks in pairs as
+    [block b's 16 even elements | b + 1's even | b's odd | b + 1's odd], an odd last block as [even | odd]."""
+    blocks = cols // 32
+    j = torch.arange(cols)
+    b, half, i = j // 32, j % 2, (j % 32) // 2
+    paired = b // 2 * 2 + 1 < blocks
+    return torch.where(paired, b // 2 * 64 + half * 32 + b % 2 * 16 + i, b * 32 + half * 16 + i)
+
+
+def mxfp4_linear_int8(x: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
+    """One token's x [K] (or [1, K]) @ W.T (+ bias) for MXFP4 W, x quantized to int8 first (quantize_int8): the
+    products of moe_token(int8=True) -> float32 [1, N]. Each block's products are exact integers, scaled once."""
+    return _mxfp4_int8(x, blocks, scales, bias, swiglu=False)
+
+
+def mxfp4_swiglu_int8(x, blocks, scales, bias, limit: float, alpha: float) -> torch.Tensor:
+    """mxfp4_swiglu on one token with x quantized to int8 first: the gate_up step of moe_token(int8=True), bit for
+    bit -> float32 [1, N/2]."""
+    return _mxfp4_int8(x, blocks, scales, bias, swiglu=True, limit=limit, alpha=alpha)
+
+
+def _mxfp4_int8(x, blocks, scales, bias, swiglu: bool, limit: float = 0.0, alpha: float = 0.0) -> torch.Tensor:
+    rows, cols = blocks.shape[0], blocks.shape[1] * 32
+    x = _rows_of(x).reshape(-1)
+    if x.numel() != cols:
+        raise ShapeError(f"one token of {cols} activations for MXFP4 rows of {cols}; got {x.numel()} elements")
+    blocks, scales = blocks.contiguous(), scales.contiguous()
+    bias = None if bias is None else bias.to(torch.float32).contiguous()
+    y = torch.empty((1, rows), dtype=torch.float32)
+    out = torch.empty((1, rows // 2), dtype=torch.float32) if swiglu else None
+    scratch = torch.empty(cols, dtype=torch.float32)
+    _library().mxg_mxfp4_int8(
+        _ptr(blocks), _ptr(scales), rows, cols, _ptr(x), _ptr(bias), _ptr(y), _ptr(scratch), int(swiglu), limit,
+        alpha, _ptr(out), thread_count(),
+    )  # fmt: skip
+    return out if swiglu else y
 
 
 _GEMM_KINDS = {torch.bfloat16: 1, torch.float32: 2}

@@ -43,6 +43,10 @@ def configured(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.mxa_attention.restype = ctypes.c_int
     lib.mxa_exp.argtypes = [_P, _P, _I64]
     lib.mxa_exp.restype = ctypes.c_int
-    lib.mxm_token.argtypes = [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _F32, _F32, _P, _INT]
+    lib.mxm_token.argtypes = [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _P, _F32, _F32, _INT, _P, _INT]
+    lib.mxg_mxfp4_int8.argtypes = [_P, _P, _I64, _I64, _P, _P, _P, _P, _INT, _F32, _F32, _P, _INT]
+    lib.mxg_mxfp4_int8.restype = None
+    lib.mxg_quantize_int8.argtypes = [_P, _I64, _P, _P]
+    lib.mxg_quantize_int8.restype = None
     lib.mxm_token.restype = ctypes.c_int
     return lib

@@ -102,6 +102,21 @@ def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: f
     return out
 
 
+def experts_int8(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
+    """experts() with one token's (a decode step's) activations quantized to int8 with a float32 scale a block of
+    32 before each MXFP4 product (cpu_gemv.quantize_int8: llama.cpp's q8_0 arithmetic, with the scale kept in
+    float32): on AVX2 the product takes about half the instructions a weight. Approximate: each activation moves
+    by at most half its block's scale (max |x| / 254). More tokens (prompts) run experts() as it is."""
+    packed = isinstance(gate_up, tuple) and isinstance(down, tuple)
+    if packed and x.shape[0] == 1:
+        y = cpu_gemv.moe_token(
+            x[0], indices[0], scores[0], gate_up, gate_up_bias, down, down_bias, limit, SWIGLU_ALPHA, int8=True
+        )
+        if y is not None:
+            return y.to(x.dtype)[None]
+    return experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit)
+
+
 def _row_padded_expert(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float):
     """expert_output on xs [n, H] padded with zero rows to a multiple of ONEDNN_ROWS, those rows dropped after.
     Groups of at most EXPERT_TOKENS (a dense fine-tune's decoding: one token an expert) are left as they are: their

@@ -1,5 +1,7 @@
 """The compute paths of the model: 'torch' (the reference, any device: bit parity with transformers), 'native'
-(the CPU: torch plus the C products of cpu_gemv for decoding and small batches) and 'triton' (kernels; a GPU,
+(the CPU: torch plus the C products of cpu_gemv for decoding and small batches), 'native-int8' ('native' with
+each decoded token's MoE activations quantized to int8 first, as llama.cpp computes: approximate, opt-in; see
+native_path.experts_int8) and 'triton' (kernels; a GPU,
 or the CPU under TRITON_INTERPRET=1 for tests). 'auto' takes 'native' for a CPU model when the C kernels are
 built, else 'torch'. Each names its linear, attention (growing cache), ring attention (static cache) and
 experts functions, with the signatures of the torch twins."""
@@ -33,13 +35,13 @@ def resolve_model_backend(backend: str, device) -> str:
         from . import cpu_gemv
 
         return "native" if on_cpu and cpu_gemv.available() else "torch"
-    if backend == "native":
+    if backend in ("native", "native-int8"):
         from . import cpu_gemv
 
         if not on_cpu:
-            raise OptionError("backend='native' runs on the CPU; a GPU model takes 'torch' or 'triton'")
+            raise OptionError(f"backend={backend!r} runs on the CPU; a GPU model takes 'torch' or 'triton'")
         if not cpu_gemv.available():
-            raise BackendUnavailableError("backend='native' needs the C kernels, not built in this install")
+            raise BackendUnavailableError(f"backend={backend!r} needs the C kernels, not built in this install")
     return backend
 
 
@@ -56,16 +58,16 @@ def kernels(backend: str, device) -> Kernels:
             attention_torch.ring_attention,
             moe_torch.experts,
         )
-    if backend == "native":
+    if backend in ("native", "native-int8"):
         from . import attention_cpu, attention_torch, native_path
 
         return Kernels(
-            "native",
+            backend,
             native_path.step,
             native_path.linear,
             attention_cpu.attention,
             attention_torch.ring_attention,
-            native_path.experts,
+            native_path.experts if backend == "native" else native_path.experts_int8,
         )
     resolve_backend("triton", on_cuda=getattr(device, "type", device) == "cuda")  # a clear error when it can't run
     from . import attention_triton, linear_torch, moe_triton
@@ -81,11 +83,12 @@ def kernels(backend: str, device) -> Kernels:
 
 
 def describe(name: str) -> str:
-    """What a backend runs, for reports: 'native' names the instruction set its C kernels chose on this CPU."""
-    if name == "native":
+    """What a backend runs, for reports: 'native' and 'native-int8' name the instruction set their C kernels chose on
+    this CPU."""
+    if name in ("native", "native-int8"):
         from . import cpu_gemv
 
-        return f"native (C kernels: {cpu_gemv.isa()})"
+        return f"{name} (C kernels: {cpu_gemv.isa()})"
     return name
 
 
