@@ -43,12 +43,13 @@ class GptOss(nn.Module):
         return self.norm.weight.dtype
 
     def use_backend(self, backend: str) -> "GptOss":
-        """Run linears, attention and experts on backend 'auto', 'torch', 'native', 'native-int8' or 'triton'
+        """Run linears, attention, experts and norms on backend 'auto', 'torch', 'native', 'native-int8' or 'triton'
         (kernels/select.py)."""
         chosen = kernels(backend, self.lm_head.weight.device)
         for layer in self.layers:
             layer.self_attn.kernels = layer.mlp.kernels = layer.mlp.experts.kernels = chosen
-        self.kernels = chosen
+            layer.input_layernorm.kernels = layer.post_attention_layernorm.kernels = chosen
+        self.norm.kernels = self.kernels = chosen
         self.backend = chosen.name
         return self
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import cpu_gemv, linear_torch, widened
+from . import cpu_gemv, cpu_norm, linear_torch, norm_torch, widened
 from .moe_torch import SWIGLU_ALPHA, clamped_swiglu, expert_groups, expert_output
 
 EXPERT_TOKENS = 8  # measured crossovers: see the module docstring
@@ -73,6 +73,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     else:
         return linear_torch.linear(x, weight, bias)
     return y.to(x.dtype).reshape(x.shape[:-1] + (weight.shape[0],))
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """norm_torch.rms_norm, in one C call for decode-sized inputs (at most EXPERT_TOKENS rows): its seven torch ops
+    would each run with cold caches between decode steps."""
+    if x.numel() <= EXPERT_TOKENS * x.shape[-1]:
+        y = cpu_norm.rms_norm(x, weight, eps)
+        if y is not None:
+            return y
+    return norm_torch.rms_norm(x, weight, eps)
 
 
 def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:

@@ -4,7 +4,7 @@ each decoded token's MoE activations quantized to int8 first, as llama.cpp compu
 native_path.experts_int8) and 'triton' (kernels; a GPU,
 or the CPU under TRITON_INTERPRET=1 for tests). 'auto' takes 'native' for a CPU model when the C kernels are
 built, else 'torch'. Each names its linear, attention (growing cache), ring attention (static cache) and
-experts functions, with the signatures of the torch twins."""
+experts functions and its RMSNorm, with the signatures of the torch twins."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Kernels:
     attention: Callable
     ring_attention: Callable
     experts: Callable
+    rms_norm: Callable
 
 
 def resolve_model_backend(backend: str, device) -> str:
@@ -48,7 +49,7 @@ def resolve_model_backend(backend: str, device) -> str:
 def kernels(backend: str, device) -> Kernels:
     backend = resolve_model_backend(backend, device)
     if backend == "torch":
-        from . import attention_torch, linear_torch, moe_torch
+        from . import attention_torch, linear_torch, moe_torch, norm_torch
 
         return Kernels(
             "torch",
@@ -57,6 +58,7 @@ def kernels(backend: str, device) -> Kernels:
             attention_torch.attention,
             attention_torch.ring_attention,
             moe_torch.experts,
+            norm_torch.rms_norm,
         )
     if backend in ("native", "native-int8"):
         from . import attention_cpu, attention_torch, native_path
@@ -68,9 +70,10 @@ def kernels(backend: str, device) -> Kernels:
             attention_cpu.attention,
             attention_torch.ring_attention,
             native_path.experts if backend == "native" else native_path.experts_int8,
+            native_path.rms_norm,
         )
     resolve_backend("triton", on_cuda=getattr(device, "type", device) == "cuda")  # a clear error when it can't run
-    from . import attention_triton, linear_torch, moe_triton
+    from . import attention_triton, linear_torch, moe_triton, norm_torch
 
     return Kernels(
         "triton",
@@ -79,6 +82,7 @@ def kernels(backend: str, device) -> Kernels:
         attention_triton.attention,
         attention_triton.ring_attention,
         moe_triton.experts,
+        norm_torch.rms_norm,
     )
 
 
