@@ -18,6 +18,7 @@ setup(
                 "mxfp4/model/kernels/_cpu_attention.c",
                 "mxfp4/model/kernels/_cpu_moe.c",
                 "mxfp4/model/kernels/_cpu_norm.c",
+                "mxfp4/model/kernels/_cpu_rotary.c",
                 "mxfp4/model/kernels/cpu_pool.c",
             ],
             depends=[

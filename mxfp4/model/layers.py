@@ -13,7 +13,6 @@ from ..errors import ShapeError
 from ..gpt_oss.config import GptOssConfig
 from .cache import RingCache
 from .kernels.select import kernels
-from .rope import apply_rotary
 
 
 class RMSNorm(nn.Module):
@@ -106,7 +105,7 @@ class Attention(nn.Module):
         q = linear(x, self.q_proj.weight, self.q_proj.bias).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = linear(x, self.k_proj.weight, self.k_proj.bias).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = linear(x, self.v_proj.weight, self.v_proj.bias).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = self.kernels.rotary(q, cos, sin), self.kernels.rotary(k, cos, sin)
         if isinstance(cache, RingCache):  # the static cache: start is cache.position, a device tensor
             cache.write(k, v)
             out = self.kernels.ring_attention(

@@ -11,6 +11,10 @@ import math
 
 import torch
 
+from .kernels.rotary_torch import apply_rotary  # the rotation itself is a kernel pair (torch, C)
+
+__all__ = ["apply_rotary", "rotary_tables", "yarn_inv_freq"]
+
 
 def yarn_inv_freq(head_dim: int, base: float, rope: dict) -> tuple[torch.Tensor, float]:
     """(inv_freq [head_dim / 2] float32, attention factor) for the rope_scaling dict of config.json."""
@@ -44,9 +48,3 @@ def rotary_tables(
     """cos, sin [T, head_dim / 2] for absolute positions [T]."""
     angles = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
     return (angles.cos() * attention_factor).to(dtype), (angles.sin() * attention_factor).to(dtype)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Half-split (neox) rotation of x [B, heads, T, D] by cos, sin [T, D/2]."""
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)

@@ -17,7 +17,7 @@ from test_int8_activations import check_product
 from mxfp4.codec import decode
 from mxfp4.model.kernels import cpu_gemv, cpu_library
 
-SOURCES = ["_cpu_gemv.c", "_cpu_attention.c", "_cpu_moe.c", "_cpu_norm.c", "cpu_pool.c"]
+SOURCES = ["_cpu_gemv.c", "_cpu_attention.c", "_cpu_moe.c", "_cpu_norm.c", "_cpu_rotary.c", "cpu_pool.c"]
 COMPILER = (sysconfig.get_config_var("CC") or "cc").split()[0]
 
 

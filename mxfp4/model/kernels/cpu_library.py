@@ -1,5 +1,5 @@
-"""The C kernels of the native CPU path (_cpu_gemv.c, _cpu_attention.c, _cpu_moe.c, _cpu_norm.c: one extension,
-one thread pool), loaded through ctypes with their signatures; None where the extension was not built."""
+"""The C kernels of the native CPU path (_cpu_gemv.c, _cpu_attention.c, _cpu_moe.c, _cpu_norm.c, _cpu_rotary.c:
+one extension, one thread pool), loaded through ctypes with their signatures; None where it was not built."""
 
 from __future__ import annotations
 
@@ -51,4 +51,6 @@ def configured(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.mxm_token.restype = ctypes.c_int
     lib.mxn_rms_norm.argtypes = [_P, _INT, _P, _INT, _I64, _I64, _F32, _P, _INT]
     lib.mxn_rms_norm.restype = None
+    lib.mxr_rotary.argtypes = [_P, _INT, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _P]
+    lib.mxr_rotary.restype = None
     return lib

@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import cpu_gemv, cpu_norm, linear_torch, norm_torch, widened
+from . import cpu_gemv, cpu_norm, cpu_rotary, linear_torch, norm_torch, rotary_torch, widened
 from .moe_torch import SWIGLU_ALPHA, clamped_swiglu, expert_groups, expert_output
 
 EXPERT_TOKENS = 8  # measured crossovers: see the module docstring
@@ -83,6 +83,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         if y is not None:
             return y
     return norm_torch.rms_norm(x, weight, eps)
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """rotary_torch.apply_rotary, in one C call (bit for bit) for decode-sized inputs (at most EXPERT_TOKENS
+    positions)."""
+    if x.shape[-2] <= EXPERT_TOKENS:
+        y = cpu_rotary.rotary(x, cos, sin)
+        if y is not None:
+            return y
+    return rotary_torch.apply_rotary(x, cos, sin)
 
 
 def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:

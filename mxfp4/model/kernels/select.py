@@ -4,7 +4,7 @@ each decoded token's MoE activations quantized to int8 first, as llama.cpp compu
 native_path.experts_int8) and 'triton' (kernels; a GPU,
 or the CPU under TRITON_INTERPRET=1 for tests). 'auto' takes 'native' for a CPU model when the C kernels are
 built, else 'torch'. Each names its linear, attention (growing cache), ring attention (static cache) and
-experts functions and its RMSNorm, with the signatures of the torch twins."""
+experts functions, its RMSNorm and rotary rotation, with the signatures of the torch twins."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class Kernels:
     ring_attention: Callable
     experts: Callable
     rms_norm: Callable
+    rotary: Callable
 
 
 def resolve_model_backend(backend: str, device) -> str:
@@ -49,7 +50,7 @@ def resolve_model_backend(backend: str, device) -> str:
 def kernels(backend: str, device) -> Kernels:
     backend = resolve_model_backend(backend, device)
     if backend == "torch":
-        from . import attention_torch, linear_torch, moe_torch, norm_torch
+        from . import attention_torch, linear_torch, moe_torch, norm_torch, rotary_torch
 
         return Kernels(
             "torch",
@@ -59,6 +60,7 @@ def kernels(backend: str, device) -> Kernels:
             attention_torch.ring_attention,
             moe_torch.experts,
             norm_torch.rms_norm,
+            rotary_torch.apply_rotary,
         )
     if backend in ("native", "native-int8"):
         from . import attention_cpu, attention_torch, native_path
@@ -71,9 +73,10 @@ def kernels(backend: str, device) -> Kernels:
             attention_torch.ring_attention,
             native_path.experts if backend == "native" else native_path.experts_int8,
             native_path.rms_norm,
+            native_path.rotary,
         )
     resolve_backend("triton", on_cuda=getattr(device, "type", device) == "cuda")  # a clear error when it can't run
-    from . import attention_triton, linear_torch, moe_triton, norm_torch
+    from . import attention_triton, linear_torch, moe_triton, norm_torch, rotary_torch
 
     return Kernels(
         "triton",
@@ -83,6 +86,7 @@ def kernels(backend: str, device) -> Kernels:
         attention_triton.ring_attention,
         moe_triton.experts,
         norm_torch.rms_norm,
+        rotary_torch.apply_rotary,
     )
 
 
