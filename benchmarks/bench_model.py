@@ -543,13 +543,13 @@ def main() -> None:
         llama = next((r for r in rows if r[0] == "llama.cpp"), None)
         floor_s = per_token / bandwidth
         flops = prefill_flops(config, args.prompt, not args.last_logits)
-        header = f"{'implementation':20s} {'prefill tok/s':>13s} {'GFLOP/s':>8s} {'decode tok/s':>12s} {'ms/token':>9s}"
+        header = f"{'implementation':25s} {'prefill tok/s':>13s} {'GFLOP/s':>8s} {'decode tok/s':>12s} {'ms/token':>9s}"
         header += f" {'GB/s':>6s} {'% floor':>7s} {'prefill vs llama':>16s} {'decode vs llama':>15s}"
         print(header + f" {'peak RSS GiB':>12s}")
         for name, prefill, decode, rss in rows:
             vs = (f"{prefill / llama[1]:15.2f}x", f"{decode / llama[2]:14.2f}x") if llama else ("", "")
             print(
-                f"{name:20s} {prefill:13.1f} {flops * prefill / args.prompt / 1e9:8.1f} {decode:12.1f} "
+                f"{name:25s} {prefill:13.1f} {flops * prefill / args.prompt / 1e9:8.1f} {decode:12.1f} "
                 f"{1e3 / decode:9.1f} {per_token * decode / 1e9:6.1f} {100 * floor_s * decode:6.0f}% {vs[0]:>16s} "
                 f"{vs[1]:>15s} {rss:12.2f}"
             )
