@@ -8,15 +8,24 @@ import sys
 import pytest
 
 
-def test_kernel_benchmark_runs_at_tiny_shapes():
+def run_benchmark(script: str, *args: str, timeout: int = 600) -> str:
+    """The benchmark's output; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_kernels.py", "--smoke", "--sweep"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, f"benchmarks/{script}", *args], capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for section in (
+    return result.stdout
+
+
+def assert_prints(output: str, *lines: str) -> None:
+    for line in lines:
+        assert line in output, (line, output)
+
+
+def test_kernel_benchmark_runs_at_tiny_shapes():
+    output = run_benchmark("bench_kernels.py", "--smoke", "--sweep")
+    assert_prints(
+        output,
         "dequantize -> bf16",
         "quantize bf16",
         "batch 1 (decode)",
@@ -24,8 +33,7 @@ def test_kernel_benchmark_runs_at_tiny_shapes():
         "tile sweep",
         "backend triton",
         "backend torch",
-    ):
-        assert section in result.stdout, (section, result.stdout)
+    )
 
 
 def test_model_benchmark_runs_on_the_small_shape():
@@ -33,31 +41,17 @@ def test_model_benchmark_runs_on_the_small_shape():
     activations) and llama.cpp, each in its own child, the machine line (CPU, kernels, bandwidth) and the table
     with the decode floor's share."""
     pytest.importorskip("llama_cpp")
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_model.py", "--prompt", "12", "--new-tokens", "2", "--repeat", "1"]
-        + ["--only", "mxfp4 native bf16", "--only", "mxfp4 native float32", "--only", "llama.cpp"]
-        + ["--only", "mxfp4 native-int8 bf16"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = ("C kernels: ", "tokens a pass", "read bandwidth", "FMA rate", "GFLOP a token", "% floor")
-    for line in lines + ("mxfp4 native bf16", "mxfp4 native float32", "llama.cpp", "mxfp4 native-int8 bf16"):
-        assert line in result.stdout, (line, result.stdout)
+    ours = ("mxfp4 native bf16", "mxfp4 native float32", "llama.cpp", "mxfp4 native-int8 bf16")
+    only = [word for name in ours for word in ("--only", name)]
+    output = run_benchmark("bench_model.py", "--prompt", "12", "--new-tokens", "2", "--repeat", "1", *only)
+    assert_prints(output, "C kernels: ", "tokens a pass", "read bandwidth", "FMA rate", "GFLOP a token", "% floor")
+    assert_prints(output, *ours)
 
 
 def test_int8_quality_benchmark_runs_on_the_bundled_model():
     """bench_int8_quality.py: both held-out texts through both backends, a row each with perplexities and KL."""
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_int8_quality.py", "--tokens", "12"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    for line in ("native-int8 (C kernels: ", "heldout.tokens", "docs-heldout.tokens", "KL mean", "top-1"):
-        assert line in result.stdout, (line, result.stdout)
+    output = run_benchmark("bench_int8_quality.py", "--tokens", "12", timeout=300)
+    assert_prints(output, "native-int8 (C kernels: ", "heldout.tokens", "docs-heldout.tokens", "KL mean", "top-1")
 
 
 @pytest.mark.parametrize("option", ["--layers", "--prompt", "--new-tokens", "--repeat", "--rounds"])
@@ -71,12 +65,6 @@ def test_model_benchmark_refuses_counts_below_one(option):
 
 def test_model_benchmark_breaks_a_decode_step_down_on_the_small_shape():
     """--breakdown: both dtypes' rows with every part (the C entry points wrapped in a child) and the rest."""
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_model.py", "--breakdown", "--new-tokens", "2"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    for line in ("dense products", "one-token MoE", "attention", "rest", "bfloat16 ", "float32 ", "GB/s)", "norms "):
-        assert line in result.stdout, (line, result.stdout)
+    output = run_benchmark("bench_model.py", "--breakdown", "--new-tokens", "2")
+    assert_prints(output, "dense products", "one-token MoE", "attention", "rest", "bfloat16 ", "float32 ", "GB/s)")
+    assert_prints(output, "norms ")
