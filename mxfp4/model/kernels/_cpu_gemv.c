@@ -1328,7 +1328,7 @@ void mxg_mxfp4_int8(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
     run_split(&t, threads);
 }
 
-/* quantize_q8 of x [cols] into codes [cols] (split order) and block_scales [cols / 32], for tests. */
+/* quantize_q8 of x [cols] into codes [cols] (q8_position's order) and block_scales [cols / 32], for tests. */
 void mxg_quantize_int8(const float *x, int64_t cols, int8_t *codes, float *block_scales) {
     quantize_q8(x, cols, codes, block_scales);
 }

@@ -8,7 +8,8 @@ the activations are float32 (a float32 model keeps the checkpoint's bf16 weights
 (torch's bf16 matmul runs at about a fifth of its float32 rate there: 18.5 against 95 GFLOP/s on an AVX2-only
 Zen 3). With bf16 activations on AVX512-BF16 CPUs, torch's bf16 matmul on a decoded expert (moe_torch). The
 thresholds are the crossovers of ``benchmarks/bench_model.py --crossover`` (docs/benchmarks.md).
-Intermediates stay float32; results are cast to the activations' dtype.
+Intermediates stay float32; results are cast to the activations' dtype. RMSNorm and the rotary rotation of
+decode-sized inputs are one C call each (cpu_norm, cpu_rotary) where torch takes seven and eight ops.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: f
 def experts_int8(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
     """experts() with one token's (a decode step's) activations quantized to int8 with a float32 scale a block of
     32 before each MXFP4 product (cpu_gemv.quantize_int8: llama.cpp's q8_0 arithmetic, with the scale kept in
-    float32): on AVX2 the product takes about half the instructions a weight. Approximate: each activation moves
+    float32): on AVX2 its loop needs no widening shuffles (docs/cpu.md). Approximate: each activation moves
     by at most half its block's scale (max |x| / 254). More tokens (prompts) run experts() as it is."""
     packed = isinstance(gate_up, tuple) and isinstance(down, tuple)
     if packed and x.shape[0] == 1:
