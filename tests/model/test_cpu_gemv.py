@@ -363,7 +363,7 @@ for dtype in (torch.float32, torch.bfloat16):  # bf16 activations widened for ea
 import test_int8_activations as q  # the int8 activations' plain loop: pairs of blocks and a lone last one
 for col_blocks in (1, 2, 5, 90):
     q.check_product(37, col_blocks, col_blocks, True)
-q.test_every_code_meets_every_activation_position()
+q.test_every_code_meets_every_activation_position(0)
 q.test_one_token_int8_moe_is_the_per_expert_int8_products_summed(torch.float32)
 import test_attention_cpu as a
 a.test_fused_attention_equals_the_reference_within_the_bound()  # the C kernel's plain loops among the paths

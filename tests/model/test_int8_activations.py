@@ -94,7 +94,8 @@ def test_a_nan_scale_gives_nan_in_its_row_and_a_nan_activation_in_every_row():
     assert cpu_gemv.mxfp4_linear_int8(x, blocks, scales)[0].isnan().all()
 
 
-def test_every_code_meets_every_activation_position():
+@pytest.mark.parametrize("scale", [0, 127, 200])  # 0: 2**-127, values down to 2**-128 (float32 subnormals)
+def test_every_code_meets_every_activation_position(scale):
     """Rows of one code each (all 16 codes at every position of an odd number of blocks, so pairs and the lone
     last block are both read) against activations that are exact in int8: the products are exact."""
     cols = 3 * 32
@@ -106,7 +107,7 @@ def test_every_code_meets_every_activation_position():
             nibbles[position] = code
             rows.append(nibbles[0::2] | (nibbles[1::2] << 4))
     blocks = torch.stack(rows).reshape(-1, cols // 32, 16)
-    scales = torch.full((blocks.shape[0], cols // 32), 127, dtype=torch.uint8)
+    scales = torch.full((blocks.shape[0], cols // 32), scale, dtype=torch.uint8)
     x = torch.arange(1, cols + 1, dtype=torch.float32) % 127 + 1  # integers below 128: quantized exactly when
     x[31::32] = 127.0  # each block's largest is 127 (scale 1)
     got = cpu_gemv.mxfp4_linear_int8(x, blocks, scales)[0]
