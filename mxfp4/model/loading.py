@@ -8,7 +8,7 @@ import torch
 from ..convert import open_source
 from ..convert.stream import Dense, Source
 from ..gpt_oss.tensors import Canonical, canonical_tensors, module_path
-from .kernels.select import kernels
+from .kernels.select import NATIVE_BACKENDS, kernels
 from .layers import Block
 from .model import GptOss
 
@@ -28,7 +28,7 @@ def load(path, *, backend: str = "auto", device=None, dtype=None, strict: bool =
     dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
     # The native path computes float32 from bf16 weights as they are (widened in its products, exactly), so a
     # float32 model keeps the checkpoint's bf16 matrices: half the memory, half the bytes a decode step reads.
-    keep_bf16 = chosen.name in ("native", "native-int8") and dtype == torch.float32
+    keep_bf16 = chosen.name in NATIVE_BACKENDS and dtype == torch.float32
     source = open_source(path, strict=strict, expert_layout=expert_layout)
     model = GptOss.empty(source.config, device=device, dtype=dtype)
     for tensor in canonical_tensors(source.config):

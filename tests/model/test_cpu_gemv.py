@@ -222,7 +222,7 @@ def test_native_experts_equal_the_torch_twin_and_never_decode_an_expert(monkeypa
 
     monkeypatch.setattr(decode, "dequantize", no_dense)
     calls = []
-    monkeypatch.setattr(cpu_gemv, "moe_token", lambda *a: calls.append(1) or moe_token(*a))
+    monkeypatch.setattr(cpu_gemv, "moe_token", lambda *a, **k: calls.append(1) or moe_token(*a, **k))
     got = native_path.experts(*args)
     assert len(calls) == (n == 1)
     assert want.abs().max() > 0.1

@@ -187,19 +187,23 @@ static void quantize_q8(const float *x, int64_t cols, int8_t *q, float *d) {
     }
 }
 
+/* Block b's 32 codes (16 bytes at q) times its int8 activations, summed exactly; the caller scales it. */
+static inline int32_t block_sum_q8(const uint8_t *q, const int8_t *xq, int64_t b, int64_t nb) {
+    int32_t sum = 0;
+    for (int i = 0; i < 16; i++)
+        sum += TWICE_E2M1[q[i] & 15] * xq[q8_position(b, nb, 2 * i)] +
+               TWICE_E2M1[q[i] >> 4] * xq[q8_position(b, nb, 2 * i + 1)];
+    return sum;
+}
+
 static void mxfp4_rows_q8_portable(const uint8_t *blocks, const uint8_t *scales, int64_t cols, const int8_t *xq,
                                    const float *xd, int64_t row0, int64_t row1, float *acc) {
     int64_t nb = cols / BLOCK;
     for (int64_t r = row0; r < row1; r++) {
         float total = 0.0f;
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *q = blocks + (r * nb + b) * BLOCK_BYTES;
-            int32_t sum = 0;
-            for (int i = 0; i < 16; i++)
-                sum += TWICE_E2M1[q[i] & 15] * xq[q8_position(b, nb, 2 * i)] +
-                       TWICE_E2M1[q[i] >> 4] * xq[q8_position(b, nb, 2 * i + 1)];
-            total += (float)sum * (HALF_SCALE[scales[r * nb + b]] * xd[b]);
-        }
+        for (int64_t b = 0; b < nb; b++)
+            total += (float)block_sum_q8(blocks + (r * nb + b) * BLOCK_BYTES, xq, b, nb) *
+                     (HALF_SCALE[scales[r * nb + b]] * xd[b]);
         acc[r] = total;
     }
 }
@@ -456,6 +460,12 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_q8(
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(sums, ones)), scale, total);
 }
 
+/* [scale_b x4, scale_b+1 x4] for blocks b and b + 1 (E8M0 bytes at s, activation scales at d): 2**(s - 128) d. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 pair_scale_q8(const uint8_t *s,
+                                                                                     const float *d) {
+    return _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[1]] * d[1]), _mm_set1_ps(HALF_SCALE[s[0]] * d[0]));
+}
+
 /* MXFP4 rows times one token's int8 activations (quantize_q8): a pair of blocks takes 2 lookups and no widening
  * shuffles, where the float32 loop (mxfp4_rows_avx2) needs 12, which bound it on AVX2 (docs/cpu.md). Two running
  * totals; an odd last block through the portable arithmetic. */
@@ -471,26 +481,16 @@ __attribute__((target("avx2,fma"))) static void mxfp4_rows_q8_avx2(const uint8_t
         int64_t p = 0;
         for (; p + 2 <= pairs; p += 2) {
             prefetch_ahead(q + p * 2 * BLOCK_BYTES); /* one 64-byte line a step */
-            __m256 s0 = _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[2 * p + 1]] * xd[2 * p + 1]),
-                                        _mm_set1_ps(HALF_SCALE[s[2 * p]] * xd[2 * p]));
-            __m256 s1 = _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[2 * p + 3]] * xd[2 * p + 3]),
-                                        _mm_set1_ps(HALF_SCALE[s[2 * p + 2]] * xd[2 * p + 2]));
-            t0 = pair_q8(q + p * 2 * BLOCK_BYTES, xq + p * 64, lut, s0, t0);
-            t1 = pair_q8(q + (p + 1) * 2 * BLOCK_BYTES, xq + (p + 1) * 64, lut, s1, t1);
+            t0 = pair_q8(q + p * 2 * BLOCK_BYTES, xq + p * 64, lut, pair_scale_q8(s + 2 * p, xd + 2 * p), t0);
+            t1 = pair_q8(q + (p + 1) * 2 * BLOCK_BYTES, xq + (p + 1) * 64, lut,
+                         pair_scale_q8(s + 2 * p + 2, xd + 2 * p + 2), t1);
         }
-        for (; p < pairs; p++) {
-            __m256 s0 = _mm256_set_m128(_mm_set1_ps(HALF_SCALE[s[2 * p + 1]] * xd[2 * p + 1]),
-                                        _mm_set1_ps(HALF_SCALE[s[2 * p]] * xd[2 * p]));
-            t0 = pair_q8(q + p * 2 * BLOCK_BYTES, xq + p * 64, lut, s0, t0);
-        }
+        for (; p < pairs; p++)
+            t0 = pair_q8(q + p * 2 * BLOCK_BYTES, xq + p * 64, lut, pair_scale_q8(s + 2 * p, xd + 2 * p), t0);
         float total = hsum256(_mm256_add_ps(t0, t1));
         if (nb % 2) {
             int64_t b = nb - 1;
-            int32_t sum = 0;
-            for (int i = 0; i < 16; i++)
-                sum += TWICE_E2M1[q[b * BLOCK_BYTES + i] & 15] * xq[b * BLOCK + i] +
-                       TWICE_E2M1[q[b * BLOCK_BYTES + i] >> 4] * xq[b * BLOCK + 16 + i];
-            total += (float)sum * (HALF_SCALE[s[b]] * xd[b]);
+            total += (float)block_sum_q8(q + b * BLOCK_BYTES, xq, b, nb) * (HALF_SCALE[s[b]] * xd[b]);
         }
         acc[r] = total;
     }
@@ -1114,6 +1114,16 @@ typedef struct {
     const float *xd;
 } Task;
 
+/* One token's float32 x [cols] quantized (quantize_q8) into scratch (cols floats: the cols int8 codes, then the
+ * cols / 32 block scales), for t to read. */
+static void quantize_into(const float *x, int64_t cols, float *scratch, Task *t) {
+    int8_t *codes = (int8_t *)scratch;
+    float *block_scales = scratch + cols / 4;
+    quantize_q8(x, cols, codes, block_scales);
+    t->xq = codes;
+    t->xd = block_scales;
+}
+
 static void finish_rows(const Task *t) {
     for (int64_t k = 0; k < t->tokens; k++) {
         float *y = t->y + k * t->rows;
@@ -1294,12 +1304,8 @@ int mxg_mxfp4_each(int64_t k, const uint8_t *const *blocks, const uint8_t *const
                 for (int64_t i = 0; i < cols; i++) wide[c * cols + i] = element(x[c], i, 1);
                 xf = wide + c * cols;
             }
-            if (int8_activations) { /* cols int8 codes, then cols / 32 scales, in this token's cols floats */
-                int8_t *codes = (int8_t *)(scratch + c * cols);
-                float *block_scales = scratch + c * cols + cols / 4;
-                quantize_q8(xf, cols, codes, block_scales);
-                t.xq = codes;
-                t.xd = block_scales;
+            if (int8_activations) {
+                quantize_into(xf, cols, scratch + c * cols, &t);
             } else {
                 rows_order(xf, 1, cols, scratch + c * cols);
                 t.xs = scratch + c * cols;
@@ -1319,12 +1325,8 @@ void mxg_mxfp4_int8(const uint8_t *blocks, const uint8_t *scales, int64_t rows, 
                     const float *bias, float *y, float *scratch, int swiglu, float limit, float alpha, float *out,
                     int threads) {
     pthread_once(&tables_once, build_tables);
-    int8_t *codes = (int8_t *)scratch;
-    float *block_scales = scratch + cols / 4;
-    quantize_q8(x, cols, codes, block_scales);
     Task t = {0, blocks, scales, NULL, NULL, rows, cols, 1, NULL, NULL, bias, y, swiglu, limit, alpha, out, 0, rows};
-    t.xq = codes;
-    t.xd = block_scales;
+    quantize_into(x, cols, scratch, &t);
     run_split(&t, threads);
 }
 

@@ -96,12 +96,16 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return rotary_torch.apply_rotary(x, cos, sin)
 
 
-def experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
+def experts(
+    x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float, int8: bool = False
+) -> torch.Tensor:
     """moe_torch.experts' signature and result (within float32 rounding), small groups from the blocks; one token
-    (decoding) in a single C call."""
+    (decoding) in a single C call, its activations quantized to int8 there with int8 (experts_int8)."""
     packed = isinstance(gate_up, tuple) and isinstance(down, tuple)
     if packed and x.shape[0] == 1:
-        y = cpu_gemv.moe_token(x[0], indices[0], scores[0], gate_up, gate_up_bias, down, down_bias, limit, SWIGLU_ALPHA)
+        y = cpu_gemv.moe_token(
+            x[0], indices[0], scores[0], gate_up, gate_up_bias, down, down_bias, limit, SWIGLU_ALPHA, int8=int8
+        )
         if y is not None:
             return y.to(x.dtype)[None]
     out = torch.zeros_like(x)
@@ -128,14 +132,7 @@ def experts_int8(x, indices, scores, gate_up, gate_up_bias, down, down_bias, lim
     32 before each MXFP4 product (cpu_gemv.quantize_int8: llama.cpp's q8_0 arithmetic, with the scale kept in
     float32): on AVX2 its loop needs no widening shuffles (docs/cpu.md). Approximate: each activation moves
     by at most half its block's scale (max |x| / 254). More tokens (prompts) run experts() as it is."""
-    packed = isinstance(gate_up, tuple) and isinstance(down, tuple)
-    if packed and x.shape[0] == 1:
-        y = cpu_gemv.moe_token(
-            x[0], indices[0], scores[0], gate_up, gate_up_bias, down, down_bias, limit, SWIGLU_ALPHA, int8=True
-        )
-        if y is not None:
-            return y.to(x.dtype)[None]
-    return experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit)
+    return experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit, int8=True)
 
 
 def _row_padded_expert(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float):

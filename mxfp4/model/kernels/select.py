@@ -16,6 +16,8 @@ from ...choices import MODEL_BACKENDS
 from ...codec.backend import resolve_backend
 from ...errors import BackendUnavailableError, OptionError
 
+NATIVE_BACKENDS = ("native", "native-int8")  # the CPU path of the C kernels, exact and with int8 MoE activations
+
 
 @dataclass(frozen=True)
 class Kernels:
@@ -37,7 +39,7 @@ def resolve_model_backend(backend: str, device) -> str:
         from . import cpu_gemv
 
         return "native" if on_cpu and cpu_gemv.available() else "torch"
-    if backend in ("native", "native-int8"):
+    if backend in NATIVE_BACKENDS:
         from . import cpu_gemv
 
         if not on_cpu:
@@ -62,7 +64,7 @@ def kernels(backend: str, device) -> Kernels:
             norm_torch.rms_norm,
             rotary_torch.apply_rotary,
         )
-    if backend in ("native", "native-int8"):
+    if backend in NATIVE_BACKENDS:
         from . import attention_cpu, attention_torch, native_path
 
         return Kernels(
@@ -93,7 +95,7 @@ def kernels(backend: str, device) -> Kernels:
 def describe(name: str) -> str:
     """What a backend runs, for reports: 'native' and 'native-int8' name the instruction set their C kernels chose on
     this CPU."""
-    if name in ("native", "native-int8"):
+    if name in NATIVE_BACKENDS:
         from . import cpu_gemv
 
         return f"{name} (C kernels: {cpu_gemv.isa()})"
