@@ -346,11 +346,15 @@ def child_transformers(directory: Path, prompt, new: int, repeat: int, all_logit
 
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, Mxfp4Config
 
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)  # the past_key_values keyword's rename
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
+    # the experts dequantized to bf16, as transformers does on a CPU without its hub kernels: from 5.25 (which
+    # installs `kernels`) it would fetch one from the hub instead, and offline fail
+    dequantized = Mxfp4Config(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, quantization_config=dequantized, dtype=torch.bfloat16)
+    model = model.eval()
     ids = torch.tensor([prompt])
 
     def prefill():

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from transformers_cpu import causal_lm
 
 import mxfp4
 from mxfp4.convert import convert, open_source
@@ -114,7 +115,6 @@ def test_dense_source_checkpoint_quantizes_with_each_rule(tmp_path):
 def logits(tmp_path_factory):
     """Logits of transformers on the source and on our outputs (shared by TestTransformers)."""
     import transformers
-    from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
     root = tmp_path_factory.mktemp("tf")
@@ -129,7 +129,7 @@ def logits(tmp_path_factory):
     out = {}
     for name in ("hf", "bf16", "mx", "from_original"):
         path = source if name == "hf" else root / name
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        model = causal_lm(path, dtype=torch.bfloat16)
         with torch.no_grad():
             out[name] = model(ids).logits.float()
     return out

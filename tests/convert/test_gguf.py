@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGUFReader
+from transformers_cpu import causal_lm
 
 import mxfp4
 from mxfp4.convert import convert, open_source
@@ -160,14 +161,13 @@ def test_bare_original_to_gguf_needs_a_tokenizer(hf, tmp_path):
 
 def test_transformers_runs_the_gguf_round_trip(hf, ours, tmp_path):
     import transformers
-    from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
     convert(ours, tmp_path / "back", to="bf16")
     ids = torch.tensor([[5, 17, 200, 33, 7, 8, 9, 10, 11, 12, 13]])
     with torch.no_grad():
-        a = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.bfloat16)(ids).logits
-        b = AutoModelForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.bfloat16)(ids).logits
+        a = causal_lm(hf, dtype=torch.bfloat16)(ids).logits
+        b = causal_lm(tmp_path / "back", dtype=torch.bfloat16)(ids).logits
     assert torch.equal(a, b)
 
 
@@ -210,15 +210,12 @@ class TestLlamaCpp:
 
     def test_agrees_with_transformers_statistically(self, llama, hf, ours):
         import transformers
-        from transformers import AutoModelForCausalLM
 
         transformers.logging.set_verbosity_error()
         ids = [5, 17, 200, 33, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 40, 41, 42, 43, 44, 45]
         ours_logits = self.logits(llama, ours, ids)
         with torch.no_grad():
-            theirs = (
-                AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
-            )
+            theirs = causal_lm(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
         # llama.cpp's CPU MXFP4 path rounds activations to 8 bits and ignores YaRN's truncate=false:
         # compare the distributions, not the bits.
         corr = np.corrcoef(ours_logits.ravel(), theirs.ravel())[0, 1]
@@ -230,7 +227,6 @@ class TestLlamaCpp:
         # llama.cpp's 8-bit activations in the MXFP4 expert matmuls separate the two: measured 0.010
         # largest logit difference on this model (0.064% of the largest logit).
         import transformers
-        from transformers import AutoModelForCausalLM
 
         from mxfp4.testing import synthetic
 
@@ -243,9 +239,7 @@ class TestLlamaCpp:
         ids = [5, 17, 200, 33, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 40, 41, 42, 43, 44, 45]
         ours_logits = self.logits(llama, gguf_path, ids)
         with torch.no_grad():
-            theirs = (
-                AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
-            )
+            theirs = causal_lm(hf, dtype=torch.float32)(torch.tensor([ids])).logits[0].numpy()
         assert np.abs(ours_logits - theirs).max() < 0.03
         assert (ours_logits.argmax(-1) == theirs.argmax(-1)).all()
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
+from transformers_cpu import causal_lm
 
 from mxfp4.cli import main
 from mxfp4.convert import convert, open_source
@@ -92,7 +93,7 @@ def transformers_logits(directory):
     """transformers' logits of an HF directory on a fixed prompt (float32)."""
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    model = causal_lm(directory, dtype=torch.float32)
     with torch.no_grad():
         return model(torch.tensor([[3, 100, 27, 300, 5, 6, 7, 8, 9, 10, 11, 12]])).logits
 

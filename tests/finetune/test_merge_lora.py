@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
+from transformers_cpu import causal_lm
 
 import mxfp4
 from mxfp4.cli import main
@@ -40,9 +41,8 @@ ADAPTERS = {
 def _load(path):
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
-    from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return causal_lm(path, dtype=torch.float32)
 
 
 def _make_adapter(bf16, out, seed: int, **options):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers_cpu import causal_lm
 
 import mxfp4.model
 from mxfp4.convert import convert
@@ -19,11 +20,10 @@ def hf(tmp_path_factory):
 
 def transformers_logits(path, dtype):
     import transformers
-    from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
     with torch.no_grad():
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)(IDS).logits
+        return causal_lm(path, dtype=dtype)(IDS).logits
 
 
 @pytest.mark.parametrize("backend", ["torch", "native", "triton"])
