@@ -69,7 +69,7 @@ def _with_model_options(command):
         default="torch",
         show_default=True,
         help="Model compute path: torch (the reference), native (CPU C products), native-int8 (native with "
-        "int8 activations in the decoded MoE: approximate), auto, or triton (a GPU, or the CPU under "
+        "int8 activations in the MoE: approximate), auto, or triton (a GPU, or the CPU under "
         "TRITON_INTERPRET=1).",
     )(command)
     return click.option("--device", default="cpu", show_default=True, help="torch device for the models, e.g. cuda.")(

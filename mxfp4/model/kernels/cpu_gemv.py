@@ -257,6 +257,25 @@ def mxfp4_gemm(x, blocks, scales, bias=None, *, swiglu: bool = False, limit: flo
     return _gemm(0, x, blocks, scales, None, rows, cols, bias, swiglu, limit, alpha)
 
 
+def mxfp4_gemm_int8(x, blocks, scales, bias=None, *, swiglu: bool = False, limit: float = 0.0, alpha: float = 0.0):
+    """mxfp4_gemm with each row of x quantized to int8 a block of 32 first (quantize_int8's arithmetic): the prompt
+    products of backend native-int8 -> float32 [T, N] (with swiglu [T, N / 2]); None where the panel GEMM cannot
+    run (no AVX2, no memory). Each block's products are exact integers, scaled once in float32."""
+    blocks, scales = blocks.contiguous(), scales.contiguous()
+    rows, cols = blocks.shape[0], blocks.shape[1] * 32
+    x = _rows_of(x)
+    bias = None if bias is None else bias.to(torch.float32).contiguous()
+    y = torch.empty((x.shape[0], rows), dtype=torch.float32)
+    out = torch.empty((x.shape[0], rows // 2), dtype=torch.float32) if swiglu else None
+    done = _library().mxg_gemm_int8(
+        _ptr(blocks), _ptr(scales), rows, cols, _ptr(x), x.shape[0], _ptr(bias), _ptr(y), int(swiglu), limit, alpha,
+        _ptr(out), thread_count(),
+    )  # fmt: skip
+    if not done:
+        return None
+    return out if swiglu else y
+
+
 def dense_gemm(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
 ):

@@ -33,6 +33,8 @@ def configured(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.mxg_isa.restype = ctypes.c_int
     lib.mxg_gemm.argtypes = [_INT, _P, _P, _P, _I64, _I64, _P, _I64, _P, _P, _INT, _F32, _F32, _P, _INT]
     lib.mxg_gemm.restype = ctypes.c_int
+    lib.mxg_gemm_int8.argtypes = [_P, _P, _I64, _I64, _P, _I64, _P, _P, _INT, _F32, _F32, _P, _INT]
+    lib.mxg_gemm_int8.restype = ctypes.c_int
     lib.mxg_gemm_token_block.argtypes = [_I64]
     lib.mxg_gemm_token_block.restype = _I64
     lib.mxg_stream_sum.argtypes = [_P, _I64, _INT]

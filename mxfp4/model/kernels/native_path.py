@@ -100,7 +100,8 @@ def experts(
     x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float, int8: bool = False
 ) -> torch.Tensor:
     """moe_torch.experts' signature and result (within float32 rounding), small groups from the blocks; one token
-    (decoding) in a single C call, its activations quantized to int8 there with int8 (experts_int8)."""
+    (decoding) in a single C call. int8 (experts_int8): packed experts' activations quantized to int8 before each
+    product, one token's in that call, more tokens' through int8_expert."""
     packed = isinstance(gate_up, tuple) and isinstance(down, tuple)
     if packed and x.shape[0] == 1:
         y = cpu_gemv.moe_token(
@@ -115,7 +116,9 @@ def experts(
         x.dtype == torch.bfloat16 and (not cpu_gemv.native_bf16() or (not packed and gate_up.dtype != x.dtype))
     )
     for e, tokens, weight in expert_groups(indices, scores):
-        if packed and tokens.numel() <= EXPERT_TOKENS:
+        if packed and int8:
+            y = int8_expert(x[tokens], e, gate_up, gate_up_bias, down, down_bias, limit).to(x.dtype)
+        elif packed and tokens.numel() <= EXPERT_TOKENS:
             act = cpu_gemv.mxfp4_swiglu(x[tokens], gate_up[0][e], gate_up[1][e], gate_up_bias[e], limit, SWIGLU_ALPHA)
             # rounded to the activations' dtype, as the twin's SwiGLU output is (bf16 takes the AVX512-BF16 path)
             y = cpu_gemv.mxfp4_linear(act.to(x.dtype), down[0][e], down[1][e], down_bias[e]).to(x.dtype)
@@ -130,9 +133,29 @@ def experts(
 def experts_int8(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
     """experts() with one token's (a decode step's) activations quantized to int8 with a float32 scale a block of
     32 before each MXFP4 product (cpu_gemv.quantize_int8: llama.cpp's q8_0 arithmetic, with the scale kept in
-    float32): on AVX2 its loop needs no widening shuffles (docs/cpu.md). Approximate: each activation moves
-    by at most half its block's scale (max |x| / 254). More tokens (prompts) run experts() as it is."""
+    float32): on AVX2 its loops need no widening shuffles and multiply 32 pairs an instruction (docs/cpu.md).
+    Approximate: each activation moves by at most half its block's scale (max |x| / 254). Prompts go the same
+    way, each expert's tokens through the int8 panel GEMM."""
     return experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit, int8=True)
+
+
+def int8_expert(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
+    """moe_torch.expert_output of packed expert e with each product's activations quantized to int8 (the input,
+    then the SwiGLU output in float32) -> float32 [n, H]: the int8 panel GEMM for many tokens, the one-token
+    products for one token or where the panel GEMM cannot run (no AVX2)."""
+    up_blocks, up_scales, down_blocks, down_scales = gate_up[0][e], gate_up[1][e], down[0][e], down[1][e]
+    if xs.shape[0] > 1:
+        act = cpu_gemv.mxfp4_gemm_int8(
+            xs, up_blocks, up_scales, gate_up_bias[e], swiglu=True, limit=limit, alpha=SWIGLU_ALPHA
+        )
+        y = None if act is None else cpu_gemv.mxfp4_gemm_int8(act, down_blocks, down_scales, down_bias[e])
+        if y is not None:
+            return y
+    rows = []
+    for x in xs:
+        act = cpu_gemv.mxfp4_swiglu_int8(x, up_blocks, up_scales, gate_up_bias[e], limit, SWIGLU_ALPHA)
+        rows.append(cpu_gemv.mxfp4_linear_int8(act, down_blocks, down_scales, down_bias[e]))
+    return torch.cat(rows)
 
 
 def _row_padded_expert(xs: torch.Tensor, e: int, gate_up, gate_up_bias, down, down_bias, limit: float):
