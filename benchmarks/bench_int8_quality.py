@@ -1,12 +1,14 @@
-"""What int8 activations cost in quality: backend 'native-int8' against 'native' on a trained model, token by token.
+"""What int8 activations cost in quality: backend 'native-int8' against 'native' on a trained model.
 
     python benchmarks/bench_int8_quality.py                     # the bundled tiny trained model, both held-out files
     python benchmarks/bench_int8_quality.py MODEL a.tokens ...  # any checkpoint, token files (whitespace-separated ids)
 
-'native-int8' quantizes only a decode step's MoE activations, so each held-out text is fed one token a step from the
-KV cache (teacher forcing), every step through both backends on the same model. Prints, per text: perplexity under
-each, the mean and largest KL divergence of the int8 next-token distribution from the exact one, and how often their
-top tokens agree. Texts the model never trained on; the quantization has no seed (it is deterministic).
+'native-int8' quantizes the MoE's activations in decode steps and in prompts (each token's alone, so the two
+differ only where float32 rounding moves an activation across a rounding edge). Each held-out text goes through
+both backends on the same model twice: one token a step from the KV cache (teacher forcing: decoding), and whole
+as one prompt (the int8 panel GEMM). Prints, per text and way: perplexity under each backend, the mean and
+largest KL divergence of the int8 next-token distribution from the exact one, and how often their top tokens
+agree. Texts the model never trained on; the quantization has no seed (it is deterministic).
 """
 
 from __future__ import annotations
@@ -23,29 +25,38 @@ from mxfp4.model.kernels.select import describe
 TINY = Path(__file__).resolve().parent.parent / "examples" / "tiny-gpt-oss-trained"
 
 
-def teacher_forced(model, tokens: list[int]) -> dict:
-    """NLLs (nats) of tokens[1:] under native and native-int8, decoded one token a step, and their KLs and
-    top-1 agreement."""
-    caches = {name: model.use_backend(name).new_cache() for name in ("native", "native-int8")}
-    nll = {name: 0.0 for name in caches}
-    kls, agree = [], 0
+def teacher_forced(model, tokens: list[int]) -> dict[str, torch.Tensor]:
+    """Each backend's next-token log-probabilities after tokens[:-1], decoded one token a step: [n - 1, vocab]."""
+    out = {}
     with torch.no_grad():
-        for position in range(len(tokens) - 1):
-            step = torch.tensor([[tokens[position]]])
-            logp = {}
-            for name, cache in caches.items():
-                logits = model.use_backend(name)(step, cache)[0, -1].double()
-                logp[name] = torch.log_softmax(logits, -1)
-                nll[name] -= float(logp[name][tokens[position + 1]])
-            kls.append(float((logp["native"].exp() * (logp["native"] - logp["native-int8"])).sum()))
-            agree += int(logp["native"].argmax() == logp["native-int8"].argmax())
-    n = len(tokens) - 1
+        for name in ("native", "native-int8"):
+            backend, cache = model.use_backend(name), model.use_backend(name).new_cache()
+            steps = [backend(torch.tensor([[t]]), cache, start=i)[0, -1] for i, t in enumerate(tokens[:-1])]
+            out[name] = torch.log_softmax(torch.stack(steps).double(), -1)
+    return out
+
+
+def prompted(model, tokens: list[int]) -> dict[str, torch.Tensor]:
+    """The same log-probabilities from tokens[:-1] fed as one prompt."""
+    ids = torch.tensor([tokens[:-1]])
+    with torch.no_grad():
+        return {
+            name: torch.log_softmax(model.use_backend(name)(ids)[0].double(), -1) for name in ("native", "native-int8")
+        }
+
+
+def compare(logp: dict[str, torch.Tensor], tokens: list[int]) -> dict:
+    """Perplexity of tokens[1:] under each backend, KL(native || int8) a position (mean, max), top-1 agreement."""
+    targets = torch.tensor(tokens[1:])
+    nll = {name: -float(lp.gather(1, targets[:, None]).mean()) for name, lp in logp.items()}
+    exact, int8 = logp["native"], logp["native-int8"]
+    kl = (exact.exp() * (exact - int8)).sum(-1)
     return {
-        "tokens": n,
-        "ppl": {name: math.exp(total / n) for name, total in nll.items()},
-        "kl_mean": sum(kls) / n,
-        "kl_max": max(kls),
-        "top1": agree / n,
+        "tokens": len(targets),
+        "ppl": {name: math.exp(v) for name, v in nll.items()},
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1": float((exact.argmax(-1) == int8.argmax(-1)).double().mean()),
     }
 
 
@@ -59,15 +70,17 @@ def main() -> None:
     model = mxfp4.model.load(args.model, backend="native", dtype=getattr(torch, args.dtype))
     print(f"{args.model} ({args.dtype}); {describe('native-int8')} against {describe('native')}")
     print(
-        f"{'text':24s} {'tokens':>6s} {'ppl native':>11s} {'ppl int8':>9s} {'KL mean':>9s} {'KL max':>9s} {'top-1':>6s}"
+        f"{'text':24s} {'as':7s} {'tokens':>6s} {'ppl native':>11s} {'ppl int8':>9s} {'KL mean':>9s} {'KL max':>9s} "
+        f"{'top-1':>6s}"
     )
     for text in args.texts:
         tokens = [int(t) for t in Path(text).read_text().split()][: args.tokens + 1]
-        r = teacher_forced(model, tokens)
-        print(
-            f"{Path(text).name:24s} {r['tokens']:6d} {r['ppl']['native']:11.4f} {r['ppl']['native-int8']:9.4f} "
-            f"{r['kl_mean']:9.2e} {r['kl_max']:9.2e} {r['top1']:6.1%}"
-        )
+        for way, run in (("decode", teacher_forced), ("prompt", prompted)):
+            r = compare(run(model, tokens), tokens)
+            print(
+                f"{Path(text).name:24s} {way:7s} {r['tokens']:6d} {r['ppl']['native']:11.4f} "
+                f"{r['ppl']['native-int8']:9.4f} {r['kl_mean']:9.2e} {r['kl_max']:9.2e} {r['top1']:6.1%}"
+            )
 
 
 if __name__ == "__main__":

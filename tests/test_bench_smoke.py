@@ -49,9 +49,11 @@ def test_model_benchmark_runs_on_the_small_shape():
 
 
 def test_int8_quality_benchmark_runs_on_the_bundled_model():
-    """bench_int8_quality.py: both held-out texts through both backends, a row each with perplexities and KL."""
+    """bench_int8_quality.py: both held-out texts through both backends, decoded and as one prompt, a row each with
+    perplexities and KL."""
     output = run_benchmark("bench_int8_quality.py", "--tokens", "12", timeout=300)
     assert_prints(output, "native-int8 (C kernels: ", "heldout.tokens", "docs-heldout.tokens", "KL mean", "top-1")
+    assert_prints(output, " decode ", " prompt ")
 
 
 @pytest.mark.parametrize("option", ["--layers", "--prompt", "--new-tokens", "--repeat", "--rounds"])
