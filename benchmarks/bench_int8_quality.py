@@ -30,7 +30,8 @@ def teacher_forced(model, tokens: list[int]) -> dict[str, torch.Tensor]:
     out = {}
     with torch.no_grad():
         for name in ("native", "native-int8"):
-            backend, cache = model.use_backend(name), model.use_backend(name).new_cache()
+            backend = model.use_backend(name)
+            cache = backend.new_cache()
             steps = [backend(torch.tensor([[t]]), cache, start=i)[0, -1] for i, t in enumerate(tokens[:-1])]
             out[name] = torch.log_softmax(torch.stack(steps).double(), -1)
     return out

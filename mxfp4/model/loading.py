@@ -19,8 +19,8 @@ def load(path, *, backend: str = "auto", device=None, dtype=None, strict: bool =
     'torch'), 'torch' (the reference path, any device: bit parity with transformers), 'native' (the CPU with
     C products that read MXFP4 blocks and bf16 weights at memory speed for decoding and small batches) or
     'triton' (kernels that decode MXFP4 experts in registers; a GPU, or the CPU under TRITON_INTERPRET=1);
-    'native-int8' is 'native' with each decoded token's MoE activations quantized to int8 first (llama.cpp's
-    arithmetic: faster on CPUs without AVX-512, approximate; docs/cpu.md).
+    'native-int8' is 'native' with the MoE's activations quantized to int8 first, in decode steps and prompts
+    (llama.cpp's arithmetic: faster on CPUs without AVX-512, approximate; docs/cpu.md).
     A checkpoint saved wrong by a known tool is read correctly with a RepairWarning; strict=True refuses it.
     expert_layout: how square dense experts are stored where neither shape nor content tells (as for convert)."""
     device = torch.device(device or "cpu")

@@ -121,16 +121,24 @@ def test_every_code_meets_every_activation_position(scale):
     assert torch.equal(got.double(), want)
 
 
+def packed_experts(experts: int, hidden: int, inter: int, seed: int):
+    """Random packed MXFP4 experts (gate_up from seed, down from seed + 1, scales 119-123) and small biases."""
+    gate_up = random_mxfp4(experts * 2 * inter, hidden, seed, scale_range=(119, 124))
+    down = random_mxfp4(experts * hidden, inter, seed + 1, scale_range=(119, 124))
+    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
+    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
+    g = torch.Generator().manual_seed(seed + 2)
+    biases = torch.randn(experts, 2 * inter, generator=g) * 0.1, torch.randn(experts, hidden, generator=g) * 0.1
+    return gate_up, down, biases
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_one_token_int8_moe_is_the_per_expert_int8_products_summed(dtype):
     """moe_token(int8=True) is, per expert, the int8 gate_up product fused with the SwiGLU and the int8 down product
     of its float32 output (the products tested above), weighted and summed in float32: equal to that composition
     within the float32 rounding of the k-term weighted sum; and it is not the float32 MoE."""
     experts, hidden, inter, limit = 6, 160, 96, 7.0  # 5 blocks in (two pairs and a lone one), 3 down
-    gate_up = random_mxfp4(experts * 2 * inter, hidden, 21, scale_range=(119, 124))
-    down = random_mxfp4(experts * hidden, inter, 22, scale_range=(119, 124))
-    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
-    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
+    gate_up, down, _ = packed_experts(experts, hidden, inter, 21)
     g = torch.Generator().manual_seed(23)
     x = torch.randn(hidden, generator=g).to(dtype)
     up_bias = (torch.randn(experts, 2 * inter, generator=g) * 0.1).to(dtype)
@@ -249,16 +257,6 @@ def test_gemm_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypat
     monkeypatch.setattr(cpu_gemv, "thread_count", lambda: threads)
     for got, want in zip(results(), alone):
         assert torch.equal(got, want)
-
-
-def packed_experts(experts: int, hidden: int, inter: int, seed: int):
-    gate_up = random_mxfp4(experts * 2 * inter, hidden, seed, scale_range=(119, 124))
-    down = random_mxfp4(experts * hidden, inter, seed + 1, scale_range=(119, 124))
-    gate_up = (gate_up[0].reshape(experts, 2 * inter, -1, 16), gate_up[1].reshape(experts, 2 * inter, -1))
-    down = (down[0].reshape(experts, hidden, -1, 16), down[1].reshape(experts, hidden, -1))
-    g = torch.Generator().manual_seed(seed + 2)
-    biases = torch.randn(experts, 2 * inter, generator=g) * 0.1, torch.randn(experts, hidden, generator=g) * 0.1
-    return gate_up, down, biases
 
 
 def routed_batch(tokens: int, hidden: int, experts: int, seed: int):

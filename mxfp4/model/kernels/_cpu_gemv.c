@@ -1440,6 +1440,15 @@ static void run_rows(void *context, int64_t begin, int64_t end) {
 /* even ranges: a SwiGLU pair never straddles two threads */
 static void run_split(Task *base, int threads) { pool_run(run_rows, base, base->rows, 2, threads); }
 
+/* t (a panel GEMM call's task) narrowed to one pass: tokens [t0, t0 + n), their outputs. */
+static inline Task gemm_pass(Task t, int64_t t0, int64_t n) {
+    t.tokens = n;
+    t.y += t0 * t.rows;
+    if (t.out) t.out += t0 * (t.rows / 2);
+    t.gemm = 1;
+    return t;
+}
+
 /* float32 x [T, K] in the order the MXFP4 rows loop of this CPU's level reads */
 static void rows_order(const float *x, int64_t tokens, int64_t cols, float *out) {
     if (use_avx512())
@@ -1695,12 +1704,11 @@ int mxg_gemm(int kind, const uint8_t *blocks, const uint8_t *scales, const void 
     PackTask pack = {x, tokens, cols, kind == 0, use_avx512(), packed};
     pool_run(pack_tiles, &pack, padded / GEMM_TILE, 1, threads);
     int64_t block = gemm_token_block(cols);
+    Task call = {kind, blocks, scales, (const uint16_t *)dense, (const float *)dense, rows, cols, tokens, NULL, NULL,
+                 bias, y, swiglu, limit, alpha, out, 0, rows};
     for (int64_t t0 = 0; t0 < tokens; t0 += block) {
-        int64_t n = tokens - t0 < block ? tokens - t0 : block;
-        Task t = {kind, blocks, scales, (const uint16_t *)dense, (const float *)dense, rows, cols, n,
-                  packed + t0 * cols, NULL, bias, y + t0 * rows, swiglu, limit, alpha,
-                  out == NULL ? NULL : out + t0 * (rows / 2), 0, rows};
-        t.gemm = 1;
+        Task t = gemm_pass(call, t0, tokens - t0 < block ? tokens - t0 : block);
+        t.xs = packed + t0 * cols;
         pool_run(run_rows, &t, rows, GEMM_ROWS, threads);
     }
     free(packed);
@@ -1727,24 +1735,11 @@ int mxg_gemm_int8(const uint8_t *blocks, const uint8_t *scales, int64_t rows, in
     if (done) {
         PackQ8Task pack = {x, tokens, cols, codes, block_scales, offset};
         pool_run(pack_q8, &pack, tiles, 1, threads);
+        Task call = {0, blocks, scales, NULL, NULL, rows, cols, tokens, NULL, NULL, bias, y, swiglu, limit, alpha,
+                     out, 0, rows};
         for (int64_t t0 = 0; t0 < tokens; t0 += GEMM_TOKEN_BLOCK_MAX) {
-            int64_t n = tokens - t0 < GEMM_TOKEN_BLOCK_MAX ? tokens - t0 : GEMM_TOKEN_BLOCK_MAX;
+            Task t = gemm_pass(call, t0, tokens - t0 < GEMM_TOKEN_BLOCK_MAX ? tokens - t0 : GEMM_TOKEN_BLOCK_MAX);
             int64_t first_tile = t0 / GEMM_TILE;
-            Task t = {0};
-            t.kind = 0;
-            t.blocks = blocks;
-            t.scales = scales;
-            t.rows = rows;
-            t.cols = cols;
-            t.tokens = n;
-            t.bias = bias;
-            t.y = y + t0 * rows;
-            t.swiglu = swiglu;
-            t.limit = limit;
-            t.alpha = alpha;
-            t.out = out == NULL ? NULL : out + t0 * (rows / 2);
-            t.row1 = rows;
-            t.gemm = 1;
             t.q8 = (PackedQ8){codes + first_tile * GEMM_TILE * cols, block_scales + first_tile * nb * GEMM_TILE,
                               offset + first_tile * nb * GEMM_TILE};
             pool_run(run_rows, &t, rows, GEMM_ROWS, threads);

@@ -232,17 +232,32 @@ _GEMM_KINDS = {torch.bfloat16: 1, torch.float32: 2}
 
 
 def _gemm(
-    kind: int, x, blocks, scales, dense, rows: int, cols: int, bias, swiglu: bool, limit: float, alpha: float, y=None
+    kind: int,
+    x,
+    blocks,
+    scales,
+    dense,
+    rows: int,
+    cols: int,
+    bias,
+    swiglu: bool,
+    limit: float,
+    alpha: float,
+    y=None,
+    int8: bool = False,
 ):
+    """The panel GEMM of _cpu_gemv.c on x's rows (kind 0 MXFP4, 1 bf16, 2 float32; int8: MXFP4 against int8
+    activations, mxg_gemm_int8) into y (given or new) -> float32, or None where it cannot run."""
     x = _rows_of(x)
     bias = None if bias is None else bias.to(torch.float32).contiguous()
     if y is None:
         y = torch.empty((x.shape[0], rows), dtype=torch.float32)
     out = torch.empty((x.shape[0], rows // 2), dtype=torch.float32) if swiglu else None
-    done = _library().mxg_gemm(
-        kind, _ptr(blocks), _ptr(scales), _ptr(dense), rows, cols, _ptr(x), x.shape[0], _ptr(bias), _ptr(y),
-        int(swiglu), limit, alpha, _ptr(out), thread_count(),
-    )  # fmt: skip
+    outputs = (_ptr(x), x.shape[0], _ptr(bias), _ptr(y), int(swiglu), limit, alpha, _ptr(out), thread_count())
+    if int8:
+        done = _library().mxg_gemm_int8(_ptr(blocks), _ptr(scales), rows, cols, *outputs)
+    else:
+        done = _library().mxg_gemm(kind, _ptr(blocks), _ptr(scales), _ptr(dense), rows, cols, *outputs)
     if not done:
         return None
     return out if swiglu else y
@@ -263,17 +278,7 @@ def mxfp4_gemm_int8(x, blocks, scales, bias=None, *, swiglu: bool = False, limit
     run (no AVX2, no memory). Each block's products are exact integers, scaled once in float32."""
     blocks, scales = blocks.contiguous(), scales.contiguous()
     rows, cols = blocks.shape[0], blocks.shape[1] * 32
-    x = _rows_of(x)
-    bias = None if bias is None else bias.to(torch.float32).contiguous()
-    y = torch.empty((x.shape[0], rows), dtype=torch.float32)
-    out = torch.empty((x.shape[0], rows // 2), dtype=torch.float32) if swiglu else None
-    done = _library().mxg_gemm_int8(
-        _ptr(blocks), _ptr(scales), rows, cols, _ptr(x), x.shape[0], _ptr(bias), _ptr(y), int(swiglu), limit, alpha,
-        _ptr(out), thread_count(),
-    )  # fmt: skip
-    if not done:
-        return None
-    return out if swiglu else y
+    return _gemm(0, x, blocks, scales, None, rows, cols, bias, swiglu, limit, alpha, int8=True)
 
 
 def dense_gemm(

@@ -131,11 +131,11 @@ def experts(
 
 
 def experts_int8(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit: float) -> torch.Tensor:
-    """experts() with one token's (a decode step's) activations quantized to int8 with a float32 scale a block of
-    32 before each MXFP4 product (cpu_gemv.quantize_int8: llama.cpp's q8_0 arithmetic, with the scale kept in
-    float32): on AVX2 its loops need no widening shuffles and multiply 32 pairs an instruction (docs/cpu.md).
-    Approximate: each activation moves by at most half its block's scale (max |x| / 254). Prompts go the same
-    way, each expert's tokens through the int8 panel GEMM."""
+    """experts() with the activations quantized to int8 with a float32 scale a block of 32 before each MXFP4
+    product (cpu_gemv.quantize_int8: llama.cpp's q8_0 arithmetic, with the scale kept in float32), a decode step's
+    in the one-token MoE call, a prompt's through the int8 panel GEMM: on AVX2 these loops need no widening
+    shuffles and multiply 32 pairs an instruction (docs/cpu.md). Approximate: each activation moves by at most
+    half its block's scale (max |x| / 254)."""
     return experts(x, indices, scores, gate_up, gate_up_bias, down, down_bias, limit, int8=True)
 
 

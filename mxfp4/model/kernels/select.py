@@ -1,10 +1,9 @@
-"""The compute paths of the model: 'torch' (the reference, any device: bit parity with transformers), 'native'
-(the CPU: torch plus the C products of cpu_gemv for decoding and small batches), 'native-int8' ('native' with
-each decoded token's MoE activations quantized to int8 first, as llama.cpp computes: approximate, opt-in; see
-native_path.experts_int8) and 'triton' (kernels; a GPU,
-or the CPU under TRITON_INTERPRET=1 for tests). 'auto' takes 'native' for a CPU model when the C kernels are
-built, else 'torch'. Each names its linear, attention (growing cache), ring attention (static cache) and
-experts functions, its RMSNorm and rotary rotation, with the signatures of the torch twins."""
+"""The compute paths of the model: 'torch' (the reference, any device: bit parity with transformers), 'native' (the
+CPU: torch plus the C products of cpu_gemv for decoding and small batches), 'native-int8' ('native' with the MoE's
+activations quantized to int8 first, as llama.cpp computes: approximate, opt-in; see native_path.experts_int8) and
+'triton' (kernels; a GPU, or the CPU under TRITON_INTERPRET=1 for tests). 'auto' takes 'native' for a CPU model when
+the C kernels are built, else 'torch'. Each names its linear, attention (growing cache), ring attention (static
+cache) and experts functions, its RMSNorm and rotary rotation, with the signatures of the torch twins."""
 
 from __future__ import annotations
 
