@@ -5,7 +5,7 @@
     python benchmarks/bench_model.py --shape wide --layers 24    # gpt-oss-20b's whole geometry (13 GB of weights)
     python benchmarks/bench_model.py --crossover          # where the native C products stop paying (batch sizes)
     python benchmarks/bench_model.py --shape wide --interleave   # native and llama.cpp decode steps taken in turn
-    python benchmarks/bench_model.py --shape wide --breakdown    # where a native decode step's time goes
+    python benchmarks/bench_model.py --shape wide --breakdown    # where a decode step's time goes (+ --int8)
     python benchmarks/bench_model.py --shape wide --int8         # also native-int8 (int8 MoE activations, opt-in)
 
 Builds a synthetic MXFP4 checkpoint (and its GGUF, written by mxfp4 convert), then runs each implementation in
@@ -21,15 +21,17 @@ run in alternation (this machine's memory bandwidth drifts between minutes); com
 --interleave loads mxfp4 native and llama.cpp into one process and takes their decode steps in turn, one each,
 so both see the same moment of the machine: it prints the median step of each and the median of the per-step
 ratios (the least drift-prone decode figure here).
---breakdown times --new-tokens native decode steps (bf16 and float32 activations, after a 64-token prompt and 4
-steps not counted) with the C entry points wrapped: the dense products, the one-token MoE, the attention kernel,
-and the rest (torch's small ops and Python between them), in ms a step, with the bytes each part reads; and the
-rest by the module it is spent in (each module's time outside the C calls and the modules it calls).
+--breakdown times --new-tokens native decode steps (with --int8, native-int8 ones too; bf16 and float32
+activations, after a 64-token prompt and 4 steps not counted) with the C entry points wrapped: the dense products,
+the one-token MoE, the attention kernel, and the rest (torch's small ops and Python between them), in ms a step,
+with the bytes each part reads; and the rest by the module it is spent in (each module's time outside the C calls
+and the modules it calls).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -191,7 +193,7 @@ def child_interleaved(directory: Path, gguf: Path, prompt, new: int) -> dict:
     return {"ours_s": ours_s, "llama_s": theirs_s}
 
 
-def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
+def child_breakdown(directory: Path, backend: str, dtype: str, new: int) -> dict:
     """Seconds a native decode step spends in each C entry point (Python wrapper included) and in the rest."""
     import functools
 
@@ -217,7 +219,7 @@ def child_breakdown(directory: Path, dtype: str, new: int) -> dict:
 
         setattr(module, name, functools.wraps(getattr(module, name))(timed))
     outside = _time_modules_outside(spent)
-    model = mxfp4.model.load(directory, backend="native", dtype=getattr(torch, dtype))
+    model = mxfp4.model.load(directory, backend=backend, dtype=getattr(torch, dtype))
     with torch.no_grad():
         cache = model.new_cache()
         token = greedy_token(model(torch.tensor([list(range(64))]), cache, last_only=True)[:, -1])
@@ -265,27 +267,28 @@ def _time_modules_outside(c_spent: dict) -> dict:
     return outside
 
 
-def breakdown_report(directory: Path, config: dict, new: int, bandwidth: float) -> None:
-    """Prints child_breakdown's table for bf16 and float32 activations."""
+def breakdown_report(directory: Path, config: dict, new: int, bandwidth: float, backends: tuple) -> None:
+    """Prints child_breakdown's table for each backend with bf16 and float32 activations."""
     moe = routed_expert_bytes(config)
     dense = bytes_per_token(config, context=64 + 4 + new / 2) - moe
     reads = {"dense products": dense, "one-token MoE": moe}
     print(f"a native decode step after a 64-token prompt, {new} steps (ms a step; GB/s of the bytes each part reads)")
-    header = f"{'activations':11s} {'step':>7s} {'dense products':>20s} {'one-token MoE':>20s}"
+    header = f"{'backend, activations':25s} {'step':>7s} {'dense products':>20s} {'one-token MoE':>20s}"
     print(header + f" {'attention':>9s} {'rest':>7s}")
-    for dtype in ("bfloat16", "float32"):
-        result, _ = run_child(["--child", f"breakdown {dtype}", "--path", str(directory), "--new-tokens", str(new)])
+    for backend, dtype in itertools.product(backends, ("bfloat16", "float32")):
+        child = ["--child", f"breakdown {backend} {dtype}", "--path", str(directory), "--new-tokens", str(new)]
+        result, _ = run_child(child)
         parts = []
         for part in ("dense products", "one-token MoE"):
             seconds = result[part]
             parts.append(f"{seconds * 1e3:8.1f} ({reads[part] / seconds / 1e9:5.1f} GB/s)")
         rest = result["step_s"] - sum(result[p] for p in ("dense products", "one-token MoE", "attention"))
         print(
-            f"{dtype:11s} {result['step_s'] * 1e3:7.1f} {parts[0]:>20s} {parts[1]:>20s} "
+            f"{backend + ' ' + dtype:25s} {result['step_s'] * 1e3:7.1f} {parts[0]:>20s} {parts[1]:>20s} "
             f"{result['attention'] * 1e3:9.1f} {rest * 1e3:7.1f}"
         )
         modules = ", ".join(f"{part} {seconds * 1e3:.2f}" for part, seconds in result["outside"].items())
-        print(f"{'':11s} the rest by module (ms): {modules}")
+        print(f"{'':25s} the rest by module (ms): {modules}")
     print(f"(the machine read {bandwidth / 1e9:.1f} GB/s in a streaming sum)")
 
 
@@ -486,7 +489,8 @@ def main() -> None:
         if args.child == "machine":
             result = child_machine()
         elif args.child.startswith("breakdown"):
-            result = child_breakdown(path, args.child.split()[1], new)
+            _, backend, dtype = args.child.split()
+            result = child_breakdown(path, backend, dtype, new)
         elif args.child == "interleaved":
             result = child_interleaved(path, path.parent / "model.gguf", prompt, new)
         elif args.child.startswith("mxfp4"):
@@ -523,7 +527,8 @@ def main() -> None:
         machine = machine_report()
         bandwidth = machine["bandwidth"]
         if args.breakdown:
-            return breakdown_report(directory, config, args.new_tokens, bandwidth)
+            backends = ("native", "native-int8") if args.int8 else ("native",)
+            return breakdown_report(directory, config, args.new_tokens, bandwidth, backends)
         if args.interleave:
             child = ["--child", "interleaved", "--path", str(directory), "--prompt", str(args.prompt)]
             result, _ = run_child(child + ["--new-tokens", str(args.new_tokens)])

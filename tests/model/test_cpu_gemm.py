@@ -114,6 +114,25 @@ def test_gemm_dense_product_within_the_bound(dtype, tokens, cols):
 
 
 @needs_gemm
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_dense_rows_in_groups_give_the_panel_by_panel_bits(monkeypatch, dtype, threads):
+    """Past two tiles (32 tokens) the AVX2 GEMM runs dense rows in groups of 8 panels (48 rows), k-block by
+    k-block over the group; up to two tiles, a panel at a time. Each output is the same float32 sum over k in
+    order either way, and one token's output does not depend on the others, so a prompt in 32-token chunks gives
+    the grouped result bit for bit: 101 rows (two whole groups and a part one), three k-blocks (the last partial)."""
+    monkeypatch.setattr(cpu_gemv, "thread_count", lambda: threads)
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(101, 556, generator=g).to(dtype)
+    x = torch.randn(150, 556, generator=g)
+    grouped = cpu_gemv.dense_gemm(x, w)
+    by_panel = torch.cat([cpu_gemv.dense_gemm(x[i : i + 32], w) for i in range(0, 150, 32)])
+    assert torch.equal(grouped, by_panel)
+    want = x.double() @ w.double().T
+    assert ((grouped.double() - want).abs() <= bound(x, w.float(), want)).all()
+
+
+@needs_gemm
 @pytest.mark.parametrize("threads", [2, 3, 7])
 def test_gemm_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypatch, threads):
     blocks, scales = random_mxfp4(70, 608, 4)  # three k-blocks (GEMM_KC 256), the last partial
