@@ -66,7 +66,8 @@ def test_model_benchmark_refuses_counts_below_one(option):
 
 
 def test_model_benchmark_breaks_a_decode_step_down_on_the_small_shape():
-    """--breakdown: both dtypes' rows with every part (the C entry points wrapped in a child) and the rest."""
-    output = run_benchmark("bench_model.py", "--breakdown", "--new-tokens", "2")
-    assert_prints(output, "dense products", "one-token MoE", "attention", "rest", "bfloat16 ", "float32 ", "GB/s)")
-    assert_prints(output, "norms ")
+    """--breakdown --int8: both backends' rows in both dtypes, with every part (the C entry points wrapped in a
+    child) and the rest."""
+    output = run_benchmark("bench_model.py", "--breakdown", "--int8", "--new-tokens", "2")
+    assert_prints(output, "dense products", "one-token MoE", "attention", "rest", "GB/s)", "norms ")
+    assert_prints(output, "native bfloat16 ", "native float32 ", "native-int8 bfloat16 ", "native-int8 float32 ")
