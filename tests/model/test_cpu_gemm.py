@@ -132,6 +132,29 @@ def test_dense_rows_in_groups_give_the_panel_by_panel_bits(monkeypatch, dtype, t
     assert ((grouped.double() - want).abs() <= bound(x, w.float(), want)).all()
 
 
+SMALL_STACK_CHILD = """
+import threading, torch
+from mxfp4.model.kernels import cpu_gemv
+g = torch.Generator().manual_seed(8)
+w, x = torch.randn(101, 556, generator=g).bfloat16(), torch.randn(150, 556, generator=g)
+got = {}
+threading.stack_size(128 * 1024)
+thread = threading.Thread(target=lambda: got.update(y=cpu_gemv.dense_gemm(x, w)))
+thread.start()
+thread.join()
+assert torch.equal(got["y"], cpu_gemv.dense_gemm(x, w))
+"""
+
+
+@needs_gemm
+def test_grouped_gemm_runs_on_a_thread_with_a_small_stack():
+    """A group's panels and sums (147 KB) are not on the stack: a thread of 128 KB (musl's default for threads
+    created without a size) runs the grouped GEMM and gets what the main thread gets. In a child process: with them
+    on the stack the thread overflowed it (a segmentation fault)."""
+    child = subprocess.run([sys.executable, "-c", SMALL_STACK_CHILD], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+
+
 @needs_gemm
 @pytest.mark.parametrize("threads", [2, 3, 7])
 def test_gemm_any_thread_count_gives_the_one_thread_result_bit_for_bit(monkeypatch, threads):

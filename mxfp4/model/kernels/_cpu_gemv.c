@@ -997,14 +997,22 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
                                                                 const void *dense, int64_t cols, const float *packed,
                                                                 int64_t tokens, int64_t row0, int64_t row1, float *y,
                                                                 int64_t rows) {
-    float panels_of_group[GEMM_GROUP_PANELS][GEMM_PANEL_ROWS * GEMM_KC];
-    float c[GEMM_GROUP_PANELS][GEMM_TILES][GEMM_PANEL_ROWS * GEMM_TILE]; /* each tile's sums so far, a panel */
+    typedef float Panel[GEMM_PANEL_ROWS * GEMM_KC];
+    typedef float Sums[GEMM_TILES][GEMM_PANEL_ROWS * GEMM_TILE]; /* each tile's sums so far, a panel */
+    Panel one_panel;
+    Sums one_sums;
     int64_t nb = cols / BLOCK, tiles = (tokens + GEMM_TILE - 1) / GEMM_TILE;
     int wide = use_avx512(); /* AVX-512: two tiles at once, twelve rows where there are twelve */
     const char *weights = kind == 0 ? (const char *)blocks : (const char *)dense;
     int64_t element_bits = kind == 0 ? 4 : kind == 1 ? 16 : 32;
     int64_t row_bytes = cols * element_bits / 8, slice_bytes = GEMM_KC * element_bits / 8;
     int group_panels = !wide && kind != 0 && tiles > GEMM_GROUP_MIN_TILES ? GEMM_GROUP_PANELS : 1;
+    /* a group's panels and sums (147 KB) on the heap: a thread's stack may be 128 KB (musl's default); one panel
+     * and its sums (18 KB) on the stack, where a group of one is all the heap could give */
+    void *group_memory = group_panels > 1 ? malloc(GEMM_GROUP_PANELS * (sizeof(Panel) + sizeof(Sums))) : NULL;
+    if (group_memory == NULL) group_panels = 1;
+    Panel *panels_of_group = group_memory ? (Panel *)group_memory : &one_panel;
+    Sums *c = group_memory ? (Sums *)((char *)group_memory + GEMM_GROUP_PANELS * sizeof(Panel)) : &one_sums;
     for (int64_t g0 = row0; g0 < row1;) {
         int64_t start[GEMM_GROUP_PANELS], g1 = g0;
         int size[GEMM_GROUP_PANELS], panels = 0;
@@ -1055,6 +1063,7 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
                     y[t * rows + start[p] + i] = c[p][t / GEMM_TILE][i * GEMM_TILE + t % GEMM_TILE];
         g0 = g1;
     }
+    free(group_memory);
 }
 
 /* ---- the panel GEMM with int8 activations (native-int8's prompts) -------------------------------------------- */
