@@ -1007,6 +1007,7 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
     int64_t element_bits = kind == 0 ? 4 : kind == 1 ? 16 : 32;
     int64_t row_bytes = cols * element_bits / 8, slice_bytes = GEMM_KC * element_bits / 8;
     int group_panels = !wide && kind != 0 && tiles > GEMM_GROUP_MIN_TILES ? GEMM_GROUP_PANELS : 1;
+    int64_t k_blocks = (cols + GEMM_KC - 1) / GEMM_KC;
     /* a group's panels and sums (147 KB) on the heap: a thread's stack may be 128 KB (musl's default); one panel
      * and its sums (18 KB) on the stack, where a group of one is all the heap could give */
     void *group_memory = group_panels > 1 ? malloc(GEMM_GROUP_PANELS * (sizeof(Panel) + sizeof(Sums))) : NULL;
@@ -1022,11 +1023,11 @@ __attribute__((target("avx2,fma"))) static void gemm_rows_avx2(int kind, const u
             start[panels] = g1;
             g1 += size[panels++];
         }
-        /* MXFP4: the next panel's rows (contiguous) into L2, a share each k-block: a k-block is 128 bytes of each
-         * row, too little at once for the hardware's prefetcher to run ahead (20b gate_up x 64 tokens, a new
-         * expert each call, Intel VM: 297 -> 344 GFLOP/s on 2 threads) */
-        int64_t ahead_end = kind == 0 ? (row1 - g1 < g1 - g0 ? row1 - g1 : g1 - g0) * row_bytes : 0;
-        int64_t k_blocks = (cols + GEMM_KC - 1) / GEMM_KC, ahead_step = (ahead_end + k_blocks - 1) / k_blocks;
+        /* MXFP4 (a panel a group): the next GEMM_PANEL_ROWS rows (contiguous) into L2, a share each k-block: a
+         * k-block is 128 bytes of each row, too little at once for the hardware's prefetcher to run ahead (20b
+         * gate_up x 64 tokens, a new expert each call, Intel VM: 297 -> 344 GFLOP/s on 2 threads) */
+        int64_t ahead_end = kind == 0 ? (row1 - g1 < GEMM_PANEL_ROWS ? row1 - g1 : GEMM_PANEL_ROWS) * row_bytes : 0;
+        int64_t ahead_step = (ahead_end + k_blocks - 1) / k_blocks;
         for (int64_t k0 = 0; k0 < cols; k0 += GEMM_KC) {
             int64_t n = cols - k0 < GEMM_KC ? cols - k0 : GEMM_KC;
             /* bf16 and float32: the slice asked for is the next k-block's of this group, or the first of the
